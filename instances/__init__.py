@@ -1,0 +1,1 @@
+"""Bundled benchmark instances (data package; see rcprune.library)."""

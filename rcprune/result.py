@@ -1,0 +1,110 @@
+"""The one result type every solver returns (scipy.optimize's ``OptimizeResult`` style)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .problem import Instance, Solution, evaluate
+
+__all__ = ["SolveResult", "make_result", "Stopwatch"]
+
+STATUSES = ("optimal", "feasible", "time_limit")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of a solve.
+
+    Attributes
+    ----------
+    solution : Solution
+    cost, kept_sum : float
+        Pruned cost (the objective, minimized) and kept importance.
+    kept_count : int
+    lower_bound : float or None
+        A proven lower bound on the optimal cost, if the method has one.
+    status : str
+        ``"optimal"`` only when ``lower_bound`` meets ``cost`` (proven); ``"time_limit"`` when the
+        time limit stopped the search; otherwise ``"feasible"``.
+    runtime : float
+        Wall-clock seconds.
+    iterations : int
+    trace : list of (seconds, iteration, best_cost)
+    method : str
+    seed : int or None
+    info : dict
+        Method-specific extras (never renames the fields above).
+    """
+
+    solution: Solution
+    cost: float
+    kept_sum: float
+    kept_count: int
+    lower_bound: float | None
+    status: str
+    runtime: float
+    iterations: int
+    trace: list = field(default_factory=list)
+    method: str = ""
+    seed: int | None = None
+    feasible: bool = True
+    info: dict = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float | None:
+        """Relative optimality gap (cost - lower_bound) / cost, or None without a bound."""
+        if self.lower_bound is None:
+            return None
+        if self.cost <= 0:
+            return 0.0
+        return max(0.0, (self.cost - self.lower_bound) / self.cost)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no masks)."""
+        r, c = self.solution.shape
+        return {
+            "method": self.method, "status": self.status, "cost": self.cost, "kept_sum": self.kept_sum,
+            "kept_count": self.kept_count, "kept_rows": r, "kept_cols": c, "lower_bound": self.lower_bound,
+            "gap": self.gap, "runtime": self.runtime, "iterations": self.iterations, "seed": self.seed,
+            "feasible": self.feasible,
+        }
+
+
+class Stopwatch:
+    """Elapsed time and an optional deadline."""
+
+    def __init__(self, time_limit: float | None = None):
+        self.start = time.perf_counter()
+        self.time_limit = time_limit
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        if self.time_limit is None:
+            return float("inf")
+        return self.time_limit - self.elapsed()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+def make_result(instance: Instance, solution: Solution, *, method: str, runtime: float,
+                iterations: int = 0, lower_bound: float | None = None, timed_out: bool = False,
+                trace: list | None = None, seed: int | None = None, info: dict | None = None,
+                proof_tolerance: float = 1e-9) -> SolveResult:
+    """Evaluate ``solution`` and wrap it; status is ``optimal`` only if the bound proves it."""
+    ev = evaluate(instance, solution)
+    tol = proof_tolerance * max(1.0, abs(ev.cost))
+    if lower_bound is not None:
+        if ev.feasible and lower_bound > ev.cost + tol:
+            raise RuntimeError(f"{method}: lower bound {lower_bound} exceeds the cost {ev.cost} of a feasible solution")
+        lower_bound = float(min(lower_bound, ev.cost)) if ev.feasible else float(lower_bound)
+    proven = ev.feasible and lower_bound is not None and ev.cost - lower_bound <= tol
+    status = "optimal" if proven else ("time_limit" if timed_out else "feasible")
+    return SolveResult(
+        solution=solution, cost=ev.cost, kept_sum=ev.kept_sum, kept_count=ev.kept_count,
+        lower_bound=lower_bound, status=status, runtime=runtime, iterations=iterations,
+        trace=list(trace or []), method=method, seed=seed, feasible=ev.feasible, info=dict(info or {}),
+    )

@@ -1,0 +1,81 @@
+"""One entry point for every single-matrix solver: ``solve(instance, method=...)``."""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from .problem import Instance
+from .result import SolveResult
+from .validation import InvalidInstanceError, check_seed, check_time_limit
+
+__all__ = ["solve", "METHODS", "method_names"]
+
+# method name -> (module in rcprune.solvers, function)
+METHODS: dict[str, tuple[str, str]] = {
+    "top-rows": ("baseline", "top_rows"),
+    "greedy-independent": ("greedy_independent", "greedy_independent"),
+    "greedy-row-column": ("greedy_row_column", "greedy_row_column"),
+    "greedy-column-row": ("greedy_row_column", "greedy_column_row"),
+    "enumeration": ("enumeration", "exact_enumeration"),
+    "cpsat": ("cpsat", "cpsat"),
+    "annealing": ("annealing", "local_annealing"),
+    "genetic": ("genetic", "genetic_search"),
+}
+
+
+def _solver(method: str):
+    if method not in METHODS:
+        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(method_names())}")
+    module, func = METHODS[method]
+    try:
+        mod = importlib.import_module(f"rcprune.solvers.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"rcprune.solvers.{module}":
+            raise InvalidInstanceError(f"method {method!r} is not available in this version of rcprune") from None
+        raise
+    return getattr(mod, func)
+
+
+def method_names() -> list[str]:
+    """Names of the methods available in this installation."""
+    names = []
+    for name, (module, _) in METHODS.items():
+        try:
+            importlib.import_module(f"rcprune.solvers.{module}")
+        except ModuleNotFoundError:
+            continue
+        names.append(name)
+    return names
+
+
+def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | None = 0,
+          time_limit: float | None = None, **options) -> SolveResult:
+    """Solve an RC pruning instance with the named method.
+
+    Parameters
+    ----------
+    instance : Instance
+    method : str
+        One of :data:`METHODS` (see ``method_names()``).
+    seed : int
+        Seed for randomized methods (ignored by deterministic ones); same seed, same answer.
+    time_limit : float, optional
+        Seconds; the best solution found so far is returned when it runs out.
+    **options
+        Method-specific options; an unknown option is an error.
+
+    >>> import rcprune
+    >>> inst = rcprune.Instance([[5, 1], [1, 1]], budget=1)
+    >>> solve(inst, method="top-rows").cost
+    3.0
+    """
+    if not isinstance(instance, Instance):
+        raise InvalidInstanceError(f"expected a rcprune.Instance, got {type(instance).__name__}")
+    fn = _solver(method)
+    params = inspect.signature(fn).parameters
+    unknown = [k for k in options if k not in params or params[k].kind is not inspect.Parameter.KEYWORD_ONLY]
+    if unknown:
+        allowed = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("seed", "time_limit")]
+        raise InvalidInstanceError(
+            f"unknown option(s) {', '.join(unknown)} for method {method!r}; it takes: {', '.join(allowed) or 'none'}")
+    return fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
