@@ -57,6 +57,10 @@ def _read_npz(path, required: tuple[str, ...], what: str) -> dict[str, np.ndarra
     path = Path(path)
     if not path.is_file():
         raise InvalidInstanceError(f"{what} file {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise InvalidInstanceError(f"corrupt {what} file {str(path)!r}: not an .npz (zip) archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in required if k not in data.files]
