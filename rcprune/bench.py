@@ -1,0 +1,130 @@
+"""Benchmarks, reported as ratios against a baseline measured in the same run (never as test assertions)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from numba import njit
+
+from . import kernels
+from .generate import generate
+
+__all__ = ["bench_kernels", "format_table", "best_time"]
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, number: int = 1) -> float:
+    """Best-of-``repeats`` seconds per call of ``fn`` (each repeat runs it ``number`` times)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t) / number)
+    return best
+
+
+@njit(cache=True)
+def _row_moves(scores, rows, col_sums, row_sums, outs, ins):
+    """Swap out/in row pairs and swap back: 2 moves per pair, each a delta plus an O(n) apply."""
+    acc = 0.0
+    for t in range(outs.shape[0]):
+        acc += kernels.row_swap_delta(row_sums, outs[t], ins[t])
+        kernels.apply_row_swap(scores, rows, col_sums, outs[t], ins[t])
+        acc += kernels.row_swap_delta(row_sums, ins[t], outs[t])
+        kernels.apply_row_swap(scores, rows, col_sums, ins[t], outs[t])
+    return acc
+
+
+@njit(cache=True)
+def _col_moves(scores_t, cols, row_sums, col_sums, outs, ins):
+    acc = 0.0
+    for t in range(outs.shape[0]):
+        acc += kernels.col_swap_delta(col_sums, outs[t], ins[t])
+        kernels.apply_col_swap(scores_t, cols, row_sums, outs[t], ins[t])
+        acc += kernels.col_swap_delta(col_sums, ins[t], outs[t])
+        kernels.apply_col_swap(scores_t, cols, row_sums, ins[t], outs[t])
+    return acc
+
+
+def _row_moves_numpy(scores, rows, cols, col_sums, outs, ins):
+    """The same moves the plain numpy way: an O(n) delta from the definition, a vectorized update."""
+    acc = 0.0
+    for a, b in zip(outs, ins):
+        for out_row, in_row in ((a, b), (b, a)):
+            acc += scores[in_row, cols].sum() - scores[out_row, cols].sum()
+            kernels.apply_row_swap_reference(scores, rows, col_sums, out_row, in_row)
+    return acc
+
+
+def _col_moves_numpy(scores, scores_t, rows, cols, row_sums, outs, ins):
+    acc = 0.0
+    for a, b in zip(outs, ins):
+        for out_col, in_col in ((a, b), (b, a)):
+            acc += scores[rows, in_col].sum() - scores[rows, out_col].sum()
+            kernels.apply_col_swap_reference(scores_t, cols, row_sums, out_col, in_col)
+    return acc
+
+
+def bench_kernels(m: int = 512, n: int = 4608, density: float = 0.1, seed: int = 0,
+                  moves: int = 20000) -> list[dict]:
+    """Time a full evaluation and single row / column moves (delta + update), numba vs numpy.
+
+    The kept shape is the row-then-column style shape sqrt-balanced to the density. Each move is a swap
+    of a kept and a pruned row (column): the O(1) delta from maintained restricted sums plus the O(n)
+    (O(m)) update of the other side's sums. The numpy reference computes the delta from the definition.
+    """
+    inst = generate("laplace", m, n, seed=seed, density=density)
+    s, st = inst.scores, inst.scores_t
+    rng = np.random.default_rng(seed)
+    r = max(1, min(m - 1, int(round(m * np.sqrt(density)))))
+    c = max(1, min(n - 1, inst.budget // r))
+    rows = np.zeros(m, dtype=bool)
+    rows[rng.choice(m, r, replace=False)] = True
+    cols = np.zeros(n, dtype=bool)
+    cols[rng.choice(n, c, replace=False)] = True
+    row_sums = kernels.restricted_row_sums(s, cols)
+    col_sums = kernels.restricted_col_sums(s, rows)
+    pairs = moves // 2
+    r_out = rng.choice(np.flatnonzero(rows), pairs)
+    r_in = rng.choice(np.flatnonzero(~rows), pairs)
+    c_out = rng.choice(np.flatnonzero(cols), pairs)
+    c_in = rng.choice(np.flatnonzero(~cols), pairs)
+    np_pairs = max(1, pairs // 20)
+
+    # compile outside the timings
+    kernels.kept_sum(s, rows, cols)
+    _row_moves(s, rows, col_sums, row_sums, r_out[:1], r_in[:1])
+    _col_moves(st, cols, row_sums, col_sums, c_out[:1], c_in[:1])
+
+    out = []
+    t_nb = best_time(lambda: kernels.kept_sum(s, rows, cols))
+    t_np = best_time(lambda: kernels.kept_sum_reference(s, rows, cols))
+    out.append({"kernel": f"full evaluation {m}x{n}", "numba_us": t_nb * 1e6, "numpy_us": t_np * 1e6})
+    t_nb = best_time(lambda: _row_moves(s, rows, col_sums, row_sums, r_out, r_in), repeats=3) / (2 * pairs)
+    t_np = best_time(lambda: _row_moves_numpy(s, rows, cols, col_sums, r_out[:np_pairs], r_in[:np_pairs]),
+                     repeats=3) / (2 * np_pairs)
+    out.append({"kernel": "row move (delta + update, O(n))", "numba_us": t_nb * 1e6, "numpy_us": t_np * 1e6})
+    t_nb = best_time(lambda: _col_moves(st, cols, row_sums, col_sums, c_out, c_in), repeats=3) / (2 * pairs)
+    t_np = best_time(lambda: _col_moves_numpy(s, st, rows, cols, row_sums, c_out[:np_pairs], c_in[:np_pairs]),
+                     repeats=3) / (2 * np_pairs)
+    out.append({"kernel": "column move (delta + update, O(m))", "numba_us": t_nb * 1e6, "numpy_us": t_np * 1e6})
+    for row in out:
+        row["speedup"] = row["numpy_us"] / row["numba_us"]
+    return out
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.4g}") -> str:
+    """Plain-text table of a list of dicts."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+    cells = [[c for c in columns]]
+    for row in rows:
+        cells.append([
+            "-" if row.get(c) is None else (floatfmt.format(row[c]) if isinstance(row[c], float) else str(row[c]))
+            for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

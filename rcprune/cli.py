@@ -1,0 +1,159 @@
+"""The ``rcprune`` command line: solve, instances, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import library
+from .bench import format_table
+from .io import load_instance, save_instance, save_solution
+from .problem import Instance
+from .validation import InvalidInstanceError
+
+__all__ = ["main"]
+
+
+def _resolve_instance(ref: str | None) -> Instance:
+    """A file path (.npz) or a library instance name."""
+    ref = ref or library.DEFAULT_INSTANCE
+    if ref in library.CATALOGUE:
+        return library.get(ref)
+    if Path(ref).suffix == ".npz" or Path(ref).exists():
+        return load_instance(ref)
+    raise InvalidInstanceError(f"{ref!r} is neither an instance file nor a library instance "
+                               "(`rcprune instances list` shows the library)")
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInstanceError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def _with_budget(inst: Instance, args) -> Instance:
+    chosen = {k: v for k, v in (("budget", args.budget), ("density", args.density), ("sparsity", args.sparsity),
+                                ("shape", tuple(args.shape) if args.shape else None)) if v is not None}
+    return inst.replace(**chosen) if chosen else inst
+
+
+def cmd_solve(args) -> int:
+    from .solve import solve
+
+    inst = _with_budget(_resolve_instance(args.instance), args)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    options = _parse_options(args.option)
+    if args.out and len(methods) != 1:
+        raise InvalidInstanceError("--out saves one solution: give a single --method")
+    results = [solve(inst, method=m, seed=args.seed, time_limit=args.time_limit, **options) for m in methods]
+    best_known = inst.metadata.get("best_known_cost")
+    lower = inst.metadata.get("best_lower_bound") if inst.metadata.get("proven") else None
+    rows = []
+    for res in results:
+        row = res.summary()
+        row["vs_best_known"] = None if not best_known else res.cost / best_known - 1
+        rows.append(row)
+    if args.out:
+        save_solution(results[0].solution, args.out, {"instance": inst.name, **rows[0]})
+    if args.json:
+        print(json.dumps({"instance": inst.name, "shape": [inst.m, inst.n], "budget": inst.budget,
+                          "results": rows}, indent=1))
+    else:
+        print(f"instance {inst.name}: {inst.m} x {inst.n}, budget {inst.budget} kept entries "
+              f"(density {inst.density:.4g}), total score {inst.total:.6g}")
+        if best_known is not None:
+            print(f"best known cost {best_known:.6g}" + (" (proven optimal)" if lower is not None else ""))
+        print(format_table(rows, ["method", "status", "cost", "kept_rows", "kept_cols", "kept_count",
+                                  "lower_bound", "gap", "vs_best_known", "runtime"]))
+        if args.out:
+            print(f"solution saved to {args.out}")
+    return 0
+
+
+def cmd_instances(args) -> int:
+    if args.action == "list":
+        rows = [{"name": r["name"], "shape": "x".join(map(str, r["shape"])), "budget": r.get("budget"),
+                 "best_known": r["best_known_cost"], "lower_bound": r["best_lower_bound"],
+                 "proven": r["proven"], "method": r["best_method"], "stored": r["stored"]}
+                for r in library.index().values()]
+        print(format_table(rows))
+    elif args.action == "show":
+        if not args.name:
+            raise InvalidInstanceError("instances show needs a NAME")
+        inst = library.get(args.name)
+        print(json.dumps({"name": inst.name, "shape": [inst.m, inst.n], "budget": inst.budget,
+                          "fixed_shape": inst.fixed_shape, "density": inst.density, "total": inst.total,
+                          "metadata": dict(inst.metadata), "spec": library.spec(args.name)}, indent=1))
+    elif args.action == "generate":
+        if not args.name or not args.out:
+            raise InvalidInstanceError("instances generate needs a NAME and --out FILE")
+        path = save_instance(library.generate_named(args.name), args.out)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "kernels":
+        from .bench import bench_kernels
+
+        rows = bench_kernels(m=args.m, n=args.n, density=args.density, seed=args.seed)
+        print(f"kernels on a {args.m} x {args.n} Laplace instance, density {args.density} "
+              "(best of repeats; speedup = numpy / numba, measured in this run)")
+        print(format_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rcprune", description="Row-and-column pruning as combinatorial optimization.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("solve", help="solve an instance file or a library instance")
+    s.add_argument("instance", nargs="?", help=f"a .npz file or a library name (default {library.DEFAULT_INSTANCE})")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--budget", type=int, help="maximum kept entries K")
+    g.add_argument("--density", type=float, help="kept fraction d in (0, 1]")
+    g.add_argument("--sparsity", type=float, help="pruned fraction s in [0, 1)")
+    g.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="fixed kept shape")
+    s.add_argument("--method", default="greedy-row-column", help="a method or a comma-separated list")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--time-limit", type=float, default=None, help="seconds per method")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    s.add_argument("--out", help="save the solution (.npz)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_solve)
+
+    i = sub.add_parser("instances", help="the benchmark instance library")
+    i.add_argument("action", choices=["list", "show", "generate"])
+    i.add_argument("name", nargs="?")
+    i.add_argument("--out", help="file to write (generate)")
+    i.set_defaults(func=cmd_instances)
+
+    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
+    b.add_argument("what", choices=["kernels"])
+    b.add_argument("--m", type=int, default=512)
+    b.add_argument("--n", type=int, default=4608)
+    b.add_argument("--density", type=float, default=0.1)
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidInstanceError as exc:
+        print(f"rcprune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The rcprune command line, called in-process."""
+import json
+
+import pytest
+
+from rcprune import load_solution
+from rcprune.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_solve_default_instance_prints_a_table(capsys):
+    code, out, _ = run(capsys, "solve", "--method", "top-rows")
+    assert code == 0
+    assert "instance laplace-64x576" in out and "top-rows" in out and "cost" in out
+
+
+def test_solve_json_and_out_file(capsys, tmp_path):
+    out_path = tmp_path / "sol.npz"
+    code, out, _ = run(capsys, "solve", "planted-30x40", "--method", "top-rows", "--json", "--out", str(out_path))
+    assert code == 0
+    data = json.loads(out)
+    assert data["instance"] == "planted-30x40" and data["results"][0]["method"] == "top-rows"
+    sol, meta = load_solution(out_path)
+    assert sol.rows.shape == (30,) and meta["cost"] == pytest.approx(data["results"][0]["cost"])
+
+
+def test_solve_instance_file_with_budget_override(capsys, tmp_path):
+    f = tmp_path / "i.npz"
+    assert run(capsys, "instances", "generate", "uniform-12x16", "--out", str(f))[0] == 0
+    code, out, _ = run(capsys, "solve", str(f), "--shape", "3", "4", "--method", "top-rows", "--json")
+    res = json.loads(out)["results"][0]
+    assert code == 0 and (res["kept_rows"], res["kept_cols"]) == (3, 4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["solve", "missing.npz"], "does not exist"),
+    (["solve", "nonsense-name"], "neither an instance file nor a library instance"),
+    (["solve", "--density", "2"], "density must be in"),
+    (["solve", "--method", "nope"], "unknown method 'nope'"),
+    (["solve", "--method", "top-rows", "--option", "x"], "KEY=VALUE"),
+    (["solve", "--method", "top-rows", "--option", "x=1"], "unknown option"),
+    (["instances", "show"], "needs a NAME"),
+    (["instances", "show", "zzz"], "unknown instance"),
+])
+def test_errors_are_clear_and_exit_2(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_instances_list_and_show(capsys):
+    code, out, _ = run(capsys, "instances", "list")
+    assert code == 0 and "laplace-512x4608" in out and "planted-30x40" in out
+    code, out, _ = run(capsys, "instances", "show", "planted-30x40")
+    assert code == 0 and json.loads(out)["metadata"]["proven"] is True
+
+
+def test_bench_kernels_small(capsys):
+    code, out, _ = run(capsys, "bench", "kernels", "--m", "16", "--n", "32")
+    assert code == 0 and "row move" in out and "speedup" in out
