@@ -10,10 +10,11 @@ from .result import SolveResult
 from .solve import solve, method_names
 from .io import load_instance, save_instance, load_solution, save_solution
 from .generate import generate
+from . import library
 
 __all__ = [
     "InvalidInstanceError", "Instance", "Solution", "Evaluation", "evaluate", "scores", "matrix_view",
     "SolveResult", "solve", "method_names", "load_instance", "save_instance", "load_solution",
-    "save_solution", "generate",
+    "save_solution", "generate", "library",
 ]
 __version__ = "0.1.0"

@@ -5,9 +5,9 @@ import time
 from typing import Callable
 
 import numpy as np
-from numba import njit
 
 from . import kernels
+from .jit import jit
 from .generate import generate
 
 __all__ = ["bench_kernels", "format_table", "best_time"]
@@ -24,7 +24,7 @@ def best_time(fn: Callable[[], object], repeats: int = 5, number: int = 1) -> fl
     return best
 
 
-@njit(cache=True)
+@jit
 def _row_moves(scores, rows, col_sums, row_sums, outs, ins):
     """Swap out/in row pairs and swap back: 2 moves per pair, each a delta plus an O(n) apply."""
     acc = 0.0
@@ -36,7 +36,7 @@ def _row_moves(scores, rows, col_sums, row_sums, outs, ins):
     return acc
 
 
-@njit(cache=True)
+@jit
 def _col_moves(scores_t, cols, row_sums, col_sums, outs, ins):
     acc = 0.0
     for t in range(outs.shape[0]):

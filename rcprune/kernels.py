@@ -16,7 +16,7 @@ is O(1), and applying the move updates the other side's sums in O(n) (row move) 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 __all__ = [
     "kept_sum", "kept_sum_reference",
@@ -33,12 +33,12 @@ __all__ = [
     "top_k_sum", "top_k_sum_reference",
 ]
 
-_JIT = dict(cache=True, nogil=True)
+_JIT = dict(nogil=True)
 
 
 # --- full evaluation -------------------------------------------------------------------------
 
-@njit(**_JIT)
+@jit(**_JIT)
 def kept_sum(scores, rows, cols):
     """Sum of ``scores`` over ``rows x cols``. O(|R| n)."""
     n = scores.shape[1]
@@ -62,7 +62,7 @@ def kept_sum_reference(scores, rows, cols):
     return float(scores[np.ix_(rows, cols)].sum())
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def restricted_col_sums(scores, rows):
     """``out[j] = sum_{i in R} S[i, j]`` for every column j. O(|R| n)."""
     m, n = scores.shape
@@ -78,7 +78,7 @@ def restricted_col_sums_reference(scores, rows):
     return scores[rows].sum(axis=0)
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def restricted_row_sums(scores, cols):
     """``out[i] = sum_{j in C} S[i, j]`` for every row i. O(m n)."""
     m, n = scores.shape
@@ -96,7 +96,7 @@ def restricted_row_sums_reference(scores, cols):
     return scores[:, cols].sum(axis=1)
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def top_k_sum(values, k):
     """Sum of the k largest entries of ``values`` (k clipped to [0, len]). O(len) expected."""
     n = values.shape[0]
@@ -116,7 +116,7 @@ def top_k_sum_reference(values, k):
 
 # --- O(1) deltas of the kept sum, given maintained restricted sums -----------------------------
 
-@njit(**_JIT)
+@jit(**_JIT)
 def row_toggle_delta(rows, row_sums, i):
     """Change of the kept sum when row i is toggled (kept <-> pruned)."""
     return -row_sums[i] if rows[i] else row_sums[i]
@@ -128,7 +128,7 @@ def row_toggle_delta_reference(scores, rows, cols, i):
     return kept_sum_reference(scores, after, cols) - kept_sum_reference(scores, rows, cols)
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def col_toggle_delta(cols, col_sums, j):
     """Change of the kept sum when column j is toggled."""
     return -col_sums[j] if cols[j] else col_sums[j]
@@ -140,7 +140,7 @@ def col_toggle_delta_reference(scores, rows, cols, j):
     return kept_sum_reference(scores, rows, after) - kept_sum_reference(scores, rows, cols)
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def row_swap_delta(row_sums, out_row, in_row):
     """Change of the kept sum when kept row ``out_row`` is replaced by pruned row ``in_row``."""
     return row_sums[in_row] - row_sums[out_row]
@@ -152,7 +152,7 @@ def row_swap_delta_reference(scores, rows, cols, out_row, in_row):
     return kept_sum_reference(scores, after, cols) - kept_sum_reference(scores, rows, cols)
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def col_swap_delta(col_sums, out_col, in_col):
     """Change of the kept sum when kept column ``out_col`` is replaced by pruned column ``in_col``."""
     return col_sums[in_col] - col_sums[out_col]
@@ -166,7 +166,7 @@ def col_swap_delta_reference(scores, rows, cols, out_col, in_col):
 
 # --- applying a move: O(n) for a row move, O(m) for a column move -----------------------------
 
-@njit(**_JIT)
+@jit(**_JIT)
 def apply_row_toggle(scores, rows, col_sums, i):
     """Toggle row i in place and update ``col_sums`` (restricted to kept rows). O(n)."""
     n = scores.shape[1]
@@ -185,7 +185,7 @@ def apply_row_toggle_reference(scores, rows, col_sums, i):
     rows[i] = not rows[i]
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def apply_col_toggle(scores_t, cols, row_sums, j):
     """Toggle column j in place and update ``row_sums`` (restricted to kept columns). O(m)."""
     m = scores_t.shape[1]
@@ -204,7 +204,7 @@ def apply_col_toggle_reference(scores_t, cols, row_sums, j):
     cols[j] = not cols[j]
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def apply_row_swap(scores, rows, col_sums, out_row, in_row):
     """Replace kept row ``out_row`` by pruned row ``in_row``, updating ``col_sums``. O(n)."""
     n = scores.shape[1]
@@ -219,7 +219,7 @@ def apply_row_swap_reference(scores, rows, col_sums, out_row, in_row):
     rows[out_row], rows[in_row] = False, True
 
 
-@njit(**_JIT)
+@jit(**_JIT)
 def apply_col_swap(scores_t, cols, row_sums, out_col, in_col):
     """Replace kept column ``out_col`` by pruned column ``in_col``, updating ``row_sums``. O(m)."""
     m = scores_t.shape[1]

@@ -25,7 +25,7 @@ METHODS: dict[str, tuple[str, str]] = {
 
 def _solver(method: str):
     if method not in METHODS:
-        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(method_names())}")
+        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     module, func = METHODS[method]
     try:
         mod = importlib.import_module(f"rcprune.solvers.{module}")
