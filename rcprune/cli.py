@@ -97,6 +97,10 @@ def cmd_instances(args) -> int:
             raise InvalidInstanceError("instances generate needs a NAME and --out FILE")
         path = save_instance(library.generate_named(args.name), args.out)
         print(f"wrote {path}")
+    elif args.action == "update":
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        library.update([args.name] if args.name else None, methods=methods, time_limit=args.time_limit)
+        print(f"index updated: {library.index_path()}")
     return 0
 
 
@@ -131,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_solve)
 
     i = sub.add_parser("instances", help="the benchmark instance library")
-    i.add_argument("action", choices=["list", "show", "generate"])
+    i.add_argument("action", choices=["list", "show", "generate", "update"])
     i.add_argument("name", nargs="?")
     i.add_argument("--out", help="file to write (generate)")
+    i.add_argument("--methods", default="greedy-row-column", help="update: methods to run (comma-separated)")
+    i.add_argument("--time-limit", type=float, default=30.0, help="update: seconds per method and instance")
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")

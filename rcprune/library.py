@@ -141,3 +141,29 @@ def write_files(folder: Path | None = None) -> list[Path]:
     """(Re)write the committed ``.npz`` files of the stored instances."""
     folder = folder or _folder()
     return [save_instance(generate_named(n), folder / f"{n}.npz") for n, s in CATALOGUE.items() if s["stored"]]
+
+
+def update(names_: list[str] | None = None, methods: tuple[str, ...] = ("greedy-row-column",),
+           time_limit: float | None = 30.0, seed: int = 0, log=print) -> list[dict[str, Any]]:
+    """Run ``methods`` on library instances and record improved best-known costs and proven bounds.
+
+    Only bounds that a method proves (``lower_bound``) are recorded; the index says ``proven`` when the
+    best bound meets the best known cost.
+    """
+    from .solve import solve
+
+    rows = []
+    for name in names_ or names():
+        inst = get(name)
+        for method in methods:
+            try:
+                res = solve(inst, method=method, seed=seed, time_limit=time_limit)
+            except InvalidInstanceError as exc:  # e.g. enumeration refuses large sides
+                log(f"{name}: {method} skipped ({exc})")
+                continue
+            improved = record(name, cost=res.cost, method=method, lower_bound=res.lower_bound)
+            rows.append({"name": name, "method": method, "status": res.status, "cost": res.cost,
+                         "lower_bound": res.lower_bound, "runtime": res.runtime, "improved": improved})
+            log(f"{name}: {method} {res.status} cost={res.cost:.6g} bound={res.lower_bound} "
+                f"({res.runtime:.2f} s){' improved' if improved else ''}")
+    return rows

@@ -79,3 +79,30 @@ def test_bad_generator_calls(call, message):
 def test_large_instances_are_generated_on_demand_not_stored():
     spec = library.spec("laplace-512x4608")
     assert not spec["stored"] and not library.instance_path("laplace-512x4608").exists()
+
+
+def test_record_keeps_the_best_and_marks_proofs(tmp_path):
+    idx = tmp_path / "index.json"
+    assert library.record("uniform-12x16", cost=10.0, method="a", path=idx)
+    assert not library.record("uniform-12x16", cost=11.0, method="b", path=idx)
+    assert library.record("uniform-12x16", cost=9.0, method="c", lower_bound=8.0, path=idx)
+    import json
+
+    row = json.loads(idx.read_text())["uniform-12x16"]
+    assert (row["best_known_cost"], row["best_method"], row["best_lower_bound"], row["proven"]) == (9.0, "c", 8.0, False)
+    library.record("uniform-12x16", cost=9.0, method="d", lower_bound=9.0, path=idx)
+    assert json.loads(idx.read_text())["uniform-12x16"]["proven"] is True
+    with pytest.raises(RuntimeError, match="exceeds the best known cost"):
+        library.record("uniform-12x16", cost=9.0, method="e", lower_bound=9.5, path=idx)
+
+
+def test_jit_cache_is_switched_off_without_a_writable_location(monkeypatch):
+    import os
+
+    from rcprune import jit
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    assert jit._cache_possible() is False
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
+    assert jit._cache_possible() is True
