@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from numba import njit
 from tqdm.auto import tqdm
 
 from rcprune import kernels
+from rcprune.jit import jit
 from rcprune.problem import Instance, Solution, evaluate
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError
@@ -25,7 +25,7 @@ _CHUNK_SECONDS = 0.05  # between clock checks: well inside the 10% time-limit sl
 _RESYNC_SUBSETS = 1 << 16  # recompute the incremental sums this often, so rounding cannot drift
 
 
-@njit(cache=True)
+@jit
 def _top_sum(values, buf, k):
     """(sum, smallest) of the k largest entries of ``values``, by quickselect in ``buf`` (no allocation)."""
     n = values.shape[0]
@@ -59,7 +59,7 @@ def _top_sum(values, buf, k):
     return total, smallest
 
 
-@njit(cache=True)
+@jit
 def _gray_chunk(scores, cols_for_size, size_bound, start, stop, member, col_sums, size, best, best_member,
                 thresholds, buf):
     """Visit the Gray-code subsets ``start..stop-1`` (step t flips row ctz(t)); update the incumbent.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from rcprune.jit import jit
 from rcprune.problem import Instance, Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
 
@@ -88,7 +88,7 @@ def surrogate_bound(instance: Instance) -> SurrogateBound:
     return SurrogateBound(float(sur[best]), (int(rows[best]), int(cols[best])), lower)
 
 
-@njit(cache=True)
+@jit
 def _top_block_sums(scores, row_order, col_order, shape_rows, shape_cols):
     """kept[k] = sum of the top-shape_rows[k] x top-shape_cols[k] block of the permuted matrix.
 

@@ -7,9 +7,9 @@ the same on the transpose. Both are 2-approximations.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from rcprune import kernels
+from rcprune.jit import jit
 from rcprune.problem import Instance, Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers.greedy_independent import maximal_shapes, surrogate_bound
@@ -17,7 +17,7 @@ from rcprune.solvers.greedy_independent import maximal_shapes, surrogate_bound
 __all__ = ["greedy_row_column", "greedy_column_row"]
 
 
-@njit(cache=True)
+@jit
 def _restricted_top_sums(scores, row_order, shape_rows, shape_cols):
     """kept[k] = sum of the top shape_cols[k] column sums restricted to the first shape_rows[k] rows.
 
