@@ -11,10 +11,14 @@ from .solve import solve, method_names
 from .io import load_instance, save_instance, load_solution, save_solution
 from .generate import generate
 from . import library
+from .retention import (RetentionInstance, RetentionSolution, RetentionResult, evaluate_retention,
+                        hessian_from_inputs, refit)
 
 __all__ = [
     "InvalidInstanceError", "Instance", "Solution", "Evaluation", "evaluate", "scores", "matrix_view",
     "SolveResult", "solve", "method_names", "load_instance", "save_instance", "load_solution",
     "save_solution", "generate", "library",
+    "RetentionInstance", "RetentionSolution", "RetentionResult", "evaluate_retention", "hessian_from_inputs",
+    "refit",
 ]
 __version__ = "0.1.0"
