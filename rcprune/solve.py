@@ -8,7 +8,7 @@ from .problem import Instance
 from .result import SolveResult
 from .validation import InvalidInstanceError, check_seed, check_time_limit
 
-__all__ = ["solve", "METHODS", "method_names"]
+__all__ = ["solve", "METHODS", "RETENTION_METHODS", "method_names"]
 
 # method name -> (module in rcprune.solvers, function)
 METHODS: dict[str, tuple[str, str]] = {
@@ -22,11 +22,21 @@ METHODS: dict[str, tuple[str, str]] = {
     "genetic": ("genetic", "genetic_search"),
 }
 
+# small-weight retention (rcprune.RetentionInstance): method name -> (module in rcprune.solvers, function)
+RETENTION_METHODS: dict[str, tuple[str, str]] = {
+    "magnitude": ("retention_magnitude", "magnitude"),
+    "diagonal": ("retention_magnitude", "diagonal"),
+    "retention-greedy": ("retention_greedy", "retention_greedy"),
+    "retention-annealing": ("retention_annealing", "retention_annealing"),
+    "retention-genetic": ("retention_genetic", "retention_genetic"),
+    "retention-exact": ("retention_exact", "retention_exact"),
+}
 
-def _solver(method: str):
-    if method not in METHODS:
-        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    module, func = METHODS[method]
+
+def _solver(method: str, registry: dict[str, tuple[str, str]] = METHODS):
+    if method not in registry:
+        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(registry)}")
+    module, func = registry[method]
     try:
         mod = importlib.import_module(f"rcprune.solvers.{module}")
     except ModuleNotFoundError as exc:
@@ -69,9 +79,14 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
     >>> solve(inst, method="top-rows").cost
     3.0
     """
-    if not isinstance(instance, Instance):
+    from .retention import RetentionInstance
+
+    if isinstance(instance, RetentionInstance):  # methods of RETENTION_METHODS, named explicitly
+        fn = _solver(method, RETENTION_METHODS)
+    elif not isinstance(instance, Instance):
         raise InvalidInstanceError(f"expected a rcprune.Instance, got {type(instance).__name__}")
-    fn = _solver(method)
+    else:
+        fn = _solver(method)
     params = inspect.signature(fn).parameters
     unknown = [k for k in options if k not in params or params[k].kind is not inspect.Parameter.KEYWORD_ONLY]
     if unknown:
