@@ -15,7 +15,8 @@ from .retention import RetentionInstance, hessian_from_inputs
 
 __all__ = ["bench_retention", "digits_inputs", "digits_layer"]
 
-DEFAULT_METHODS = ("magnitude", "diagonal", "retention-greedy", "retention-annealing", "retention-exact")
+DEFAULT_METHODS = ("magnitude", "diagonal", "retention-greedy", "retention-annealing", "retention-genetic",
+                   "retention-exact")
 
 
 def _patches(maps: np.ndarray) -> np.ndarray:

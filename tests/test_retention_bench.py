@@ -23,7 +23,8 @@ def test_patches_match_a_direct_convolution():
 def test_bench_rows():
     rows = bench_retention(channels=(1, 2), out_channels=4, time_limit=30)
     methods = {r["method"] for r in rows}
-    assert methods == {"magnitude", "diagonal", "retention-greedy", "retention-annealing", "retention-exact"}
+    assert methods == {"magnitude", "diagonal", "retention-greedy", "retention-annealing", "retention-genetic",
+                       "retention-exact"}
     for layer in ({r["layer"] for r in rows}):
         by = {r["method"]: r for r in rows if r["layer"] == layer}
         assert by["retention-exact"]["status"] == "optimal"
