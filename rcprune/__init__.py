@@ -11,6 +11,7 @@ from .solve import solve, method_names
 from .io import load_instance, save_instance, load_solution, save_solution
 from .generate import generate
 from . import library
+from .network import NetworkInstance, NetworkSolution, evaluate_network
 from .retention import (RetentionInstance, RetentionSolution, RetentionResult, evaluate_retention,
                         hessian_from_inputs, refit)
 
@@ -19,6 +20,6 @@ __all__ = [
     "SolveResult", "solve", "method_names", "load_instance", "save_instance", "load_solution",
     "save_solution", "generate", "library",
     "RetentionInstance", "RetentionSolution", "RetentionResult", "evaluate_retention", "hessian_from_inputs",
-    "refit",
+    "refit", "NetworkInstance", "NetworkSolution", "evaluate_network",
 ]
 __version__ = "0.1.0"

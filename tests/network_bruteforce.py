@@ -1,0 +1,147 @@
+"""Independent brute force for whole-network RC pruning, written from the definition only.
+
+It reads the network's structure (layers, groups, producers, consumers) but none of rcprune's evaluation,
+kernels or solvers. Two oracles:
+
+* :func:`full_enumeration` tries every row mask and every column mask of every layer (tiny networks);
+* :func:`network_brute_force` tries every row mask; for fixed rows the best e columns of a layer are its
+  e live columns with the largest sums over the kept rows, and an exact dynamic program over the layers'
+  kept counts spends the global budget. :func:`full_enumeration` checks it on tiny networks.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+
+def _structure(net):
+    layers = list(net.layers)
+    w = np.asarray(net.weights, float)
+    totals = [float(net.scores(li.name).sum()) for li in layers]
+    mins = []
+    lb = net.layer_budgets or {}
+    maxs = []
+    for li in layers:
+        protected = net.group(li.output).protected
+        mins.append(max(math.ceil(net.min_density * li.rows * li.cols - 1e-9), li.rows if protected else 0))
+        maxs.append(lb.get(li.name, li.rows * li.cols))
+    return layers, w, totals, mins, maxs
+
+
+def _alive(net, row_masks):
+    alive = {}
+    for g in net.groups:
+        if g.input:
+            alive[g.name] = np.ones(g.size, bool)
+        else:
+            a = np.zeros(g.size, bool)
+            for p in g.producers:
+                a |= row_masks[p]
+            alive[g.name] = a
+    return alive
+
+
+def _live_cols(li, alive):
+    chans = np.zeros(li.in_channels, bool)
+    for g, off in li.inputs:
+        chans[off:off + len(alive[g])] = alive[g]
+    return np.repeat(chans, li.block)
+
+
+def _row_masks(net, layers):
+    """Every combination of row masks respecting fixed rows."""
+    options = []
+    for li in layers:
+        if net.group(li.output).protected:
+            options.append([np.ones(li.rows, bool)])
+        else:
+            options.append([np.array(b, bool) for b in itertools.product((False, True), repeat=li.rows)])
+    for combo in itertools.product(*options):
+        yield {li.name: r for li, r in zip(layers, combo)}
+
+
+def network_brute_force(net):
+    """Optimal ``(cost, row_masks, col_masks)`` (dicts by layer), or ``(inf, None, None)`` if infeasible."""
+    layers, w, totals, mins, maxs = _structure(net)
+    budget = net.budget if net.budget is not None else sum(li.rows * li.cols for li in layers)
+    best = (math.inf, None, None)
+    for rows in _row_masks(net, layers):
+        alive = _alive(net, rows)
+        # dp[c] = best weighted kept sum with total count c; choice[l][c] = e chosen in layer l
+        dp = np.full(budget + 1, -np.inf)
+        dp[0] = 0.0
+        choices = []
+        orders = []
+        for l, li in enumerate(layers):
+            s = net.scores(li.name)
+            live = _live_cols(li, alive)
+            r = int(rows[li.name].sum())
+            colsums = s[rows[li.name]].sum(axis=0)
+            idx = np.flatnonzero(live)
+            order = idx[np.argsort(-colsums[idx], kind="stable")]
+            orders.append(order)
+            prefix = np.concatenate([[0.0], np.cumsum(colsums[order])])
+            new = np.full(budget + 1, -np.inf)
+            choice = np.full(budget + 1, -1)
+            for e in range(len(order) + 1):
+                cnt = r * e
+                if cnt < mins[l] or cnt > maxs[l] or cnt > budget:
+                    continue
+                shifted = np.full(budget + 1, -np.inf)
+                shifted[cnt:] = dp[:budget + 1 - cnt] + w[l] * prefix[e]
+                better = shifted > new
+                new[better] = shifted[better]
+                choice[better] = e
+            dp = new
+            choices.append(choice)
+        c = int(np.argmax(dp))
+        if not np.isfinite(dp[c]):
+            continue
+        cost = sum(w[l] * totals[l] for l in range(len(layers))) - dp[c]
+        if cost < best[0] - 1e-9:
+            cols = {}
+            for l in range(len(layers) - 1, -1, -1):
+                li = layers[l]
+                e = int(choices[l][c])
+                mask = np.zeros(li.cols, bool)
+                mask[orders[l][:e]] = True
+                cols[li.name] = mask
+                c -= int(rows[li.name].sum()) * e
+            best = (float(cost), dict(rows), cols)
+    return best
+
+
+def evaluate_by_definition(net, rows, cols):
+    """``(cost, count, feasible)`` of row / column masks from the definition."""
+    layers, w, totals, mins, maxs = _structure(net)
+    alive = _alive(net, rows)
+    cost, count, feasible = 0.0, 0, True
+    for l, li in enumerate(layers):
+        if net.group(li.output).protected and not rows[li.name].all():
+            feasible = False
+        eff = cols[li.name] & _live_cols(li, alive)
+        s = net.scores(li.name)
+        kept = s[np.ix_(rows[li.name], eff)].sum()
+        cost += w[l] * (totals[l] - kept)
+        c = int(rows[li.name].sum()) * int(eff.sum())
+        count += c
+        feasible &= mins[l] <= c <= maxs[l]
+    if net.budget is not None:
+        feasible &= count <= net.budget
+    return float(cost), count, bool(feasible)
+
+
+def full_enumeration(net):
+    """Optimal cost over every row and column mask of every layer (tiny networks only)."""
+    layers = list(net.layers)
+    best = math.inf
+    col_options = [[np.array(b, bool) for b in itertools.product((False, True), repeat=li.cols)] for li in layers]
+    for rows in _row_masks(net, layers):
+        for combo in itertools.product(*col_options):
+            cols = {li.name: c for li, c in zip(layers, combo)}
+            cost, _, feasible = evaluate_by_definition(net, rows, cols)
+            if feasible and cost < best:
+                best = cost
+    return best
