@@ -112,6 +112,15 @@ def cmd_bench(args) -> int:
         print(f"kernels on a {args.m} x {args.n} Laplace instance, density {args.density} "
               "(best of repeats; speedup = numpy / numba, measured in this run)")
         print(format_table(rows))
+    elif args.what == "retention":
+        from .retention_bench import bench_retention
+
+        rows = bench_retention(sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,
+                               time_limit=args.time_limit)
+        print("small-weight retention on digits conv layers (H from real im2col patches of sklearn digits, "
+              "Laplace weights); improvement = 1 - E / E_magnitude, measured in this run")
+        print(format_table(rows, ["layer", "n", "k", "method", "cost", "magnitude_cost", "improvement",
+                                  "refit_cost", "retained_small", "status", "runtime"]))
     return 0
 
 
@@ -143,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels"])
+    b.add_argument("what", choices=["kernels", "retention"])
     b.add_argument("--m", type=int, default=512)
     b.add_argument("--n", type=int, default=4608)
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
+    b.add_argument("--time-limit", type=float, default=60.0, help="seconds per method and instance")
     b.set_defaults(func=cmd_bench)
     return p
 
