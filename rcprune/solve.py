@@ -8,7 +8,7 @@ from .problem import Instance
 from .result import SolveResult
 from .validation import InvalidInstanceError, check_seed, check_time_limit
 
-__all__ = ["solve", "METHODS", "RETENTION_METHODS", "method_names"]
+__all__ = ["solve", "METHODS", "RETENTION_METHODS", "NETWORK_METHODS", "method_names"]
 
 # method name -> (module in rcprune.solvers, function)
 METHODS: dict[str, tuple[str, str]] = {
@@ -30,6 +30,15 @@ RETENTION_METHODS: dict[str, tuple[str, str]] = {
     "retention-annealing": ("retention_annealing", "retention_annealing"),
     "retention-genetic": ("retention_genetic", "retention_genetic"),
     "retention-exact": ("retention_exact", "retention_exact"),
+}
+
+
+# whole networks (rcprune.NetworkInstance): method name -> (module in rcprune.solvers, function)
+NETWORK_METHODS: dict[str, tuple[str, str]] = {
+    "network-greedy": ("network_greedy", "network_greedy"),
+    "network-allocation": ("network_allocation", "network_allocation"),
+    "network-annealing": ("network_annealing", "network_annealing"),
+    "network-cpsat": ("network_cpsat", "network_cpsat"),
 }
 
 
@@ -80,9 +89,12 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
     3.0
     """
     from .retention import RetentionInstance
+    from .network import NetworkInstance
 
     if isinstance(instance, RetentionInstance):  # methods of RETENTION_METHODS, named explicitly
         fn = _solver(method, RETENTION_METHODS)
+    elif isinstance(instance, NetworkInstance):  # methods of NETWORK_METHODS, named explicitly
+        fn = _solver(method, NETWORK_METHODS)
     elif not isinstance(instance, Instance):
         raise InvalidInstanceError(f"expected a rcprune.Instance, got {type(instance).__name__}")
     else:
