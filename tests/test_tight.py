@@ -146,3 +146,13 @@ def test_planted_block_is_the_unique_optimum(m, n, r, c, seed):
     assert np.flatnonzero(br[i]).tolist() == inst.metadata["planted_rows"]
     assert np.flatnonzero(bc[j]).tolist() == inst.metadata["planted_cols"]
     assert inst.total - kept.max() == pytest.approx(inst.metadata["best_known_cost"], rel=1e-12)
+
+
+def test_ties_can_attain_ratio_two_exactly():
+    """approximation.md, Tightness, Remark (4): with ties (lowest index first) greedies A and B cost exactly
+    2 OPT on this 4 x 2 instance with shape (2, 1); the mirror is optimal."""
+    inst = rcprune.Instance([[1, 0], [0, 1], [0, 0], [0, 1]], shape=(2, 1))
+    opt, rows, cols = brute_force(inst.scores, shape=(2, 1))
+    assert opt == 1 and np.flatnonzero(rows).tolist() == [1, 3] and np.flatnonzero(cols).tolist() == [1]
+    assert _cost(inst, "greedy-independent") == _cost(inst, "greedy-row-column") == 2 * opt
+    assert _cost(inst, "greedy-column-row") == opt
