@@ -124,6 +124,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_verify_bounds(args) -> int:
+    from .verify import format_bounds, verify_bounds
+
+    reports = verify_bounds(n=args.n, seed=args.seed, max_side=args.max_side)
+    print(f"greedy cost / optimum on {args.n} random instances up to {args.max_side} x {args.max_side} "
+          "(optimum by brute force; proofs/approximation.md proves every ratio <= 2)")
+    print(format_bounds(reports))
+    bad = sum(r.violations + r.bound_violations + r.infeasible for r in reports.values())
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rcprune", description="Row-and-column pruning as combinatorial optimization.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
     b.add_argument("--time-limit", type=float, default=60.0, help="seconds per method and instance")
     b.set_defaults(func=cmd_bench)
+    v = sub.add_parser("verify-bounds", help="check the 2-approximation guarantees on random instances")
+    v.add_argument("--n", type=int, default=10000, help="number of random instances")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--max-side", type=int, default=7)
+    v.set_defaults(func=cmd_verify_bounds)
     return p
 
 

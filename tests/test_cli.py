@@ -62,3 +62,8 @@ def test_instances_list_and_show(capsys):
 def test_bench_kernels_small(capsys):
     code, out, _ = run(capsys, "bench", "kernels", "--m", "16", "--n", "32")
     assert code == 0 and "row move" in out and "speedup" in out
+
+
+def test_verify_bounds_command(capsys):
+    code, out, _ = run(capsys, "verify-bounds", "--n", "200", "--max-side", "4")
+    assert code == 0 and "greedy-row-column" in out and "worst ratio" in out
