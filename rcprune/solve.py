@@ -68,7 +68,7 @@ def method_names() -> list[str]:
 
 
 def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | None = 0,
-          time_limit: float | None = None, **options) -> SolveResult:
+          time_limit: float | None = None, bound: bool | str = False, **options) -> SolveResult:
     """Solve an RC pruning instance with the named method.
 
     Parameters
@@ -80,6 +80,10 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
         Seed for randomized methods (ignored by deterministic ones); same seed, same answer.
     time_limit : float, optional
         Seconds; the best solution found so far is returned when it runs out.
+    bound : bool or str, default False
+        Single-matrix instances: attach the best proven lower bound (``True``: ``"best"``; or a method of
+        :func:`rcprune.bounds.lower_bound`) with :func:`rcprune.bounds.certify`, so ``result.gap`` is a
+        certified optimality gap. The bound gets its own ``time_limit`` (the same value).
     **options
         Method-specific options; an unknown option is an error.
 
@@ -105,4 +109,11 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
         allowed = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("seed", "time_limit")]
         raise InvalidInstanceError(
             f"unknown option(s) {', '.join(unknown)} for method {method!r}; it takes: {', '.join(allowed) or 'none'}")
-    return fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
+    if bound is not False and not isinstance(instance, Instance):
+        raise InvalidInstanceError("bound= is available for single-matrix instances only")
+    result = fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
+    if bound is not False:
+        from .bounds import certify
+
+        result = certify(result, instance, "best" if bound is True else bound, time_limit=time_limit)
+    return result

@@ -82,3 +82,20 @@ def test_certify_keeps_the_better_bound_and_proves_optimality():
     res = certify(rcprune.solve(inst, method="top-rows"), inst, method="topk")
     assert res.cost == 3.0 and res.lower_bound == pytest.approx(3.0) and res.status == "optimal" and res.gap < 1e-12
     assert res.info["bound"]["method"] == "topk"
+
+
+@given(instances(max_m=5, max_n=5))
+def test_solve_with_bound_reports_a_certified_gap(case):
+    scores, kw = case
+    inst = rcprune.Instance(scores, **kw)
+    opt = brute_force(scores, **kw)[0]
+    res = rcprune.solve(inst, method="greedy-row-column", bound=True)
+    assert res.lower_bound <= opt + _tol(inst.total) and res.gap is not None and 0.0 <= res.gap <= 1.0
+    assert res.info["bound"]["method"] == "best"
+
+
+def test_solve_bound_option_errors():
+    inst = rcprune.Instance([[1.0, 2.0], [3.0, 4.0]], budget=2)
+    with pytest.raises(rcprune.InvalidInstanceError, match="unknown bound method"):
+        rcprune.solve(inst, bound="nope")
+    assert rcprune.solve(inst, bound="topk").info["bound"]["method"] == "topk"

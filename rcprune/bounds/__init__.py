@@ -24,6 +24,8 @@ from .shapes import BoundResult, ShapeTable, safety_margin
 
 __all__ = ["lower_bound", "certify", "BoundResult", "ShapeTable", "BOUND_METHODS"]
 
+DEFAULT_TIME_LIMIT = 5.0  # seconds of refinement when no time limit is given
+
 BOUND_METHODS = ("best", "surrogate", "topk", "spectral", "lagrangian", "shapewise")
 
 
@@ -56,7 +58,8 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
         or ``"best"`` (shapewise, never below the surrogate bound).
     time_limit : float, optional
         Seconds for the iterative methods (``lagrangian``, ``shapewise``, ``best``); the bound found so far
-        is returned (every iterate is valid).
+        is returned (every iterate is valid). Default :data:`DEFAULT_TIME_LIMIT` (5 s) of refinement,
+        after the cheap tables.
     incumbent : float or SolveResult, optional
         Cost of a known feasible solution; shapes whose bound reaches it are not refined further.
     seed : int
@@ -72,6 +75,8 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
     if method not in BOUND_METHODS:
         raise InvalidInstanceError(f"unknown bound method {method!r}; available: {', '.join(BOUND_METHODS)}")
     time_limit = check_time_limit(time_limit)
+    if time_limit is None:
+        time_limit = DEFAULT_TIME_LIMIT
     incumbent_cost = _incumbent_cost(incumbent)
     if method == "surrogate":
         return _surrogate(instance)
