@@ -1,0 +1,14 @@
+"""The PyTorch adapter: a model in, a row-and-column pruned model out, one small function per step.
+
+``extract`` traces the model (torch.fx) into a :class:`rcprune.NetworkInstance` and keeps the mapping back
+to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
+``apply`` masks the model through ``torch.nn.utils.prune`` (reversible until ``bake``); ``compact``
+returns a new, physically smaller model; ``finetune`` trains with the masks fixed; ``ls_refit`` refits the
+kept weights by least squares on calibration data. Needs the ``torch`` extra.
+"""
+from .extract import Extraction, LayerMap, extract
+from .masking import apply, bake, is_masked, restore
+from .compact import CompactReport, compact
+
+__all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
+           "CompactReport"]

@@ -1,0 +1,332 @@
+"""Trace a PyTorch model into a :class:`rcprune.NetworkInstance` and keep the way back to its modules.
+
+The model is traced once with ``torch.fx`` and run once on the example inputs (shapes). Conv2d and Linear
+modules become layers (rows = output channels, columns = ``weight.view(C_out, -1)``); BatchNorm,
+zero-preserving activations, pooling and dropout keep a tensor's channel group; residual adds merge
+groups; flatten into a Linear makes each channel a block of ``H*W`` columns.
+
+>>> import torch
+>>> m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+>>> ext = extract(m, torch.zeros(1, 1, 4, 4), sparsity=0.5)
+>>> ext.instance.layer_names, ext.instance.layer("3").block
+(('0', '3'), 4)
+"""
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+from rcprune.network import NetworkBuilder, NetworkInstance
+from rcprune.validation import InvalidInstanceError, check_scores
+
+__all__ = ["extract", "Extraction", "LayerMap", "NodeInfo"]
+
+# modules / functions that keep every channel where it is and map 0 to 0
+_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU,
+                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                 nn.AdaptiveMaxPool2d)
+_PASS_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout,
+                   F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+_PASS_METHODS = {"relu", "relu_", "contiguous", "tanh"}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_FLATTEN_METHODS = {"flatten", "view", "reshape"}
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """Where a layer of the instance lives in the model.
+
+    ``module`` is the qualified module name (also the layer name), ``kind`` ``"conv"`` or ``"linear"``,
+    ``out_positions`` the output positions per sample (``H_out * W_out``; 1 for a linear layer): a kept
+    entry costs that many multiply-adds per sample.
+    """
+
+    name: str
+    module: str
+    kind: str
+    weight_shape: tuple[int, ...]
+    has_bias: bool
+    out_positions: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A traced tensor: its channel group (instance name), its *support* (the layers whose kept rows can
+    make its channels non-zero; ``None`` = every channel, e.g. a network input) and, after a flatten,
+    the spatial size of each channel's block."""
+
+    group: str | None
+    support: frozenset | None
+    spatial: tuple[int, ...] | None = None
+    flat: bool = False
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` found: the instance and the mapping back to the model."""
+
+    instance: NetworkInstance
+    layers: dict[str, LayerMap]
+    nodes: dict[str, NodeInfo]
+    graph: fx.Graph
+    batchnorms: dict[str, str] = field(default_factory=dict)   # BN module -> node it runs at
+    excluded: list[str] = field(default_factory=list)
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise unless ``model`` has this extraction's layers with the same weight shapes."""
+        mods = dict(model.named_modules())
+        for name, shape in self.param_shapes.items():
+            m = mods.get(name)
+            w = getattr(m, "weight_orig", getattr(m, "weight", None)) if m is not None else None
+            if w is None or tuple(w.shape) != shape:
+                got = None if w is None else tuple(w.shape)
+                raise InvalidInstanceError(
+                    f"the model does not match this extraction: module {name!r} should have weight shape "
+                    f"{shape}, got {got} (was the solution made for another model?)")
+
+    def support_mask(self, support: frozenset | None, group: str, solution) -> np.ndarray:
+        """Channels of ``group`` that can be non-zero on a tensor with ``support`` under ``solution``."""
+        size = self.instance.group(group).size
+        if support is None:
+            return np.ones(size, bool)
+        m = np.zeros(size, bool)
+        for layer in support:
+            m |= solution[layer].rows
+        return m
+
+
+def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
+    w = weight.detach().to(torch.float64).cpu().numpy().reshape(weight.shape[0], -1)
+    if scores == "l1":
+        s = np.abs(w)
+    elif scores == "l2":
+        s = np.square(w)
+    elif callable(scores):
+        s = np.asarray(scores(name, weight.detach()), dtype=np.float64)
+        if s.size != w.size:
+            raise InvalidInstanceError(f"scores callable returned shape {s.shape} for layer {name!r}; "
+                                       f"expected {tuple(weight.shape)} or {w.shape}")
+        s = s.reshape(w.shape)
+    else:
+        raise InvalidInstanceError(f"scores must be 'l1', 'l2' or a callable (name, weight) -> array, got {scores!r}")
+    return check_scores(s, name=f"scores of layer {name!r}")
+
+
+def _tensor_shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _target_name(node: fx.Node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", repr(t))
+
+
+def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", protect: Sequence[str] = (),
+            sparsity: float | None = None, density: float | None = None, budget: int | None = None,
+            weighting: Any = "mean", min_density: float = 0.0, unsupported: str = "error",
+            name: str | None = None) -> Extraction:
+    """Trace ``model`` and build its RC pruning instance.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Traceable by ``torch.fx.symbolic_trace``; its weights give the scores (not modified).
+    example_inputs : Tensor or tuple of Tensors
+        Run once (eval mode, no grad) for the shapes.
+    scores : "l1", "l2" or callable
+        ``callable(layer_name, weight) -> array`` of the weight's shape (or ``(C_out, C_in*k)``).
+    protect : sequence of str
+        Layer (module) names whose output channels must all stay (their rows are fixed). The channels
+        that reach the model's output are always protected.
+    sparsity, density, budget : optional
+        The global budget (default: sparsity 0.9). ``weighting`` and ``min_density`` go to the instance.
+    unsupported : "error" or "exclude"
+        An op the adapter cannot follow on a pruned path (or a grouped conv): raise an error naming the node,
+        or (``"exclude"``) warn, keep its input channels whole and treat its output as a new input.
+
+    Returns
+    -------
+    Extraction
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if unsupported not in ("error", "exclude"):
+        raise InvalidInstanceError(f"unsupported must be 'error' or 'exclude', got {unsupported!r}")
+    if not (isinstance(scores, str) and scores in ("l1", "l2")) and not callable(scores):
+        raise InvalidInstanceError(f"scores must be 'l1', 'l2' or a callable (name, weight) -> array, got {scores!r}")
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise InvalidInstanceError("example_inputs must be a tensor or a tuple of tensors")
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # noqa: BLE001 -- tracing errors come in many types
+        raise InvalidInstanceError(f"torch.fx could not trace the model: {type(exc).__name__}: {exc}") from None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInstanceError(f"the model cannot run on example_inputs of shape(s) "
+                                   f"{[tuple(t.shape) for t in inputs]}: {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    modules = dict(gm.named_modules())
+    b = NetworkBuilder(name or type(model).__name__)
+    values: dict[str, NodeInfo] = {}   # node -> info with the builder's (raw) group names
+    layers: dict[str, LayerMap] = {}
+    batchnorms: dict[str, str] = {}
+    excluded: list[str] = []
+    protected_raw: list[str] = []
+    pending_protect = set(protect)
+    unknown = [p for p in protect if p not in modules]
+    if unknown:
+        raise InvalidInstanceError(f"protect names unknown module(s) {unknown}")
+    n_inputs = 0
+
+    def tracked(node_args) -> list[fx.Node]:
+        out = []
+        for a in node_args:
+            if isinstance(a, fx.Node) and a.name in values:
+                out.append(a)
+            elif isinstance(a, (tuple, list)):
+                out.extend(tracked(a))
+        return out
+
+    def refuse(node: fx.Node, why: str) -> None:
+        msg = f"node {node.name!r} ({node.op} {_target_name(node)}): {why}"
+        if unsupported == "error":
+            raise InvalidInstanceError(msg + "; pass unsupported='exclude' to keep its channels whole instead")
+        warnings.warn(f"rcprune.torch.extract: {msg}; its input channels are kept whole", stacklevel=3)
+        excluded.append(node.name)
+        for a in tracked(list(node.args) + list(node.kwargs.values())):
+            protected_raw.append(values[a.name].group)
+        shape = _tensor_shape(node)
+        if shape is not None and len(shape) >= 2:
+            values[node.name] = NodeInfo(b.input(f"{node.name}:excluded", int(shape[1])), None)
+
+    for node in gm.graph.nodes:
+        shape = _tensor_shape(node)
+        if node.op == "placeholder":
+            if shape is None or len(shape) < 2:
+                continue
+            n_inputs += 1
+            values[node.name] = NodeInfo(b.input(node.name, int(shape[1])), None)
+            continue
+        if node.op == "output":
+            for a in tracked(node.args):
+                protected_raw.append(values[a.name].group)
+            continue
+        srcs = tracked(list(node.args) + list(node.kwargs.values()))
+        if not srcs:
+            continue
+        if shape is None:   # x.size(), x.shape, ...: no tensor flows on
+            if node.op == "call_method" and node.target in ("size", "dim") or \
+                    node.op == "call_function" and node.target is getattr:
+                continue
+            refuse(node, "output is not a single tensor")
+            continue
+        src = values[srcs[0].name]
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, nn.Conv2d) or isinstance(mod, nn.Linear):
+            lname = node.target
+            if lname in layers:
+                refuse(node, "the module is called more than once (shared weights)")
+                continue
+            if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or mod.padding_mode != "zeros"):
+                refuse(node, f"grouped conv (groups={mod.groups})" if mod.groups != 1 else
+                       f"padding_mode {mod.padding_mode!r}")
+                continue
+            if src.flat and isinstance(mod, nn.Conv2d):
+                refuse(node, "conv on a flattened tensor")
+                continue
+            in_shape = _tensor_shape(srcs[0])
+            if isinstance(mod, nn.Linear) and (in_shape is None or len(in_shape) != 2):
+                refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor (only (N, features) is supported)")
+                continue
+            s = _score_matrix(scores, lname, mod.weight)
+            if isinstance(mod, nn.Conv2d):
+                out = b.layer(lname, s, src.group, kernel=tuple(mod.kernel_size))
+                positions, kind = int(np.prod(shape[2:])), "conv"
+            else:
+                spatial = src.spatial if src.flat else (1,)
+                out = b.layer(lname, s, src.group, spatial=spatial)
+                positions, kind = 1, "linear"
+            if lname in pending_protect:
+                protected_raw.append(out)
+            layers[lname] = LayerMap(lname, lname, kind, tuple(mod.weight.shape), mod.bias is not None, positions)
+            values[node.name] = NodeInfo(out, frozenset([lname]))
+        elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if src.flat and src.spatial != (1,):
+                refuse(node, "batch norm on a flattened tensor with spatial positions")
+                continue
+            if node.target in batchnorms:
+                refuse(node, "the batch norm module is called more than once")
+                continue
+            batchnorms[node.target] = node.name
+            values[node.name] = src
+        elif isinstance(mod, _PASS_MODULES) or (node.op == "call_function" and node.target in _PASS_FUNCTIONS) \
+                or (node.op == "call_method" and node.target in _PASS_METHODS):
+            if src.flat and not isinstance(mod, (nn.Dropout, nn.Identity)) and node.target not in (F.dropout, "contiguous") \
+                    and src.spatial != (1,):
+                refuse(node, "channel op on a flattened tensor")
+                continue
+            values[node.name] = src
+        elif node.op == "call_function" and node.target in _ADD_FUNCTIONS:
+            tensors = [a for a in node.args if isinstance(a, fx.Node)]
+            if len(srcs) != 2 or len(tensors) != 2 or node.kwargs:
+                refuse(node, "an add must have two traced tensors (adding a constant makes zeros non-zero)")
+                continue
+            a, c = values[srcs[0].name], values[srcs[1].name]
+            if a.flat != c.flat or a.spatial != c.spatial:
+                refuse(node, "adds a flattened and an unflattened tensor")
+                continue
+            try:
+                g = b.add(a.group, c.group)
+            except InvalidInstanceError as exc:
+                raise InvalidInstanceError(f"node {node.name!r}: {exc}") from None
+            sup = None if a.support is None or c.support is None else a.support | c.support
+            values[node.name] = NodeInfo(g, sup, a.spatial, a.flat)
+        elif (isinstance(mod, nn.Flatten) or (node.op == "call_function" and node.target is torch.flatten)
+              or (node.op == "call_method" and node.target in _FLATTEN_METHODS)):
+            in_shape = _tensor_shape(srcs[0])
+            if src.flat or in_shape is None or len(shape) != 2 or shape[0] != in_shape[0] or len(in_shape) < 2:
+                refuse(node, f"reshape from {in_shape} to {shape} is not a flatten of (N, C, ...) to (N, C*...)")
+                continue
+            values[node.name] = NodeInfo(src.group, src.support, tuple(int(v) for v in in_shape[2:]) or (1,), True)
+        else:
+            refuse(node, "this op is not supported on a pruned path")
+    missing = pending_protect - set(layers)
+    if missing:
+        raise InvalidInstanceError(f"protect names module(s) that are not pruned layers: {sorted(missing)}")
+    if not layers:
+        raise InvalidInstanceError("the model has no Conv2d or Linear layer the adapter can prune")
+    for g in protected_raw:
+        b.protect(g)
+    given = {k: v for k, v in (("budget", budget), ("density", density), ("sparsity", sparsity)) if v is not None}
+    if not given:
+        given = {"sparsity": 0.9}
+    instance = b.build(weighting=weighting, min_density=min_density,
+                       metadata={"source": "rcprune.torch.extract", "model": type(model).__name__}, **given)
+    root = {}
+    for gi in instance.groups:
+        for m in (gi.name, *gi.members):
+            root[m] = gi.name
+    nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
+    params = {lm.module: lm.weight_shape for lm in layers.values()}
+    return Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
+                      batchnorms=batchnorms, excluded=excluded,
+                      input_shapes=tuple(tuple(t.shape) for t in inputs), param_shapes=params)
