@@ -1,0 +1,44 @@
+"""The network lower bound is below the exact network optimum (independent brute force)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rcprune
+from rcprune.bounds.network import layer_bound_curve, network_lower_bound
+from rcprune.network_generate import chain_network, random_network, residual_network
+from tests.bruteforce import brute_force
+from tests.network_bruteforce import network_brute_force
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_network_bound_below_exact_optimum(seed):
+    rng = np.random.default_rng(seed)
+    make = (chain_network, residual_network, random_network)[seed % 3]
+    net = make(seed, density=1.0)
+    budget = int(rng.integers(max(1, int(net.min_counts.sum())), net.total_entries + 1))
+    net = net.replace(budget=budget)
+    opt = network_brute_force(net)[0]
+    res = network_lower_bound(net)
+    assert 0.0 <= res.bound <= opt + 1e-9 * max(1.0, net.weighted_total), (res.bound, opt)
+    assert len(res.per_layer) == net.n_layers
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_layer_curve_below_single_layer_optimum(seed):
+    rng = np.random.default_rng(seed)
+    s = np.floor(rng.exponential(3.0, size=(rng.integers(1, 6), rng.integers(1, 6))))
+    fixed = bool(seed % 2)
+    budgets, bounds = layer_bound_curve(s, points=8, fixed_rows=fixed)
+    assert np.all(np.diff(bounds) <= 0)
+    for k, low in zip(budgets[1:], bounds[1:]):
+        if fixed:
+            opt = s.sum() - np.sort(s.sum(axis=0))[::-1][:min(s.shape[1], k // s.shape[0])].sum()
+        else:
+            opt = brute_force(s, budget=int(k))[0]
+        assert low <= opt + 1e-9 * max(1.0, s.sum())
+
+
+def test_network_bound_rejects_single_instances():
+    with pytest.raises(rcprune.InvalidInstanceError, match="NetworkInstance"):
+        network_lower_bound(rcprune.Instance([[1.0]], budget=1))
