@@ -135,6 +135,28 @@ def cmd_verify_bounds(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_bound(args) -> int:
+    from .bounds import lower_bound
+    from .solve import solve
+
+    inst = _with_budget(_resolve_instance(args.instance), args)
+    result = solve(inst, method=args.solver, time_limit=args.time_limit)
+    b = lower_bound(inst, args.method, time_limit=args.time_limit, incumbent=result)
+    best = max(b.bound, result.lower_bound or 0.0)
+    gap = 0.0 if result.cost <= 0 else max(0.0, (result.cost - best) / result.cost)
+    row = {"instance": inst.name, "m": inst.m, "n": inst.n, "budget": inst.budget, "solver": args.solver,
+           "cost": result.cost, "lower_bound": best, "gap": gap, "bound_method": b.method,
+           "bound_runtime": b.runtime, "proof": b.proof}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"{inst.name} ({inst.m} x {inst.n}, budget {inst.budget}): {args.solver} cost {result.cost:.6g}, "
+              f"lower bound {best:.6g} -> at most {100 * gap:.2f}% above optimal "
+              f"(bound in {b.runtime:.2f} s)")
+        print(b.proof)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rcprune", description="Row-and-column pruning as combinatorial optimization.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -176,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--max-side", type=int, default=7)
     v.set_defaults(func=cmd_verify_bounds)
+    bd = sub.add_parser("bound", help="certified lower bound and optimality gap of a solver's masks")
+    bd.add_argument("instance", nargs="?", help=f"a .npz file or a library name (default {library.DEFAULT_INSTANCE})")
+    gb = bd.add_mutually_exclusive_group()
+    gb.add_argument("--budget", type=int, help="maximum kept entries K")
+    gb.add_argument("--density", type=float, help="kept fraction d in (0, 1]")
+    gb.add_argument("--sparsity", type=float, help="pruned fraction s in [0, 1)")
+    gb.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="fixed kept shape")
+    bd.add_argument("--method", default="best", help="bound method (rcprune.bounds.BOUND_METHODS)")
+    bd.add_argument("--solver", default="greedy-row-column", help="solver giving the masks whose gap is certified")
+    bd.add_argument("--time-limit", type=float, default=None, help="seconds for the solver and for the bound")
+    bd.add_argument("--json", action="store_true", help="print JSON instead of text")
+    bd.set_defaults(func=cmd_bound)
     return p
 
 

@@ -99,3 +99,17 @@ def test_solve_bound_option_errors():
     with pytest.raises(rcprune.InvalidInstanceError, match="unknown bound method"):
         rcprune.solve(inst, bound="nope")
     assert rcprune.solve(inst, bound="topk").info["bound"]["method"] == "topk"
+
+
+def test_cli_bound_prints_a_certified_gap(capsys, tmp_path):
+    import json
+
+    from rcprune.cli import main
+
+    path = tmp_path / "i.npz"
+    rcprune.save_instance(rcprune.Instance([[4.0, 1.0], [0.0, 3.0]], budget=2), path)
+    assert main(["bound", str(path), "--json", "--time-limit", "2"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["cost"] == 3.0 and row["gap"] < 1e-9 and row["bound_method"] == "best"
+    assert main(["bound", str(path), "--method", "topk"]) == 0
+    assert "above optimal" in capsys.readouterr().out

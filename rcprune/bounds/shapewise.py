@@ -99,7 +99,8 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
         k = int(alive[np.argmin(lows[alive])])
         r, c = int(table.rows[k]), int(table.cols[k])
         remaining = clock.remaining()
-        slice_s = None if remaining == float("inf") else max(remaining / alive.size, min(remaining, 0.05))
+        # the weakest shape limits the bound: it gets a third of what is left
+        slice_s = None if remaining == float("inf") else remaining / min(alive.size, 3)
         how = None
         if exact:
             out = _exact_shape(instance, r, c, seed, slice_s)
