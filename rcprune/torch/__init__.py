@@ -9,6 +9,8 @@ kept weights by least squares on calibration data. Needs the ``torch`` extra.
 from .extract import Extraction, LayerMap, extract
 from .masking import apply, bake, is_masked, restore
 from .compact import CompactReport, compact
+from .finetune import evaluate_accuracy, finetune
+from .refit import RefitReport, ls_refit
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
-           "CompactReport"]
+           "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport"]
