@@ -42,3 +42,10 @@ def test_layer_curve_below_single_layer_optimum(seed):
 def test_network_bound_rejects_single_instances():
     with pytest.raises(rcprune.InvalidInstanceError, match="NetworkInstance"):
         network_lower_bound(rcprune.Instance([[1.0]], budget=1))
+
+
+def test_gap_benchmark_rows_are_consistent():
+    from rcprune.bounds.benchmark import gap_benchmark
+
+    (row,) = gap_benchmark(names=("laplace-12x16",), sparsities=(0.9,), time_limit=1.0)
+    assert 0.0 <= row["lower_bound"] <= row["cost"] and 0.0 <= row["gap"] <= row["topk_gap"] + 1e-12
