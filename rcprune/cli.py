@@ -157,6 +157,18 @@ def cmd_bound(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    try:
+        from .torch.demo import run_demo
+    except ImportError as exc:
+        raise InvalidInstanceError(f"the demo needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+    sparsities = tuple(float(v) for v in args.sparsity.split(",") if v.strip())
+    result = run_demo(args.out, seed=args.seed, epochs=args.epochs, train_epochs=args.train_epochs,
+                      sparsities=sparsities, quick=args.quick, progress=not args.no_progress)
+    print(f"wrote results.json, results.md and {', '.join(result['plots']) or 'no plots'} to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rcprune", description="Row-and-column pruning as combinatorial optimization.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -210,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--time-limit", type=float, default=None, help="seconds for the solver and for the bound")
     bd.add_argument("--json", action="store_true", help="print JSON instead of text")
     bd.set_defaults(func=cmd_bound)
+    dm = sub.add_parser("demo", help="prune a ResNet trained on digits with RC methods and baselines (torch extra)")
+    dm.add_argument("--out", default="rcprune-demo", help="output folder (table, plots, cached dense weights)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs, the same for every method")
+    dm.add_argument("--train-epochs", type=int, default=15, help="epochs to train the dense model (cached)")
+    dm.add_argument("--sparsity", default="0.9,0.93", help="comma-separated sparsities")
+    dm.add_argument("--quick", action="store_true", help="smoke run: tiny model, one epoch, one sparsity")
+    dm.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dm.set_defaults(func=cmd_demo)
     return p
 
 
