@@ -18,6 +18,8 @@ __all__ = [
     "check_mask",
     "check_seed",
     "check_time_limit",
+    "check_int_option",
+    "check_real_option",
 ]
 
 
@@ -163,3 +165,21 @@ def check_time_limit(time_limit) -> float | None:
     if not t > 0 or math.isnan(t):
         raise InvalidInstanceError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     return t
+
+
+def check_int_option(value, name: str, minimum: int = 0) -> int:
+    """Return a solver option that must be an integer ``>= minimum``."""
+    v = _check_int(value, name)
+    if v < minimum:
+        raise InvalidInstanceError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def check_real_option(value, name: str, low: float = 0.0, high: float = math.inf) -> float:
+    """Return a solver option that must be a real number with ``low < value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInstanceError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not (low < v <= high) or math.isnan(v) or math.isinf(v):
+        raise InvalidInstanceError(f"{name} must be a finite number in ({low}, {high}], got {value!r}")
+    return v
