@@ -42,6 +42,7 @@ class RCConv2d(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias)
         self.register_buffer("in_index", _index(in_index))
         self.register_buffer("col_index", _index(col_index))
+        self.register_buffer("pos_ptr", None)
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation = tuple(padding), tuple(dilation)
 
@@ -50,6 +51,8 @@ class RCConv2d(nn.Module):
             x = x.index_select(1, self.in_index)
         if self.mode == "conv":
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        if self.mode == "shift":
+            return self._shift(x)
         n, h, w = x.shape[0], x.shape[2], x.shape[3]
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
         if self.col_index is not None:
@@ -60,6 +63,31 @@ class RCConv2d(nn.Module):
         ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
         return out.reshape(n, self.weight.shape[0], ho, wo)
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        """One 1x1 conv per kernel position on the channels kept there (``col_index`` sorted by
+        position; ``pos_ptr`` delimits each position's block of ``weight`` columns)."""
+        kh, kw = self.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        h, w = x.shape[2], x.shape[3]
+        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        out = None
+        ptr = self.pos_ptr.tolist()
+        for p in range(kh * kw):
+            a, b = ptr[p], ptr[p + 1]
+            if a == b:
+                continue
+            dy, dx = (p // kw) * dh, (p % kw) * dw
+            xs = xp[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw].index_select(1, self.col_index[a:b])
+            y = F.conv2d(xs, self.weight[:, a:b, None, None])
+            out = y if out is None else out.add_(y)
+        if out is None:
+            out = x.new_zeros(x.shape[0], self.weight.shape[0], ho, wo)
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        return out
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, weight={tuple(self.weight.shape)}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -161,8 +189,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
     (GraphModule, CompactReport)
         The compact model (in the mode ``model`` was in; a copy, ``model`` is unchanged) and its sizes.
     """
-    if partial not in ("auto", "im2col", "conv"):
-        raise InvalidInstanceError(f"partial must be 'auto', 'im2col' or 'conv', got {partial!r}")
+    if partial not in ("auto", "im2col", "conv", "shift"):
+        raise InvalidInstanceError(f"partial must be 'auto', 'im2col', 'conv' or 'shift', got {partial!r}")
     extraction.check_model(model)
     inst = extraction.instance
     check_network_solution(inst, solution)
@@ -257,7 +285,15 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
                 whole = bool(sub.all())
                 use_im2col = not whole and (partial == "im2col" or
                                             (partial == "auto" and sub.sum() < im2col_below * sub.size))
-                if use_im2col:
+                if not whole and partial == "shift":
+                    k = sub.shape[1]
+                    pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
+                    weight = w4.reshape(len(rows), -1)[:, ch * k + pos].clone()
+                    mode = "shift"
+                    newmod = RCConv2d(weight, b, in_idx, ch, mode=mode, kernel_size=mod.kernel_size,
+                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+                    newmod.pos_ptr = torch.as_tensor(np.searchsorted(pos, np.arange(k + 1)), dtype=torch.long)
+                elif use_im2col:
                     cols = np.flatnonzero(sub.ravel())
                     weight = w4.reshape(len(rows), -1)[:, cols].clone()
                     mode = "im2col"

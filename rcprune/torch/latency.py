@@ -58,7 +58,7 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     res = rcprune.solve(ext.instance, method=method, seed=seed)
     masked = apply(model, res.solution, ext)
     models, reports = {"dense": torchvision.models.resnet18(num_classes=10).eval()}, {}
-    for partial in ("auto", "im2col", "conv"):
+    for partial in ("auto", "im2col", "conv", "shift"):
         models[f"rc-{partial}"], reports[f"rc-{partial}"] = compact(masked, res.solution, ext, partial=partial)
     ms = measure_latency(models, x, repeats=repeats)
     rows = []
