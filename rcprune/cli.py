@@ -112,11 +112,29 @@ def cmd_bench(args) -> int:
         print(f"kernels on a {args.m} x {args.n} Laplace instance, density {args.density} "
               "(best of repeats; speedup = numpy / numba, measured in this run)")
         print(format_table(rows))
+    elif args.what == "solvers":
+        from . import library
+        from .bench import bench_move_rate, bench_solvers, summarize_solvers
+
+        names = args.instances.split(",") if args.instances else None
+        if args.quick and not names:
+            names = [n for n in library.names() if library.spec(n)["m"] * library.spec(n)["n"] <= 4000]
+        limit = args.time_limit or (2.0 if args.quick else 10.0)
+        rows = bench_solvers(names, time_limit=limit, seed=args.seed,
+                             log=lambda msg: print(msg, file=sys.stderr))
+        print("solvers on the instance library (gap = (cost - best proven lower bound) / cost; "
+              "vs_optimum where the optimum is proven)")
+        print(format_table(rows))
+        for line in summarize_solvers(rows):
+            print(line)
+        rate = bench_move_rate(moves=200_000 if args.quick else 2_000_000, numpy_moves=5_000 if args.quick else 20_000)
+        print(f"annealing on {rate['instance']}: numba {rate['numba_moves_per_s']:.3g} moves/s, numpy "
+              f"{rate['numpy_moves_per_s']:.3g} moves/s, speedup {rate['speedup']:.1f}x (same run)")
     elif args.what == "retention":
         from .retention_bench import bench_retention
 
         rows = bench_retention(sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,
-                               time_limit=args.time_limit)
+                               time_limit=args.time_limit or 60.0)
         print("small-weight retention on digits conv layers (H from real im2col patches of sklearn digits, "
               "Laplace weights); improvement = 1 - E / E_magnitude, measured in this run")
         print(format_table(rows, ["layer", "n", "k", "method", "cost", "magnitude_cost", "improvement",
@@ -197,13 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "retention"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention"])
+    b.add_argument("--instances", help="solvers: comma-separated library names (default: all)")
+    b.add_argument("--quick", action="store_true", help="solvers: small instances and fewer moves")
     b.add_argument("--m", type=int, default=512)
     b.add_argument("--n", type=int, default=4608)
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
-    b.add_argument("--time-limit", type=float, default=60.0, help="seconds per method and instance")
+    b.add_argument("--time-limit", type=float, default=None,
+                   help="seconds per method and instance (solvers: 10, 2 with --quick; retention: 60)")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("verify-bounds", help="check the 2-approximation guarantees on random instances")
     v.add_argument("--n", type=int, default=10000, help="number of random instances")

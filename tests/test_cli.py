@@ -67,3 +67,9 @@ def test_bench_kernels_small(capsys):
 def test_verify_bounds_command(capsys):
     code, out, _ = run(capsys, "verify-bounds", "--n", "200", "--max-side", "4")
     assert code == 0 and "greedy-row-column" in out and "worst ratio" in out
+
+
+def test_bench_solvers_on_one_small_instance(capsys):
+    code, out, _ = run(capsys, "bench", "solvers", "--instances", "laplace-12x16", "--time-limit", "1", "--quick")
+    assert code == 0
+    assert "enumeration" in out and "optimal" in out and "annealing within 0.5%" in out and "moves/s" in out
