@@ -132,16 +132,6 @@ def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: s
 
 SOLVER_METHODS = ("greedy-independent", "greedy-row-column", "greedy-column-row", "annealing", "genetic",
                   "enumeration", "cpsat")
-ENUMERATION_MAX_SIDE = 24
-CPSAT_MAX_ENTRIES = 2500
-
-
-def _skip_reason(method: str, inst) -> str | None:
-    if method == "enumeration" and min(inst.m, inst.n) > ENUMERATION_MAX_SIDE:
-        return f"min side {min(inst.m, inst.n)} > {ENUMERATION_MAX_SIDE}"
-    if method == "cpsat" and inst.m * inst.n > CPSAT_MAX_ENTRIES:
-        return f"{inst.m * inst.n} entries > {CPSAT_MAX_ENTRIES}"
-    return None
 
 
 def _relative(cost: float, reference: float) -> float:
@@ -172,7 +162,7 @@ def bench_solvers(names: list[str] | None = None, methods=SOLVER_METHODS, time_l
         bound = certified if bound is None else max(bound, certified)
         results = []
         for method in methods:
-            reason = _skip_reason(method, inst)
+            reason = library.too_large_for(method, inst)
             if reason:
                 continue
             res = solve(inst, method=method, seed=seed, time_limit=time_limit)

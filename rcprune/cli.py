@@ -99,7 +99,8 @@ def cmd_instances(args) -> int:
         print(f"wrote {path}")
     elif args.action == "update":
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        library.update([args.name] if args.name else None, methods=methods, time_limit=args.time_limit)
+        library.update([args.name] if args.name else None, methods=methods, time_limit=args.time_limit,
+                       bound_time=args.bound_time)
         print(f"index updated: {library.index_path()}")
     return 0
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", help="file to write (generate)")
     i.add_argument("--methods", default="greedy-row-column", help="update: methods to run (comma-separated)")
     i.add_argument("--time-limit", type=float, default=30.0, help="update: seconds per method and instance")
+    i.add_argument("--bound-time", type=float, default=None, help="update: seconds for the certified lower bound")
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
