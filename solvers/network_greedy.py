@@ -13,11 +13,19 @@ import math
 
 import numpy as np
 
-from rcprune.jit import jit
+from rcprune.jit import CACHE, jit as _jit
 from rcprune.network import NetworkInstance, NetworkSolution
 from rcprune.network_result import NetworkSolveResult, make_network_result
 from rcprune.result import Stopwatch
 from rcprune.validation import InvalidInstanceError, check_int_option
+
+# pytest's doctests import this file a second time as ``solvers.<module>``; numba's disk cache keys
+# on the file, so a cache written under that name breaks ``rcprune.solvers.<module>`` (and vice
+# versa). Cache only under the canonical name.
+def jit(*args, **kwargs):
+    kwargs["cache"] = CACHE and __name__.startswith("rcprune.")
+    return _jit(*args, **kwargs)
+
 
 __all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows"]
 
@@ -31,6 +39,7 @@ def channel_order(instance: NetworkInstance) -> tuple[np.ndarray, np.ndarray]:
     """Rankable channels (not inputs, not protected) by decreasing weighted mean score of their
     producer rows, and those scores. Ties go to the lower channel id.
 
+    >>> from rcprune.solvers.network_greedy import channel_order  # the cached, canonical module
     >>> from rcprune.network_generate import chain_network
     >>> channel_order(chain_network(budget=20))[0]
     array([5, 4, 2, 6, 7, 3])
@@ -283,6 +292,7 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     the result reports). Feasibility guarantee: t = all channels is tried, so the result is feasible
     whenever ``K >= sum_l m_l * ceil(min_l / m_l)`` and each layer budget ``>= m_l * ceil(min_l / m_l)``.
 
+    >>> from rcprune.solvers.network_greedy import network_greedy  # the cached, canonical module
     >>> from rcprune.network_generate import chain_network
     >>> res = network_greedy(chain_network(budget=20))
     >>> res.feasible, res.kept_count <= 20
