@@ -131,6 +131,15 @@ def cmd_bench(args) -> int:
         rate = bench_move_rate(moves=200_000 if args.quick else 2_000_000, numpy_moves=5_000 if args.quick else 20_000)
         print(f"annealing on {rate['instance']}: numba {rate['numba_moves_per_s']:.3g} moves/s, numpy "
               f"{rate['numpy_moves_per_s']:.3g} moves/s, speedup {rate['speedup']:.1f}x (same run)")
+    elif args.what == "network":
+        from .network_bench import BENCH_COLUMNS, bench_network
+
+        rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in args.sparsities.split(",")],
+                             time_limit=args.time_limit or 60.0, seed=args.seed,
+                             log=lambda msg: print(msg, file=sys.stderr))
+        print("whole-network RC pruning on ResNet-shaped instances (weighting by layer mean; vs_greedy measured in "
+              "this run; annealing starts from the greedy and excludes its time)")
+        print(format_table(rows, BENCH_COLUMNS))
     elif args.what == "retention":
         from .retention_bench import bench_retention
 
@@ -217,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "network"])
+    b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
+    b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
     b.add_argument("--instances", help="solvers: comma-separated library names (default: all)")
     b.add_argument("--quick", action="store_true", help="solvers: small instances and fewer moves")
     b.add_argument("--m", type=int, default=512)
@@ -226,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
     b.add_argument("--time-limit", type=float, default=None,
-                   help="seconds per method and instance (solvers: 10, 2 with --quick; retention: 60)")
+                   help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60)")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("verify-bounds", help="check the 2-approximation guarantees on random instances")
     v.add_argument("--n", type=int, default=10000, help="number of random instances")

@@ -22,7 +22,7 @@ from .problem import Instance
 from .validation import InvalidInstanceError
 
 __all__ = ["CATALOGUE", "DEFAULT_INSTANCE", "names", "spec", "get", "index", "index_path", "instance_path",
-           "record"]
+           "record", "network_names", "get_network"]
 
 # name -> generator spec. "stored": committed as instances/<name>.npz.
 CATALOGUE: dict[str, dict[str, Any]] = {}
@@ -192,3 +192,18 @@ def update(names_: list[str] | None = None, methods: tuple[str, ...] = ("greedy-
             record(name, cost=row["best_known_cost"], method=row["best_method"], lower_bound=b.bound)
             log(f"{name}: certified lower bound {b.bound:.6g} ({b.method})")
     return rows
+
+
+def network_names() -> list[str]:
+    """Names of the library's network instances (hand-built ones and ResNet-18 / ResNet-50 shapes at 50, 80,
+    90 and 93% sparsity), all generated from their seed on demand (see :mod:`rcprune.network_generate`)."""
+    from .network_generate import network_names as _network_names
+
+    return _network_names()
+
+
+def get_network(name: str):
+    """A library network instance (:class:`rcprune.NetworkInstance`) by name, generated from its seed."""
+    from .network_generate import get_network as _get_network
+
+    return _get_network(name)
