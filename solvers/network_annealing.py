@@ -32,11 +32,12 @@ def jit(*args, **kwargs):
 __all__ = ["network_annealing", "MOVE_KINDS"]
 
 MOVE_KINDS = ("col_swap", "row_swap", "resize", "transfer", "channel")
-DEFAULT_MIX = (0.35, 0.2, 0.1, 0.2, 0.15)
-START_ACCEPTANCE = 0.3
+DEFAULT_MIX = (0.15, 0.15, 0.35, 0.3, 0.05)
+T0_FRACTION = 0.1           # default t0 = this fraction of the median worsening of the start
 CALIBRATION_SAMPLES = 3000
 CHUNK_SECONDS = 0.1
-MAX_ADD = 16                 # most rows or columns one reshape or transfer move adds
+MAX_ADD = 32                 # most rows or columns one reshape or transfer move adds
+MAX_DROP = 8                 # most rows or columns one reshape or transfer move drops
 FIXED_CHUNK = 1 << 16        # proposals per chunk without a time limit (deterministic schedule)
 REFRESH_EVERY = 1 << 22      # proposals between exact recomputations of the restricted sums
 
@@ -226,6 +227,38 @@ def _mirror_swap(net, st, sc, a, b):
 
 
 @jit(nogil=True)
+def _drop_rows(net, st, sc, row_perm, pr, l, count, rng, tour):
+    """Append up to ``count`` distinct poor kept rows of layer ``l``; returns how many."""
+    got = 0
+    for _ in range(2 * count):
+        if got == count:
+            break
+        i = _worst_kept_row(net, st, row_perm, pr, l, rng, tour)
+        if i < 0:
+            break
+        if not _in_move(sc.mv_rows, sc.sizes[0], i):
+            _push_row(sc, i)
+            got += 1
+    return got
+
+
+@jit(nogil=True)
+def _drop_cols(net, st, sc, col_perm, pc, l, count, rng, tour):
+    """Append up to ``count`` distinct poor kept columns of layer ``l``; returns how many."""
+    got = 0
+    for _ in range(2 * count):
+        if got == count:
+            break
+        j = _worst_kept_col(net, st, col_perm, pc, l, rng, tour)
+        if j < 0:
+            break
+        if not _in_move(sc.mv_cols, sc.sizes[1], j):
+            _push_col(sc, j)
+            got += 1
+    return got
+
+
+@jit(nogil=True)
 def _add_cols(net, st, sc, col_perm, pc, l, count, rng, tour):
     """Append up to ``count`` good pruned live columns of layer ``l``; returns how many."""
     added = 0
@@ -310,47 +343,40 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
                 _push_row(sc, x)
             else:
                 _push_col(sc, x)
-        elif rowwise:  # drop a row, add the columns the freed entries pay for
-            if r < 2:
+        elif rowwise:  # drop a few rows, add the columns the freed entries pay for
+            d = _drop_rows(net, st, sc, row_perm, pr, l, 1 + _randint(rng, MAX_DROP), rng, tour)
+            if d == 0 or d >= r:
                 return -1
-            x = _worst_kept_row(net, st, row_perm, pr, l, rng, tour)
-            if x < 0:
-                return -1
-            _push_row(sc, x)
-            n_add = (r * e + _room(net, st, l)) // (r - 1) - e
+            n_add = (r * e + _room(net, st, l)) // (r - d) - e
             if _add_cols(net, st, sc, col_perm, pc, l, n_add, rng, tour) == 0:
                 sc.sizes[0] = 0
                 return -1
-        else:  # drop a column, add the rows the freed entries pay for
-            if e < 2 or net.fixed_row[net.row_off[l]]:
+        else:  # drop a few columns, add the rows the freed entries pay for
+            if net.fixed_row[net.row_off[l]]:
                 return -1
-            x = _worst_kept_col(net, st, col_perm, pc, l, rng, tour)
-            if x < 0:
+            d = _drop_cols(net, st, sc, col_perm, pc, l, 1 + _randint(rng, MAX_DROP), rng, tour)
+            if d == 0 or d >= e:
                 return -1
-            _push_col(sc, x)
-            n_add = (r * e + _room(net, st, l)) // (e - 1) - r
+            n_add = (r * e + _room(net, st, l)) // (e - d) - r
             if _add_rows(net, st, sc, row_perm, pr, l, n_add, rng, tour) == 0:
                 sc.sizes[1] = 0
                 return -1
-    elif kind == 3:  # move budget: drop a row or column in one layer, add what it pays for in another
+    elif kind == 3:  # move budget: drop rows or columns in one layer, add what they pay for in another
         drop_row = has_rows and _uniform(rng) < 0.5
         add_row = has_rows and _uniform(rng) < 0.5
         la = _row_layer(net, free_rows, rng) if drop_row else _col_layer(net, rng)
         lb = _row_layer(net, free_rows, rng) if add_row else _col_layer(net, rng)
         if la == lb:
             return -1
+        want = 1 + _randint(rng, MAX_DROP)
         if drop_row:
-            x = _worst_kept_row(net, st, row_perm, pr, la, rng, tour)
-            freed = st.n_cols[la]
+            d = _drop_rows(net, st, sc, row_perm, pr, la, want, rng, tour)
+            freed = d * st.n_cols[la]
         else:
-            x = _worst_kept_col(net, st, col_perm, pc, la, rng, tour)
-            freed = st.n_rows[la]
-        if x < 0:
+            d = _drop_cols(net, st, sc, col_perm, pc, la, want, rng, tour)
+            freed = d * st.n_rows[la]
+        if d == 0:
             return -1
-        if drop_row:
-            _push_row(sc, x)
-        else:
-            _push_col(sc, x)
         room = min(net.budget[0] - st.count[0] + freed, net.max_count[lb] - st.n_rows[lb] * st.n_cols[lb])
         unit = st.n_cols[lb] if add_row else st.n_rows[lb]
         n_add = room // unit if unit > 0 else 1
@@ -475,7 +501,7 @@ def _check_start(instance: NetworkInstance, start, seed: int, time_limit):
 
 def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
                       moves: int | None = None, start="greedy", t0: float | None = None,
-                      t_end: float | None = None, mix=DEFAULT_MIX, tournament: int = 3,
+                      t_end: float | None = None, mix=DEFAULT_MIX, tournament: int = 8,
                       progress: bool = False) -> NetworkSolveResult:
     """Neighbouring simulated annealing over the whole network.
 
@@ -496,8 +522,9 @@ def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: f
     start : "greedy" or NetworkSolution
         The start (columns of dead channels are cleared; an infeasible start gives an infeasible result).
     t0, t_end : float, optional
-        Start and end temperatures; default: ``t0`` accepts the median worsening proposal of the start
-        with probability 0.3, ``t_end = t0 * 1e-4``.
+        Start and end temperatures; default: ``t0`` is 0.1 times the median worsening of random
+        proposals at the start (a median worsening move is accepted with probability e^-10 at first:
+        the landscape rewards a cool, nearly greedy walk), ``t_end = t0 * 1e-4``.
     mix : 5 numbers
         Proposal shares of :data:`MOVE_KINDS`: column swap, row swap, resize (a layer drops a row for the
         columns the freed entries pay for, or a column for rows, or grows or shrinks by one), transfer
@@ -561,7 +588,7 @@ def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: f
     if t0 is None:
         sample = np.empty(CALIBRATION_SAMPLES)
         sample = sample[:_calibrate(f, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng, tour, sample)]
-        t0 = float(np.median(sample)) / -math.log(START_ACCEPTANCE) if sample.size else 1.0
+        t0 = T0_FRACTION * float(np.median(sample)) if sample.size else 1.0
         t0 = t0 if t0 > 0 else 1.0
     t_end = t_end if t_end is not None else t0 * 1e-4
     if t_end > t0:
