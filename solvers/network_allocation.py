@@ -13,6 +13,7 @@ import heapq
 import math
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rcprune.jit import CACHE, jit as _jit
 from rcprune.network import NetworkInstance, NetworkSolution, evaluate_network
@@ -201,7 +202,8 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
 
 def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
                        allocation: str = "marginal", layer_method: str = "annealing",
-                       layer_options: dict | None = None, passes: int = 2, points: int = 64) -> NetworkSolveResult:
+                       layer_options: dict | None = None, passes: int = 2, points: int = 64,
+                       progress: bool = False) -> NetworkSolveResult:
     """Allocate per-layer budgets, then solve each layer alone with dead channels propagated.
 
     Parameters
@@ -221,6 +223,10 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     passes : int
         Layers are solved in order; a channel whose producers are not solved yet counts as alive. Later
         passes use the previous pass's channels for those; the best pass (by evaluation) is returned.
+    points : int
+        Budgets per layer curve (marginal rule).
+    progress : bool
+        Show a tqdm progress bar over the layer solves.
 
     Returns
     -------
@@ -250,6 +256,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     layers = instance.layers
     best, best_key, costs = None, None, []
     previous = None
+    bar = tqdm(total=passes * len(layers), disable=not progress, desc="network-allocation", unit="layer")
     for _ in range(passes):
         masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         solved: set[str] = set()
@@ -275,6 +282,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
             share = None if time_limit is None else max(clock.remaining(), 0.01) / max(remaining, 1)
             masks[li.name] = _solve_layer(instance, l, live_cols, int(budgets[l]), layer_method, seed, share, options)
             solved.add(li.name)
+            bar.update(1)
         sol = NetworkSolution(masks)
         ev = evaluate_network(instance, sol)
         costs.append(ev.cost)
@@ -284,6 +292,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
         previous = {g.name: _alive(instance, sol, g.name) for g in instance.groups}
         if time_limit is not None and clock.expired():
             break
+    bar.close()
     info = {"allocation": allocation, "layer_method": layer_method, "budgets": budgets.tolist(),
             "pass_costs": costs}
     return make_network_result(instance, best, method="network-allocation", runtime=clock.elapsed(),

@@ -38,6 +38,7 @@ CALIBRATION_SAMPLES = 3000
 CHUNK_SECONDS = 0.1
 MAX_ADD = 32                 # most rows or columns one reshape or transfer move adds
 MAX_DROP = 8                 # most rows or columns one reshape or transfer move drops
+ADD_TOUR = 4                 # reshape and transfer additions draw from ADD_TOUR * tournament candidates
 FIXED_CHUNK = 1 << 16        # proposals per chunk without a time limit (deterministic schedule)
 REFRESH_EVERY = 1 << 22      # proposals between exact recomputations of the restricted sums
 
@@ -93,15 +94,36 @@ def _in_move(buf, count, x):
 
 
 @jit(nogil=True)
+def _row_loss(net, st, i):
+    """What dropping kept row ``i`` loses: its weighted restricted sum, plus the weighted kept consumer
+    columns of its channel when it is the channel's last producer."""
+    l = net.row_layer[i]
+    loss = net.weights[l] * st.row_sums[i]
+    ch = net.row_chan[i]
+    if st.alive[ch] == 1 and not net.chan_input[ch]:
+        for p in range(net.cons_ptr[ch], net.cons_ptr[ch + 1]):
+            q = net.cons_layer[p]
+            j0 = net.cons_col0[p]
+            for j in range(j0, j0 + net.k[q]):
+                if st.cols[j]:
+                    loss += net.weights[q] * st.col_sums[j]
+    return loss
+
+
+@jit(nogil=True)
 def _worst_kept_row(net, st, row_perm, pr, l, rng, tour):
-    """The kept row with the smallest restricted sum among ``tour`` random kept rows of layer l, or -1."""
+    """The kept row losing least when dropped (:func:`_row_loss`) among ``tour`` random kept rows of
+    layer l, or -1."""
     if pr[l] == 0 or net.fixed_row[net.row_off[l]]:
         return -1
     best = -1
+    best_loss = 0.0
     for _ in range(tour):
         i = row_perm[net.row_off[l] + _randint(rng, pr[l])]
-        if best < 0 or st.row_sums[i] < st.row_sums[best]:
+        loss = _row_loss(net, st, i)
+        if best < 0 or loss < best_loss:
             best = i
+            best_loss = loss
     return best
 
 
@@ -263,7 +285,7 @@ def _add_cols(net, st, sc, col_perm, pc, l, count, rng, tour):
     """Append up to ``count`` good pruned live columns of layer ``l``; returns how many."""
     added = 0
     for _ in range(min(count, MAX_ADD)):
-        j = _best_pruned_live_col(net, st, sc, col_perm, pc, l, rng, tour)
+        j = _best_pruned_live_col(net, st, sc, col_perm, pc, l, rng, ADD_TOUR * tour)
         if j < 0:
             break
         _push_col(sc, j)
@@ -275,7 +297,7 @@ def _add_cols(net, st, sc, col_perm, pc, l, count, rng, tour):
 def _add_rows(net, st, sc, row_perm, pr, l, count, rng, tour):
     added = 0
     for _ in range(min(count, MAX_ADD)):
-        i = _best_pruned_row(net, st, sc, row_perm, pr, l, rng, tour)
+        i = _best_pruned_row(net, st, sc, row_perm, pr, l, rng, ADD_TOUR * tour)
         if i < 0:
             break
         _push_row(sc, i)

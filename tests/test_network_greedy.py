@@ -69,3 +69,12 @@ def test_bad_options():
         rcprune.solve(net, method="network-greedy", colour="red")
     with pytest.raises(InvalidInstanceError, match="unknown method 'greedy-row-column'"):
         rcprune.solve(net)
+
+
+def test_greedy_feasible_whenever_a_solution_exists_on_fixed_seeds():
+    """Beyond the documented guarantee: with minimum densities too, on a fixed set of random networks."""
+    for seed in range(60):
+        net = random_network(seed, n_layers=3, max_channels=3, max_block=2, min_density=0.1)
+        opt, _, _ = network_brute_force(net)
+        if np.isfinite(opt):
+            assert network_greedy(net).feasible, seed
