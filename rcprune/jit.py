@@ -33,8 +33,18 @@ CACHE = _cache_possible()
 
 
 def jit(*args, **kwargs):
-    """``numba.njit`` with rcprune's cache setting: use as ``@jit`` or ``@jit(parallel=True)``."""
-    kwargs.setdefault("cache", CACHE)
-    if args and callable(args[0]) and len(args) == 1 and not kwargs.keys() - {"cache"}:
-        return njit(cache=kwargs["cache"])(args[0])
-    return njit(*args, **kwargs)
+    """``numba.njit`` with rcprune's cache setting: use as ``@jit`` or ``@jit(parallel=True)``.
+
+    The disk cache is used only for functions of modules imported under their installed name
+    (``rcprune.*``): numba keys its cache on the source file, so a cache written while a file was imported
+    under another name (``solvers.x`` by a stray ``pytest solvers/x.py``) would break ``rcprune.solvers.x``.
+    """
+    if args and not (len(args) == 1 and callable(args[0])):
+        raise TypeError("rcprune.jit takes keyword options only (no explicit signatures)")
+
+    def decorate(fn):
+        options = dict(kwargs)
+        options.setdefault("cache", CACHE and fn.__module__.startswith("rcprune."))
+        return njit(**options)(fn)
+
+    return decorate(args[0]) if args else decorate

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from rcprune.jit import CACHE, jit as _jit
+from rcprune.jit import jit
 from rcprune.network import NetworkInstance, NetworkSolution, evaluate_network
 from rcprune.network_result import NetworkSolveResult, make_network_result
 from rcprune.problem import Instance
@@ -25,12 +25,6 @@ from rcprune.validation import InvalidInstanceError, check_int_option
 ALLOCATIONS = ("uniform", "proportional", "marginal")
 
 
-# pytest's doctests import this file a second time as ``solvers.<module>``; numba's disk cache keys
-# on the file, so a cache written under that name breaks ``rcprune.solvers.<module>``. Cache only under
-# the canonical name.
-def jit(*args, **kwargs):
-    kwargs["cache"] = CACHE and __name__.startswith("rcprune.")
-    return _jit(*args, **kwargs)
 
 
 __all__ = ["network_allocation", "allocate", "layer_curve", "ALLOCATIONS"]

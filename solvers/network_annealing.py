@@ -15,18 +15,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rcprune import network_kernels as nk
-from rcprune.jit import CACHE, jit as _jit
+from rcprune.jit import jit
 from rcprune.network import NetworkInstance, NetworkSolution, check_network_solution
 from rcprune.network_result import NetworkSolveResult, make_network_result
 from rcprune.result import Stopwatch
 from rcprune.validation import InvalidInstanceError, check_int_option, check_real_option
 
-# pytest's doctests import this file a second time as ``solvers.<module>``; numba's disk cache keys
-# on the file, so a cache written under that name breaks ``rcprune.solvers.<module>`` (and vice
-# versa). Cache only under the canonical name.
-def jit(*args, **kwargs):
-    kwargs["cache"] = CACHE and __name__.startswith("rcprune.")
-    return _jit(*args, **kwargs)
 
 
 __all__ = ["network_annealing", "MOVE_KINDS"]

@@ -13,18 +13,12 @@ import math
 
 import numpy as np
 
-from rcprune.jit import CACHE, jit as _jit
+from rcprune.jit import jit
 from rcprune.network import NetworkInstance, NetworkSolution
 from rcprune.network_result import NetworkSolveResult, make_network_result
 from rcprune.result import Stopwatch
 from rcprune.validation import InvalidInstanceError, check_int_option
 
-# pytest's doctests import this file a second time as ``solvers.<module>``; numba's disk cache keys
-# on the file, so a cache written under that name breaks ``rcprune.solvers.<module>`` (and vice
-# versa). Cache only under the canonical name.
-def jit(*args, **kwargs):
-    kwargs["cache"] = CACHE and __name__.startswith("rcprune.")
-    return _jit(*args, **kwargs)
 
 
 __all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows"]
