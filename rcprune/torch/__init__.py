@@ -4,13 +4,17 @@
 to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
 ``apply`` masks the model through ``torch.nn.utils.prune`` (reversible until ``bake``); ``compact``
 returns a new, physically smaller model; ``finetune`` trains with the masks fixed; ``ls_refit`` refits the
-kept weights by least squares on calibration data. Needs the ``torch`` extra.
+kept weights by least squares on calibration data; ``retention_prune`` prunes unstructured, layer by layer,
+keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
+``torch`` extra.
 """
 from .extract import Extraction, LayerMap, extract
 from .masking import apply, bake, is_masked, restore
 from .compact import CompactReport, compact
 from .finetune import evaluate_accuracy, finetune
 from .refit import RefitReport, ls_refit
+from .retention import RetentionReport, restore_original, retention_prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
-           "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport"]
+           "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport",
+           "retention_prune", "RetentionReport", "restore_original"]

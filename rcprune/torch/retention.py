@@ -1,0 +1,304 @@
+"""Small-weight retention on a PyTorch model: per layer, keep the weights whose removal changes the
+layer's output least on calibration data, not simply the largest ones.
+
+Forward pre-hooks stream every selected layer's input (im2col columns for a conv) into H = X X^T / N in
+float64 (memory n^2 per layer, one pass over the calibration data on the unpruned model); each layer is
+then solved as a :class:`rcprune.RetentionInstance` and masked through ``torch.nn.utils.prune``
+(``custom_from_mask``), so :func:`rcprune.torch.restore` and :func:`rcprune.torch.bake` work on it.
+
+>>> import torch
+>>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+>>> data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(0))]
+>>> rep = retention_prune(net, data, 0.5, method="retention-greedy")
+>>> [r["name"] for r in rep.layers], int(net[0].weight_mask.sum(1)[0])
+(['0', '2'], 4)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import prune
+from tqdm.auto import tqdm
+
+from rcprune.retention import SCOPES, RetentionInstance, refit as ls_refit_rows
+from rcprune.validation import InvalidInstanceError
+
+from .masking import restore
+from .refit import _detach_masked
+
+__all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
+           "retention_layers"]
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    """What :func:`retention_prune` did, layer by layer.
+
+    Attributes
+    ----------
+    layers : tuple of dict
+        Per layer: ``name``, ``m`` (rows: output channels / features), ``n`` (inputs: C_in kh kw or in
+        features), ``k`` (kept per row, or in the layer with ``scope="layer"``), ``kept``, ``error_magnitude``
+        (E of the magnitude mask under the same budget: "E before"), ``error`` (E of the chosen mask),
+        ``error_refit`` (E after the least-squares refit, or None), ``energy`` (w^T H w summed over rows: E of
+        pruning everything), ``relative_error`` (error / energy), ``improvement`` (1 - error /
+        error_magnitude), ``retained_small`` (kept weights below the magnitude threshold) and its share of the
+        kept weights, ``status``, ``runtime`` (solve seconds). E uses the damped H.
+    method, sparsity, scope, damping, refit, samples :
+        The call's settings; ``samples`` counts the calibration vectors (output positions) of the first layer.
+    skipped : tuple of str
+        Grouped convolutions left out of the default layer selection.
+    originals : dict of str to Tensor
+        With ``refit``: a copy of every refitted layer's original weight (see :func:`restore_original`).
+    """
+
+    layers: tuple[dict, ...]
+    method: str
+    sparsity: float
+    scope: str
+    damping: float
+    refit: bool
+    samples: int
+    skipped: tuple[str, ...] = ()
+    originals: dict = field(default_factory=dict, repr=False)
+
+    def table(self) -> list[dict]:
+        return [dict(r) for r in self.layers]
+
+    def totals(self) -> dict:
+        """Sums over the layers of the errors, kept and retained small weights, and of the runtime."""
+        s = {key: float(sum(r[key] for r in self.layers)) for key in ("error_magnitude", "error", "energy", "runtime")}
+        s["error_refit"] = float(sum(r["error_refit"] for r in self.layers)) if self.refit else None
+        s["kept"] = int(sum(r["kept"] for r in self.layers))
+        s["retained_small"] = int(sum(r["retained_small"] for r in self.layers))
+        s["improvement"] = 1.0 - s["error"] / s["error_magnitude"] if s["error_magnitude"] > 0 else 0.0
+        s["mean_relative_error"] = float(np.mean([r["relative_error"] for r in self.layers])) if self.layers else 0.0
+        return s
+
+
+def _conv_padding(module: nn.Conv2d, name: str) -> tuple[int, int]:
+    if module.padding_mode != "zeros":
+        raise InvalidInstanceError(f"layer {name!r}: padding_mode {module.padding_mode!r} is not supported "
+                                   "(im2col columns assume zero padding)")
+    if module.padding == "valid":
+        return (0, 0)
+    if module.padding == "same":
+        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        if any(t % 2 for t in totals):
+            raise InvalidInstanceError(f"layer {name!r}: padding='same' with an asymmetric pad is not supported")
+        return tuple(t // 2 for t in totals)
+    return tuple(module.padding)
+
+
+def layer_inputs(module: nn.Module, x: torch.Tensor, name: str = "layer") -> torch.Tensor:
+    """The layer's input as a (N, n) matrix: im2col columns (ordered C_in, kh, kw like the weight) of a
+    Conv2d, one row per output position; the last dimension of a Linear's input, one row per vector."""
+    if isinstance(module, nn.Conv2d):
+        cols = F.unfold(x, module.kernel_size, module.dilation, _conv_padding(module, name), module.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str]]:
+    """``(selected, skipped)`` module names. Default: every Conv2d with ``groups == 1`` and every Linear,
+    the stem and the classifier included (grouped convs are skipped); named layers must be such modules."""
+    if not isinstance(model, nn.Module):
+        raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    if layers is None:
+        chosen = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        skipped = [n for n in chosen if isinstance(modules[n], nn.Conv2d) and modules[n].groups != 1]
+        return [n for n in chosen if n not in skipped], skipped
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise InvalidInstanceError("layers is empty: name at least one Conv2d or Linear module")
+    for n in layers:
+        if n not in modules:
+            close = [c for c in modules if isinstance(modules[c], (nn.Conv2d, nn.Linear))][:8]
+            raise InvalidInstanceError(f"unknown layer name {n!r}; conv/linear modules of the model: {close} ...")
+        m = modules[n]
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            raise InvalidInstanceError(f"layer {n!r} is a {type(m).__name__}: only Conv2d and Linear can be pruned")
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            raise InvalidInstanceError(f"layer {n!r} is a grouped convolution (groups={m.groups}): only groups == 1 "
+                                       "is supported (its weight is not one im2col matrix)")
+    if len(set(layers)) != len(layers):
+        raise InvalidInstanceError(f"layers names a module twice: {layers}")
+    return layers, []
+
+
+@torch.no_grad()
+def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_batches: int | None = None,
+                   progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """H = X X^T / N of every selected layer's input, streamed over the calibration batches in float64.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode (its mode is restored after).
+    calibration_loader : iterable
+        Batches ``(inputs, ...)`` or input tensors; labels are not used.
+    layers : list of str, optional
+        See :func:`retention_layers`.
+
+    Returns
+    -------
+    (hessians, counts)
+        Undamped n x n float64 arrays and the number N of input vectors per layer (a layer called twice per
+        forward counts both calls).
+    """
+    names, _ = retention_layers(model, layers)
+    modules = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(names, 0)
+
+    def hook(name):
+        def fn(module, args):
+            x = layer_inputs(module, args[0].detach(), name).to(torch.float64)
+            if name not in sums:
+                sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+            sums[name].addmm_(x.T, x)
+            counts[name] += x.shape[0]
+        return fn
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    was = model.training
+    model.eval()
+    try:
+        for b, batch in enumerate(tqdm(calibration_loader, desc="calibration", leave=False, disable=not progress)):
+            if max_batches is not None and b >= max_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    missing = [n for n in names if counts[n] == 0]
+    if missing:
+        raise InvalidInstanceError(f"no calibration input reached layer(s) {missing}: is calibration_loader empty?")
+    return {n: (sums[n] / counts[n]).cpu().numpy() for n in names}, counts
+
+
+def _check_sparsity(sparsity) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity <= 1 \
+            or math.isnan(sparsity):
+        raise InvalidInstanceError(f"sparsity must be a number in [0, 1] (the pruned fraction), got {sparsity!r}")
+    return float(sparsity)
+
+
+def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, method: str = "retention-annealing",
+                    refit: bool = False, damping: float = 0.01, layers=None, scope: str = "row", seed: int = 0,
+                    time_limit: float | None = None, max_batches: int | None = None, progress: bool = False,
+                    **options) -> RetentionReport:
+    """Prune ``model`` in place, layer by layer, to ``sparsity`` by small-weight retention.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Unmasked on the selected layers (``restore`` or ``bake`` earlier masks first).
+    calibration_loader : iterable
+        Batches ``(inputs, ...)`` or input tensors; H comes from one pass of the unpruned model over them.
+    sparsity : float
+        Pruned fraction in [0, 1]: k = round((1 - sparsity) n) kept per row (``scope="row"``) or
+        round((1 - sparsity) m n) in the layer (``scope="layer"``).
+    method : str
+        A retention method of :func:`rcprune.solve` ("magnitude", "diagonal", "retention-greedy",
+        "retention-annealing", "retention-genetic", "retention-exact"); ``**options`` go to it.
+    refit : bool
+        Replace the kept weights by their least-squares refit (:func:`rcprune.retention.refit`, damped H):
+        written into ``weight_orig`` at kept positions; pruned positions keep the original values.
+    damping : float
+        H + damping * mean(diag H) * I for the solve and the refit.
+    layers : list of str, optional
+        Module names; default every Conv2d (groups 1) and Linear, stem and classifier included.
+    scope : {"row", "layer"}
+    seed, time_limit :
+        Passed to the solver; ``time_limit`` is in seconds per layer.
+    max_batches : int, optional
+        Use only the first calibration batches.
+    progress : bool
+        tqdm bars for the calibration pass and over the layers.
+
+    Returns
+    -------
+    RetentionReport
+
+    Notes
+    -----
+    H is computed on the unpruned model for every layer at once (not sequentially through the pruned
+    prefix), so each layer's error is its own reconstruction error for the dense inputs. Masks:
+    ``prune.custom_from_mask`` on ``weight`` (the bias is not pruned). :func:`rcprune.torch.restore` then
+    gives ``weight_orig`` back: the originals without refit; with refit the refitted values at kept
+    positions, so use :func:`restore_original` (which restores from ``report.originals``) for the true
+    originals.
+    """
+    from rcprune.solve import RETENTION_METHODS, solve
+
+    sparsity = _check_sparsity(sparsity)
+    if method not in RETENTION_METHODS:
+        raise InvalidInstanceError(f"unknown retention method {method!r}; choose one of {list(RETENTION_METHODS)}")
+    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping >= 0 \
+            or not math.isfinite(damping):
+        raise InvalidInstanceError(f"damping must be a finite number >= 0, got {damping!r}")
+    if scope not in SCOPES:
+        raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
+    names, skipped = retention_layers(model, layers)
+    modules = dict(model.named_modules())
+    masked = [n for n in names if hasattr(modules[n], "weight_mask")]
+    if masked:
+        raise InvalidInstanceError(f"layer(s) {masked} already carry a pruning mask: rcprune.torch.restore(model) "
+                                   "or bake(model) first")
+    hessians, counts = layer_hessians(model, calibration_loader, names, max_batches=max_batches, progress=progress)
+    rows, originals = [], {}
+    for name in tqdm(names, desc=f"{method} layers", leave=False, disable=not progress):
+        module = modules[name]
+        w = module.weight.detach()
+        w2 = w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
+        inst = RetentionInstance(w2, hessians[name], sparsity=sparsity, scope=scope, damping=damping, name=name)
+        t = time.perf_counter()
+        res = solve(inst, method=method, seed=seed, time_limit=time_limit, **options)
+        runtime = time.perf_counter() - t
+        mask = res.solution.mask
+        energy = float(np.einsum("ij,jk,ik->", inst.weights, inst.hessian, inst.weights))
+        error_refit = None
+        new_w = None
+        if refit:
+            fitted, errors = ls_refit_rows(inst.weights, inst.hessian, mask)
+            error_refit = float(errors.sum())
+            new_w = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)
+            originals[name] = w.clone()
+        keep = torch.from_numpy(mask.copy()).reshape(w.shape)
+        prune.custom_from_mask(module, "weight", keep.to(device=w.device, dtype=w.dtype))
+        if new_w is not None:
+            keep = keep.to(w.device)
+            with torch.no_grad():
+                module.weight_orig[keep] = new_w[keep]
+        rows.append({"name": name, "m": inst.m, "n": inst.n, "k": inst.k, "kept": res.kept_count,
+                     "error_magnitude": res.magnitude_cost, "error": res.cost, "error_refit": error_refit,
+                     "energy": energy, "relative_error": res.cost / energy if energy > 0 else 0.0,
+                     "improvement": res.improvement, "retained_small": res.retained_small,
+                     "retained_small_share": res.retained_small / max(1, res.kept_count),
+                     "status": res.status, "runtime": runtime})
+    _detach_masked(model)
+    return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
+                           refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped), originals=originals)
+
+
+def restore_original(model: nn.Module, report: RetentionReport) -> nn.Module:
+    """Remove every mask (:func:`rcprune.torch.restore`) and put back the weights the refitted layers had
+    before :func:`retention_prune`; in place, returns ``model``. Without refit this is ``restore``."""
+    restore(model)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, w in report.originals.items():
+            modules[name].weight.copy_(w)
+    return model
