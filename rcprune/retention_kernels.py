@@ -9,8 +9,7 @@ g = H d, and the row error is E = d^T g. Single-entry changes cost O(1) to score
 
 Each numba kernel has a numpy reference (``*_reference``) computed from the definition, which the tests
 compare against. Kernels trust their inputs: C-contiguous float64 ``w`` (n,), ``h`` (n, n) symmetric,
-boolean ``keep`` (n,). The counter-based random stream (splitmix64) used by the randomized solvers lives
-here too, so every solver draws the same numbers for the same seed.
+boolean ``keep`` (n,). The randomized solvers draw from :mod:`rcprune.random_stream`.
 """
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ __all__ = [
     "swap_delta", "swap_delta_reference",
     "apply_removal", "apply_restore", "apply_swap",
     "apply_removal_reference", "apply_restore_reference", "apply_swap_reference",
-    "stream_seed", "rng_next", "rng_below", "rng_uniform",
 ]
 
 _JIT = dict(nogil=True)
@@ -171,45 +169,3 @@ def apply_restore_reference(w, h, g, keep, l):
 def apply_swap_reference(w, h, g, keep, j, l):
     keep[j], keep[l] = False, True
     g[:] = pruned_gradient_reference(w, h, keep)
-
-
-# --- counter-based random stream (splitmix64) ----------------------------------------------------------
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_U11, _U27, _U30, _U31, _U32 = (np.uint64(s) for s in (11, 27, 30, 31, 32))
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def stream_seed(seed: int, stream: int) -> int:
-    """Initial state of random stream ``stream`` (a row, an island) under ``seed``: a hash of the pair."""
-    return _mix64((_mix64(seed & _MASK64) + stream + 1) & _MASK64)
-
-
-@jit(**_JIT)
-def rng_next(state, slot):
-    """Next 64 random bits of the stream stored in ``state[slot]`` (uint64 array)."""
-    state[slot] += _GAMMA
-    z = state[slot]
-    z = (z ^ (z >> _U30)) * _MIX1
-    z = (z ^ (z >> _U27)) * _MIX2
-    return z ^ (z >> _U31)
-
-
-@jit(**_JIT)
-def rng_below(state, slot, k):
-    """Uniform integer in [0, k), k < 2**31."""
-    return np.int64(((rng_next(state, slot) >> _U32) * np.uint64(k)) >> _U32)
-
-
-@jit(**_JIT)
-def rng_uniform(state, slot):
-    """Uniform float in [0, 1) with 53 random bits."""
-    return np.float64(rng_next(state, slot) >> _U11) * (1.0 / 9007199254740992.0)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from rcprune import kernels
 from rcprune.jit import jit
+from rcprune.random_stream import NumpyStream, random_below, random_uniform, stream_seed
 from rcprune.problem import Instance, Solution, check_solution, is_feasible
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_int_option, check_real_option
@@ -28,14 +29,6 @@ __all__ = ["local_annealing", "local_annealing_numpy", "move_rate", "move_stats"
 _JIT = dict(nogil=True, error_model="numpy")
 _INLINE = dict(_JIT, inline="always")  # no per-call overhead (array refcounts) in the hot loop
 
-# Counter-based splitmix64: output k of a stream is mix(state + k * GAMMA), so numba draws it one at a
-# time and numpy in vectorized batches, and both see the same numbers.
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_U11, _U27, _U30, _U31, _U32 = (np.uint64(k) for k in (11, 27, 30, 31, 32))
-_MASK64 = (1 << 64) - 1
-
 # Chain state slots: counts (int64) and reals (float64).
 _R, _C, _DONE, _ACCEPTED, _VERSION = 0, 1, 2, 3, 4
 _KEPT, _TEMP, _BEST = 0, 1, 2
@@ -46,72 +39,6 @@ CUTOFF = 40.0                # moves worse than CUTOFF * T are rejected outright
 CALIBRATION_SAMPLES = 2000
 START_ACCEPTANCE = 0.5       # calibrated t0 accepts the mean worsening move with this probability
 T_END_RATIO = 1e-3           # default t_end = t0 * T_END_RATIO
-
-
-# --- random numbers ------------------------------------------------------------------------------
-
-@jit(**_INLINE)
-def _next(rng):
-    rng[0] += _GAMMA
-    z = rng[0]
-    z = (z ^ (z >> _U30)) * _MIX1
-    z = (z ^ (z >> _U27)) * _MIX2
-    return z ^ (z >> _U31)
-
-
-@jit(**_INLINE)
-def _randint(rng, k):
-    """Uniform integer in [0, k), k < 2**31."""
-    return np.int64(((_next(rng) >> _U32) * np.uint64(k)) >> _U32)
-
-
-@jit(**_INLINE)
-def _uniform(rng):
-    """Uniform float in [0, 1) with 53 random bits."""
-    return np.float64(_next(rng) >> _U11) * (1.0 / 9007199254740992.0)
-
-
-def _mix64(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def chain_seed(seed: int, chain: int) -> int:
-    """The initial RNG state of chain ``chain`` under ``seed``: a hash of the pair."""
-    return _mix64((_mix64(seed & _MASK64) + chain + 1) & _MASK64)
-
-
-class _NumpyStream:
-    """The same splitmix64 stream as the numba chain, generated in vectorized batches."""
-
-    BATCH = 1 << 16
-
-    def __init__(self, state: int):
-        self.state = state
-        self.buffer: list[int] = []
-        self.pos = 0
-
-    def next(self) -> int:
-        if self.pos == len(self.buffer):
-            steps = np.arange(1, self.BATCH + 1, dtype=np.uint64)
-            z = np.uint64(self.state) + steps * _GAMMA  # wraps modulo 2**64, as in numba
-            z = (z ^ (z >> _U30)) * _MIX1
-            z = (z ^ (z >> _U27)) * _MIX2
-            self.buffer = (z ^ (z >> _U31)).tolist()
-            self.pos = 0
-            self.state = (self.state + self.BATCH * int(_GAMMA)) & _MASK64
-        self.pos += 1
-        return self.buffer[self.pos - 1]
-
-    def randint(self, k: int) -> int:
-        return ((self.next() >> 32) * k) >> 32
-
-    def uniform(self) -> float:
-        return (self.next() >> 11) * (1.0 / 9007199254740992.0)
-
-    def state_after_consumed(self) -> int:
-        return (self.state - (len(self.buffer) - self.pos) * int(_GAMMA)) & _MASK64
 
 
 # --- numba chain ---------------------------------------------------------------------------------
@@ -193,15 +120,15 @@ def _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, rng):
     can_grow, can_shrink = shape + 1 < n_shapes, shape > 0
     can_swap, can_reshape = can_swap_row or can_swap_col, can_grow or can_shrink
     if can_swap and can_reshape:
-        reshape = _uniform(rng) < reshape_rate
+        reshape = random_uniform(rng, 0) < reshape_rate
     else:
         reshape = can_reshape
     if reshape:
         if can_grow and can_shrink:
-            return GROW + _randint(rng, 2)
+            return GROW + random_below(rng, 0, 2)
         return GROW if can_grow else SHRINK
     if can_swap_row and can_swap_col:
-        return _randint(rng, 2)
+        return random_below(rng, 0, 2)
     if can_swap_row:
         return ROW_SWAP
     return COL_SWAP if can_swap_col else -1
@@ -286,12 +213,12 @@ def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha,
             done = total_moves
             break
         if kind == ROW_SWAP:
-            out = row_perm[_randint(rng, r)]
-            into = row_perm[r + _randint(rng, m - r)]
+            out = row_perm[random_below(rng, 0, r)]
+            into = row_perm[r + random_below(rng, 0, m - r)]
             delta = kernels.row_swap_delta(row_sums, out, into)
         elif kind == COL_SWAP:
-            out = col_perm[_randint(rng, c)]
-            into = col_perm[c + _randint(rng, n - c)]
+            out = col_perm[random_below(rng, 0, c)]
+            into = col_perm[c + random_below(rng, 0, n - c)]
             delta = kernels.col_swap_delta(col_sums, out, into)
         else:
             # A reshape is deterministic given the state: its delta is cached until the state changes.
@@ -308,7 +235,7 @@ def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha,
                 worse_sum -= delta
                 worse_count += 1
             continue
-        if delta >= 0.0 or (delta > -CUTOFF * temp and _uniform(rng) < math.exp(delta / temp)):
+        if delta >= 0.0 or (delta > -CUTOFF * temp and random_uniform(rng, 0) < math.exp(delta / temp)):
             if kind == ROW_SWAP:
                 kernels.apply_row_swap(scores, rows, col_sums, out, into)
                 _perm_swap(row_perm, row_pos, out, into)
@@ -357,10 +284,10 @@ def _move_kind_numpy(n_shapes, shape, m, n, r, c, reshape_rate, rng):
     reshape = rng.uniform() < reshape_rate if can_swap and can_reshape else can_reshape
     if reshape:
         if can_grow and can_shrink:
-            return GROW + rng.randint(2)
+            return GROW + rng.below(2)
         return GROW if can_grow else SHRINK
     if can_swap_row and can_swap_col:
-        return rng.randint(2)
+        return rng.below(2)
     if can_swap_row:
         return ROW_SWAP
     return COL_SWAP if can_swap_col else -1
@@ -396,12 +323,12 @@ def _propose_numpy(chain, rng):
     shape = chain.shape_index[r]
     kind = _move_kind_numpy(len(chain.shape_rows), shape, m, n, r, c, chain.reshape_rate, rng)
     if kind == ROW_SWAP:
-        out = chain.row_perm[rng.randint(r)]
-        into = chain.row_perm[r + rng.randint(m - r)]
+        out = chain.row_perm[rng.below(r)]
+        into = chain.row_perm[r + rng.below(m - r)]
         return kind, out, into, None, None, float(chain.row_sums[into] - chain.row_sums[out])
     if kind == COL_SWAP:
-        out = chain.col_perm[rng.randint(c)]
-        into = chain.col_perm[c + rng.randint(n - c)]
+        out = chain.col_perm[rng.below(c)]
+        into = chain.col_perm[c + rng.below(n - c)]
         return kind, out, into, None, None, float(chain.col_sums[into] - chain.col_sums[out])
     if kind < 0:
         return kind, -1, -1, None, None, 0.0
@@ -541,7 +468,7 @@ class _Chain:
         self.counts = np.zeros(5, np.int64)
         self.reals = np.zeros(3)
         self.rng = np.array([rng_state], dtype=np.uint64)
-        self.stream = _NumpyStream(rng_state)  # the numpy chain's draws
+        self.stream = NumpyStream(rng_state)  # the numpy chain's draws
         self.t0 = self.alpha = 1.0
         self.run_length, self.total_moves = 1, 0
         self._load()
@@ -752,7 +679,7 @@ def _anneal(instance: Instance, *, seed: int, time_limit: float | None, moves, c
     starts, lower_bound = _start_masks(instance, start, seed, chains, info)
     info["start_cost"] = instance.total - kernels.kept_sum(instance.scores, *starts[0])
 
-    runs = [_Chain(instance, *make_maximal(instance, *st), chain_seed(seed, i), impl)
+    runs = [_Chain(instance, *make_maximal(instance, *st), stream_seed(seed, i), impl)
             for i, st in enumerate(starts)]
     for chain in runs:
         start_t = t0 if t0 is not None else _calibrated_t0(chain, instance)
@@ -895,7 +822,7 @@ def move_stats(instance: Instance, moves: int = 1_000_000, seed: int = 0, impl: 
     moves = check_int_option(moves, "moves", minimum=1)
     greedy = greedy_row_column(instance)
     rows, cols = make_maximal(instance, greedy.solution.rows, greedy.solution.cols)
-    chains = [_Chain(instance, rows, cols, chain_seed(seed, i), impl) for i in (0, 1)]
+    chains = [_Chain(instance, rows, cols, stream_seed(seed, i), impl) for i in (0, 1)]
     for chain, length in zip(chains, (moves, 10)):
         start_t = _calibrated_t0(chain, instance)
         chain.schedule(start_t, start_t * T_END_RATIO, length, 0)

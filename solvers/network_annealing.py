@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from rcprune import network_kernels as nk
 from rcprune.jit import jit
+from rcprune.random_stream import random_below, random_uniform, stream_seed
 from rcprune.network import NetworkInstance, NetworkSolution, check_network_solution
 from rcprune.network_result import NetworkSolveResult, make_network_result
 from rcprune.result import Stopwatch
@@ -35,32 +36,6 @@ MAX_DROP = 8                 # most rows or columns one reshape or transfer move
 ADD_TOUR = 4                 # reshape and transfer additions draw from ADD_TOUR * tournament candidates
 FIXED_CHUNK = 1 << 16        # proposals per chunk without a time limit (deterministic schedule)
 REFRESH_EVERY = 1 << 22      # proposals between exact recomputations of the restricted sums
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_U11, _U27, _U30, _U31, _U32 = (np.uint64(k) for k in (11, 27, 30, 31, 32))
-
-
-@jit(nogil=True)
-def _next(rng):
-    rng[0] += _GAMMA
-    z = rng[0]
-    z = (z ^ (z >> _U30)) * _MIX1
-    z = (z ^ (z >> _U27)) * _MIX2
-    return z ^ (z >> _U31)
-
-
-@jit(nogil=True)
-def _randint(rng, k):
-    """Uniform integer in [0, k), 0 < k < 2**31."""
-    return np.int64(((_next(rng) >> _U32) * np.uint64(k)) >> _U32)
-
-
-@jit(nogil=True)
-def _uniform(rng):
-    return np.float64(_next(rng) >> _U11) * (1.0 / 9007199254740992.0)
-
 
 # --- kept-first permutations per layer, for O(1) sampling of kept / pruned rows and columns -----------
 
@@ -113,7 +88,7 @@ def _worst_kept_row(net, st, row_perm, pr, l, rng, tour):
     best = -1
     best_loss = 0.0
     for _ in range(tour):
-        i = row_perm[net.row_off[l] + _randint(rng, pr[l])]
+        i = row_perm[net.row_off[l] + random_below(rng, 0, pr[l])]
         loss = _row_loss(net, st, i)
         if best < 0 or loss < best_loss:
             best = i
@@ -129,7 +104,7 @@ def _best_pruned_row(net, st, sc, row_perm, pr, l, rng, tour):
         return -1
     best = -1
     for _ in range(tour):
-        i = row_perm[net.row_off[l] + pr[l] + _randint(rng, free)]
+        i = row_perm[net.row_off[l] + pr[l] + random_below(rng, 0, free)]
         if _in_move(sc.mv_rows, sc.sizes[0], i):
             continue
         if best < 0 or st.row_sums[i] > st.row_sums[best]:
@@ -143,7 +118,7 @@ def _worst_kept_col(net, st, col_perm, pc, l, rng, tour):
         return -1
     best = -1
     for _ in range(tour):
-        j = col_perm[net.col_off[l] + _randint(rng, pc[l])]
+        j = col_perm[net.col_off[l] + random_below(rng, 0, pc[l])]
         if best < 0 or st.col_sums[j] < st.col_sums[best]:
             best = j
     return best
@@ -158,7 +133,7 @@ def _best_pruned_live_col(net, st, sc, col_perm, pc, l, rng, tour):
         return -1
     best = -1
     for _ in range(tour):
-        j = col_perm[net.col_off[l] + pc[l] + _randint(rng, free)]
+        j = col_perm[net.col_off[l] + pc[l] + random_below(rng, 0, free)]
         ch = net.col_chan[j]
         if not (net.chan_input[ch] or st.alive[ch] > 0) or _in_move(sc.mv_cols, sc.sizes[1], j):
             continue
@@ -169,12 +144,12 @@ def _best_pruned_live_col(net, st, sc, col_perm, pc, l, rng, tour):
 
 @jit(nogil=True)
 def _row_layer(net, free_rows, rng):
-    return net.row_layer[free_rows[_randint(rng, free_rows.shape[0])]]
+    return net.row_layer[free_rows[random_below(rng, 0, free_rows.shape[0])]]
 
 
 @jit(nogil=True)
 def _col_layer(net, rng):
-    return net.col_layer[_randint(rng, net.col_layer.shape[0])]
+    return net.col_layer[random_below(rng, 0, net.col_layer.shape[0])]
 
 
 @jit(nogil=True)
@@ -216,7 +191,7 @@ def _random_in_group(net, st, ch, want_alive, rng):
     g0 = net.group_off[g]
     size = net.group_off[g + 1] - g0
     for _ in range(8):
-        other = g0 + _randint(rng, size)
+        other = g0 + random_below(rng, 0, size)
         if other != ch and (st.alive[other] > 0) == want_alive:
             return other
     return -1
@@ -313,7 +288,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
     random pruned ones (by their restricted sums), so proposals are biased toward improving moves
     while every kept / pruned element stays reachable.
     """
-    u = _uniform(rng)
+    u = random_uniform(rng, 0)
     kind = 0
     acc = mix[0]
     while kind < 4 and u >= acc:
@@ -339,8 +314,8 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
         _push_row(sc, a)
         _push_row(sc, b)
     elif kind == 2:  # one layer changes shape: a row for columns, a column for rows, or grows / shrinks
-        v = _uniform(rng)
-        rowwise = has_rows and _uniform(rng) < 0.5
+        v = random_uniform(rng, 0)
+        rowwise = has_rows and random_uniform(rng, 0) < 0.5
         l = _row_layer(net, free_rows, rng) if rowwise else _col_layer(net, rng)
         r, e = st.n_rows[l], st.n_cols[l]
         if v < 0.25:  # shrink by one row or column
@@ -360,7 +335,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
             else:
                 _push_col(sc, x)
         elif rowwise:  # drop a few rows, add the columns the freed entries pay for
-            d = _drop_rows(net, st, sc, row_perm, pr, l, 1 + _randint(rng, MAX_DROP), rng, tour)
+            d = _drop_rows(net, st, sc, row_perm, pr, l, 1 + random_below(rng, 0, MAX_DROP), rng, tour)
             if d == 0 or d >= r:
                 return -1
             n_add = (r * e + _room(net, st, l)) // (r - d) - e
@@ -370,7 +345,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
         else:  # drop a few columns, add the rows the freed entries pay for
             if net.fixed_row[net.row_off[l]]:
                 return -1
-            d = _drop_cols(net, st, sc, col_perm, pc, l, 1 + _randint(rng, MAX_DROP), rng, tour)
+            d = _drop_cols(net, st, sc, col_perm, pc, l, 1 + random_below(rng, 0, MAX_DROP), rng, tour)
             if d == 0 or d >= e:
                 return -1
             n_add = (r * e + _room(net, st, l)) // (e - d) - r
@@ -378,13 +353,13 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
                 sc.sizes[1] = 0
                 return -1
     elif kind == 3:  # move budget: drop rows or columns in one layer, add what they pay for in another
-        drop_row = has_rows and _uniform(rng) < 0.5
-        add_row = has_rows and _uniform(rng) < 0.5
+        drop_row = has_rows and random_uniform(rng, 0) < 0.5
+        add_row = has_rows and random_uniform(rng, 0) < 0.5
         la = _row_layer(net, free_rows, rng) if drop_row else _col_layer(net, rng)
         lb = _row_layer(net, free_rows, rng) if add_row else _col_layer(net, rng)
         if la == lb:
             return -1
-        want = 1 + _randint(rng, MAX_DROP)
+        want = 1 + random_below(rng, 0, MAX_DROP)
         if drop_row:
             d = _drop_rows(net, st, sc, row_perm, pr, la, want, rng, tour)
             freed = d * st.n_cols[la]
@@ -405,9 +380,9 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
     else:  # channels: kill, revive, or swap a live and a dead channel of one group
         if chans.shape[0] == 0:
             return -1
-        ch = chans[_randint(rng, chans.shape[0])]
+        ch = chans[random_below(rng, 0, chans.shape[0])]
         alive = st.alive[ch] > 0
-        if _uniform(rng) < 0.6:  # swap, mirrored: the dead one takes the live one's rows and columns
+        if random_uniform(rng, 0) < 0.6:  # swap, mirrored: the dead one takes the live one's rows and columns
             other = _random_in_group(net, st, ch, not alive, rng)
             if other < 0:
                 return -1
@@ -419,7 +394,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
             _channel_rows(net, st, sc, ch, True)
         else:
             _channel_rows(net, st, sc, ch, False)
-            if _uniform(rng) < 0.5:
+            if random_uniform(rng, 0) < 0.5:
                 _revive_cols(net, st, sc, ch)
         if sc.sizes[0] == 0:
             sc.sizes[1] = 0
@@ -478,7 +453,7 @@ def _chunk(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, free_rows,
             nk.clear_move(sc)
             continue
         delta, count, feasible = nk.move_delta(net, st, sc)
-        if not feasible or (delta > 0 and _uniform(rng) >= math.exp(-delta / temp)):
+        if not feasible or (delta > 0 and random_uniform(rng, 0) >= math.exp(-delta / temp)):
             nk.clear_move(sc)
             continue
         if delta > 0 and flags[0] == 1:
@@ -597,7 +572,7 @@ def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: f
     owner_fixed = np.zeros(f.chan_input.shape[0], bool)
     np.logical_or.at(owner_fixed, np.repeat(np.arange(owner_fixed.shape[0]), np.diff(f.prod_ptr)), f.fixed_row[f.prod_row])
     chans = np.flatnonzero(~f.chan_input & ~owner_fixed & (np.diff(f.prod_ptr) > 0)).astype(np.int64)
-    rng = np.array([(seed * int(_GAMMA) + 12345) % (1 << 64)], dtype=np.uint64)
+    rng = np.array([stream_seed(seed, 0)], dtype=np.uint64)
 
     const = float(f.weights @ f.totals)
     start_cost = const - float(f.weights @ st.kept)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import prange
 from tqdm.auto import tqdm
 
+from rcprune import random_stream as rs
 from rcprune import retention_kernels as rk
 from rcprune.jit import jit
 from rcprune.result import Stopwatch
@@ -66,8 +67,8 @@ def _init_rows(weights, h, k, keep, perm, pos, grads, err, best_keep, best_err, 
         total, count = 0.0, 0
         if 0 < k < n:
             for _ in range(samples):
-                a = perm[i, rk.rng_below(rng, i, k)]
-                b = perm[i, k + rk.rng_below(rng, i, n - k)]
+                a = perm[i, rs.random_below(rng, i, k)]
+                b = perm[i, k + rs.random_below(rng, i, n - k)]
                 d = rk.swap_delta(weights[i], h, grads[i], a, b)
                 if d > 0:
                     total += d
@@ -87,10 +88,10 @@ def _anneal_rows(weights, h, k, keep, perm, pos, grads, err, best_keep, best_err
         w, kp, g, pr, ps = weights[i], keep[i], grads[i], perm[i], pos[i]
         end = min(total_moves, done[i] + chunk)
         while done[i] < end:
-            a = pr[rk.rng_below(rng, i, k)]
-            b = pr[k + rk.rng_below(rng, i, n - k)]
+            a = pr[rs.random_below(rng, i, k)]
+            b = pr[k + rs.random_below(rng, i, n - k)]
             d = rk.swap_delta(w, h, g, a, b)
-            if d <= 0.0 or (temp[i] > 0.0 and rk.rng_uniform(rng, i) < math.exp(-d / temp[i])):
+            if d <= 0.0 or (temp[i] > 0.0 and rs.random_uniform(rng, i) < math.exp(-d / temp[i])):
                 rk.apply_swap(w, h, g, kp, a, b)
                 pa, pb = ps[a], ps[b]
                 pr[pa], pr[pb] = b, a
@@ -132,8 +133,8 @@ def _init_layer(weights, h, keep, perm, pos, grads, reals, rng, samples, accepta
     total, count = 0.0, 0
     if 0 < kept < m * n:
         for _ in range(samples):
-            d = _layer_delta(weights, h, grads, perm[rk.rng_below(rng, 0, kept)],
-                             perm[kept + rk.rng_below(rng, 0, m * n - kept)])
+            d = _layer_delta(weights, h, grads, perm[rs.random_below(rng, 0, kept)],
+                             perm[kept + rs.random_below(rng, 0, m * n - kept)])
             if d > 0:
                 total += d
                 count += 1
@@ -159,10 +160,10 @@ def _anneal_layer(weights, h, kept, keep, perm, pos, grads, best_keep, reals, al
         return
     end = min(total_moves, done[0] + chunk)
     while done[0] < end:
-        a = perm[rk.rng_below(rng, 0, kept)]
-        b = perm[kept + rk.rng_below(rng, 0, size - kept)]
+        a = perm[rs.random_below(rng, 0, kept)]
+        b = perm[kept + rs.random_below(rng, 0, size - kept)]
         d = _layer_delta(weights, h, grads, a, b)
-        if d <= 0.0 or (reals[2] > 0.0 and rk.rng_uniform(rng, 0) < math.exp(-d / reals[2])):
+        if d <= 0.0 or (reals[2] > 0.0 and rs.random_uniform(rng, 0) < math.exp(-d / reals[2])):
             ia, ja, ib, jb = a // n, a % n, b // n, b % n
             if ia == ib:
                 rk.apply_swap(weights[ia], h, grads[ia], keep[ia], ja, jb)
@@ -201,7 +202,7 @@ def anneal_mask(instance: RetentionInstance, start_mask: np.ndarray, *, seed: in
         perm, pos = np.empty((m, n), np.int64), np.empty((m, n), np.int64)
         err, best_err, temp = np.empty(m), np.empty(m), np.empty(m)
         done = np.zeros(m, np.int64)
-        rng = np.array([rk.stream_seed(seed, i) for i in range(m)], dtype=np.uint64)
+        rng = np.array([rs.stream_seed(seed, i) for i in range(m)], dtype=np.uint64)
         _init_rows(w, h, instance.k, keep, perm, pos, grads, err, best_keep, best_err, temp, rng,
                    CALIBRATION_SAMPLES, START_ACCEPTANCE)
         while done.min() < moves:
@@ -219,7 +220,7 @@ def anneal_mask(instance: RetentionInstance, start_mask: np.ndarray, *, seed: in
     else:
         perm, pos = np.empty(m * n, np.int64), np.empty(m * n, np.int64)
         reals, done = np.zeros(3), np.zeros(1, np.int64)
-        rng = np.array([rk.stream_seed(seed, 0)], dtype=np.uint64)
+        rng = np.array([rs.stream_seed(seed, 0)], dtype=np.uint64)
         kept = _init_layer(w, h, keep, perm, pos, grads, reals, rng, CALIBRATION_SAMPLES, START_ACCEPTANCE)
         while done[0] < moves:
             if clock.expired():

@@ -12,6 +12,7 @@ import numpy as np
 from numba import prange
 from tqdm.auto import tqdm
 
+from rcprune import random_stream as rs
 from rcprune import retention_kernels as rk
 from rcprune.jit import jit
 from rcprune.result import Stopwatch
@@ -47,8 +48,8 @@ def _nth(ind, value, rank):
 @jit(nogil=True)
 def _swap(ind, k, rng, b):
     size = ind.shape[0]
-    a = _nth(ind, True, rk.rng_below(rng, b, k))
-    c = _nth(ind, False, rk.rng_below(rng, b, size - k))
+    a = _nth(ind, True, rs.random_below(rng, b, k))
+    c = _nth(ind, False, rs.random_below(rng, b, size - k))
     ind[a], ind[c] = False, True
 
 
@@ -60,7 +61,7 @@ def _ga_init(weights, h, starts, popu, fit, k, pop, rows, rng):
         for p in range(pop):
             popu[b, p] = starts[b]
             if p > 0 and 0 < k < size:
-                for _ in range(1 + rk.rng_below(rng, b, max(1, min(k, size - k)))):
+                for _ in range(1 + rs.random_below(rng, b, max(1, min(k, size - k)))):
                     _swap(popu[b, p], k, rng, b)
             fit[b, p] = _fitness(weights, h, popu[b, p], b * rows, rows, n)
 
@@ -75,9 +76,9 @@ def _ga_run(weights, h, popu, fit, k, pop, rows, gens, mutation, rng):
         buf = np.empty(size, dtype=np.int64)
         for _ in range(gens):
             for c in range(pop):
-                i1, i2 = rk.rng_below(rng, b, pop), rk.rng_below(rng, b, pop)
+                i1, i2 = rs.random_below(rng, b, pop), rs.random_below(rng, b, pop)
                 p1 = i1 if fit[b, i1] <= fit[b, i2] else i2
-                i1, i2 = rk.rng_below(rng, b, pop), rk.rng_below(rng, b, pop)
+                i1, i2 = rs.random_below(rng, b, pop), rs.random_below(rng, b, pop)
                 p2 = i1 if fit[b, i1] <= fit[b, i2] else i2
                 child = popu[b, pop + c]
                 count, ndiff = 0, 0
@@ -89,10 +90,10 @@ def _ga_run(weights, h, popu, fit, k, pop, rows, gens, mutation, rng):
                         buf[ndiff] = t
                         ndiff += 1
                 for t in range(k - count):  # partial Fisher-Yates over the disagreements
-                    r = t + rk.rng_below(rng, b, ndiff - t)
+                    r = t + rs.random_below(rng, b, ndiff - t)
                     buf[t], buf[r] = buf[r], buf[t]
                     child[buf[t]] = True
-                if rk.rng_uniform(rng, b) < mutation:
+                if rs.random_uniform(rng, b) < mutation:
                     _swap(child, k, rng, b)
                 fit[b, pop + c] = _fitness(weights, h, child, b * rows, rows, n)
             order = np.argsort(fit[b])
@@ -152,7 +153,7 @@ def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit:
     starts = start.reshape(blocks, rows * n)
     popu = np.zeros((blocks, 2 * population, rows * n), dtype=bool)
     fit = np.full((blocks, 2 * population), np.inf)
-    rng = np.array([rk.stream_seed(seed, b) for b in range(blocks)], dtype=np.uint64)
+    rng = np.array([rs.stream_seed(seed, b) for b in range(blocks)], dtype=np.uint64)
     _ga_init(w, h, starts, popu, fit, instance.k, population, rows, rng)
     done = 0
     bar = tqdm(total=generations, disable=not progress, desc="retention-genetic", unit="gen")

@@ -89,7 +89,7 @@ def test_same_seed_same_answer_any_chunking_or_threads():
 
 def chain_for(inst, seed=0, start="greedy"):
     masks, _ = sa._start_masks(inst, start, seed, 1, {})
-    chain = sa._Chain(inst, *sa.make_maximal(inst, *masks[0]), sa.chain_seed(seed, 0), "numba")
+    chain = sa._Chain(inst, *sa.make_maximal(inst, *masks[0]), sa.stream_seed(seed, 0), "numba")
     return chain
 
 
