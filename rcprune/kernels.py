@@ -31,6 +31,7 @@ __all__ = [
     "apply_row_swap", "apply_row_swap_reference",
     "apply_col_swap", "apply_col_swap_reference",
     "top_k_sum", "top_k_sum_reference",
+    "select_largest", "select_largest_reference",
 ]
 
 _JIT = dict(nogil=True)
@@ -106,6 +107,42 @@ def top_k_sum(values, k):
         return values.sum()
     part = np.partition(values, n - k)
     return part[n - k:].sum()
+
+
+@jit(**_JIT)
+def select_largest(buf, k):
+    """Reorder ``buf`` in place so that ``buf[:k]`` holds its k largest entries; return the k-th largest.
+
+    Quickselect with a median-of-three pivot: O(len) expected, no allocation; 1 <= k <= len(buf).
+    """
+    lo, hi, target = 0, buf.shape[0] - 1, k - 1
+    while lo < hi:
+        a, b, c = buf[lo], buf[(lo + hi) // 2], buf[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] > pivot:
+                i += 1
+            while buf[j] < pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        # buf[lo..j] >= pivot >= buf[i..hi], and buf[j+1..i-1] == pivot
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return pivot
+    return buf[target]
+
+
+def select_largest_reference(buf, k):
+    order = np.sort(buf)[::-1]
+    buf[:] = order
+    return float(order[k - 1])
 
 
 def top_k_sum_reference(values, k):

@@ -27,31 +27,12 @@ _RESYNC_SUBSETS = 1 << 16  # recompute the incremental sums this often, so round
 
 @jit
 def _top_sum(values, buf, k):
-    """(sum, smallest) of the k largest entries of ``values``, by quickselect in ``buf`` (no allocation)."""
+    """(sum, smallest) of the k largest entries of ``values``, selected in ``buf`` (no allocation)."""
     n = values.shape[0]
     for j in range(n):
         buf[j] = values[j]
-    lo, hi, target = 0, n - 1, min(k, n) - 1
-    while lo < hi:
-        a, b, c = buf[lo], buf[(lo + hi) // 2], buf[hi]
-        pivot = max(min(a, b), min(max(a, b), c))  # median of three
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] > pivot:
-                i += 1
-            while buf[j] < pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        # buf[lo..j] >= pivot >= buf[i..hi], and buf[j+1..i-1] == pivot
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
-        else:
-            break
+    target = min(k, n) - 1
+    kernels.select_largest(buf[:n], target + 1)
     total, smallest = 0.0, np.inf
     for j in range(target + 1):
         total += buf[j]

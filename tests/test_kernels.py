@@ -84,3 +84,13 @@ def test_swap_deltas_and_updates(st_, data):
 def test_top_k_sum(values, k):
     v = np.array(values)
     assert close(K.top_k_sum(v, k), K.top_k_sum_reference(v, k))
+
+
+@given(st.lists(st.integers(0, 4).map(float), min_size=1, max_size=15), st.data())
+def test_select_largest(values, data):
+    k = data.draw(st.integers(1, len(values)))
+    buf = np.array(values)
+    kth = K.select_largest(buf, k)
+    ref = np.array(values)
+    assert kth == K.select_largest_reference(ref, k)
+    assert sorted(buf[:k]) == sorted(ref[:k]) and sorted(buf) == sorted(values)

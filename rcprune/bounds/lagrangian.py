@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from rcprune.jit import jit
+from rcprune.kernels import select_largest
 from rcprune.problem import Instance
 from rcprune.result import Stopwatch
 from rcprune.validation import InvalidInstanceError
@@ -35,32 +36,6 @@ __all__ = ["lagrangian_shape", "lagrangian_bound", "row_view"]
 
 
 @jit
-def _kth_largest(buf, k):
-    """The k-th largest (1-based) entry of buf, by quickselect (buf is reordered)."""
-    lo, hi, target = 0, buf.shape[0] - 1, k - 1
-    while lo < hi:
-        a, b, c = buf[lo], buf[(lo + hi) // 2], buf[hi]
-        pivot = max(min(a, b), min(max(a, b), c))
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] > pivot:
-                i += 1
-            while buf[j] < pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
-        else:
-            return pivot
-    return buf[target]
-
-
-@jit
 def _row_view(a, r, c, mask):
     """RV_{r,c}(a) and a maximizer: mask[i, j] = 1 on the chosen r rows' top-c entries, else 0."""
     m, n = a.shape
@@ -70,7 +45,7 @@ def _row_view(a, r, c, mask):
     for i in range(m):
         for j in range(n):
             buf[j] = a[i, j]
-        t = _kth_largest(buf, c)
+        t = select_largest(buf, c)
         thresh[i] = t
         s = 0.0
         above = 0
@@ -80,7 +55,7 @@ def _row_view(a, r, c, mask):
                 above += 1
         row_top[i] = s + (c - above) * t
     rowbuf = row_top.copy()
-    tr = _kth_largest(rowbuf, r)
+    tr = select_largest(rowbuf, r)
     taken = 0
     total = 0.0
     for i in range(m):
