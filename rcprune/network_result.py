@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .network import NetworkEvaluation, NetworkInstance, NetworkSolution, evaluate_network
-from .result import SolveResult
+from .result import SolveResult, certified_status
 
 __all__ = ["NetworkSolveResult", "make_network_result", "layer_table"]
 
@@ -47,13 +47,8 @@ def make_network_result(instance: NetworkInstance, solution: NetworkSolution, *,
                         proof_tolerance: float = 1e-9) -> NetworkSolveResult:
     """Evaluate ``solution`` and wrap it; status is ``optimal`` only if the bound proves it."""
     ev = evaluate_network(instance, solution)
-    tol = proof_tolerance * max(1.0, abs(ev.cost))
-    if lower_bound is not None:
-        if ev.feasible and lower_bound > ev.cost + tol:
-            raise RuntimeError(f"{method}: lower bound {lower_bound} exceeds the cost {ev.cost} of a feasible solution")
-        lower_bound = float(min(lower_bound, ev.cost)) if ev.feasible else float(lower_bound)
-    proven = ev.feasible and lower_bound is not None and ev.cost - lower_bound <= tol
-    status = "optimal" if proven else ("time_limit" if timed_out else "feasible")
+    lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
+                                           proof_tolerance=proof_tolerance, method=method)
     info = dict(info or {})
     info.setdefault("layers", layer_table(ev))
     return NetworkSolveResult(

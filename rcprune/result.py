@@ -7,7 +7,7 @@ from typing import Any
 
 from .problem import Instance, Solution, evaluate
 
-__all__ = ["SolveResult", "make_result", "Stopwatch"]
+__all__ = ["SolveResult", "make_result", "certified_status", "Stopwatch"]
 
 STATUSES = ("optimal", "feasible", "time_limit")
 
@@ -90,19 +90,30 @@ class Stopwatch:
         return self.remaining() <= 0
 
 
+def certified_status(cost: float, feasible: bool, lower_bound: float | None, *, timed_out: bool,
+                     proof_tolerance: float, method: str) -> tuple[float | None, str]:
+    """``(lower_bound, status)`` of a solve: ``optimal`` only when the bound meets the cost of a feasible
+    solution (``cost - lower_bound <= proof_tolerance * max(1, |cost|)``).
+
+    A bound above a feasible cost is a solver bug and raises; a valid bound is clipped to the cost.
+    """
+    tol = proof_tolerance * max(1.0, abs(cost))
+    if lower_bound is not None:
+        if feasible and lower_bound > cost + tol:
+            raise RuntimeError(f"{method}: lower bound {lower_bound} exceeds the cost {cost} of a feasible solution")
+        lower_bound = float(min(lower_bound, cost)) if feasible else float(lower_bound)
+    proven = feasible and lower_bound is not None and cost - lower_bound <= tol
+    return lower_bound, "optimal" if proven else ("time_limit" if timed_out else "feasible")
+
+
 def make_result(instance: Instance, solution: Solution, *, method: str, runtime: float,
                 iterations: int = 0, lower_bound: float | None = None, timed_out: bool = False,
                 trace: list | None = None, seed: int | None = None, info: dict | None = None,
                 proof_tolerance: float = 1e-9) -> SolveResult:
     """Evaluate ``solution`` and wrap it; status is ``optimal`` only if the bound proves it."""
     ev = evaluate(instance, solution)
-    tol = proof_tolerance * max(1.0, abs(ev.cost))
-    if lower_bound is not None:
-        if ev.feasible and lower_bound > ev.cost + tol:
-            raise RuntimeError(f"{method}: lower bound {lower_bound} exceeds the cost {ev.cost} of a feasible solution")
-        lower_bound = float(min(lower_bound, ev.cost)) if ev.feasible else float(lower_bound)
-    proven = ev.feasible and lower_bound is not None and ev.cost - lower_bound <= tol
-    status = "optimal" if proven else ("time_limit" if timed_out else "feasible")
+    lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
+                                           proof_tolerance=proof_tolerance, method=method)
     return SolveResult(
         solution=solution, cost=ev.cost, kept_sum=ev.kept_sum, kept_count=ev.kept_count,
         lower_bound=lower_bound, status=status, runtime=runtime, iterations=iterations,

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import retention_kernels as rk
+from .result import certified_status
 from .validation import InvalidInstanceError
 
 __all__ = [
@@ -406,13 +407,8 @@ def make_retention_result(instance: RetentionInstance, mask: np.ndarray, *, meth
     """Evaluate a keep-mask and wrap it; status is ``optimal`` only if the bound proves it
     (cost - lower_bound <= proof_tolerance * max(1, cost))."""
     ev = evaluate_retention(instance, mask)
-    tol = proof_tolerance * max(1.0, abs(ev.cost))
-    if lower_bound is not None:
-        if ev.feasible and lower_bound > ev.cost + tol:
-            raise RuntimeError(f"{method}: lower bound {lower_bound} exceeds the cost {ev.cost} of a feasible mask")
-        lower_bound = float(min(lower_bound, ev.cost)) if ev.feasible else float(lower_bound)
-    proven = ev.feasible and lower_bound is not None and ev.cost - lower_bound <= tol
-    status = "optimal" if proven else ("time_limit" if timed_out else "feasible")
+    lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
+                                           proof_tolerance=proof_tolerance, method=method)
     mag = rk.row_errors(instance.weights, instance.hessian, magnitude_mask(instance)).sum()
     refit_cost = float(refit(instance.weights, instance.hessian, mask)[1].sum()) if refit_weights else None
     kept_sum = float(np.abs(instance.weights)[mask].sum())
