@@ -140,6 +140,20 @@ def cmd_bench(args) -> int:
         print("whole-network RC pruning on ResNet-shaped instances (weighting by layer mean; vs_greedy measured in "
               "this run; annealing starts from the greedy and excludes its time)")
         print(format_table(rows, BENCH_COLUMNS))
+    elif args.what == "retention" and args.trained:
+        try:
+            from .torch.retention_bench import TRAINED_COLUMNS, bench_trained_retention, summarize_trained
+        except ImportError as exc:
+            raise InvalidInstanceError(f"--trained needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+        sparsity = args.sparsity if args.sparsity is not None else 0.9
+        rows = bench_trained_retention(args.cache, sparsity=sparsity, seed=args.seed,
+                                       time_limit=args.time_limit or 60.0, log=lambda msg: print(msg, file=sys.stderr))
+        print(f"small-weight retention on the conv layers of the trained digits ResNet-20 ({rows[0]['model']}; H from "
+              f"the digits training images) at sparsity {sparsity}; improvement = 1 - E / E_magnitude, "
+              "measured in this run")
+        print(format_table(rows, TRAINED_COLUMNS))
+        for line in summarize_trained(rows):
+            print(line)
     elif args.what == "retention":
         from .retention_bench import bench_retention
 
@@ -236,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
+    b.add_argument("--trained", action="store_true",
+                   help="retention: real layers of the demo's trained digits ResNet-20 (torch extra)")
+    b.add_argument("--cache", default="rcprune-demo",
+                   help="retention --trained: folder of the demo's cached dense model (trained there if missing)")
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60)")
     b.set_defaults(func=cmd_bench)

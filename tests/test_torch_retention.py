@@ -54,12 +54,12 @@ def _unfolded(model, batches):
             model(x)
     for h in hs:
         h.remove()
-    cols = {}
-    cols["conv"] = [F.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 18).T.double()
-                    for x in seen["conv"]]
-    cols["conv2"] = [F.unfold(x, 2).transpose(1, 2).reshape(-1, 16).T.double() for x in seen["conv2"]]
-    cols["fc"] = [x.T.double() for x in seen["fc"]]
-    return cols
+    sizes = [x.shape[0] for x in seen["fc"]]
+    conv = F.unfold(torch.cat(seen["conv"]), 3, padding=1, stride=2)     # one call each: unfold is slow
+    conv2 = F.unfold(torch.cat(seen["conv2"]), 2)                        # on an oversubscribed CPU
+    return {"conv": [c.transpose(1, 2).reshape(-1, 18).T.double() for c in conv.split(sizes)],
+            "conv2": [c.transpose(1, 2).reshape(-1, 16).T.double() for c in conv2.split(sizes)],
+            "fc": [x.T.double() for x in seen["fc"]]}
 
 
 def test_hessians_from_hooks_equal_unfolded_inputs():
@@ -72,6 +72,20 @@ def test_hessians_from_hooks_equal_unfolded_inputs():
         np.testing.assert_allclose(hs[name], ref, rtol=1e-12, atol=1e-12)
         assert counts[name] == sum(c.shape[1] for c in cols[name])
     assert counts["conv"] == 3 * 5 * 9 and counts["fc"] == 15
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=(3, 2), stride=(2, 1),
+                                    padding=(2, 0), dilation=(2, 1)), dict(kernel_size=3, padding="same"),
+                                    dict(kernel_size=2, padding="valid", stride=3)])
+def test_im2col_matches_unfold(kwargs):
+    from rcprune.torch.retention import layer_inputs
+
+    conv = nn.Conv2d(3, 2, **kwargs)
+    x = torch.randn(2, 3, 7, 9, generator=torch.Generator().manual_seed(1))[:, :, 1:, ::2]   # a strided view
+    pad = {"same": (1, 1), "valid": (0, 0)}.get(conv.padding, conv.padding)
+    ref = F.unfold(x, conv.kernel_size, conv.dilation, pad, conv.stride)
+    ref = ref.transpose(1, 2).reshape(-1, ref.shape[1])
+    assert torch.equal(layer_inputs(conv, x), ref)
 
 
 def test_masks_keep_k_per_row_and_pruned_weights_are_zero_in_forward():
@@ -190,3 +204,29 @@ def test_resnet_end_to_end_with_layer_scope():
     assert model(data[0]).shape == before.shape
     restore_original(model, rep)
     assert torch.equal(model(data[0]).detach(), before)
+
+
+def test_trained_bench_and_cli_on_a_tiny_resnet(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    import functools
+
+    import rcprune.torch.retention_bench as rb
+    from rcprune.cli import main
+
+    tiny = functools.partial(rb.bench_trained_retention, depth=8, width=4, train_epochs=0,
+                             methods=("magnitude", "retention-greedy", "retention-exact"))
+    rows = tiny(tmp_path, time_limit=5, log=lambda msg: None)
+    convs = [n for n, m in cifar_resnet(8, 4, 1, 10).named_modules() if isinstance(m, nn.Conv2d)]
+    assert list(dict.fromkeys(r["layer"] for r in rows)) == convs
+    for r in rows:
+        assert r["k"] == round(0.1 * r["n"]) and 0 <= r["retained_small_share"] <= 1
+        if r["method"] == "magnitude":
+            assert r["improvement"] == 0 and r["retained_small"] == 0
+        else:
+            assert r["cost"] <= r["magnitude_cost"] * (1 + 1e-9)
+    exact = [r for r in rows if r["method"] == "retention-exact"]
+    assert exact and all(r["n"] <= 20 and r["status"] == "optimal" for r in exact)
+    monkeypatch.setattr(rb, "bench_trained_retention", tiny)
+    assert main(["bench", "retention", "--trained", "--cache", str(tmp_path), "--time-limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "trained digits ResNet" in out and "retention-greedy: >= 20% lower error" in out
