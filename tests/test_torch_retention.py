@@ -230,3 +230,24 @@ def test_trained_bench_and_cli_on_a_tiny_resnet(tmp_path, monkeypatch, capsys):
     assert main(["bench", "retention", "--trained", "--cache", str(tmp_path), "--time-limit", "5"]) == 0
     out = capsys.readouterr().out
     assert "trained digits ResNet" in out and "retention-greedy: >= 20% lower error" in out
+
+
+def test_demo_rows_equal_budget_and_same_finetuning():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from rcprune.torch.retention_demo import retention_demo_rows
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator())
+    test = DataLoader(TensorDataset(x, y), batch_size=32)
+    dense = cifar_resnet(depth=8, width=4, in_channels=1, num_classes=3, seed=0).eval()
+    before = [p.detach().clone() for p in dense.parameters()]
+    rows = retention_demo_rows(dense, (train, test), 0.9, epochs=1, method="retention-greedy", calibration_batches=2)
+    assert [r["method"] for r in rows] == ["magnitude (unstructured)", "retention", "retention + refit"]
+    assert len({r["kept_weights"] for r in rows}) == 1
+    mag, ret, fit = rows
+    assert ret["layer_error"] <= mag["layer_error"] * (1 + 1e-9) and fit["layer_error"] <= ret["layer_error"] * (1 + 1e-9)
+    assert ret["layer_error_magnitude"] == mag["layer_error"]
+    assert all(0 <= r["acc_zero_shot"] <= 1 and len(r["history"]) == 1 for r in rows)
+    assert all(torch.equal(a, b) for a, b in zip(before, dense.parameters()))   # the dense model is untouched
