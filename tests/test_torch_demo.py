@@ -31,3 +31,33 @@ def test_demo_quick_writes_table_and_plots(tmp_path, capsys):
 def test_demo_rejects_bad_sparsity(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path), "--sparsity", "1.5"]) == 2
     assert "sparsities must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_demo_rejects_bad_weighting(tmp_path):
+    from rcprune.torch.demo import run_demo
+    from rcprune.validation import InvalidInstanceError
+
+    with pytest.raises(InvalidInstanceError, match="weighting must be one of"):
+        run_demo(tmp_path, quick=True, weighting="max", progress=False, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("refit_before_finetune", [False, True])
+def test_prune_rc_fine_tunes_from_trained_weights_unless_asked(refit_before_finetune):
+    import rcprune
+    from rcprune.torch import extract
+    from rcprune.torch.data import digits_loaders
+    from rcprune.torch.demo import prune_rc
+    from rcprune.torch.models import cifar_resnet
+
+    train, test = digits_loaders(8, seed=0)
+    calib = [b for _, b in zip(range(2), train)]
+    dense = cifar_resnet(8, 4, 1, 10, seed=0).eval()
+    ext = extract(dense, calib[0][0][:1], sparsity=0.8, weighting="none")
+    sol = rcprune.solve(ext.instance, method="network-greedy").solution
+    model, refit, acc_masked, acc0 = prune_rc(dense, sol, ext, calib, test, refit_before_finetune)
+    assert any(r["refit"] for r in refit.layers)   # the refit changed some layer (on its copy or here)
+    mods, dmods = dict(model.named_modules()), dict(dense.named_modules())
+    same = all(torch.equal(mods[n].weight_orig * mods[n].weight_mask, dmods[n].weight * mods[n].weight_mask)
+               for n in ext.layers)
+    assert same is not refit_before_finetune
+    assert 0 <= acc_masked <= 1 and 0 <= acc0 <= 1

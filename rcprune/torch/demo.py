@@ -2,8 +2,10 @@
 kept weights, refit, fine-tune all the same number of epochs, and report accuracy, size and CPU latency.
 
 Rows: the RC methods (``network-greedy``; ``local-sa``: network annealing with in-layer row/column swaps
-only; ``neighbour-sa``: network annealing with every move kind), each least-squares refitted before
-fine-tuning; Torch-Pruning L1 channel pruning (global and per-layer ratios, at the RC budget's kept
+only; ``neighbour-sa``: network annealing with every move kind) on an instance of L1 scores with layer
+weighting ``"none"``; their zero-shot accuracy is measured after a least-squares refit, but fine-tuning
+starts from the masked trained weights (the refit inflates the kept weights' norms and fine-tunes worse:
+docs/report-card.md has the numbers); Torch-Pruning L1 channel pruning (global and per-layer ratios, at the RC budget's kept
 weights; skipped when ``torch-pruning`` is missing); global unstructured magnitude pruning (accuracy
 only). Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
 ``layer_allocation.png`` and the cached dense weights.
@@ -22,7 +24,7 @@ import torch.nn as nn
 from torch.nn.utils import prune
 
 from rcprune.io import atomic_write_bytes
-from rcprune.network import NetworkSolution
+from rcprune.network import WEIGHTINGS, NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from .compact import compact
@@ -34,7 +36,11 @@ from .masking import apply
 from .models import cifar_resnet
 from .refit import ls_refit
 
-__all__ = ["run_demo", "RC_METHODS", "format_markdown"]
+__all__ = ["run_demo", "RC_METHODS", "DEFAULT_WEIGHTING", "format_markdown", "prune_rc"]
+
+# The layer weighting of the demo's RC instances: measured best of none / total / mean after fine-tuning
+# (docs/report-card.md).
+DEFAULT_WEIGHTING = "none"
 
 # label -> (network method, options)
 RC_METHODS = {
@@ -98,6 +104,18 @@ def _tp_prune(dense: nn.Module, example: torch.Tensor, target: int, global_pruni
         else:
             lo = mid
     return best if best is not None else pruned(hi)
+
+
+def prune_rc(dense: nn.Module, solution: NetworkSolution, ext, calib, test, refit_before_finetune: bool = False):
+    """The RC-pruned copy of ``dense`` to fine-tune, with its refit report and its accuracies masked and
+    zero-shot (after a least-squares refit). Without ``refit_before_finetune`` the returned model holds
+    the trained weights under the masks (the refit is run on a copy, for the zero-shot accuracy only)."""
+    model = apply(copy.deepcopy(dense), solution, ext)
+    acc_masked = evaluate_accuracy(model, test)
+    refitted = model if refit_before_finetune else apply(copy.deepcopy(dense), solution, ext)
+    refit = ls_refit(refitted, solution, ext, calib)
+    acc0 = evaluate_accuracy(refitted, test)
+    return model, refit, acc_masked, acc0
 
 
 def _magnitude(dense: nn.Module, target: int) -> nn.Module:
@@ -165,18 +183,23 @@ def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
 
 def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5, train_epochs: int = 15,
              sparsities=(0.9, 0.93), quick: bool = False, methods=None, progress: bool = True,
-             log=print) -> dict:
+             weighting: str = DEFAULT_WEIGHTING, refit_before_finetune: bool = False, log=print) -> dict:
     """Run the demo and write its table and plots to ``out``; returns the results (also ``results.json``).
 
     ``quick``: a smoke run (ResNet-8 of width 8, one training and one fine-tuning epoch, the first sparsity,
     short annealing). Same seed and configuration: the same masks and training order (accuracies can still
-    move in the last digit across machines and thread counts).
+    move in the last digit across machines and thread counts). ``weighting``: the layer weighting of the RC
+    instance (:data:`rcprune.network.WEIGHTINGS`). ``refit_before_finetune``: fine-tune the RC models from
+    their least-squares refit instead of from the masked trained weights (the zero-shot column is the
+    refit's either way).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
     for s in sparsities:
         if not (isinstance(s, (int, float)) and 0 < s < 1):
             raise InvalidInstanceError(f"sparsities must be in (0, 1), got {s!r}")
+    if weighting not in WEIGHTINGS:
+        raise InvalidInstanceError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +229,7 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     import rcprune
 
     for sparsity in sparsities:
-        ext = extract(dense, example, sparsity=sparsity)
+        ext = extract(dense, example, sparsity=sparsity, weighting=weighting)
         target = ext.instance.budget
         full_mac = None
         for label, (method, opts) in selected.items():
@@ -221,10 +244,8 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
                 rows.append({"sparsity": sparsity, "method": label, "note": f"skipped: {exc}"})
                 continue
             solve_s = time.perf_counter() - t
-            model = apply(copy.deepcopy(dense), res.solution, ext)
-            acc_masked = evaluate_accuracy(model, test)
-            refit = ls_refit(model, res.solution, ext, calib)
-            acc0 = evaluate_accuracy(model, test)
+            model, refit, acc_masked, acc0 = prune_rc(dense, res.solution, ext, calib, test,
+                                                      refit_before_finetune)
             hist = finetune(model, train, epochs, lr=0.01, seed=seed, desc=f"{label} s={sparsity}", progress=progress)
             acc1 = evaluate_accuracy(model, test)
             small, rep = compact(model, res.solution, ext)
@@ -274,6 +295,7 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
             r["latency_ms"] = ms[key]
             r["speedup"] = ms["dense"] / ms[key]
     result = {"config": {k: v for k, v in cfg.items() if k != "progress"} | {"finetune_epochs": epochs,
+              "weighting": weighting, "refit_before_finetune": refit_before_finetune,
               "sparsities": list(sparsities), "quick": quick, "torch_threads": torch.get_num_threads(),
               "latency": "CPU, batch 64, median of repeats, all models interleaved in this run"},
               "dense": dense_info | {"accuracy": dense_acc}, "rows": rows,
