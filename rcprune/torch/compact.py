@@ -285,7 +285,13 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
                 whole = bool(sub.all())
                 use_im2col = not whole and (partial == "im2col" or
                                             (partial == "auto" and sub.sum() < im2col_below * sub.size))
-                if not whole and partial == "shift":
+                if not len(touched):   # kept rows without a kept column: only their bias (or zeros)
+                    mode = "empty"
+                    newmod = RCConv2d(w.new_zeros(len(rows), 0), b, None, np.zeros(0, np.int64), mode="shift",
+                                      kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
+                                      dilation=mod.dilation)
+                    newmod.pos_ptr = torch.zeros(int(np.prod(mod.kernel_size)) + 1, dtype=torch.long)
+                elif not whole and partial == "shift":
                     k = sub.shape[1]
                     pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
                     weight = w4.reshape(len(rows), -1)[:, ch * k + pos].clone()
