@@ -5,9 +5,9 @@ Rows: the RC methods (``network-greedy``; ``local-sa``: network annealing with i
 only; ``neighbour-sa``: network annealing with every move kind) on an instance of L1 scores with layer
 weighting ``"none"``; their zero-shot accuracy is measured after a least-squares refit, but fine-tuning
 starts from the masked trained weights (the refit inflates the kept weights' norms and fine-tunes worse:
-docs/report-card.md has the numbers); Torch-Pruning L1 channel pruning (global and per-layer ratios, at the RC budget's kept
-weights; skipped when ``torch-pruning`` is missing); global unstructured magnitude pruning (accuracy
-only). Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
+docs/report-card.md has the numbers); Torch-Pruning L1 channel pruning (global and per-layer ratios, at
+the RC budget's kept weights; skipped when ``torch-pruning`` is missing); global unstructured magnitude
+pruning (accuracy only). Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
 ``layer_allocation.png`` and the cached dense weights.
 """
 from __future__ import annotations
