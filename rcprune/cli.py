@@ -206,7 +206,8 @@ def cmd_demo(args) -> int:
         raise InvalidInstanceError(f"the demo needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
     sparsities = tuple(float(v) for v in args.sparsity.split(",") if v.strip())
     result = run_demo(args.out, seed=args.seed, epochs=args.epochs, train_epochs=args.train_epochs,
-                      sparsities=sparsities, quick=args.quick, progress=not args.no_progress)
+                      sparsities=sparsities, quick=args.quick, progress=not args.no_progress,
+                      retention=not args.no_retention)
     print(f"wrote results.json, results.md and {', '.join(result['plots']) or 'no plots'} to {args.out}")
     return 0
 
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--sparsity", default="0.9,0.93", help="comma-separated sparsities")
     dm.add_argument("--quick", action="store_true", help="smoke run: tiny model, one epoch, one sparsity")
     dm.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dm.add_argument("--no-retention", action="store_true", help="skip the small-weight retention rows")
     dm.set_defaults(func=cmd_demo)
     return p
 

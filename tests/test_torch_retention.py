@@ -244,7 +244,7 @@ def test_demo_rows_equal_budget_and_same_finetuning():
     dense = cifar_resnet(depth=8, width=4, in_channels=1, num_classes=3, seed=0).eval()
     before = [p.detach().clone() for p in dense.parameters()]
     rows = retention_demo_rows(dense, (train, test), 0.9, epochs=1, method="retention-greedy", calibration_batches=2)
-    assert [r["method"] for r in rows] == ["magnitude (unstructured)", "retention", "retention + refit"]
+    assert [r["method"] for r in rows] == ["magnitude-per-row", "retention", "retention+refit"]
     assert len({r["kept_weights"] for r in rows}) == 1
     mag, ret, fit = rows
     assert ret["layer_error"] <= mag["layer_error"] * (1 + 1e-9) and fit["layer_error"] <= ret["layer_error"] * (1 + 1e-9)

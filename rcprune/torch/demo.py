@@ -183,7 +183,8 @@ def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
 
 def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5, train_epochs: int = 15,
              sparsities=(0.9, 0.93), quick: bool = False, methods=None, progress: bool = True,
-             weighting: str = DEFAULT_WEIGHTING, refit_before_finetune: bool = False, log=print) -> dict:
+             weighting: str = DEFAULT_WEIGHTING, refit_before_finetune: bool = False, retention: bool = True,
+             log=print) -> dict:
     """Run the demo and write its table and plots to ``out``; returns the results (also ``results.json``).
 
     ``quick``: a smoke run (ResNet-8 of width 8, one training and one fine-tuning epoch, the first sparsity,
@@ -191,7 +192,8 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     move in the last digit across machines and thread counts). ``weighting``: the layer weighting of the RC
     instance (:data:`rcprune.network.WEIGHTINGS`). ``refit_before_finetune``: fine-tune the RC models from
     their least-squares refit instead of from the masked trained weights (the zero-shot column is the
-    refit's either way).
+    refit's either way). ``retention``: at the first sparsity, add the small-weight retention rows
+    (per-row magnitude vs data-aware retention, with and without refit; unstructured, accuracy only).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -288,6 +290,11 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
                      "acc_zero_shot": acc0, "acc_finetuned": acc1, "history": hist,
                      "note": "accuracy only (sparse masks, no speedup)"})
         log(f"magnitude s={sparsity}: acc {acc0:.4f} -> fine-tuned {acc1:.4f}")
+        if retention and sparsity == sparsities[0]:
+            from .retention_demo import retention_demo_rows
+
+            rows += retention_demo_rows(dense, (train, test), sparsity, epochs, seed, progress=progress, log=log,
+                                        time_limit=2.0 if quick else 20.0)
     ms = measure_latency(models_for_latency, bench_x, repeats=5 if quick else 20)
     for r in rows:
         key = "dense" if r["method"] == "dense" else r.get("latency_key")
@@ -295,7 +302,7 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
             r["latency_ms"] = ms[key]
             r["speedup"] = ms["dense"] / ms[key]
     result = {"config": {k: v for k, v in cfg.items() if k != "progress"} | {"finetune_epochs": epochs,
-              "weighting": weighting, "refit_before_finetune": refit_before_finetune,
+              "weighting": weighting, "refit_before_finetune": refit_before_finetune, "retention": retention,
               "sparsities": list(sparsities), "quick": quick, "torch_threads": torch.get_num_threads(),
               "latency": "CPU, batch 64, median of repeats, all models interleaved in this run"},
               "dense": dense_info | {"accuracy": dense_acc}, "rows": rows,

@@ -19,9 +19,9 @@ __all__ = ["retention_demo_rows", "DEMO_VARIANTS"]
 
 # label -> (method, refit); "magnitude" keeps the top-k |w| of every row (same layers, same budget)
 DEMO_VARIANTS = {
-    "magnitude (unstructured)": ("magnitude", False),
+    "magnitude-per-row": ("magnitude", False),
     "retention": (None, False),
-    "retention + refit": (None, True),
+    "retention+refit": (None, True),
 }
 
 
