@@ -25,6 +25,30 @@ def best_time(fn: Callable[[], object], repeats: int = 5, number: int = 1) -> fl
 
 
 @jit
+def _row_deltas(row_sums, outs, ins):
+    acc = 0.0
+    for t in range(outs.shape[0]):
+        acc += kernels.row_swap_delta(row_sums, outs[t], ins[t])
+    return acc
+
+
+@jit
+def _col_deltas(col_sums, outs, ins):
+    acc = 0.0
+    for t in range(outs.shape[0]):
+        acc += kernels.col_swap_delta(col_sums, outs[t], ins[t])
+    return acc
+
+
+def _row_deltas_numpy(scores, cols, outs, ins):
+    return sum(scores[b, cols].sum() - scores[a, cols].sum() for a, b in zip(outs, ins))
+
+
+def _col_deltas_numpy(scores, rows, outs, ins):
+    return sum(scores[rows, b].sum() - scores[rows, a].sum() for a, b in zip(outs, ins))
+
+
+@jit
 def _row_moves(scores, rows, col_sums, row_sums, outs, ins):
     """Swap out/in row pairs and swap back: 2 moves per pair, each a delta plus an O(n) apply."""
     acc = 0.0
@@ -68,7 +92,8 @@ def _col_moves_numpy(scores, scores_t, rows, cols, row_sums, outs, ins):
 
 def bench_kernels(m: int = 512, n: int = 4608, density: float = 0.1, seed: int = 0,
                   moves: int = 20000) -> list[dict]:
-    """Time a full evaluation and single row / column moves (delta + update), numba vs numpy.
+    """Time a full evaluation, single row / column swap deltas, and whole moves (delta + update), numba
+    vs numpy.
 
     The kept shape is the row-then-column style shape sqrt-balanced to the density. Each move is a swap
     of a kept and a pruned row (column): the O(1) delta from maintained restricted sums plus the O(n)
@@ -97,10 +122,21 @@ def bench_kernels(m: int = 512, n: int = 4608, density: float = 0.1, seed: int =
     _row_moves(s, rows, col_sums, row_sums, r_out[:1], r_in[:1])
     _col_moves(st, cols, row_sums, col_sums, c_out[:1], c_in[:1])
 
+    _row_deltas(row_sums, r_out[:1], r_in[:1])
+    _col_deltas(col_sums, c_out[:1], c_in[:1])
+
     out = []
     t_nb = best_time(lambda: kernels.kept_sum(s, rows, cols))
     t_np = best_time(lambda: kernels.kept_sum_reference(s, rows, cols))
     out.append({"kernel": f"full evaluation {m}x{n}", "numba_us": t_nb * 1e6, "numpy_us": t_np * 1e6})
+    t_nb = best_time(lambda: _row_deltas(row_sums, r_out, r_in), repeats=3) / pairs
+    t_np = best_time(lambda: _row_deltas_numpy(s, cols, r_out[:np_pairs], r_in[:np_pairs]), repeats=3) / np_pairs
+    out.append({"kernel": "row swap delta (O(1) maintained vs O(n) numpy)", "numba_us": t_nb * 1e6,
+                "numpy_us": t_np * 1e6})
+    t_nb = best_time(lambda: _col_deltas(col_sums, c_out, c_in), repeats=3) / pairs
+    t_np = best_time(lambda: _col_deltas_numpy(s, rows, c_out[:np_pairs], c_in[:np_pairs]), repeats=3) / np_pairs
+    out.append({"kernel": "column swap delta (O(1) maintained vs O(m) numpy)", "numba_us": t_nb * 1e6,
+                "numpy_us": t_np * 1e6})
     t_nb = best_time(lambda: _row_moves(s, rows, col_sums, row_sums, r_out, r_in), repeats=3) / (2 * pairs)
     t_np = best_time(lambda: _row_moves_numpy(s, rows, cols, col_sums, r_out[:np_pairs], r_in[:np_pairs]),
                      repeats=3) / (2 * np_pairs)
