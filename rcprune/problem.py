@@ -251,6 +251,16 @@ def is_feasible(instance: Instance, n_rows: int, n_cols: int) -> bool:
     return n_rows * n_cols <= instance.budget
 
 
+def check_start(instance: Instance, start) -> None:
+    """Check a local-search start option: ``"greedy"``, ``"random"`` or a feasible :class:`Solution`."""
+    if isinstance(start, Solution):
+        check_solution(instance, start)
+        if not is_feasible(instance, *start.shape):
+            raise InvalidInstanceError(f"start solution of shape {start.shape} is infeasible for {instance!r}")
+    elif not isinstance(start, str) or start not in ("greedy", "random"):
+        raise InvalidInstanceError(f"start must be 'greedy', 'random' or a rcprune.Solution, got {start!r}")
+
+
 def evaluate(instance: Instance, solution: Solution) -> Evaluation:
     """Pruned cost, kept sum, kept count, density and feasibility of ``solution`` on ``instance``."""
     check_solution(instance, solution)

@@ -20,6 +20,7 @@ __all__ = [
     "check_time_limit",
     "check_int_option",
     "check_real_option",
+    "check_flag",
 ]
 
 
@@ -183,3 +184,10 @@ def check_real_option(value, name: str, low: float = 0.0, high: float = math.inf
     if not (low < v <= high) or math.isnan(v) or math.isinf(v):
         raise InvalidInstanceError(f"{name} must be a finite number in ({low}, {high}], got {value!r}")
     return v
+
+
+def check_flag(value, name: str) -> bool:
+    """Return a solver option that must be True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInstanceError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

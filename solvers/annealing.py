@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from rcprune import kernels
 from rcprune.jit import jit
 from rcprune.random_stream import NumpyStream, random_below, random_uniform, stream_seed
-from rcprune.problem import Instance, Solution, check_solution, is_feasible
+from rcprune.problem import Instance, Solution, check_start
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError, check_int_option, check_real_option
+from rcprune.validation import InvalidInstanceError, check_flag, check_int_option, check_real_option
 
 from .greedy_row_column import greedy_row_column
 
@@ -601,14 +601,8 @@ def _check_options(instance: Instance, moves, chains, t0, t_end, restarts, start
     if t0 is not None and t_end is not None and t_end > t0:
         raise InvalidInstanceError(f"t_end ({t_end}) must not exceed t0 ({t0})")
     for name, flag in flags.items():
-        if not isinstance(flag, (bool, np.bool_)):
-            raise InvalidInstanceError(f"{name} must be True or False, got {flag!r}")
-    if isinstance(start, Solution):
-        check_solution(instance, start)
-        if not is_feasible(instance, *start.shape):
-            raise InvalidInstanceError(f"start solution of shape {start.shape} is infeasible for {instance!r}")
-    elif not isinstance(start, str) or start not in ("greedy", "random"):
-        raise InvalidInstanceError(f"start must be 'greedy', 'random' or a rcprune.Solution, got {start!r}")
+        check_flag(flag, name)
+    check_start(instance, start)
     return moves, chains, t0, t_end, restarts
 
 

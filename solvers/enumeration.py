@@ -15,7 +15,7 @@ from rcprune import kernels
 from rcprune.jit import jit
 from rcprune.problem import Instance, Solution, evaluate
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_flag
 from rcprune.solvers.greedy_independent import maximal_shapes, surrogate_bound
 from rcprune.solvers.greedy_row_column import greedy_column_row, greedy_row_column
 
@@ -106,8 +106,7 @@ def _size_bounds(scores: np.ndarray, cols_for_size: np.ndarray) -> np.ndarray:
 def _check_options(max_side, progress) -> None:
     if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
         raise InvalidInstanceError(f"max_side must be a positive integer, got {max_side!r}")
-    if not isinstance(progress, bool):
-        raise InvalidInstanceError(f"progress must be True or False, got {progress!r}")
+    check_flag(progress, "progress")
 
 
 def exact_enumeration(instance: Instance, *, seed: int = 0, time_limit: float | None = None,

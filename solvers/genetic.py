@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 
 from rcprune import kernels
 from rcprune.jit import jit
-from rcprune.problem import Instance, Solution, check_solution, is_feasible
+from rcprune.problem import Instance, Solution, check_start
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError, check_int_option, check_real_option
+from rcprune.validation import InvalidInstanceError, check_flag, check_int_option, check_real_option
 
 from .greedy_row_column import greedy_row_column
 
@@ -73,14 +73,8 @@ def _check_options(instance, population, generations, mutation, crossover, elite
     mutation = None if mutation is None else check_real_option(mutation, "mutation", high=1.0)
     if crossover not in ("uniform", "one-point"):
         raise InvalidInstanceError(f"crossover must be 'uniform' or 'one-point', got {crossover!r}")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise InvalidInstanceError(f"progress must be True or False, got {progress!r}")
-    if isinstance(start, Solution):
-        check_solution(instance, start)
-        if not is_feasible(instance, *start.shape):
-            raise InvalidInstanceError(f"start solution of shape {start.shape} is infeasible for {instance!r}")
-    elif not isinstance(start, str) or start not in ("greedy", "random"):
-        raise InvalidInstanceError(f"start must be 'greedy', 'random' or a rcprune.Solution, got {start!r}")
+    check_flag(progress, "progress")
+    check_start(instance, start)
     return population, generations, mutation, elite, tournament
 
 

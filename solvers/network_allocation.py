@@ -10,7 +10,6 @@ default). A heuristic: it ignores the coupling when allocating, and proves nothi
 from __future__ import annotations
 
 import heapq
-import math
 
 import numpy as np
 from tqdm.auto import tqdm

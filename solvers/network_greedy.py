@@ -9,7 +9,6 @@ columns only through the evaluated cost of each t).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import rcprune
 from rcprune import Instance, InvalidInstanceError, Solution, load_instance, load_solution, save_instance, save_solution
 
 from .strategies import instances

@@ -1,7 +1,6 @@
 """Neighbouring annealing: feasible, never worse than its start, never below the optimum, seeded."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 

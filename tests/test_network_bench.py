@@ -1,7 +1,6 @@
 """The network benchmark and its CLI entry (tiny time limits; no timing assertions)."""
 from __future__ import annotations
 
-import numpy as np
 
 from rcprune import evaluate_network, library
 from rcprune.cli import main

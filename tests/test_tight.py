@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import rcprune
 from rcprune.tight import TIGHT_FAMILIES, column_row_tight, independent_tight, row_column_tight, tight_instance

@@ -18,7 +18,6 @@ Cost: O(m n) per iteration (numba selection of the top c per row and top r per c
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

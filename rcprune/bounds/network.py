@@ -31,7 +31,6 @@ import numpy as np
 from rcprune.problem import Instance
 from rcprune.validation import InvalidInstanceError
 
-from .shapes import safety_margin
 from .spectral import double_centre, spectral_norm_upper, spectral_table
 from .topk import topk_table
 

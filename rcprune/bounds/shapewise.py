@@ -12,7 +12,6 @@ L(r, c) to another valid value, so the bound is valid whenever the time limit st
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

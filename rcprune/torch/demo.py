@@ -233,7 +233,6 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     for sparsity in sparsities:
         ext = extract(dense, example, sparsity=sparsity, weighting=weighting)
         target = ext.instance.budget
-        full_mac = None
         for label, (method, opts) in selected.items():
             opts = dict(opts)
             if method == "network-annealing":
@@ -251,7 +250,6 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
             hist = finetune(model, train, epochs, lr=0.01, seed=seed, desc=f"{label} s={sparsity}", progress=progress)
             acc1 = evaluate_accuracy(model, test)
             small, rep = compact(model, res.solution, ext)
-            full_mac = rep.macs_before
             key = f"{label}@{sparsity}"
             models_for_latency[key] = small
             if sparsity == sparsities[0]:
