@@ -212,17 +212,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_instance_args(parser: argparse.ArgumentParser) -> None:
+    """The instance (file or library name) and one optional budget override, read by :func:`_with_budget`."""
+    parser.add_argument("instance", nargs="?",
+                        help=f"a .npz file or a library name (default {library.DEFAULT_INSTANCE})")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--budget", type=int, help="maximum kept entries K")
+    group.add_argument("--density", type=float, help="kept fraction d in (0, 1]")
+    group.add_argument("--sparsity", type=float, help="pruned fraction s in [0, 1)")
+    group.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="fixed kept shape")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rcprune", description="Row-and-column pruning as combinatorial optimization.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("solve", help="solve an instance file or a library instance")
-    s.add_argument("instance", nargs="?", help=f"a .npz file or a library name (default {library.DEFAULT_INSTANCE})")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--budget", type=int, help="maximum kept entries K")
-    g.add_argument("--density", type=float, help="kept fraction d in (0, 1]")
-    g.add_argument("--sparsity", type=float, help="pruned fraction s in [0, 1)")
-    g.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="fixed kept shape")
+    _add_instance_args(s)
     s.add_argument("--method", default="greedy-row-column", help="a method or a comma-separated list")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--time-limit", type=float, default=None, help="seconds per method")
@@ -264,12 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-side", type=int, default=7)
     v.set_defaults(func=cmd_verify_bounds)
     bd = sub.add_parser("bound", help="certified lower bound and optimality gap of a solver's masks")
-    bd.add_argument("instance", nargs="?", help=f"a .npz file or a library name (default {library.DEFAULT_INSTANCE})")
-    gb = bd.add_mutually_exclusive_group()
-    gb.add_argument("--budget", type=int, help="maximum kept entries K")
-    gb.add_argument("--density", type=float, help="kept fraction d in (0, 1]")
-    gb.add_argument("--sparsity", type=float, help="pruned fraction s in [0, 1)")
-    gb.add_argument("--shape", type=int, nargs=2, metavar=("ROWS", "COLS"), help="fixed kept shape")
+    _add_instance_args(bd)
     bd.add_argument("--method", default="best", help="bound method (rcprune.bounds.BOUND_METHODS)")
     bd.add_argument("--solver", default="greedy-row-column", help="solver giving the masks whose gap is certified")
     bd.add_argument("--time-limit", type=float, default=None, help="seconds for the solver and for the bound")
