@@ -93,8 +93,12 @@ def _export(path: Path, instance: Instance) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def _cpsat_model(instance: Instance, q: np.ndarray, hint: Solution | None, clock: Stopwatch):
+def _cpsat_model(instance: Instance, q: np.ndarray, hint: Solution | None, clock: Stopwatch,
+                 kept_range: tuple[int | None, int | None] = (None, None)):
     """The CP-SAT model: the keep model, the product constraint (budget form), objective and hint.
+
+    ``kept_range``: optional integer bounds ``lo <= sum q z <= hi`` on the scaled objective (the cutoff
+    and the cut of :func:`_objective_range`).
 
     Returns None if the time limit runs out while building it (O(mn) Python calls: seconds for 10^5 entries).
     """
@@ -116,7 +120,13 @@ def _cpsat_model(instance: Instance, q: np.ndarray, hint: Solution | None, clock
             for var, value in ((kept_rows, r), (kept_cols, c), (kept_count, r * c)):
                 model.add_hint(var, value)
     terms = [(z[i][j], int(q[i, j])) for i, j in zip(*np.nonzero(q))]
-    model.maximize(cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [w for _, w in terms]))
+    objective = cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [w for _, w in terms])
+    lo, hi = kept_range
+    if lo is not None:
+        model.add(objective >= lo)
+    if hi is not None:
+        model.add(objective <= hi)
+    model.maximize(objective)
     if hint is not None:
         for i in range(m):
             model.add_hint(x[i], bool(hint.rows[i]))
@@ -151,8 +161,13 @@ class _Outcome(NamedTuple):
 
 
 def _solve(instance: Instance, built, scale: float, err: float, greedy: SolveResult, seed: int,
-           workers: int, progress: bool, clock: Stopwatch) -> _Outcome:
-    """Run CP-SAT; keep the better of its solution and greedy's, and the better lower bound."""
+           workers: int, progress: bool, clock: Stopwatch, cutoff_scaled: int | None = None) -> _Outcome:
+    """Run CP-SAT; keep the better of its solution and greedy's, and the better lower bound.
+
+    With ``cutoff_scaled`` (the model holds ``sum q z >= cutoff_scaled``) INFEASIBLE is a proof that every
+    solution keeps at most ``cutoff_scaled - 1`` (scaled), and a bound found under the cutoff is at
+    least that: the kept-sum bound is ``max(B, cutoff_scaled - 1)`` either way.
+    """
     model, x, y = built
     solver = cp_model.CpSolver()
     params = solver.parameters
@@ -166,7 +181,7 @@ def _solve(instance: Instance, built, scale: float, err: float, greedy: SolveRes
         params.max_time_in_seconds = max(clock.remaining(), 1e-3)
     callback = _Trace(instance, x, y, clock)
     status = solver.solve(model, callback)
-    if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
+    if status == cp_model.MODEL_INVALID or (status == cp_model.INFEASIBLE and cutoff_scaled is None):
         raise RuntimeError(f"cpsat: CP-SAT reported {solver.status_name(status)} on a feasible model")
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)  # without a solution, the bound reads 0
     solution, lower_bound = greedy.solution, greedy.lower_bound
@@ -174,8 +189,13 @@ def _solve(instance: Instance, built, scale: float, err: float, greedy: SolveRes
         best = Solution([solver.boolean_value(v) for v in x], [solver.boolean_value(v) for v in y])
         if evaluate(instance, best).cost <= greedy.cost:
             solution = best
-        bound = instance.total - solver.best_objective_bound / scale - instance.budget * err
+        kept_bound = solver.best_objective_bound
+        if cutoff_scaled is not None:
+            kept_bound = max(kept_bound, cutoff_scaled - 1)
+        bound = instance.total - kept_bound / scale - instance.budget * err
         lower_bound = max(lower_bound, bound)
+    elif status == cp_model.INFEASIBLE:  # no solution keeps cutoff_scaled or more
+        lower_bound = max(lower_bound, instance.total - (cutoff_scaled - 1) / scale - instance.budget * err)
     facts = {
         "cpsat_status": solver.status_name(status),
         "objective_scaled": solver.objective_value if found else None,
@@ -183,6 +203,30 @@ def _solve(instance: Instance, built, scale: float, err: float, greedy: SolveRes
         "num_conflicts": solver.num_conflicts,
     }
     return _Outcome(solution, lower_bound, solver.num_branches, callback.trace, facts)
+
+
+def _objective_range(target: Instance, q: np.ndarray, scale: float, err: float, cost_bound, cutoff,
+                     slack: float) -> tuple[int | None, int | None]:
+    """Integer bounds on the scaled kept sum ``sum q z`` implied by a proven cost bound and a cost cutoff.
+
+    Every solution keeps ``kept <= T - cost_bound`` and ``|kept - sum q z / scale| <= K err``, so
+    ``sum q z <= scale (T - cost_bound + K err + slack)`` holds for all of them (a cut). A solution with
+    ``cost <= cutoff`` has ``sum q z >= scale (T - cutoff - K err - slack)``; only those are searched.
+    ``slack`` plus 8 eps (T + |bound|) absorbs the float rounding of these expressions; the sum being an
+    integer, the bounds are then rounded inwards (floor and ceil).
+    """
+    total, kerr = target.total, target.budget * err
+    positive = int(q[q > 0].sum())
+    hi = lo = None
+    if cost_bound is not None:
+        room = slack + 8 * _EPS * (total + abs(cost_bound))
+        hi = math.floor(scale * (total - cost_bound + kerr + room))
+        hi = hi if 0 <= hi < positive else None
+    if cutoff is not None:
+        room = slack + 8 * _EPS * (total + abs(cutoff))
+        lo = math.ceil(scale * (total - cutoff - kerr - room))
+        lo = lo if lo > 0 else None
+    return lo, hi
 
 
 def _check_options(instance: Instance, workers, scale, export, shape) -> tuple:
@@ -210,7 +254,7 @@ def _check_options(instance: Instance, workers, scale, export, shape) -> tuple:
 
 def cpsat(instance: Instance, *, seed: int = 0, time_limit: float | None = None, workers: int = 1,
           scale: float | None = None, hint: bool = True, export=None, shape: tuple[int, int] | None = None,
-          progress: bool = False) -> SolveResult:
+          progress: bool = False, cost_bound: float | None = None, cutoff: float | None = None) -> SolveResult:
     r"""Solve RC pruning exactly with the CP-SAT solver on a 0/1 integer program.
 
     Model: binary :math:`x_i` (keep row i), :math:`y_j` (keep column j), :math:`z_{ij}` (keep entry ij) with
@@ -267,6 +311,15 @@ def cpsat(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
         for that shape only. A fixed-shape instance is solved this way automatically.
     progress : bool
         Print CP-SAT's search log.
+    cost_bound : float, optional
+        A proven lower bound on the cost (of the shape, in per-shape mode), e.g. a Lagrangian bound: added
+        as the cut ``sum q z <= scale (T - cost_bound + K eps)``, valid for every solution.
+    cutoff : float, optional
+        Search only solutions of cost <= ``cutoff`` (an incumbent's): the model gets
+        ``sum q z >= scale (T - cutoff - K eps)``. If CP-SAT proves that infeasible, no solution costs
+        <= ``cutoff``, and ``lower_bound`` is about ``cutoff`` (``info["cutoff_infeasible"]``); otherwise the
+        bound is as without the cutoff (an optimum above the cutoff is then certified only to the cutoff).
+        The returned solution is the warm start when CP-SAT finds nothing.
 
     Returns
     -------
@@ -301,15 +354,20 @@ def cpsat(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
     if export is not None:
         _export(export, target)
     greedy = greedy_row_column(target)
-    built = _cpsat_model(target, q, greedy.solution if hint else None, clock)
+    slack = 2.0 * target.m * target.n * _EPS * target.total  # float64 error of the total and kept sums
+    if cost_bound is not None:
+        cost_bound = check_real_option(cost_bound, "cost_bound", -math.inf)
+    if cutoff is not None:
+        cutoff = check_real_option(cutoff, "cutoff", -math.inf)
+    kept_range = _objective_range(target, q, scale, err, cost_bound, cutoff, slack)
+    built = _cpsat_model(target, q, greedy.solution if hint else None, clock, kept_range)
     if built is None:  # out of time before CP-SAT could start
         facts = {"cpsat_status": "NOT_STARTED", "objective_scaled": None, "best_bound_scaled": None,
                  "num_conflicts": 0}
         outcome = _Outcome(greedy.solution, greedy.lower_bound, 0, [], facts)
     else:
-        outcome = _solve(target, built, scale, err, greedy, seed, workers, progress, clock)
+        outcome = _solve(target, built, scale, err, greedy, seed, workers, progress, clock, kept_range[0])
     tolerance = 2.0 * target.budget * err
-    slack = 2.0 * target.m * target.n * _EPS * target.total  # float64 error of the total and kept sums
     info = {
         **outcome.facts,
         "scale": scale,
@@ -322,9 +380,12 @@ def cpsat(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
         info["shape"] = shape
     if export is not None:
         info["export"] = str(export)
+    if cost_bound is not None or cutoff is not None:
+        info["cost_bound"], info["cutoff"] = cost_bound, cutoff
+        info["cutoff_infeasible"] = info["cpsat_status"] == "INFEASIBLE"
     cost = evaluate(target, outcome.solution).cost
     return make_result(target, outcome.solution, method="cpsat", runtime=clock.elapsed(),
                        iterations=outcome.branches, lower_bound=outcome.lower_bound,
-                       timed_out=time_limit is not None and info["cpsat_status"] != "OPTIMAL",
+                       timed_out=time_limit is not None and info["cpsat_status"] not in ("OPTIMAL", "INFEASIBLE"),
                        trace=outcome.trace, seed=seed, info=info,
                        proof_tolerance=(tolerance + slack) / max(1.0, cost))

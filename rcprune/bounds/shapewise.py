@@ -6,9 +6,13 @@ Start from the entry-wise best of the top-k and spectral tables. A shape with L(
 known feasible solution (the incumbent) cannot hold a better solution: it is discarded. The remaining
 shapes, weakest first, get a stronger bound: an exact solve of the fixed-shape instance (enumeration
 when min(m, n) is small, CP-SAT on small matrices), whose optimum, or proven bound when stopped by the
-time limit, is L(r, c) itself; otherwise the Lagrangian decomposition bound of :mod:`.lagrangian`.
-Exact solves also improve the incumbent, which discards more shapes. Every step only raises some
-L(r, c) to another valid value, so the bound is valid whenever the time limit stops it.
+time limit, is L(r, c) itself; otherwise the Lagrangian decomposition bound of :mod:`.lagrangian`,
+followed (opt-in, ``cpsat_max_entries``) by CP-SAT on the shape. CP-SAT gets the current L(r, c) as the
+cut kept <= total - L(r, c) and the incumbent as a cutoff (only solutions of cost <= incumbent are
+searched): infeasibility proves OPT(r, c) > incumbent, which is all the minimum over shapes needs, and
+only CP-SAT's proven bound (never its incumbent) raises L(r, c). Exact solves also improve the
+incumbent, which discards more shapes. Every step only raises some L(r, c) to another valid value, so
+the bound is valid whenever the time limit stops it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from rcprune.problem import Instance
 from rcprune.result import Stopwatch
+from rcprune.validation import check_int_option
 
 from .shapes import BoundResult, safety_margin
 from .spectral import spectral_table
@@ -34,24 +39,28 @@ def _incumbent(instance: Instance) -> float:
     return min(greedy_row_column(instance).cost, greedy_column_row(instance).cost)
 
 
-def _exact_shape(instance: Instance, r: int, c: int, seed: int, time_limit: float):
-    """(lower bound, feasible cost) for the fixed shape (r, c), or None when no exact solver fits."""
-    target = instance.replace(shape=(r, c))
-    if min(instance.m, instance.n) <= EXACT_MAX_SIDE:
-        from rcprune.solvers.enumeration import exact_enumeration
+def _enumerate_shape(instance: Instance, r: int, c: int, time_limit: float | None):
+    """(lower bound, feasible cost) for the fixed shape (r, c) by enumeration of the shorter side."""
+    from rcprune.solvers.enumeration import exact_enumeration
 
-        res = exact_enumeration(target, time_limit=time_limit)
-    elif instance.m * instance.n <= CPSAT_MAX_ENTRIES:
-        from rcprune.solvers.cpsat import cpsat
-
-        res = cpsat(target, seed=seed, time_limit=time_limit)
-    else:
-        return None
+    res = exact_enumeration(instance.replace(shape=(r, c)), time_limit=time_limit)
     return (res.lower_bound if res.lower_bound is not None else 0.0), res.cost
 
 
+def _cpsat_shape(instance: Instance, r: int, c: int, low: float, incumbent: float, seed: int,
+                 time_limit: float | None):
+    """(lower bound, feasible cost, CP-SAT status) for the shape (r, c): CP-SAT with the cut
+    kept <= total - ``low`` and the cutoff cost <= ``incumbent``."""
+    from rcprune.solvers.cpsat import cpsat
+
+    res = cpsat(instance, shape=(r, c), seed=seed, time_limit=time_limit, cost_bound=max(low, 0.0),
+                cutoff=incumbent)
+    return (res.lower_bound if res.lower_bound is not None else 0.0), res.cost, res.info["cpsat_status"]
+
+
 def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incumbent: float | None = None,
-                    seed: int = 0, exact: bool = True, lagrangian: bool = True) -> BoundResult:
+                    seed: int = 0, exact: bool = True, lagrangian: bool = True,
+                    cpsat_max_entries: int = CPSAT_MAX_ENTRIES) -> BoundResult:
     """Lower bound by per-shape bounds, discarding shapes that cannot beat the incumbent.
 
     Parameters
@@ -65,12 +74,18 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
         For CP-SAT.
     exact, lagrangian : bool
         Allow exact per-shape solves / the Lagrangian refinement.
+    cpsat_max_entries : int
+        CP-SAT per shape on matrices of m * n <= this many entries when enumeration does not fit: alone
+        up to :data:`CPSAT_MAX_ENTRIES`, after the Lagrangian bound (as its cut) above. Its model has
+        3 m n constraints, built in Python, and its LP bound is weak on wide shapes: raise it for
+        matrices of a few thousand entries with seconds per shape to spare.
 
     Returns
     -------
     BoundResult
         ``per_shape``: the final L(r, c); ``info``: ``incumbent``, ``shapes``, ``discarded`` (shapes
-        discarded by the cheap tables), ``refined`` (list of (r, c, how)).
+        discarded by the cheap tables), ``refined`` (list of (r, c, how)), ``cpsat`` (one dict per CP-SAT
+        run: r, c, status, seconds, bound before and after, closed = the shape reached the incumbent).
 
     Notes
     -----
@@ -82,6 +97,7 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     >>> round(res.bound, 9), res.info["incumbent"]
     (5.0, 5.0)
     """
+    cpsat_max_entries = check_int_option(cpsat_max_entries, "cpsat_max_entries", minimum=0)
     clock = Stopwatch(time_limit)
     table = topk_table(instance).combine(spectral_table(instance))
     lows = table.cost_lower(instance)
@@ -89,6 +105,21 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     trace = [(clock.elapsed(), 0, float(min(lows.min(), best_cost)))]
     discarded = int(np.sum(lows >= best_cost))
     refined: list = []
+    cpsat_runs: list = []
+    entries = instance.m * instance.n
+    enumerate_ok = exact and min(instance.m, instance.n) <= EXACT_MAX_SIDE
+    cpsat_ok = exact and not enumerate_ok and entries <= cpsat_max_entries
+    cpsat_first = cpsat_ok and (entries <= CPSAT_MAX_ENTRIES or not lagrangian)
+
+    def run_cpsat(k: int, r: int, c: int, slice_s) -> None:
+        nonlocal best_cost
+        before, started = float(lows[k]), clock.elapsed()
+        low, cost, status = _cpsat_shape(instance, r, c, lows[k], best_cost, seed, slice_s)
+        lows[k] = max(lows[k], low - safety_margin(instance))
+        best_cost = min(best_cost, cost)
+        cpsat_runs.append({"r": r, "c": c, "status": status, "seconds": clock.elapsed() - started,
+                           "before": before, "after": float(lows[k]),
+                           "closed": bool(status in ("OPTIMAL", "INFEASIBLE") or lows[k] >= best_cost)})
     done = np.zeros(lows.shape[0], dtype=bool)
     iterations = 0
     while not clock.expired():
@@ -101,19 +132,24 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
         # the weakest shape limits the bound: it gets a third of what is left
         slice_s = None if remaining == float("inf") else remaining / min(alive.size, 3)
         how = None
-        if exact:
-            out = _exact_shape(instance, r, c, seed, slice_s)
-            if out is not None:
-                low, cost = out
-                lows[k] = max(lows[k], low - safety_margin(instance))
-                best_cost = min(best_cost, cost)
-                how = "exact"
-        if how is None and lagrangian:
+        if enumerate_ok:
+            low, cost = _enumerate_shape(instance, r, c, slice_s)
+            lows[k] = max(lows[k], low - safety_margin(instance))
+            best_cost = min(best_cost, cost)
+            how = "exact"
+        elif cpsat_first:
+            run_cpsat(k, r, c, slice_s)
+            how = "exact"
+        elif lagrangian:
             from .lagrangian import lagrangian_shape
 
             res = lagrangian_shape(instance, r, c, time_limit=slice_s, target=instance.total - best_cost)
             lows[k] = max(lows[k], instance.total - res - safety_margin(instance))
             how = "lagrangian"
+            if cpsat_ok and lows[k] < best_cost and not clock.expired():
+                remaining = clock.remaining()
+                run_cpsat(k, r, c, None if remaining == float("inf") else remaining / min(alive.size, 3))
+                how = "lagrangian+cpsat"
         done[k] = True
         iterations += 1
         if how is not None:
@@ -124,9 +160,10 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     proof = (f"shape-wise bound: OPT = min over the {lows.size} maximal shapes of the best cost of that shape; "
              f"per-shape bounds from the top-k and spectral tables ({discarded} shapes reach the incumbent "
              f"{best_cost:.10g} and are discarded), {len(refined)} shapes refined "
-             f"({sum(h == 'exact' for *_, h in refined)} solved exactly, the rest by the Lagrangian bound); "
+             f"({sum(h == 'exact' for *_, h in refined)} solved exactly, the rest by the Lagrangian bound, "
+             f"{sum(h == 'lagrangian+cpsat' for *_, h in refined)} of them then by CP-SAT with it as a cut); "
              f"the weakest shape is ({wr}, {wc}), so OPT >= {bound:.10g}")
     per_shape = [(int(a), int(b), float(v)) for a, b, v in zip(table.rows, table.cols, lows)]
     return BoundResult(bound, "shapewise", proof, per_shape, clock.elapsed(), iterations, trace,
                        info={"incumbent": best_cost, "shapes": int(lows.size), "discarded": discarded,
-                             "refined": refined})
+                             "refined": refined, "cpsat": cpsat_runs})
