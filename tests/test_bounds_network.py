@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rcprune
 from rcprune.bounds.network import layer_bound_curve, network_lower_bound
@@ -49,3 +51,45 @@ def test_gap_benchmark_rows_are_consistent():
 
     (row,) = gap_benchmark(names=("laplace-12x16",), sparsities=(0.9,), time_limit=1.0)
     assert 0.0 <= row["lower_bound"] <= row["cost"] and 0.0 <= row["gap"] <= row["topk_gap"] + 1e-12
+
+
+@settings(deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**32 - 1), st.booleans())
+def test_all_shape_tables_bound_every_exact_shape(m, n, seed, integer):
+    """U[r, c] >= the best kept sum with exactly r rows and c columns, for every shape (brute force)."""
+    from rcprune.bounds.network import shape_upper_table
+    from tests.bruteforce import all_subsets
+
+    rng = np.random.default_rng(seed)
+    s = np.floor(rng.exponential(3.0, (m, n))) if integer else np.abs(rng.laplace(size=(m, n)))
+    br, bc = all_subsets(m), all_subsets(n)
+    kept = br @ s @ bc.T
+    best = np.zeros((m + 1, n + 1))
+    np.maximum.at(best, (br.sum(axis=1).astype(int)[:, None], bc.sum(axis=1).astype(int)[None, :]), kept)
+    upper = shape_upper_table(s)
+    assert np.all(upper >= best - 1e-9 * max(1.0, s.sum()))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_all_shape_tables_match_the_per_budget_tables(seed):
+    from rcprune.bounds.spectral import spectral_all_shapes, spectral_table
+    from rcprune.bounds.topk import topk_all_shapes, topk_table
+    from rcprune.solvers.greedy_independent import maximal_shapes
+
+    rng = np.random.default_rng(seed)
+    m, n = (int(v) for v in rng.integers(1, 12, 2))
+    s = np.abs(rng.laplace(size=(m, n)))
+    inst = rcprune.Instance(s, budget=int(rng.integers(1, m * n + 1)))
+    r, c = maximal_shapes(inst)
+    np.testing.assert_allclose(topk_all_shapes(s)[r, c], topk_table(inst).kept_upper, rtol=1e-12)
+    np.testing.assert_allclose(spectral_all_shapes(s)[r, c], spectral_table(inst).kept_upper, rtol=1e-12)
+
+
+def test_fine_grid_tightens_the_network_bound():
+    from rcprune.network_generate import resnet_network
+
+    net = resnet_network(18, seed=1, width=1 / 16, sparsity=0.9)
+    coarse, fine = network_lower_bound(net, points=32).bound, network_lower_bound(net).bound
+    assert coarse <= fine
+    cost = rcprune.solve(net, method="network-greedy").cost
+    assert fine <= cost

@@ -9,16 +9,19 @@ minimum counts gives a relaxation, so
 
 with OPT_l(k) the best single-layer cost under budget k (rows fixed, for a protected output, gives the
 exact OPT_l(k) = total - the top floor(k / m) column sums, which is what is used then).
-Curves. OPT_l is non-increasing in k. On a grid 0 = k_0 < k_1 < ... < k_T = size_l, per-layer bounds
-L_l(k_t) <= OPT_l(k_t) (top-k and spectral tables) are made non-increasing by a running maximum from the
-right (OPT_l(k_t) >= OPT_l(k_t') >= L_l(k_t') for t' > t), and for k in (k_{t-1}, k_t] OPT_l(k) >= L_l(k_t).
+Curves. OPT_l is non-increasing in k. The top-k and spectral bounds are per shape and budget-free: one
+table U_l[r, c] >= the kept sum of every r x c solution, for all shapes, serves every budget, since an
+optimum grows to a maximal shape: OPT_l(k) >= total_l - max_r U_l[r, min(n, k // r)]. On a fine grid
+0 = k_0 < k_1 < ... < k_T = size_l (steps of about 0.4% of the budget) these bounds L_l(k_t) <= OPT_l(k_t)
+are made non-increasing by a running maximum from the right (OPT_l(k_t) >= OPT_l(k_t') >= L_l(k_t') for
+t' > t), and for k in (k_{t-1}, k_t] OPT_l(k) >= L_l(k_t).
 So a layer choosing the interval t uses at least k_{t-1} + 1 entries (k_0 = 0 uses none, bound total_l).
 Allocation. The minimum over one interval per layer with sum of (k_{t-1} + 1) <= K is a multiple-choice
 knapsack; for every lambda >= 0 its Lagrangian relaxation
     sum_l min_t [w_l L_l(t) + lambda (k_{t-1} + 1)] - lambda K
 is a lower bound on it (weak duality), so on OPT_net; lambda is maximized by a golden-section search over
-this concave function. Cost: one bound curve per layer (O(T) cheap tables sharing one Gram matrix) plus
-O(iterations * sum_l T).
+this concave function. Cost per layer: sorting for the top-k table, O(m n log(m n)), one Gram matrix for
+the spectral norm, O(min(m, n)^2 max(m, n)), and O(m) per grid budget; then O(iterations * sum_l T).
 """
 from __future__ import annotations
 
@@ -28,11 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rcprune.problem import Instance
 from rcprune.validation import InvalidInstanceError
 
-from .spectral import double_centre, spectral_norm_upper, spectral_table
-from .topk import topk_table
+from .spectral import spectral_all_shapes
+from .topk import topk_all_shapes
 
 __all__ = ["NetworkBound", "layer_bound_curve", "network_lower_bound"]
 
@@ -62,10 +64,38 @@ class NetworkBound:
     curves: dict = field(default_factory=dict, repr=False)
 
 
-def layer_bound_curve(scores: np.ndarray, points: int = 96, fixed_rows: bool = False):
+def shape_upper_table(scores: np.ndarray) -> np.ndarray:
+    """``U[r, c]`` >= the kept sum of every solution with exactly r rows and c columns, for all shapes:
+    the entry-wise best of the top-k and spectral tables (both budget-free)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return np.minimum(topk_all_shapes(s), spectral_all_shapes(s))
+
+
+def curve_from_table(upper: np.ndarray, total: float, budgets: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Lower bounds on OPT(k) for each budget k, from a per-shape kept-sum table ``upper`` (m+1 x n+1):
+    an optimum grows to a maximal shape (r, min(n, k // r)), so OPT(k) >= total - max_r upper[r, min(n, k // r)]."""
+    m, n = upper.shape[0] - 1, upper.shape[1] - 1
+    rows = np.arange(1, m + 1)
+    out = np.empty(budgets.shape[0])
+    step = max(1, 4_000_000 // max(m, 1))
+    for lo in range(0, budgets.shape[0], step):
+        k = budgets[lo:lo + step, None]
+        cols = np.minimum(n, k // rows[None, :])
+        out[lo:lo + step] = upper[rows[None, :], cols].max(axis=1)
+    return np.maximum(total - out - margin, 0.0)
+
+
+def budget_grid(size: int, points: int) -> np.ndarray:
+    """0, size, ``points`` budgets geometric in the density and ``points // 4`` linear ones (sorted, unique)."""
+    dens = np.concatenate((np.geomspace(1.0 / size, 1.0, points), np.linspace(0.0, 1.0, points // 4 + 1)))
+    return np.unique(np.concatenate(([0, size], np.clip(np.ceil(dens * size), 0, size).astype(np.int64))))
+
+
+def layer_bound_curve(scores: np.ndarray, points: int = 4096, fixed_rows: bool = False):
     """``(budgets, bounds)``: non-increasing lower bounds on OPT(k) at budgets 0 = k_0 < ... < size.
 
-    The grid is geometric in the density (``points`` budgets) plus ``points // 4`` linear ones.
+    The grid is geometric in the density (``points`` budgets) plus ``points // 4`` linear ones. One
+    budget-free per-shape table (:func:`shape_upper_table`) gives every grid point in O(m) each.
 
     >>> budgets, bounds = layer_bound_curve(np.array([[4.0, 1.0], [0.0, 3.0]]), points=4)
     >>> budgets.tolist(), bounds.round(6).tolist()
@@ -74,26 +104,20 @@ def layer_bound_curve(scores: np.ndarray, points: int = 96, fixed_rows: bool = F
     s = np.asarray(scores, dtype=np.float64)
     m, n = s.shape
     size = m * n
-    dens = np.concatenate((np.geomspace(1.0 / size, 1.0, points), np.linspace(0.0, 1.0, points // 4 + 1)))
-    grid = np.unique(np.concatenate(([0, size], np.clip(np.ceil(dens * size), 0, size).astype(np.int64))))
+    grid = budget_grid(size, points)
     total = float(s.sum())
-    bounds = np.empty(grid.shape[0])
-    bounds[0] = total
+    margin = 8.0 * np.finfo(np.float64).eps * (m + n) * total
     if fixed_rows:
         tops = np.concatenate(([0.0], np.cumsum(-np.sort(-s.sum(axis=0)))))
-        for t, k in enumerate(grid[1:], 1):
-            bounds[t] = total - tops[min(n, k // m)]
-        bounds -= 8.0 * np.finfo(np.float64).eps * (m + n) * total
+        bounds = total - tops[np.minimum(n, grid // m)] - margin
     else:
-        sigma = spectral_norm_upper(double_centre(s)[3])
-        for t, k in enumerate(grid[1:], 1):
-            inst = Instance(s, budget=int(k))
-            bounds[t] = topk_table(inst).combine(spectral_table(inst, sigma)).bound(inst)
+        bounds = curve_from_table(shape_upper_table(s), total, grid, margin)
+    bounds[0] = total
     bounds = np.maximum(np.maximum.accumulate(bounds[::-1])[::-1], 0.0)
     return grid, bounds
 
 
-def network_lower_bound(instance, *, points: int = 96, iterations: int = 100) -> NetworkBound:
+def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) -> NetworkBound:
     """A lower bound on the optimal cost of a :class:`rcprune.NetworkInstance` (see the module docstring).
 
     >>> from rcprune.network_generate import chain_network
@@ -148,7 +172,7 @@ def network_lower_bound(instance, *, points: int = 96, iterations: int = 100) ->
         per_layer.append({"layer": name, "weight": float(weights[l]), "allocated": int(used[picks[l]]),
                           "lower_bound": float(low[picks[l]])})
     proof = (f"network bound: dropping the channel coupling and the minimum counts leaves independent layers "
-             f"under the global budget {budget}; per-layer non-increasing bound curves ({points} budgets each, "
-             f"top-k and spectral tables) combined by the Lagrangian dual of the budget constraint at "
+             f"under the global budget {budget}; per-layer non-increasing bound curves (about {points} budgets "
+             f"each, from budget-free top-k and spectral shape tables) combined by the Lagrangian dual of the budget constraint at "
              f"lambda = {best_lam:.6g} give OPT >= {bound:.10g}")
     return NetworkBound(bound, per_layer, best_lam, proof, time.perf_counter() - start, curves)

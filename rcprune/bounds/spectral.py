@@ -28,7 +28,7 @@ from rcprune.solvers.greedy_independent import maximal_shapes
 
 from .shapes import BoundResult, ShapeTable, shape_table
 
-__all__ = ["spectral_norm_upper", "double_centre", "spectral_table", "spectral_bound"]
+__all__ = ["spectral_norm_upper", "double_centre", "spectral_table", "spectral_bound", "spectral_all_shapes"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -67,6 +67,26 @@ def _top_prefix(values: np.ndarray) -> np.ndarray:
     return np.concatenate(([0.0], np.cumsum(-np.sort(-values))))
 
 
+def _spectral_upper(scores: np.ndarray, sigma: float | None):
+    """A function ``(r, c) -> kept upper bound`` (arrays broadcast), and sigma, for the module's bound."""
+    m, n = scores.shape
+    rowmean, colmean, mu, resid = double_centre(scores)
+    if sigma is None:
+        sigma = spectral_norm_upper(resid)
+    row_err = float(np.abs(resid.sum(axis=1)).sum())
+    col_err = float(np.abs(resid.sum(axis=0)).sum())
+    all_err = abs(float(resid.sum()))
+    top_rows, top_cols = _top_prefix(rowmean), _top_prefix(colmean - mu)
+
+    def upper(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        r, c = rows.astype(np.float64), cols.astype(np.float64)
+        spread = np.sqrt(np.maximum(r * (1 - r / m), 0.0) * np.maximum(c * (1 - c / n), 0.0))
+        slack = (r / m) * col_err + (c / n) * row_err + (r * c / (m * n)) * all_err
+        return c * top_rows[rows] + r * top_cols[cols] + sigma * spread + slack
+
+    return upper, sigma
+
+
 def spectral_table(instance: Instance, sigma: float | None = None) -> ShapeTable:
     """Per maximal shape (r, c): the spectral upper bound on the kept sum (module docstring).
 
@@ -75,20 +95,25 @@ def spectral_table(instance: Instance, sigma: float | None = None) -> ShapeTable
     >>> t.kept_upper.round(6).tolist()
     [2.0, 2.0]
     """
-    m, n = instance.m, instance.n
-    rowmean, colmean, mu, resid = double_centre(instance.scores)
-    if sigma is None:
-        sigma = spectral_norm_upper(resid)
-    row_err = float(np.abs(resid.sum(axis=1)).sum())
-    col_err = float(np.abs(resid.sum(axis=0)).sum())
-    all_err = abs(float(resid.sum()))
+    upper, _ = _spectral_upper(instance.scores, sigma)
     rows, cols = maximal_shapes(instance)
-    top_rows, top_cols = _top_prefix(rowmean), _top_prefix(colmean - mu)
-    r, c = rows.astype(np.float64), cols.astype(np.float64)
-    spread = np.sqrt(np.maximum(r * (1 - r / m), 0.0) * np.maximum(c * (1 - c / n), 0.0))
-    slack = (r / m) * col_err + (c / n) * row_err + (r * c / (m * n)) * all_err
-    upper = c * top_rows[rows] + r * top_cols[cols] + sigma * spread + slack
-    return shape_table(instance, upper)
+    return shape_table(instance, upper(rows, cols))
+
+
+def spectral_all_shapes(scores: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """``U[r, c]`` for every shape 0 <= r <= m, 0 <= c <= n: the spectral upper bound on the kept sum of
+    any solution with exactly r rows and c columns. O(m n) after the spectral norm.
+
+    >>> spectral_all_shapes(np.ones((2, 2))).round(6).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, 2.0, 4.0]]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    m, n = s.shape
+    upper, _ = _spectral_upper(s, sigma)
+    table = upper(np.arange(m + 1)[:, None], np.arange(n + 1)[None, :])
+    table[0, :] = 0.0
+    table[:, 0] = 0.0
+    return table
 
 
 def spectral_bound(instance: Instance) -> BoundResult:

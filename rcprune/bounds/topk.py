@@ -20,7 +20,7 @@ from rcprune.solvers.greedy_independent import maximal_shapes
 
 from .shapes import BoundResult, ShapeTable, shape_table
 
-__all__ = ["topk_table", "topk_bound"]
+__all__ = ["topk_table", "topk_bound", "topk_all_shapes"]
 
 
 def _top_sum(values: np.ndarray, k: int) -> float:
@@ -46,6 +46,27 @@ def topk_table(instance: Instance) -> ShapeTable:
     for k, (r, c) in enumerate(zip(rows, cols)):
         upper[k] = min(_top_sum(row_prefix[:, c], int(r)), _top_sum(col_prefix[r, :], int(c)))
     return shape_table(instance, upper)
+
+
+def topk_all_shapes(scores: np.ndarray) -> np.ndarray:
+    """``U[r, c]`` for every shape 0 <= r <= m, 0 <= c <= n: the top-k upper bound on the kept sum of any
+    solution with exactly r rows and c columns (budget-free, so one table serves every budget).
+
+    The rows view for all r at once: sort each column of the row top-c prefix table and accumulate; the
+    columns view likewise. O(m n log(m n)) time, two (m + 1) x (n + 1) tables.
+
+    >>> topk_all_shapes(np.array([[4.0, 1.0], [0.0, 3.0]])).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 4.0, 5.0], [0.0, 4.0, 8.0]]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    m, n = s.shape
+    row_prefix = np.concatenate([np.zeros((m, 1)), np.cumsum(-np.sort(-s, axis=1), axis=1)], axis=1)
+    col_prefix = np.concatenate([np.zeros((1, n)), np.cumsum(-np.sort(-s, axis=0), axis=0)], axis=0)
+    rows_view = np.zeros((m + 1, n + 1))
+    np.cumsum(-np.sort(-row_prefix, axis=0), axis=0, out=rows_view[1:])
+    cols_view = np.zeros((m + 1, n + 1))
+    np.cumsum(-np.sort(-col_prefix, axis=1), axis=1, out=cols_view[:, 1:])
+    return np.minimum(rows_view, cols_view, out=rows_view)
 
 
 def topk_bound(instance: Instance) -> BoundResult:
