@@ -83,7 +83,8 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
     bound : bool or str, default False
         Single-matrix instances: attach the best proven lower bound (``True``: ``"best"``; or a method of
         :func:`rcprune.bounds.lower_bound`) with :func:`rcprune.bounds.certify`, so ``result.gap`` is a
-        certified optimality gap. The bound gets its own ``time_limit`` (the same value).
+        certified optimality gap. The bound gets its own ``time_limit`` (the same value). Network
+        instances: ``True`` attaches :func:`rcprune.bounds.network.network_lower_bound`.
     **options
         Method-specific options; an unknown option is an error.
 
@@ -109,10 +110,16 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
         allowed = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("seed", "time_limit")]
         raise InvalidInstanceError(
             f"unknown option(s) {', '.join(unknown)} for method {method!r}; it takes: {', '.join(allowed) or 'none'}")
-    if bound is not False and not isinstance(instance, Instance):
-        raise InvalidInstanceError("bound= is available for single-matrix instances only")
+    if bound is not False and not isinstance(instance, (Instance, NetworkInstance)):
+        raise InvalidInstanceError("bound= is available for single-matrix and network instances only")
+    if bound not in (False, True) and isinstance(instance, NetworkInstance):
+        raise InvalidInstanceError(f"network instances take bound=True (the network bound), got {bound!r}")
     result = fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
-    if bound is not False:
+    if bound is not False and isinstance(instance, NetworkInstance):
+        from .bounds.network import certify_network
+
+        result = certify_network(result, instance)
+    elif bound is not False:
         from .bounds import certify
 
         result = certify(result, instance, "best" if bound is True else bound, time_limit=time_limit)

@@ -93,3 +93,22 @@ def test_fine_grid_tightens_the_network_bound():
     assert coarse <= fine
     cost = rcprune.solve(net, method="network-greedy").cost
     assert fine <= cost
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_solve_with_bound_certifies_network_results(seed):
+    make = (chain_network, residual_network, random_network)[seed % 3]
+    net = make(seed, density=0.5)
+    opt = network_brute_force(net)[0]
+    res = rcprune.solve(net, method="network-greedy", bound=True)
+    tol = 1e-9 * max(1.0, net.weighted_total)
+    assert 0.0 <= res.lower_bound <= opt + tol and opt <= res.cost + tol
+    assert res.gap is not None and 0.0 <= res.gap <= 1.0
+    assert res.info["bound"]["method"] == "network" and len(res.info["bound"]["per_layer"]) == net.n_layers
+    if res.status == "optimal":
+        assert res.cost <= opt + 1e-9 * max(1.0, opt)
+
+
+def test_network_bound_option_is_validated():
+    with pytest.raises(rcprune.InvalidInstanceError, match="bound=True"):
+        rcprune.solve(chain_network(0, budget=20), method="network-greedy", bound="topk")
