@@ -154,6 +154,8 @@ def cmd_bench(args) -> int:
         print(format_table(rows, TRAINED_COLUMNS))
         for line in summarize_trained(rows):
             print(line)
+    elif args.what == "bounds":
+        _bench_bounds(args)
     elif args.what == "retention":
         from .retention_bench import bench_retention
 
@@ -164,6 +166,36 @@ def cmd_bench(args) -> int:
         print(format_table(rows, ["layer", "n", "k", "method", "cost", "magnitude_cost", "improvement",
                                   "refit_cost", "retained_small", "status", "runtime"]))
     return 0
+
+
+def _bench_bounds(args) -> None:
+    """``bench bounds``: certified gaps of the best solver on the library's real-layer-shaped instances, or
+    (``--trained``) on every layer of the demo's trained digits ResNet-20."""
+    sparsities = (args.sparsity,) if args.sparsity is not None else (0.9, 0.93)
+    if args.trained:
+        try:
+            from .torch.bound_bench import BOUND_COLUMNS, bench_trained_bounds, summarize_bounds
+        except ImportError as exc:
+            raise InvalidInstanceError(
+                f"--trained needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+        rows = bench_trained_bounds(args.cache, sparsities=sparsities, seed=args.seed,
+                                    annealing_time=0.2 if args.quick else 1.0,
+                                    bound_time=args.time_limit or (1.0 if args.quick else 10.0),
+                                    log=lambda msg: print(msg, file=sys.stderr))
+        print(f"certified gaps on the conv/linear layers of the trained digits ResNet-20 ({rows[0]['model']}; "
+              "scores |w|): best of the greedy pair and local annealing vs the best lower bound, same run")
+        print(format_table(rows, BOUND_COLUMNS))
+        for line in summarize_bounds(rows):
+            print(line)
+        return
+    from .bounds.benchmark import REAL_LAYER_INSTANCES, gap_benchmark
+
+    names = args.instances.split(",") if args.instances else (
+        REAL_LAYER_INSTANCES[:2] if args.quick else REAL_LAYER_INSTANCES)
+    rows = gap_benchmark(names, sparsities=sparsities, time_limit=args.time_limit or (1.0 if args.quick else 5.0))
+    print("certified gaps on real-layer-shaped library instances: best solver cost vs the best lower bound "
+          "(gap = (cost - bound) / cost, same run)")
+    print(format_table(rows))
 
 
 def cmd_verify_bounds(args) -> int:
@@ -247,22 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention", "network"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
-    b.add_argument("--instances", help="solvers: comma-separated library names (default: all)")
-    b.add_argument("--quick", action="store_true", help="solvers: small instances and fewer moves")
+    b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
+    b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds")
     b.add_argument("--m", type=int, default=512)
     b.add_argument("--n", type=int, default=4608)
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--sparsity", type=float, default=None, help="retention: pruned fraction (default 0.9)")
+    b.add_argument("--sparsity", type=float, default=None,
+                   help="retention: pruned fraction (default 0.9); bounds: (default 0.9 and 0.93)")
     b.add_argument("--trained", action="store_true",
-                   help="retention: real layers of the demo's trained digits ResNet-20 (torch extra)")
+                   help="retention, bounds: real layers of the demo's trained digits ResNet-20 (torch extra)")
     b.add_argument("--cache", default="rcprune-demo",
-                   help="retention --trained: folder of the demo's cached dense model (trained there if missing)")
+                   help="--trained: folder of the demo's cached dense model (trained there if missing)")
     b.add_argument("--time-limit", type=float, default=None,
-                   help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60)")
+                   help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
+                        "bounds: per bound, 5, --trained 10, 1 with --quick)")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("verify-bounds", help="check the 2-approximation guarantees on random instances")
     v.add_argument("--n", type=int, default=10000, help="number of random instances")

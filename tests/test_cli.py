@@ -73,3 +73,9 @@ def test_bench_solvers_on_one_small_instance(capsys):
     code, out, _ = run(capsys, "bench", "solvers", "--instances", "laplace-12x16", "--time-limit", "1", "--quick")
     assert code == 0
     assert "enumeration" in out and "optimal" in out and "annealing within 0.5%" in out and "moves/s" in out
+
+
+def test_bench_bounds_on_one_small_instance(capsys):
+    code, out, _ = run(capsys, "bench", "bounds", "--instances", "laplace-12x16", "--sparsity", "0.9",
+                       "--time-limit", "0.5")
+    assert code == 0 and "certified gaps" in out and "laplace-12x16" in out and "lower_bound" in out

@@ -7,7 +7,8 @@ known feasible solution (the incumbent) cannot hold a better solution: it is dis
 shapes, weakest first, get a stronger bound: an exact solve of the fixed-shape instance (enumeration
 when min(m, n) is small, CP-SAT on small matrices), whose optimum, or proven bound when stopped by the
 time limit, is L(r, c) itself; otherwise the Lagrangian decomposition bound of :mod:`.lagrangian`,
-followed (opt-in, ``cpsat_max_entries``) by CP-SAT on the shape. CP-SAT gets the current L(r, c) as the
+then, once every live shape has it and time is left, (opt-in, ``cpsat_max_entries``) by CP-SAT on the
+shapes still below the incumbent, weakest first. CP-SAT gets the current L(r, c) as the
 cut kept <= total - L(r, c) and the incumbent as a cutoff (only solutions of cost <= incumbent are
 searched): infeasibility proves OPT(r, c) > incumbent, which is all the minimum over shapes needs, and
 only CP-SAT's proven bound (never its incumbent) raises L(r, c). Exact solves also improve the
@@ -76,9 +77,10 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
         Allow exact per-shape solves / the Lagrangian refinement.
     cpsat_max_entries : int
         CP-SAT per shape on matrices of m * n <= this many entries when enumeration does not fit: alone
-        up to :data:`CPSAT_MAX_ENTRIES`, after the Lagrangian bound (as its cut) above. Its model has
-        3 m n constraints, built in Python, and its LP bound is weak on wide shapes: raise it for
-        matrices of a few thousand entries with seconds per shape to spare.
+        up to :data:`CPSAT_MAX_ENTRIES`; above, in a second pass after every live shape has its Lagrangian
+        bound (the cut), with what is left of the time limit. Its model has 3 m n constraints, built in
+        Python, and its LP bound is weak on wide shapes: raise it for matrices of a few thousand entries
+        with seconds per shape to spare.
 
     Returns
     -------
@@ -121,18 +123,27 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
                            "before": before, "after": float(lows[k]),
                            "closed": bool(status in ("OPTIMAL", "INFEASIBLE") or lows[k] >= best_cost)})
     done = np.zeros(lows.shape[0], dtype=bool)
+    cpsat_done = np.zeros(lows.shape[0], dtype=bool)
     iterations = 0
     while not clock.expired():
         alive = np.flatnonzero(~done & (lows < best_cost))
-        if alive.size == 0:
-            break
+        second = alive.size == 0  # every live shape has its Lagrangian bound: CP-SAT with it as the cut
+        if second:
+            if not cpsat_ok or cpsat_first:
+                break
+            alive = np.flatnonzero(~cpsat_done & (lows < best_cost))
+            if alive.size == 0:
+                break
         k = int(alive[np.argmin(lows[alive])])
         r, c = int(table.rows[k]), int(table.cols[k])
         remaining = clock.remaining()
         # the weakest shape limits the bound: it gets a third of what is left
         slice_s = None if remaining == float("inf") else remaining / min(alive.size, 3)
         how = None
-        if enumerate_ok:
+        if second:
+            run_cpsat(k, r, c, slice_s)
+            cpsat_done[k] = True
+        elif enumerate_ok:
             low, cost = _enumerate_shape(instance, r, c, slice_s)
             lows[k] = max(lows[k], low - safety_margin(instance))
             best_cost = min(best_cost, cost)
@@ -146,10 +157,6 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
             res = lagrangian_shape(instance, r, c, time_limit=slice_s, target=instance.total - best_cost)
             lows[k] = max(lows[k], instance.total - res - safety_margin(instance))
             how = "lagrangian"
-            if cpsat_ok and lows[k] < best_cost and not clock.expired():
-                remaining = clock.remaining()
-                run_cpsat(k, r, c, None if remaining == float("inf") else remaining / min(alive.size, 3))
-                how = "lagrangian+cpsat"
         done[k] = True
         iterations += 1
         if how is not None:
@@ -160,8 +167,8 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     proof = (f"shape-wise bound: OPT = min over the {lows.size} maximal shapes of the best cost of that shape; "
              f"per-shape bounds from the top-k and spectral tables ({discarded} shapes reach the incumbent "
              f"{best_cost:.10g} and are discarded), {len(refined)} shapes refined "
-             f"({sum(h == 'exact' for *_, h in refined)} solved exactly, the rest by the Lagrangian bound, "
-             f"{sum(h == 'lagrangian+cpsat' for *_, h in refined)} of them then by CP-SAT with it as a cut); "
+             f"({sum(h == 'exact' for *_, h in refined)} solved exactly, the rest by the Lagrangian bound), "
+             f"{len(cpsat_runs)} CP-SAT runs with the shape's bound as a cut and the incumbent as a cutoff; "
              f"the weakest shape is ({wr}, {wc}), so OPT >= {bound:.10g}")
     per_shape = [(int(a), int(b), float(v)) for a, b, v in zip(table.rows, table.cols, lows)]
     return BoundResult(bound, "shapewise", proof, per_shape, clock.elapsed(), iterations, trace,

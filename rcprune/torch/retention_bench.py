@@ -15,11 +15,30 @@ from rcprune.retention import RetentionInstance
 
 from .retention import layer_hessians
 
-__all__ = ["bench_trained_retention", "summarize_trained", "TRAINED_COLUMNS", "DEFAULT_METHODS"]
+__all__ = ["bench_trained_retention", "summarize_trained", "trained_digits_resnet", "TRAINED_COLUMNS",
+           "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("magnitude", "diagonal", "retention-greedy", "retention-annealing", "retention-exact")
 TRAINED_COLUMNS = ["layer", "n", "k", "method", "cost", "improvement", "relative_error", "refit_cost",
                    "retained_small_share", "status", "runtime"]
+
+
+def trained_digits_resnet(cache: str | Path = "rcprune-demo", *, depth: int = 20, width: int = 16, size: int = 8,
+                          train_epochs: int = 15, seed: int = 0, progress: bool = False,
+                          log=print) -> tuple[nn.Module, dict]:
+    """The demo's dense digits ResNet: loaded from ``cache`` when a model of the same config is there,
+    else trained as the demo does and cached. Returns ``(model in eval mode, {"cached", "train_seconds",
+    "model": a name of the config})``."""
+    from .data import digits_loaders
+    from .demo import _dense_model   # the demo's training and cache, shared on purpose
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    cfg = {"depth": depth, "width": width, "size": size, "train_epochs": train_epochs, "seed": seed,
+           "progress": progress}
+    train, test = digits_loaders(size, seed=seed)
+    model, info = _dense_model(cache, cfg, train, test, log)
+    return model, {**info, "model": f"resnet{depth}-w{width}-digits{size}-e{train_epochs}-seed{seed}"}
 
 
 def bench_trained_retention(cache: str | Path = "rcprune-demo", *, depth: int = 20, width: int = 16, size: int = 8,
@@ -50,15 +69,10 @@ def bench_trained_retention(cache: str | Path = "rcprune-demo", *, depth: int = 
     """
     from rcprune.solve import solve
 
-    from .data import digits_loaders, digits_tensors
-    from .demo import _dense_model   # the demo's training and cache, shared on purpose
+    from .data import digits_tensors
 
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    cfg = {"depth": depth, "width": width, "size": size, "train_epochs": train_epochs, "seed": seed,
-           "progress": progress}
-    train, test = digits_loaders(size, seed=seed)
-    model, info = _dense_model(cache, cfg, train, test, log)
+    model, info = trained_digits_resnet(cache, depth=depth, width=width, size=size, train_epochs=train_epochs,
+                                        seed=seed, progress=progress, log=log)
     xtr = digits_tensors(size)[0]
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     hessians, counts = layer_hessians(model, [xtr[i:i + 256] for i in range(0, len(xtr), 256)], convs,
@@ -79,7 +93,7 @@ def bench_trained_retention(cache: str | Path = "rcprune-demo", *, depth: int = 
                 "relative_error": res.cost / energy if energy > 0 else 0.0, "refit_cost": res.refit_cost,
                 "retained_small": res.retained_small,
                 "retained_small_share": res.retained_small / max(1, res.kept_count), "status": res.status,
-                "runtime": res.runtime, "model": f"resnet{depth}-w{width}-digits{size}-e{train_epochs}-seed{seed}",
+                "runtime": res.runtime, "model": info["model"],
                 "cached": info["cached"],
             })
         log(f"{name}: n={inst.n}, k={inst.k}, " + ", ".join(
