@@ -112,3 +112,13 @@ def test_solve_with_bound_certifies_network_results(seed):
 def test_network_bound_option_is_validated():
     with pytest.raises(rcprune.InvalidInstanceError, match="bound=True"):
         rcprune.solve(chain_network(0, budget=20), method="network-greedy", bound="topk")
+
+
+@pytest.mark.parametrize("name", ["resnet18-s90", "resnet50-s90"])
+def test_greedy_is_certified_within_5_percent_of_optimal(name):
+    """proofs/bounds.md B5b: no network solution is 5% below the greedy on the ResNet shapes at 90%."""
+    net = rcprune.library.get_network(name)
+    greedy = rcprune.solve(net, method="network-greedy")
+    bound = network_lower_bound(net).bound
+    assert bound <= greedy.cost
+    assert bound >= 0.95 * greedy.cost, (bound, greedy.cost)
