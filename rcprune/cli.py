@@ -132,14 +132,14 @@ def cmd_bench(args) -> int:
         print(f"annealing on {rate['instance']}: numba {rate['numba_moves_per_s']:.3g} moves/s, numpy "
               f"{rate['numpy_moves_per_s']:.3g} moves/s, speedup {rate['speedup']:.1f}x (same run)")
     elif args.what == "network":
-        from .network_bench import BENCH_COLUMNS, bench_network
+        from .network_bench import BENCH_COLUMNS, BOUND_COLUMNS, bench_network
 
         rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in args.sparsities.split(",")],
-                             time_limit=args.time_limit or 60.0, seed=args.seed,
+                             time_limit=args.time_limit or 60.0, seed=args.seed, bound=args.bound,
                              log=lambda msg: print(msg, file=sys.stderr))
         print("whole-network RC pruning on ResNet-shaped instances (weighting by layer mean; vs_greedy measured in "
               "this run; annealing starts from the greedy and excludes its time)")
-        print(format_table(rows, BENCH_COLUMNS))
+        print(format_table(rows, BENCH_COLUMNS + (BOUND_COLUMNS if args.bound else [])))
     elif args.what == "retention" and args.trained:
         try:
             from .torch.retention_bench import TRAINED_COLUMNS, bench_trained_retention, summarize_trained
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
+    b.add_argument("--bound", action="store_true",
+                   help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
     b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds")
     b.add_argument("--m", type=int, default=512)

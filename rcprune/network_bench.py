@@ -17,10 +17,12 @@ from .result import Stopwatch
 from .solve import solve
 from .validation import InvalidInstanceError
 
-__all__ = ["bench_network", "channel_pruning_baseline", "BENCH_COLUMNS"]
+__all__ = ["bench_network", "channel_pruning_baseline", "BENCH_COLUMNS", "BOUND_COLUMNS"]
 
 BENCH_COLUMNS = ["model", "sparsity", "method", "cost", "rel_cost", "vs_greedy", "runtime", "status", "feasible",
                  "dead_channels"]
+# added by ``bound=True``: the certified lower bound of the (model, sparsity), each row's gap, the bound's time
+BOUND_COLUMNS = ["lower_bound", "gap", "bound_runtime"]
 MODELS = {"resnet18": "resnet18", "resnet50": "resnet50"}
 
 
@@ -67,13 +69,16 @@ def channel_pruning_baseline(instance: NetworkInstance) -> tuple[NetworkSolution
 def bench_network(models: Sequence[str] = ("resnet18", "resnet50"),
                   sparsities: Sequence[float] = (0.5, 0.8, 0.9, 0.93),
                   methods: Sequence[str] = ("network-greedy", "network-allocation", "network-annealing"),
-                  time_limit: float = 60.0, seed: int = 0, baseline: bool = True,
+                  time_limit: float = 60.0, seed: int = 0, baseline: bool = True, bound: bool = False,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     """Run the network methods on ResNet-shaped library instances; one row per (model, sparsity, method).
 
     ``network-annealing`` starts from the greedy's solution of the same run and gets ``time_limit``
     seconds (its runtime excludes the greedy's); ``network-allocation`` uses the marginal allocation and
     local annealing per layer within ``time_limit``. The greedy is always run (it is the reference).
+    With ``bound``, :func:`rcprune.bounds.network.network_lower_bound` runs once per (model, sparsity) and
+    every row gets :data:`BOUND_COLUMNS`: ``lower_bound``, ``gap = (cost - lower_bound) / cost`` (certified;
+    None for an infeasible row) and ``bound_runtime`` (seconds, the same on the rows of one instance).
     """
     rows: list[dict] = []
     for model in models:
@@ -86,6 +91,12 @@ def bench_network(models: Sequence[str] = ("resnet18", "resnet50"),
             except InvalidInstanceError:
                 inst = get_network(f"{MODELS[model]}-s90").replace(sparsity=float(sp), name=f"{model}-s{sp}")
             total = inst.weighted_total
+            if bound:
+                from .bounds.network import network_lower_bound
+
+                clock = Stopwatch()
+                low = float(network_lower_bound(inst).bound)
+                bound_runtime = clock.elapsed()
             greedy = solve(inst, method="network-greedy", seed=seed)
             results = []
             if baseline:
@@ -111,6 +122,9 @@ def bench_network(models: Sequence[str] = ("resnet18", "resnet50"),
                        "vs_greedy": float(cost / greedy.cost - 1.0) if greedy.cost > 0 else 0.0,
                        "runtime": float(runtime), "status": status, "feasible": bool(feasible),
                        "dead_channels": int(dead)}
+                if bound:
+                    gap = max(0.0, (cost - low) / cost) if cost > 0 else 0.0
+                    row.update(lower_bound=low, gap=float(gap) if feasible else None, bound_runtime=bound_runtime)
                 rows.append(row)
                 if log:
                     log(f"{model} s={sp}: {method} cost {cost:.6g} ({100 * row['vs_greedy']:+.2f}% vs greedy) "

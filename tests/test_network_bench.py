@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rcprune import evaluate_network, library
 from rcprune.cli import main
-from rcprune.network_bench import BENCH_COLUMNS, bench_network, channel_pruning_baseline
+from rcprune.network_bench import BENCH_COLUMNS, BOUND_COLUMNS, bench_network, channel_pruning_baseline
 from rcprune.network_generate import resnet_network
 
 
@@ -37,3 +37,19 @@ def test_cli_bench_network(capsys):
     assert main(["bench", "network", "--models", "resnet18", "--sparsities", "0.93", "--time-limit", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "network-annealing" in out and "channel-pruning" in out
+
+
+def test_bench_bound_columns_are_certified(capsys):
+    plain = bench_network(models=("resnet18",), sparsities=(0.93,), time_limit=0.3)
+    assert not any("gap" in r for r in plain)
+    rows = bench_network(models=("resnet18",), sparsities=(0.93,), time_limit=0.3, bound=True)
+    assert all(set(BENCH_COLUMNS + BOUND_COLUMNS) <= set(r) for r in rows)
+    assert len({r["lower_bound"] for r in rows}) == 1 and len({r["bound_runtime"] for r in rows}) == 1
+    for r in rows:
+        assert 0.0 <= r["lower_bound"] <= r["cost"] * (1 + 1e-9)
+        assert 0.0 <= r["gap"] <= 1.0
+        assert abs(r["gap"] - (r["cost"] - r["lower_bound"]) / r["cost"]) < 1e-9
+    assert main(["bench", "network", "--models", "resnet18", "--sparsities", "0.93", "--time-limit", "0.3",
+                 "--bound"]) == 0
+    out = capsys.readouterr().out
+    assert "lower_bound" in out and "gap" in out and "bound_runtime" in out
