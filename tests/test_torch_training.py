@@ -55,8 +55,8 @@ def test_finetune_keeps_pruned_weights_exactly_zero():
 def test_ls_refit_lowers_every_layer_error():
     model, ext, sol, x, _ = _pruned()
     with pytest.raises(InvalidInstanceError, match="masked model"):
-        ls_refit(cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4), sol, ext, [x])
-    report = ls_refit(model, sol, ext, [(x[:24],), (x[24:],)])
+        ls_refit(cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4), sol, [x], extraction=ext)
+    report = ls_refit(model, sol, [(x[:24],), (x[24:],)], extraction=ext)
     rows = report.table()
     assert [r["layer"] for r in rows] == list(ext.instance.layer_names)
     for r in rows:

@@ -4,7 +4,8 @@
 to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
 ``apply`` masks the model through ``torch.nn.utils.prune`` (reversible until ``bake``); ``compact``
 returns a new, physically smaller model; ``finetune`` trains with the masks fixed; ``ls_refit`` refits the
-kept weights by least squares on calibration data; ``retention_prune`` prunes unstructured, layer by layer,
+kept weights by least squares on calibration data; ``prune`` chains them all in one call on a copy of
+the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
 ``torch`` extra.
 """
@@ -14,7 +15,8 @@ from .compact import CompactReport, compact
 from .finetune import evaluate_accuracy, finetune
 from .refit import RefitReport, ls_refit
 from .retention import RetentionReport, restore_original, retention_prune
+from .pipeline import PruneReport, prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport",
-           "retention_prune", "RetentionReport", "restore_original"]
+           "retention_prune", "RetentionReport", "restore_original", "prune", "PruneReport"]

@@ -113,7 +113,7 @@ def prune_rc(dense: nn.Module, solution: NetworkSolution, ext, calib, test, refi
     model = apply(copy.deepcopy(dense), solution, ext)
     acc_masked = evaluate_accuracy(model, test)
     refitted = model if refit_before_finetune else apply(copy.deepcopy(dense), solution, ext)
-    refit = ls_refit(refitted, solution, ext, calib)
+    refit = ls_refit(refitted, solution, calib, extraction=ext)
     acc0 = evaluate_accuracy(refitted, test)
     return model, refit, acc_masked, acc0
 

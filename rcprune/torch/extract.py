@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -29,7 +30,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from rcprune.network import NetworkBuilder, NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_scores
 
-__all__ = ["extract", "Extraction", "LayerMap", "NodeInfo"]
+__all__ = ["extraction_of", "extract", "Extraction", "LayerMap", "NodeInfo"]
 
 # modules / functions that keep every channel where it is and map 0 to 0
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU,
@@ -327,6 +328,28 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             root[m] = gi.name
     nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}
-    return Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
-                      batchnorms=batchnorms, excluded=excluded,
-                      input_shapes=tuple(tuple(t.shape) for t in inputs), param_shapes=params)
+    ext = Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
+                     batchnorms=batchnorms, excluded=excluded,
+                     input_shapes=tuple(tuple(t.shape) for t in inputs), param_shapes=params)
+    _EXTRACTIONS[model] = ext
+    return ext
+
+
+_EXTRACTIONS: "weakref.WeakKeyDictionary[nn.Module, Extraction]" = weakref.WeakKeyDictionary()
+
+
+def extraction_of(model: nn.Module, extraction: "Extraction | None" = None) -> "Extraction":
+    """``extraction`` if given, else the latest :func:`extract` of this very model object (so
+    ``apply(model, solution)`` needs no third argument); a copy of the model needs it passed explicitly."""
+    if extraction is not None:
+        if not isinstance(extraction, Extraction):
+            raise InvalidInstanceError(f"extraction must be a rcprune.torch.Extraction, got {type(extraction).__name__}")
+        return extraction
+    if not isinstance(model, nn.Module):
+        raise InvalidInstanceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    found = _EXTRACTIONS.get(model)
+    if found is None:
+        raise InvalidInstanceError(
+            f"no extraction is known for this {type(model).__name__}: call rcprune.torch.extract(model, "
+            "example_inputs) on this model first, or pass extraction=... (a copied model needs it passed)")
+    return found

@@ -15,7 +15,7 @@ from torch.nn.utils import prune
 from rcprune.network import NetworkSolution, check_network_solution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction
+from .extract import Extraction, extraction_of
 
 __all__ = ["apply", "bake", "restore", "is_masked", "layer_masks"]
 
@@ -56,7 +56,7 @@ def restore(model: nn.Module) -> nn.Module:
     return model
 
 
-def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction) -> nn.Module:
+def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction | None = None) -> nn.Module:
     """Mask ``model`` in place with ``solution`` (replacing earlier masks); returns ``model``.
 
     Parameters
@@ -65,7 +65,8 @@ def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction) -
         The model ``extraction`` was made from (same module names and weight shapes).
     solution : NetworkSolution
         For ``extraction.instance``.
-    extraction : Extraction
+    extraction : Extraction, optional
+        Default: the latest :func:`rcprune.torch.extract` of this model object.
 
     Notes
     -----
@@ -73,6 +74,7 @@ def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction) -
     A BatchNorm without affine parameters on a tensor that loses channels cannot output zeros there and
     is refused.
     """
+    extraction = extraction_of(model, extraction)
     extraction.check_model(model)
     masks = layer_masks(extraction, solution)
     modules = dict(model.named_modules())

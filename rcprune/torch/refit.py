@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from rcprune.network import NetworkSolution, check_network_solution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction
+from .extract import Extraction, extraction_of
 from .masking import is_masked, restore
 
 __all__ = ["ls_refit", "RefitReport"]
@@ -57,7 +57,7 @@ def _outputs(y: torch.Tensor) -> torch.Tensor:
     return y.transpose(1, -1).reshape(-1, y.shape[1]) if y.dim() == 4 else y
 
 
-def ls_refit(model: nn.Module, solution: NetworkSolution, extraction: Extraction, calibration_loader, *,
+def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *, extraction: Extraction | None = None,
              ridge: float = 1e-3, max_batches: int | None = None, device: str = "cpu") -> RefitReport:
     """Refit the kept weights (and biases) of every layer of a masked ``model``; in place.
 
@@ -68,6 +68,8 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, extraction: Extraction
         positions are overwritten (pruned entries, and so :func:`restore`, keep the originals).
     calibration_loader : iterable of batches
         ``(inputs, ...)`` tuples or input tensors; labels are not used.
+    extraction : Extraction, optional
+        Default: the latest :func:`rcprune.torch.extract` of this model object.
     ridge : float
         ``lam = ridge * mean(diag(X^T X))``.
 
@@ -81,9 +83,13 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, extraction: Extraction
     then solves one ``c x c`` system for its ``c`` kept columns.
     """
     if not is_masked(model):
-        raise InvalidInstanceError("ls_refit needs a masked model: call rcprune.torch.apply(model, solution, extraction) first")
+        raise InvalidInstanceError("ls_refit needs a masked model: call rcprune.torch.apply(model, solution) first")
+    if isinstance(calibration_loader, Extraction):
+        raise InvalidInstanceError("ls_refit(model, solution, calibration_loader, extraction=...): the third "
+                                   "argument is the calibration data, the extraction is a keyword")
     if not (isinstance(ridge, (int, float)) and ridge >= 0):
         raise InvalidInstanceError(f"ridge must be a non-negative number, got {ridge!r}")
+    extraction = extraction_of(model, extraction)
     extraction.check_model(model)
     inst = extraction.instance
     check_network_solution(inst, solution)
