@@ -75,7 +75,7 @@ def test_masked_equals_compacted(kind):
     with torch.no_grad():
         masked = model(x)
     assert (masked - dense).abs().max() > 1e-3   # the pruning did something
-    for partial in ("auto", "conv", "shift"):
+    for partial in ("auto", "im2col", "conv", "shift"):
         small, report = compact(model, res.solution, ext, partial=partial)
         with torch.no_grad():
             out = small(x)

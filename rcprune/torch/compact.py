@@ -3,9 +3,11 @@
 Every traced tensor carries only the channels that can be non-zero (its support): a conv computes its kept
 rows from the kept input channels; a layer whose kept columns cover whole channels is a smaller
 ``Conv2d``; one with partially kept channels (input channel x kernel position) is one smaller GEMM on the
-gathered im2col rows (or, ``partial="conv"``, a conv over the touched channels with zeros); a residual
-add scatters each side into the union of their channels; the model's output is scattered back to full
-size. The result is an ``torch.fx.GraphModule`` (a normal ``nn.Module``).
+kept im2col rows gathered from its input, or a conv over the touched channels with zeros, whichever is
+faster (``partial="auto"``: a cost model, or timed on example inputs); a residual add scatters each side
+into the union of their channels; the model's output is scattered back to full size. Convolutions run
+channels-last (oneDNN's fast layout on CPU). The result is a ``torch.fx.GraphModule`` (a normal
+``nn.Module``; ``torch.export`` works on it).
 """
 from __future__ import annotations
 
@@ -30,9 +32,31 @@ def _index(idx) -> torch.Tensor | None:
     return None if idx is None else torch.as_tensor(np.asarray(idx, dtype=np.int64))
 
 
+_CL = torch.channels_last
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
 class RCConv2d(nn.Module):
-    """A conv on gathered input channels: ``mode="conv"`` (weight ``r x c x kh x kw``) or ``"im2col"``
-    (weight ``r x n_kept_columns``; ``col_index`` picks the kept rows of the gathered input's im2col)."""
+    """A pruned conv. Modes:
+
+    ``"conv"``
+        ``F.conv2d`` on the gathered input channels ``in_index`` (weight ``r x c x kh x kw``; zeros where a
+        kernel position is pruned).
+    ``"im2col"``
+        The kept im2col rows, gathered straight from the (padded, channels-last) input by one flat
+        ``index_select`` (``col_index[j] = channel * kh * kw + position`` within the input's channels), then
+        one GEMM, run as a 1x1 conv (weight ``r x n_kept_columns``): the multiply-adds are exactly the kept
+        entries'. The gather index depends on the input's spatial size and is cached per size.
+    ``"shift"``
+        One 1x1 conv per kernel position on the shifted input channels kept there, summed (``col_index``
+        sorted by position, ``pos_ptr`` delimits each position's block of weight columns).
+
+    Inputs are made channels-last (a no-op when they already are): oneDNN's convolutions are fastest in
+    that layout on CPU and the im2col gather needs it; outputs are channels-last too.
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_index, col_index, *, mode: str,
                  kernel_size, stride, padding, dilation):
@@ -45,33 +69,54 @@ class RCConv2d(nn.Module):
         self.register_buffer("pos_ptr", None)
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation = tuple(padding), tuple(dilation)
+        self._gather_cache: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_index is not None:
-            x = x.index_select(1, self.in_index)
+        if self.mode == "im2col":
+            return self._im2col(x.contiguous(memory_format=_CL))
+        x = x.contiguous(memory_format=_CL) if self.in_index is None else select_channels(x, self.in_index)
         if self.mode == "conv":
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        if self.mode == "shift":
-            return self._shift(x)
-        n, h, w = x.shape[0], x.shape[2], x.shape[3]
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        if self.col_index is not None:
-            cols = cols.index_select(1, self.col_index)
-        out = torch.matmul(self.weight, cols)
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
-        return out.reshape(n, self.weight.shape[0], ho, wo)
+        return self._shift(x)
+
+    def _gather_index(self, c: int, h: int, w: int, ho: int, wo: int) -> torch.Tensor:
+        """Flat positions in the padded ``(h_p, w_p, c)`` input of the kept im2col rows, output position
+        major: entry ``(l, j)`` is where kept column ``j`` reads for output position ``l``."""
+        kh, kw = self.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        wp = w + 2 * pw
+        ch = torch.div(self.col_index, kh * kw, rounding_mode="floor")
+        pos = self.col_index - ch * (kh * kw)
+        dy = torch.div(pos, kw, rounding_mode="floor")
+        base = ((dy * dh) * wp + (pos - dy * kw) * dw) * c + ch
+        oy = torch.arange(ho, device=base.device) * (sh * wp * c)
+        ox = torch.arange(wo, device=base.device) * (sw * c)
+        return ((oy[:, None] + ox[None, :]).reshape(-1, 1) + base[None, :]).reshape(-1)
+
+    def _im2col(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        kh, kw = self.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+        key = (c, h, w, x.device)
+        idx = self._gather_cache.get(key)
+        if idx is None:
+            idx = self._gather_index(c, h, w, ho, wo)
+            if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+                self._gather_cache[key] = idx
+        xp = x.permute(0, 2, 3, 1)
+        if ph or pw:
+            xp = F.pad(xp, (0, 0, pw, pw, ph, ph))
+        cols = xp.reshape(n, -1).index_select(1, idx)
+        k = self.weight.shape[1]
+        cols = cols.view(n, ho, wo, k).permute(0, 3, 1, 2)
+        return F.conv2d(cols, self.weight[:, :, None, None], self.bias)
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        """One 1x1 conv per kernel position on the channels kept there (``col_index`` sorted by
-        position; ``pos_ptr`` delimits each position's block of ``weight`` columns)."""
         kh, kw = self.kernel_size
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
         h, w = x.shape[2], x.shape[3]
-        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
         out = None
         ptr = self.pos_ptr.tolist()
@@ -84,7 +129,7 @@ class RCConv2d(nn.Module):
             y = F.conv2d(xs, self.weight[:, a:b, None, None])
             out = y if out is None else out.add_(y)
         if out is None:
-            out = x.new_zeros(x.shape[0], self.weight.shape[0], ho, wo)
+            out = x.new_zeros(x.shape[0], self.weight.shape[0], ho, wo).contiguous(memory_format=_CL)
         if self.bias is not None:
             out = out + self.bias[:, None, None]
         return out
@@ -104,8 +149,30 @@ class RCLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_index is not None:
-            x = x.index_select(1, self.in_index)
+            x = select_channels(x, self.in_index)
         return F.linear(x, self.weight, self.bias)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=_CL).permute(0, 2, 3, 1)
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def _zeros(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Channels-last zeros shaped like the 4-d ``x`` with ``channels`` channels, as an ``(n, h, w, c)`` view."""
+    return x.new_zeros((x.shape[0], x.shape[2], x.shape[3], channels))
+
+
+def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(1, index)``; a 4-d result is channels-last (gathered as rows of the ``(n*h*w, c)``
+    view, several times faster than ``index_select`` on dim 1 of a channels-last tensor)."""
+    if x.dim() != 4:
+        return x.index_select(1, index)
+    n, c, h, w = x.shape
+    return _nchw(_nhwc(x).reshape(-1, c).index_select(1, index).view(n, h, w, -1))
 
 
 class ChannelScatterAdd(nn.Module):
@@ -119,12 +186,19 @@ class ChannelScatterAdd(nn.Module):
         self.register_buffer("pos_b", _index(pos_b))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dim() != 4:
+            if self.pos_a is None:
+                return a if self.pos_b is None else a.index_add(1, self.pos_b, b)
+            if self.pos_b is None:
+                return b.index_add(1, self.pos_a, a)
+            return a.new_zeros((a.shape[0], self.size) + tuple(a.shape[2:])).index_add(
+                1, self.pos_a, a).index_add(1, self.pos_b, b)
+        # on the channels-last (n, h, w, c) views: index_add along the last dim is the fast one
         if self.pos_a is None:
-            return a if self.pos_b is None else a.index_add(1, self.pos_b, b)
+            return a if self.pos_b is None else _nchw(_nhwc(a).index_add(3, self.pos_b, _nhwc(b)))
         if self.pos_b is None:
-            return b.index_add(1, self.pos_a, a)
-        shape = (a.shape[0], self.size) + tuple(a.shape[2:])
-        return a.new_zeros(shape).index_add(1, self.pos_a, a).index_add(1, self.pos_b, b)
+            return _nchw(_nhwc(b).index_add(3, self.pos_a, _nhwc(a)))
+        return _nchw(_zeros(a, self.size).index_add_(3, self.pos_a, _nhwc(a)).index_add_(3, self.pos_b, _nhwc(b)))
 
 
 class ChannelScatter(nn.Module):
@@ -136,8 +210,9 @@ class ChannelScatter(nn.Module):
         self.register_buffer("pos", _index(pos))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0], self.size) + tuple(x.shape[2:])
-        return x.new_zeros(shape).index_copy(1, self.pos, x)
+        if x.dim() != 4:
+            return x.new_zeros((x.shape[0], self.size) + tuple(x.shape[2:])).index_copy(1, self.pos, x)
+        return _nchw(_zeros(x, self.size).index_copy_(3, self.pos, _nhwc(x)))
 
 
 @dataclass(frozen=True)
@@ -169,8 +244,59 @@ def _get_attr(model: nn.Module, target: str):
     return obj
 
 
+def _partial_conv(mode: str, mod: nn.Conv2d, w4: torch.Tensor, b: torch.Tensor | None, sub: np.ndarray,
+                  touched: np.ndarray, n_in: int) -> RCConv2d:
+    """The compact conv of one layer in ``mode`` ("conv", "conv-zeros", "im2col" or "shift"): ``w4`` holds
+    the kept rows' weights on the ``touched`` input channels (of ``n_in``), ``sub`` their kept columns
+    (touched channel x kernel position)."""
+    geometry = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+    r, k = w4.shape[0], sub.shape[1]
+    in_idx = None if len(touched) == n_in else touched
+    if mode == "im2col":
+        cols = np.flatnonzero(sub.ravel())   # channel-major, like the kept columns of the instance
+        return RCConv2d(w4.reshape(r, -1)[:, cols].clone(), b, None, touched[cols // k] * k + cols % k,
+                        mode="im2col", **geometry)
+    if mode == "shift":
+        pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
+        m = RCConv2d(w4.reshape(r, -1)[:, ch * k + pos].clone(), b, in_idx, ch, mode="shift", **geometry)
+        m.pos_ptr = torch.as_tensor(np.searchsorted(pos, np.arange(k + 1)), dtype=torch.long)
+        return m
+    mask = torch.from_numpy(sub).to(w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
+    return RCConv2d((w4 * mask).contiguous(memory_format=_CL), b, in_idx, None, mode="conv", **geometry)
+
+
+def _choose_by_timing(out: fx.GraphModule, example_inputs, candidates, rows_info, module_names,
+                      repeats: int) -> None:
+    """Give each candidate layer the faster of "im2col" and "conv-zeros", timed on its input in ``out``
+    run on ``example_inputs`` (median of ``repeats`` interleaved runs)."""
+    from .latency import measure_latency
+
+    inputs = {}
+    wanted = {module_names[i]: i for i, _ in candidates}
+    hooks = [out.get_submodule(name).register_forward_pre_hook(
+        lambda m, args, name=name: inputs.__setitem__(name, args[0])) for name in wanted]
+    try:
+        with torch.inference_mode():
+            out.eval()(*example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,))
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, build in candidates:
+        name = module_names[i]
+        current = out.get_submodule(name)
+        options = {rows_info[i]["mode"]: current}
+        for mode in ("im2col", "conv-zeros"):
+            if mode not in options:
+                options[mode] = build(mode)
+        ms = measure_latency(options, inputs[name], repeats=repeats, warmup=1)
+        best = min(ms, key=ms.get)
+        setattr(out, name, options[best])
+        rows_info[i]["mode"] = best
+        rows_info[i]["ms"] = {m: round(t, 3) for m, t in ms.items()}
+
+
 def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction, *, partial: str = "auto",
-            im2col_below: float = 0.5) -> tuple[fx.GraphModule, CompactReport]:
+            gather_cost: float = 80.0, example_inputs=None, repeats: int = 5) -> tuple[fx.GraphModule, CompactReport]:
     """A new, physically smaller model computing what the masked model computes.
 
     Parameters
@@ -179,16 +305,30 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
         The model (masked by :func:`rcprune.torch.apply`, baked, or unmasked: only kept entries are read).
     solution : NetworkSolution
     extraction : Extraction
-    partial : "auto", "im2col" or "conv"
-        How a layer with partially kept channels runs: a GEMM on the gathered im2col rows, a conv over
-        the touched channels (zeros where a position is pruned), or ``"auto"``: im2col when the kept
-        columns are below ``im2col_below`` of the touched channels' columns.
+    partial : "auto", "im2col", "conv" or "shift"
+        How a layer with partially kept channels (some kernel positions of a channel pruned) runs:
+        ``"im2col"``, one GEMM on the kept im2col rows gathered from the input (exactly the kept
+        multiply-adds); ``"conv"``, a conv over the touched channels with zeros where a position is
+        pruned; ``"shift"``, one 1x1 conv per kernel position, summed (slow on CPU; kept for comparison);
+        ``"auto"``, per layer the one a cost model or, given ``example_inputs``, a measurement picks.
+        Layers keeping whole channels are always a smaller dense conv.
+    gather_cost : float
+        ``"auto"``'s cost model: gathering one im2col entry costs as much as ``gather_cost``
+        multiply-adds, so im2col is chosen when ``fill * (rows + gather_cost) < rows`` (``fill`` = kept
+        columns / touched channels' columns). 80 fits ResNet-18 on a 2-core AVX-512 CPU (oneDNN).
+    example_inputs : tensor or tuple, optional
+        With ``partial="auto"``: run the compact model on them and give each partial layer whichever of
+        "im2col" and "conv" is faster on its real input (median of ``repeats`` interleaved runs, so the
+        choice can differ between runs where the two are close; the report's ``layers`` list the times).
+        Use the batch size the model will run at.
 
     Returns
     -------
     (GraphModule, CompactReport)
         The compact model (in the mode ``model`` was in; a copy, ``model`` is unchanged) and its sizes.
     """
+    if example_inputs is not None and partial != "auto":
+        raise InvalidInstanceError(f"example_inputs times the modes of partial='auto', got partial={partial!r}")
     if partial not in ("auto", "im2col", "conv", "shift"):
         raise InvalidInstanceError(f"partial must be 'auto', 'im2col', 'conv' or 'shift', got {partial!r}")
     extraction.check_model(model)
@@ -201,6 +341,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
     chan: dict[str, np.ndarray] = {}   # node -> channel indices (within its group) the compact tensor holds
     root: dict[str, object] = {}
     rows_info = []
+    module_names = []   # per entry of rows_info, its module in the compact model
+    candidates = []     # (entry of rows_info, build(mode)) of the partial layers "auto" chose a mode for
     counter = [0]
 
     def new_module(module: nn.Module, hint: str) -> str:
@@ -281,39 +423,28 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
                 touched = np.flatnonzero(colmask.any(axis=1))
                 w4 = w[rows][:, in_chan[touched]]
                 sub = colmask[touched]
-                in_idx = None if len(touched) == len(in_chan) else touched
-                whole = bool(sub.all())
-                use_im2col = not whole and (partial == "im2col" or
-                                            (partial == "auto" and sub.sum() < im2col_below * sub.size))
                 if not len(touched):   # kept rows without a kept column: only their bias (or zeros)
                     mode = "empty"
                     newmod = RCConv2d(w.new_zeros(len(rows), 0), b, None, np.zeros(0, np.int64), mode="shift",
                                       kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
                                       dilation=mod.dilation)
                     newmod.pos_ptr = torch.zeros(int(np.prod(mod.kernel_size)) + 1, dtype=torch.long)
-                elif not whole and partial == "shift":
-                    k = sub.shape[1]
-                    pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
-                    weight = w4.reshape(len(rows), -1)[:, ch * k + pos].clone()
-                    mode = "shift"
-                    newmod = RCConv2d(weight, b, in_idx, ch, mode=mode, kernel_size=mod.kernel_size,
-                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
-                    newmod.pos_ptr = torch.as_tensor(np.searchsorted(pos, np.arange(k + 1)), dtype=torch.long)
-                elif use_im2col:
-                    cols = np.flatnonzero(sub.ravel())
-                    weight = w4.reshape(len(rows), -1)[:, cols].clone()
-                    mode = "im2col"
-                    newmod = RCConv2d(weight, b, in_idx, cols, mode=mode, kernel_size=mod.kernel_size,
-                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
                 else:
-                    mask = torch.from_numpy(sub).to(w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
-                    weight = (w4 * mask).clone()
-                    mode = "conv" if whole else "conv-zeros"
-                    newmod = RCConv2d(weight, b, in_idx, None, mode="conv", kernel_size=mod.kernel_size,
-                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+                    if sub.all():
+                        mode = "conv"
+                    elif partial == "auto":
+                        fill = sub.sum() / sub.size
+                        mode = "im2col" if fill * (len(rows) + gather_cost) < len(rows) else "conv-zeros"
+                    else:
+                        mode = "conv-zeros" if partial == "conv" else partial
+                    newmod = _partial_conv(mode, mod, w4, b, sub, touched, len(in_chan))
+                    if partial == "auto" and mode != "conv":
+                        candidates.append((len(rows_info), lambda m, a=(mod, w4, b, sub, touched, len(in_chan)):
+                                           _partial_conv(m, *a)))
             newmod.train(mod.training)
             rows_info.append({"layer": target, "rows": len(rows), "cols": kept_cols, "mode": mode})
-            env[node.name] = graph.call_module(new_module(newmod, target), (env[src.name],))
+            module_names.append(new_module(newmod, target))
+            env[node.name] = graph.call_module(module_names[-1], (env[src.name],))
             chan[node.name] = rows
         elif target is not None and target in extraction.batchnorms:
             mod = modules[target]
@@ -351,6 +482,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
             env[node.name] = graph.node_copy(node, arg_map)
             chan[node.name] = chan[src.name]
     out = fx.GraphModule(root, graph, class_name="CompactModel")
+    if example_inputs is not None and candidates:
+        _choose_by_timing(out, example_inputs, candidates, rows_info, module_names, repeats)
     out.train(model.training)
     params_before = sum(p.numel() for n, p in model.named_parameters())
     params_after = sum(p.numel() for p in out.parameters())
