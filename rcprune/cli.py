@@ -156,6 +156,8 @@ def cmd_bench(args) -> int:
             print(line)
     elif args.what == "bounds":
         _bench_bounds(args)
+    elif args.what == "latency":
+        _bench_latency(args)
     elif args.what == "retention":
         from .retention_bench import bench_retention
 
@@ -196,6 +198,26 @@ def _bench_bounds(args) -> None:
     print("certified gaps on real-layer-shaped library instances: best solver cost vs the best lower bound "
           "(gap = (cost - bound) / cost, same run)")
     print(format_table(rows))
+
+
+def _bench_latency(args) -> None:
+    try:
+        import torch
+
+        from .torch.latency import BENCH_VARIANTS, bench_resnet18
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench latency needs the torch extra (pip install 'rcprune[torch]'): {exc}") \
+            from None
+    sparsity = args.sparsity if args.sparsity is not None else 0.9
+    batch, size = (args.batch or 4, args.size or 32) if args.quick else (args.batch or 64, args.size or 112)
+    repeats = args.repeats or (2 if args.quick else 7)
+    variants = ("auto", "im2col", "conv") if args.quick else BENCH_VARIANTS
+    rows = bench_resnet18(sparsity, batch=batch, size=size, repeats=repeats, seed=args.seed, variants=variants)
+    print(f"CPU latency of torchvision ResNet-18 (random weights) RC pruned at sparsity {sparsity} by network-greedy "
+          f"and compacted, batch {batch}, input {size}x{size}, {torch.get_num_threads()} threads: median of {repeats} "
+          "interleaved runs; speedup vs dense (NCHW), speedup_vs_cl vs dense channels-last")
+    print(format_table(rows, ["model", "latency_ms", "speedup", "speedup_vs_cl", "mac_ratio", "speedup_over_mac_ratio",
+                              "macs", "kept_weights"]))
 
 
 def cmd_verify_bounds(args) -> int:
@@ -279,19 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
     b.add_argument("--bound", action="store_true",
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
-    b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds")
+    b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds; "
+                   "latency: batch 4, 32x32, fewer variants")
+    b.add_argument("--batch", type=int, default=None, help="latency: batch size (default 64; 4 with --quick)")
+    b.add_argument("--size", type=int, default=None,
+                   help="latency: input height and width (default 112; 32 with --quick)")
+    b.add_argument("--repeats", type=int, default=None,
+                   help="latency: timed runs per model (default 7; 2 with --quick)")
     b.add_argument("--m", type=int, default=512)
     b.add_argument("--n", type=int, default=4608)
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None,
-                   help="retention: pruned fraction (default 0.9); bounds: (default 0.9 and 0.93)")
+                   help="retention, latency: pruned fraction (default 0.9); bounds: (default 0.9 and 0.93)")
     b.add_argument("--trained", action="store_true",
                    help="retention, bounds: real layers of the demo's trained digits ResNet-20 (torch extra)")
     b.add_argument("--cache", default="rcprune-demo",

@@ -79,3 +79,9 @@ def test_bench_bounds_on_one_small_instance(capsys):
     code, out, _ = run(capsys, "bench", "bounds", "--instances", "laplace-12x16", "--sparsity", "0.9",
                        "--time-limit", "0.5")
     assert code == 0 and "certified gaps" in out and "laplace-12x16" in out and "lower_bound" in out
+
+
+def test_bench_latency_quick(capsys):
+    pytest.importorskip("torchvision")
+    code, out, _ = run(capsys, "bench", "latency", "--quick", "--batch", "2", "--size", "32", "--repeats", "1")
+    assert code == 0 and "rc-auto" in out and "dense-cl" in out and "speedup_over_mac_ratio" in out

@@ -53,20 +53,22 @@ class RCConv2d(nn.Module):
     ``"shift"``
         One 1x1 conv per kernel position on the shifted input channels kept there, summed (``col_index``
         sorted by position, ``pos_ptr`` delimits each position's block of weight columns).
+    ``"empty"``
+        No kept column: the bias (or zeros) at every output position.
 
     Inputs are made channels-last (a no-op when they already are): oneDNN's convolutions are fastest in
     that layout on CPU and the im2col gather needs it; outputs are channels-last too.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_index, col_index, *, mode: str,
-                 kernel_size, stride, padding, dilation):
+                 kernel_size, stride, padding, dilation, pos_ptr=None):
         super().__init__()
         self.mode = mode
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
         self.register_buffer("in_index", _index(in_index))
         self.register_buffer("col_index", _index(col_index))
-        self.register_buffer("pos_ptr", None)
+        self.pos_ptr = None if pos_ptr is None else tuple(int(v) for v in pos_ptr)   # python ints: exportable
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation = tuple(padding), tuple(dilation)
         self._gather_cache: dict = {}
@@ -77,6 +79,12 @@ class RCConv2d(nn.Module):
         x = x.contiguous(memory_format=_CL) if self.in_index is None else select_channels(x, self.in_index)
         if self.mode == "conv":
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        if self.mode == "empty":
+            kh, kw = self.kernel_size
+            (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+            ho, wo = _out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw)
+            out = x.new_zeros(x.shape[0], ho, wo, self.weight.shape[0])
+            return _nchw(out if self.bias is None else out + self.bias)
         return self._shift(x)
 
     def _gather_index(self, c: int, h: int, w: int, ho: int, wo: int) -> torch.Tensor:
@@ -119,17 +127,18 @@ class RCConv2d(nn.Module):
         ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
         out = None
-        ptr = self.pos_ptr.tolist()
+        ptr = self.pos_ptr
         for p in range(kh * kw):
             a, b = ptr[p], ptr[p + 1]
             if a == b:
                 continue
             dy, dx = (p // kw) * dh, (p % kw) * dw
-            xs = xp[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw].index_select(1, self.col_index[a:b])
+            xs = select_channels(xp[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw],
+                                 self.col_index[a:b])
             y = F.conv2d(xs, self.weight[:, a:b, None, None])
             out = y if out is None else out.add_(y)
         if out is None:
-            out = x.new_zeros(x.shape[0], self.weight.shape[0], ho, wo).contiguous(memory_format=_CL)
+            out = _nchw(x.new_zeros(x.shape[0], ho, wo, self.weight.shape[0]))
         if self.bias is not None:
             out = out + self.bias[:, None, None]
         return out
@@ -258,9 +267,8 @@ def _partial_conv(mode: str, mod: nn.Conv2d, w4: torch.Tensor, b: torch.Tensor |
                         mode="im2col", **geometry)
     if mode == "shift":
         pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
-        m = RCConv2d(w4.reshape(r, -1)[:, ch * k + pos].clone(), b, in_idx, ch, mode="shift", **geometry)
-        m.pos_ptr = torch.as_tensor(np.searchsorted(pos, np.arange(k + 1)), dtype=torch.long)
-        return m
+        return RCConv2d(w4.reshape(r, -1)[:, ch * k + pos].clone(), b, in_idx, ch, mode="shift",
+                        pos_ptr=np.searchsorted(pos, np.arange(k + 1)), **geometry)
     mask = torch.from_numpy(sub).to(w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
     return RCConv2d((w4 * mask).contiguous(memory_format=_CL), b, in_idx, None, mode="conv", **geometry)
 
@@ -425,10 +433,9 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
                 sub = colmask[touched]
                 if not len(touched):   # kept rows without a kept column: only their bias (or zeros)
                     mode = "empty"
-                    newmod = RCConv2d(w.new_zeros(len(rows), 0), b, None, np.zeros(0, np.int64), mode="shift",
+                    newmod = RCConv2d(w.new_zeros(len(rows), 0), b, None, None, mode="empty",
                                       kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
                                       dilation=mod.dilation)
-                    newmod.pos_ptr = torch.zeros(int(np.prod(mod.kernel_size)) + 1, dtype=torch.long)
                 else:
                     if sub.all():
                         mode = "conv"
