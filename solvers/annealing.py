@@ -40,6 +40,7 @@ DEFAULT_MOVE_MIX = "neighbourhood"
 RESHAPE_BUDGET = 32          # reshape share of proposals: min(5%, 32 / (m + n)), as one costs O(m + n)
 CUTOFF = 40.0                # moves worse than CUTOFF * T are rejected outright (p < 5e-18)
 CALIBRATION_SAMPLES = 2000
+HEAP_SELECT_MAX = 32         # _select_smallest keeps a heap for at most this many of many, else quickselect
 START_ACCEPTANCE = 0.5       # calibrated t0 accepts the mean worsening move with this probability
 T_END_RATIO = 1e-3           # default t_end = t0 * T_END_RATIO
 
@@ -79,34 +80,66 @@ def _load_state(scores, rows, cols, row_perm, row_pos, col_perm, col_pos, row_su
 
 
 @jit(**_INLINE)
-def _before(val, idx, a, b):
-    return val[a] < val[b] or (val[a] == val[b] and idx[a] < idx[b])
-
-
-@jit(**_INLINE)
 def _swap2(val, idx, a, b):
     val[a], val[b] = val[b], val[a]
     idx[a], idx[b] = idx[b], idx[a]
+
+
+@jit(**_INLINE)
+def _sift_down(val, idx, i, d):
+    """Restore the max-heap order of the pairs ``val[:d]``, ``idx[:d]`` below position i."""
+    v, j = val[i], idx[i]
+    while True:
+        child = 2 * i + 1
+        if child >= d:
+            break
+        cv, cj = val[child], idx[child]
+        if child + 1 < d and (cv < val[child + 1] or (cv == val[child + 1] and cj < idx[child + 1])):
+            child += 1
+            cv, cj = val[child], idx[child]
+        if not (v < cv or (v == cv and j < cj)):
+            break
+        val[i], idx[i] = cv, cj
+        i = child
+    val[i], idx[i] = v, j
 
 
 @jit(**_JIT)
 def _select_smallest(val, idx, length, d):
     """Reorder ``val[:length]`` (with ``idx``) so its d smallest (value, index) pairs come first.
 
-    Quickselect, O(length) expected. The pairs are distinct, so the chosen set is unique whatever the
-    pivots; they come from a hash of the bounds, which keeps adversarial orders (sorted runs) linear
-    without drawing from the chain's random stream.
+    The pairs are distinct, so the chosen set is unique however it is found. Few of many (d <= 32 and
+    8 d <= length, as for a reshape's columns): a max-heap of the d smallest so far, O(length) with one
+    well-predicted comparison per pair, plus O(log d) per replacement. Otherwise quickselect, O(length)
+    expected, its pivots from a hash of the bounds, which keeps adversarial orders (sorted runs) linear
+    without drawing from the chain's random stream. The per-pair loops compare and swap in place: a helper
+    taking the arrays would cost two atomic reference counts per pair.
     """
     if d <= 0 or d >= length:
+        return
+    if d <= HEAP_SELECT_MAX and 8 * d <= length:
+        for i in range(d // 2 - 1, -1, -1):
+            _sift_down(val, idx, i, d)
+        top_val, top_idx = val[0], idx[0]
+        for t in range(d, length):
+            v, i = val[t], idx[t]
+            if v < top_val or (v == top_val and i < top_idx):
+                val[t], idx[t] = top_val, top_idx
+                val[0], idx[0] = v, i
+                _sift_down(val, idx, 0, d)
+                top_val, top_idx = val[0], idx[0]
         return
     lo, hi, k = 0, length - 1, d - 1
     while lo < hi:
         pivot = lo + (lo * 2654435761 + hi * 40503 + 12345) % (hi - lo + 1)
         _swap2(val, idx, pivot, hi)
+        pivot_val, pivot_idx = val[hi], idx[hi]
         store = lo
         for t in range(lo, hi):
-            if _before(val, idx, t, hi):
-                _swap2(val, idx, t, store)
+            v, i = val[t], idx[t]
+            if v < pivot_val or (v == pivot_val and i < pivot_idx):
+                val[t], idx[t] = val[store], idx[store]
+                val[store], idx[store] = v, i
                 store += 1
         _swap2(val, idx, store, hi)
         if store == k:
@@ -141,26 +174,26 @@ def _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, even, rng):
 
 
 @jit(**_JIT)
-def _reshape_delta(scores, grow, k, d, rows, cols, row_sums, col_sums, rval, rsel, val, csel):
+def _reshape_delta(scores, grow, k, d, r, c, row_perm, col_perm, row_sums, col_sums, rval, rsel, val, csel):
     """Greedy step to the next (grow) or previous shape; the moved rows go to ``rsel[:k]``, columns to
     ``csel[:d]``. Grow adds the k pruned rows with the largest sums, then drops the d kept columns that
     keep the least with them; shrink drops the k kept rows with the smallest sums, then adds the d pruned
-    columns that keep the most without them. O(m + k n) plus the selections."""
+    columns that keep the most without them. O(m + k n) plus the selections. The candidates are read
+    from the kept-first permutations, which avoids a mask test per row and column."""
+    m, n = row_perm.shape[0], col_perm.shape[0]
     sign = 1.0 if grow else -1.0
-    count = 0
-    for i in range(rows.shape[0]):
-        if rows[i] != grow:
-            rval[count], rsel[count] = -sign * row_sums[i], i
-            count += 1
+    first, count = (r, m - r) if grow else (0, r)
+    for t in range(count):
+        i = row_perm[first + t]
+        rval[t], rsel[t] = -sign * row_sums[i], i
     _select_smallest(rval, rsel, count, k)
     delta = 0.0
     for q in range(k):
         delta += sign * row_sums[rsel[q]]
-    count = 0
-    for j in range(cols.shape[0]):
-        if cols[j] == grow:
-            val[count], csel[count] = col_sums[j], j
-            count += 1
+    first, count = (0, c) if grow else (c, n - c)
+    for t in range(count):
+        j = col_perm[first + t]
+        val[t], csel[t] = col_sums[j], j
     for q in range(k):
         row = scores[rsel[q]]
         for t in range(count):
@@ -232,8 +265,8 @@ def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha,
             other = shape + 1 if kind == GROW else shape - 1
             k, d = abs(shape_rows[other] - r), abs(shape_cols[other] - c)
             if cache_version[side] != counts[_VERSION]:
-                cache_delta[side] = _reshape_delta(scores, kind == GROW, k, d, rows, cols, row_sums, col_sums, rval,
-                                                   rsel[side], val, csel[side])
+                cache_delta[side] = _reshape_delta(scores, kind == GROW, k, d, r, c, row_perm, col_perm, row_sums,
+                                                   col_sums, rval, rsel[side], val, csel[side])
                 cache_version[side] = counts[_VERSION]
             delta = cache_delta[side]
         if dry:

@@ -186,6 +186,24 @@ def test_select_smallest_picks_the_smallest_pairs_with_ties_to_the_lower_index(v
         np.lexsort((np.arange(length), np.array(values)))[:d].tolist())
 
 
+@pytest.mark.parametrize("order", ["random", "ascending", "descending"])
+@pytest.mark.parametrize("length, d", [(50, 1), (257, 10), (257, 32), (257, 33), (3000, 8), (3000, 500)])
+def test_select_smallest_heap_and_quickselect_paths(length, d, order):
+    rng = np.random.default_rng(length + d)
+    values = rng.integers(0, 20, length).astype(float)  # many ties: the index decides
+    labels = rng.permutation(length).astype(np.int64)
+    if order != "random":
+        rank = np.lexsort((labels, values))
+        values, labels = values[rank], labels[rank]
+        if order == "descending":
+            values, labels = values[::-1].copy(), labels[::-1].copy()
+    expected = set(labels[np.lexsort((labels, values))[:d]].tolist())
+    val, idx = values.copy(), labels.copy()
+    sa._select_smallest(val, idx, length, d)
+    assert set(idx[:d].tolist()) == expected
+    assert sorted(zip(val.tolist(), idx.tolist())) == sorted(zip(values.tolist(), labels.tolist()))  # a permutation
+
+
 @given(instances())
 def test_pareto_shapes_and_completion(case):
     inst = make(*case)
