@@ -14,14 +14,20 @@ from .validation import InvalidInstanceError
 
 __all__ = ["main"]
 
+SOLVE_DEFAULT = BOUND_SOLVER_DEFAULT = "greedy-row-column"
 
-def _resolve_instance(ref: str | None) -> Instance:
-    """A file path (.npz) or a library instance name."""
+
+def _resolve_instance(ref: str | None):
+    """A file path (.npz: a matrix or a network instance) or a library instance or network name."""
     ref = ref or library.DEFAULT_INSTANCE
     if ref in library.CATALOGUE:
         return library.get(ref)
+    if ref in library.network_names():
+        return library.get_network(ref)
     if Path(ref).suffix == ".npz" or Path(ref).exists():
-        return load_instance(ref)
+        from .network_io import is_network_file, load_network
+
+        return load_network(ref) if is_network_file(ref) else load_instance(ref)
     raise InvalidInstanceError(f"{ref!r} is neither an instance file nor a library instance "
                                "(`rcprune instances list` shows the library)")
 
@@ -39,21 +45,50 @@ def _parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def _with_budget(inst: Instance, args) -> Instance:
+def _with_budget(inst, args):
     chosen = {k: v for k, v in (("budget", args.budget), ("density", args.density), ("sparsity", args.sparsity),
                                 ("shape", tuple(args.shape) if args.shape else None)) if v is not None}
+    if "shape" in chosen and not isinstance(inst, Instance):
+        raise InvalidInstanceError("--shape applies to single-matrix instances, not to networks")
     return inst.replace(**chosen) if chosen else inst
+
+
+def _network_methods(inst, methods: list[str], default: str) -> list[str]:
+    """A network instance takes network methods; the single-matrix default becomes network-greedy."""
+    if isinstance(inst, Instance):
+        return methods
+    return ["network-greedy" if m == default else m for m in methods]
+
+
+def _print_network(inst, rows: list[dict]) -> None:
+    print(f"network {inst.name}: {inst.n_layers} layers, budget {inst.effective_budget} kept entries of "
+          f"{inst.total_entries} (density {inst.effective_budget / inst.total_entries:.4g})")
+    print(format_table(rows, ["method", "status", "cost", "kept_count", "dead_channels", "lower_bound", "gap",
+                              "runtime"]))
 
 
 def cmd_solve(args) -> int:
     from .solve import solve
 
     inst = _with_budget(_resolve_instance(args.instance), args)
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    methods = _network_methods(inst, [m.strip() for m in args.method.split(",") if m.strip()], SOLVE_DEFAULT)
     options = _parse_options(args.option)
     if args.out and len(methods) != 1:
         raise InvalidInstanceError("--out saves one solution: give a single --method")
     results = [solve(inst, method=m, seed=args.seed, time_limit=args.time_limit, **options) for m in methods]
+    if not isinstance(inst, Instance):
+        rows = [res.summary() for res in results]
+        if args.out:
+            from .network_io import save_network_solution
+
+            save_network_solution(inst, results[0].solution, args.out, {"instance": inst.name, **rows[0]})
+        if args.json:
+            print(json.dumps({"instance": inst.name, "budget": inst.effective_budget, "results": rows}, indent=1))
+        else:
+            _print_network(inst, rows)
+            if args.out:
+                print(f"solution saved to {args.out}")
+        return 0
     best_known = inst.metadata.get("best_known_cost")
     lower = inst.metadata.get("best_lower_bound") if inst.metadata.get("proven") else None
     rows = []
@@ -236,6 +271,8 @@ def cmd_bound(args) -> int:
     from .solve import solve
 
     inst = _with_budget(_resolve_instance(args.instance), args)
+    if not isinstance(inst, Instance):
+        return _bound_network(inst, args)
     result = solve(inst, method=args.solver, time_limit=args.time_limit)
     b = lower_bound(inst, args.method, time_limit=args.time_limit, incumbent=result)
     best = max(b.bound, result.lower_bound or 0.0)
@@ -250,6 +287,28 @@ def cmd_bound(args) -> int:
               f"lower bound {best:.6g} -> at most {100 * gap:.2f}% above optimal "
               f"(bound in {b.runtime:.2f} s)")
         print(b.proof)
+    return 0
+
+
+def _bound_network(inst, args) -> int:
+    from .solve import solve
+
+    if args.method != "best":
+        raise InvalidInstanceError(f"network instances have one bound (the network bound); got --method {args.method!r}")
+    solver = _network_methods(inst, [args.solver], BOUND_SOLVER_DEFAULT)[0]
+    res = solve(inst, method=solver, time_limit=args.time_limit, bound=True)
+    b = res.info["bound"]
+    row = {"instance": inst.name, "budget": inst.effective_budget, "solver": solver, "cost": res.cost,
+           "lower_bound": res.lower_bound, "gap": res.gap, "bound_method": "network",
+           "bound_runtime": b["runtime"], "proof": b["proof"], "per_layer": b["per_layer"]}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"{inst.name} ({inst.n_layers} layers, budget {inst.effective_budget}): {solver} cost {res.cost:.6g}, "
+              f"lower bound {res.lower_bound:.6g} -> at most {100 * res.gap:.2f}% above optimal "
+              f"(bound in {b['runtime']:.2f} s)")
+        print(format_table(b["per_layer"]))
+        print(b["proof"])
     return 0
 
 
@@ -283,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="solve an instance file or a library instance")
     _add_instance_args(s)
-    s.add_argument("--method", default="greedy-row-column", help="a method or a comma-separated list")
+    s.add_argument("--method", default=SOLVE_DEFAULT,
+                   help="a method or a comma-separated list (networks: default network-greedy)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--time-limit", type=float, default=None, help="seconds per method")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
@@ -336,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd = sub.add_parser("bound", help="certified lower bound and optimality gap of a solver's masks")
     _add_instance_args(bd)
     bd.add_argument("--method", default="best", help="bound method (rcprune.bounds.BOUND_METHODS)")
-    bd.add_argument("--solver", default="greedy-row-column", help="solver giving the masks whose gap is certified")
+    bd.add_argument("--solver", default=BOUND_SOLVER_DEFAULT,
+                    help="solver giving the masks whose gap is certified (networks: default network-greedy)")
     bd.add_argument("--time-limit", type=float, default=None, help="seconds for the solver and for the bound")
     bd.add_argument("--json", action="store_true", help="print JSON instead of text")
     bd.set_defaults(func=cmd_bound)

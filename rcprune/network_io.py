@@ -28,7 +28,7 @@ from .io import _npz_bytes, _parse_metadata, _read_npz, atomic_write_bytes
 from .network import NetworkInstance, NetworkSolution
 from .validation import InvalidInstanceError
 
-__all__ = ["save_network", "load_network", "save_network_solution", "load_network_solution"]
+__all__ = ["save_network", "load_network", "save_network_solution", "load_network_solution", "is_network_file"]
 
 FORMAT_VERSION = 1
 KIND = "rcprune-network"
@@ -46,6 +46,18 @@ def save_network(instance: NetworkInstance, path) -> Path:
     }
     data = _npz_bytes(scores=np.asarray(instance.flat_scores, np.float64), metadata=np.array(json.dumps(meta)))
     return atomic_write_bytes(path, data)
+
+
+def is_network_file(path) -> bool:
+    """Whether ``path`` is an ``.npz`` written by :func:`save_network` (False for anything else, corrupt
+    files included: the single-matrix loader then reports the problem)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "metadata" not in data.files or "scores" not in data.files:
+                return False
+            return json.loads(str(data["metadata"])).get("kind") == KIND
+    except Exception:  # unreadable, not a zip, bad JSON: not a network file
+        return False
 
 
 def _fail(path, msg: str) -> InvalidInstanceError:

@@ -85,3 +85,37 @@ def test_bench_latency_quick(capsys):
     pytest.importorskip("torchvision")
     code, out, _ = run(capsys, "bench", "latency", "--quick", "--batch", "2", "--size", "32", "--repeats", "1")
     assert code == 0 and "rc-auto" in out and "dense-cl" in out and "speedup_over_mac_ratio" in out
+
+
+def test_solve_a_library_network_and_save_its_solution(capsys, tmp_path):
+    from rcprune.network_generate import get_network
+    from rcprune.network_io import load_network_solution
+
+    out_path = tmp_path / "net-sol.npz"
+    code, out, _ = run(capsys, "solve", "residual-downsample", "--json", "--out", str(out_path))
+    assert code == 0
+    data = json.loads(out)
+    assert data["results"][0]["method"] == "network-greedy" and data["results"][0]["feasible"]
+    sol, meta = load_network_solution(out_path)
+    net = get_network("residual-downsample")
+    assert set(sol) == set(net.layer_names) and meta["cost"] == pytest.approx(data["results"][0]["cost"])
+
+
+def test_solve_and_bound_a_network_file(capsys, tmp_path):
+    from rcprune.network_generate import chain_network
+    from rcprune.network_io import save_network
+
+    path = save_network(chain_network(3, budget=18), tmp_path / "chain.npz")
+    code, out, _ = run(capsys, "solve", str(path), "--method", "network-greedy,network-annealing", "--sparsity", "0.5")
+    assert code == 0 and "network-annealing" in out and "dead_channels" in out
+    code, out, _ = run(capsys, "bound", str(path), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["solver"] == "network-greedy" and row["bound_method"] == "network"
+    assert 0.0 <= row["lower_bound"] <= row["cost"] and 0.0 <= row["gap"] <= 1.0 and len(row["per_layer"]) == 3
+
+
+def test_network_options_that_do_not_apply_are_refused(capsys):
+    assert main(["solve", "chain3", "--shape", "2", "2"]) == 2
+    assert "--shape" in capsys.readouterr().err
+    assert main(["bound", "chain3", "--method", "topk"]) == 2
+    assert "network bound" in capsys.readouterr().err

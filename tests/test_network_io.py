@@ -118,3 +118,16 @@ def test_corrupt_solution_file(tmp_path):
     np.savez(tmp_path / "c.npz", rows=np.ones(3, bool), cols=cols, metadata=np.array("{}"))
     with pytest.raises(InvalidInstanceError, match="not a network solution"):
         load_network_solution(tmp_path / "c.npz")
+
+
+def test_is_network_file_tells_network_files_from_others(tmp_path):
+    import rcprune
+    from rcprune.network_generate import chain_network
+    from rcprune.network_io import is_network_file, save_network
+
+    net_path = save_network(chain_network(budget=20), tmp_path / "net.npz")
+    single = rcprune.save_instance(rcprune.Instance([[1.0, 2.0]], budget=1), tmp_path / "one.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    assert is_network_file(net_path)
+    assert not is_network_file(single) and not is_network_file(junk) and not is_network_file(tmp_path / "none.npz")
