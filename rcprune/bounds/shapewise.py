@@ -122,6 +122,7 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
         cpsat_runs.append({"r": r, "c": c, "status": status, "seconds": clock.elapsed() - started,
                            "before": before, "after": float(lows[k]),
                            "closed": bool(status in ("OPTIMAL", "INFEASIBLE") or lows[k] >= best_cost)})
+
     done = np.zeros(lows.shape[0], dtype=bool)
     cpsat_done = np.zeros(lows.shape[0], dtype=bool)
     iterations = 0
