@@ -820,14 +820,15 @@ def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | No
     ``col_sums`` over the kept rows). Moves:
 
     * swap a random kept row (column) with a random pruned one, rows with the ``move_mix`` probability:
-      delta O(1), applied in O(n) (O(m)). Most proposals are rejected, so a chain's time goes mostly to the
-      accepted swaps; with "neighbourhood" on a wide matrix (c (n - c) >> r (m - r)) nearly all are
-      O(m) column swaps;
+      delta O(1), applied in O(n) (O(m)). Most proposals are rejected, so much of a chain's time goes to
+      the accepted swaps; with "neighbourhood" on a wide matrix (c (n - c) >> r (m - r)) nearly all of
+      them are O(m) column swaps, where with "even" half the proposals are O(n) row swaps;
     * budget form only, with probability min(5%, 32 / (m + n)): reshape to the next or previous Pareto
       shape (:func:`pareto_shapes`), greedily -- grow adds the pruned rows with the largest sums and drops
       the kept columns that keep the least with them; shrink drops the kept rows with the smallest sums and
-      adds the pruned columns that keep the most. Delta O(m + n) expected (quickselect), cached until the
-      state changes; applied in O(k n + d m) for k rows and d columns.
+      adds the pruned columns that keep the most. Delta O(m + k n) plus the selections (a heap when few of
+      many, else quickselect; O(m + n) expected), cached until the state changes; applied in O(k n + d m)
+      for k rows and d columns.
 
     Metropolis acceptance ``min(1, exp(delta / T))`` on the kept sum; a move worse than ``40 T`` is
     rejected without a draw. The restricted sums are recomputed exactly (O(m n)) every
