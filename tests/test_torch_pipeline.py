@@ -92,7 +92,7 @@ def test_steps_find_the_extraction_of_their_model():
     apply(model, sol)
     report = ls_refit(model, sol, [x[:24]])
     assert len(report.layers) > 0
-    small, _ = compact(model, sol, ext)
+    small, _ = compact(model, sol)
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max() < 1e-4
 
@@ -104,6 +104,8 @@ def test_a_model_without_extraction_gets_a_clear_error():
     other = copy.deepcopy(model)
     with pytest.raises(InvalidInstanceError, match="extract"):
         apply(other, sol)
+    with pytest.raises(InvalidInstanceError, match="extract"):
+        compact(other, sol)
     apply(other, sol, ext)   # a copy works with the extraction passed
     with pytest.raises(InvalidInstanceError, match="calibration"):
         ls_refit(other, sol, ext)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rcprune.network import NetworkSolution, check_network_solution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction
+from .extract import Extraction, extraction_of
 
 __all__ = ["compact", "CompactReport", "RCConv2d", "RCLinear", "ChannelScatterAdd", "ChannelScatter"]
 
@@ -303,7 +303,7 @@ def _choose_by_timing(out: fx.GraphModule, example_inputs, candidates, rows_info
         rows_info[i]["ms"] = {m: round(t, 3) for m, t in ms.items()}
 
 
-def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction, *, partial: str = "auto",
+def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction | None = None, *, partial: str = "auto",
             gather_cost: float = 80.0, example_inputs=None, repeats: int = 5) -> tuple[fx.GraphModule, CompactReport]:
     """A new, physically smaller model computing what the masked model computes.
 
@@ -312,7 +312,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
     model : nn.Module
         The model (masked by :func:`rcprune.torch.apply`, baked, or unmasked: only kept entries are read).
     solution : NetworkSolution
-    extraction : Extraction
+    extraction : Extraction, optional
+        Default: the latest :func:`rcprune.torch.extract` of this model object.
     partial : "auto", "im2col", "conv" or "shift"
         How a layer with partially kept channels (some kernel positions of a channel pruned) runs:
         ``"im2col"``, one GEMM on the kept im2col rows gathered from the input (exactly the kept
@@ -339,6 +340,7 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction,
         raise InvalidInstanceError(f"example_inputs times the modes of partial='auto', got partial={partial!r}")
     if partial not in ("auto", "im2col", "conv", "shift"):
         raise InvalidInstanceError(f"partial must be 'auto', 'im2col', 'conv' or 'shift', got {partial!r}")
+    extraction = extraction_of(model, extraction)
     extraction.check_model(model)
     inst = extraction.instance
     check_network_solution(inst, solution)
