@@ -247,9 +247,10 @@ def _bench_latency(args) -> None:
     batch, size = (args.batch or 4, args.size or 32) if args.quick else (args.batch or 64, args.size or 112)
     repeats = args.repeats or (2 if args.quick else 7)
     variants = ("auto", "im2col", "conv") if args.quick else BENCH_VARIANTS
-    rows = bench_resnet18(sparsity, batch=batch, size=size, repeats=repeats, seed=args.seed, variants=variants)
+    rows = bench_resnet18(sparsity, batch=batch, size=size, repeats=repeats, seed=args.seed, variants=variants,
+                          weighting=args.weighting)
     print(f"CPU latency of torchvision ResNet-18 (random weights) RC pruned at sparsity {sparsity} by network-greedy "
-          f"and compacted, batch {batch}, input {size}x{size}, {torch.get_num_threads()} threads: median of {repeats} "
+          f"(layer weighting {args.weighting or 'none'}) and compacted, batch {batch}, input {size}x{size}, {torch.get_num_threads()} threads: median of {repeats} "
           "interleaved runs; speedup vs dense (NCHW), speedup_vs_cl vs dense channels-last")
     print(format_table(rows, ["model", "latency_ms", "speedup", "speedup_vs_cl", "mac_ratio", "speedup_over_mac_ratio",
                               "macs", "kept_weights"]))
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None,
                    help="retention, latency: pruned fraction (default 0.9); bounds: (default 0.9 and 0.93)")
+    b.add_argument("--weighting", choices=["none", "total", "mean"], default=None,
+                   help="latency: the layer weighting of the RC objective (default: extract's, none)")
     b.add_argument("--trained", action="store_true",
                    help="retention, bounds: real layers of the demo's trained digits ResNet-20 (torch extra)")
     b.add_argument("--cache", default="rcprune-demo",
