@@ -78,3 +78,19 @@ def test_cpsat_option_errors():
         cpsat(inst, cutoff="x")
     with pytest.raises(InvalidInstanceError, match="cpsat_max_entries"):
         shapewise_bound(inst, cpsat_max_entries=-1)
+
+
+def test_lower_bound_passes_cpsat_max_entries_to_shapewise():
+    import rcprune
+    from rcprune.bounds import lower_bound
+
+    rng = np.random.default_rng(1)
+    inst = rcprune.Instance(np.abs(rng.laplace(size=(20, 30))), sparsity=0.9)
+    opt = rcprune.solve(inst, method="enumeration")
+    assert opt.status == "optimal"
+    without = lower_bound(inst, "best", time_limit=15, incumbent=opt, cpsat_max_entries=0)
+    with_cpsat = lower_bound(inst, "best", time_limit=15, incumbent=opt, cpsat_max_entries=600)
+    assert without.bound <= with_cpsat.bound <= opt.cost + 1e-9 * opt.cost
+    assert with_cpsat.gap(opt.cost) < 1e-6 < without.gap(opt.cost)
+    with pytest.raises(rcprune.InvalidInstanceError, match="cpsat_max_entries"):
+        lower_bound(inst, "best", cpsat_max_entries=-1)

@@ -18,7 +18,7 @@ import time
 
 from rcprune.problem import Instance
 from rcprune.result import SolveResult
-from rcprune.validation import InvalidInstanceError, check_time_limit
+from rcprune.validation import InvalidInstanceError, check_int_option, check_time_limit
 
 from .shapes import BoundResult, ShapeTable, safety_margin
 
@@ -43,7 +43,7 @@ def _surrogate(instance: Instance) -> BoundResult:
 
 
 def lower_bound(instance: Instance, method: str = "best", *, time_limit: float | None = None,
-                incumbent=None, seed: int = 0) -> BoundResult:
+                incumbent=None, seed: int = 0, cpsat_max_entries: int | None = None) -> BoundResult:
     """A proven lower bound on the optimal pruned cost of ``instance``.
 
     Parameters
@@ -64,6 +64,10 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
         Cost of a known feasible solution; shapes whose bound reaches it are not refined further.
     seed : int
         For the exact per-shape solves (deterministic otherwise).
+    cpsat_max_entries : int, optional
+        ``shapewise`` / ``best``: CP-SAT solves a shape first on matrices up to this many entries (default
+        :data:`rcprune.bounds.shapewise.CPSAT_MAX_ENTRIES`); larger ones get it with the time left after
+        the Lagrangian pass (see :func:`rcprune.bounds.shapewise.shapewise_bound`).
 
     Returns
     -------
@@ -92,9 +96,13 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
         from .lagrangian import lagrangian_bound
 
         return lagrangian_bound(instance, time_limit=time_limit, incumbent=incumbent_cost)
-    from .shapewise import shapewise_bound
+    from .shapewise import CPSAT_MAX_ENTRIES, shapewise_bound
 
-    res = shapewise_bound(instance, time_limit=time_limit, incumbent=incumbent_cost, seed=seed)
+    if cpsat_max_entries is None:
+        cpsat_max_entries = CPSAT_MAX_ENTRIES
+    cpsat_max_entries = check_int_option(cpsat_max_entries, "cpsat_max_entries", minimum=0)
+    res = shapewise_bound(instance, time_limit=time_limit, incumbent=incumbent_cost, seed=seed,
+                          cpsat_max_entries=cpsat_max_entries)
     if method == "best":
         sur = _surrogate(instance)
         if sur.bound > res.bound:
