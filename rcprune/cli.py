@@ -282,13 +282,18 @@ def cmd_bound(args) -> int:
     row = {"instance": inst.name, "m": inst.m, "n": inst.n, "budget": inst.budget, "solver": args.solver,
            "cost": result.cost, "lower_bound": best, "gap": gap, "bound_method": b.method,
            "bound_runtime": b.runtime, "proof": b.proof}
-    if args.json:
+    return _print_bound(row, f"{inst.m} x {inst.n}, budget {inst.budget}", None, args.json)
+
+
+def _print_bound(row: dict, what: str, table: list | None, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(row, indent=2))
-    else:
-        print(f"{inst.name} ({inst.m} x {inst.n}, budget {inst.budget}): {args.solver} cost {result.cost:.6g}, "
-              f"lower bound {best:.6g} -> at most {100 * gap:.2f}% above optimal "
-              f"(bound in {b.runtime:.2f} s)")
-        print(b.proof)
+        return 0
+    print(f"{row['instance']} ({what}): {row['solver']} cost {row['cost']:.6g}, lower bound {row['lower_bound']:.6g} "
+          f"-> at most {100 * row['gap']:.2f}% above optimal (bound in {row['bound_runtime']:.2f} s)")
+    if table:
+        print(format_table(table))
+    print(row["proof"])
     return 0
 
 
@@ -303,15 +308,7 @@ def _bound_network(inst, args) -> int:
     row = {"instance": inst.name, "budget": inst.effective_budget, "solver": solver, "cost": res.cost,
            "lower_bound": res.lower_bound, "gap": res.gap, "bound_method": "network",
            "bound_runtime": b["runtime"], "proof": b["proof"], "per_layer": b["per_layer"]}
-    if args.json:
-        print(json.dumps(row, indent=2))
-    else:
-        print(f"{inst.name} ({inst.n_layers} layers, budget {inst.effective_budget}): {solver} cost {res.cost:.6g}, "
-              f"lower bound {res.lower_bound:.6g} -> at most {100 * res.gap:.2f}% above optimal "
-              f"(bound in {b['runtime']:.2f} s)")
-        print(format_table(b["per_layer"]))
-        print(b["proof"])
-    return 0
+    return _print_bound(row, f"{inst.n_layers} layers, budget {inst.effective_budget}", b["per_layer"], args.json)
 
 
 def cmd_demo(args) -> int:

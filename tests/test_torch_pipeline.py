@@ -9,18 +9,11 @@ torch = pytest.importorskip("torch")
 import rcprune  # noqa: E402
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.torch import apply, compact, extract, is_masked, ls_refit, prune  # noqa: E402
-from rcprune.torch.models import cifar_resnet  # noqa: E402
+from tests.torch_cases import calibrated_resnet  # noqa: E402
 
 
 def _model_and_data():
-    model = cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4, seed=0)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 1, 12, 12, generator=g)
-    y = torch.randint(0, 4, (48,), generator=g)
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval(), x, y
+    return calibrated_resnet()
 
 
 def _prunable(model):

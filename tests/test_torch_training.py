@@ -8,17 +8,11 @@ import rcprune  # noqa: E402
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.torch import apply, compact, extract, finetune, ls_refit  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
+from tests.torch_cases import calibrated_resnet  # noqa: E402
 
 
 def _pruned(sparsity=0.9):
-    model = cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4, seed=0)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 1, 12, 12, generator=g)
-    y = torch.randint(0, 4, (48,), generator=g)
-    model.train()
-    with torch.no_grad():
-        model(x)   # BatchNorm running statistics
-    model.eval()
+    model, x, y = calibrated_resnet()
     ext = extract(model, x[:1], sparsity=sparsity)
     res = rcprune.solve(ext.instance, method="network-greedy")
     apply(model, res.solution, ext)
