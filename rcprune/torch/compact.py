@@ -91,7 +91,7 @@ class RCConv2d(nn.Module):
         """Flat positions in the padded ``(h_p, w_p, c)`` input of the kept im2col rows, output position
         major: entry ``(l, j)`` is where kept column ``j`` reads for output position ``l``."""
         kh, kw = self.kernel_size
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        (sh, sw), (_, pw), (dh, dw) = self.stride, self.padding, self.dilation
         wp = w + 2 * pw
         ch = torch.div(self.col_index, kh * kw, rounding_mode="floor")
         pos = self.col_index - ch * (kh * kw)
