@@ -20,7 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rcprune.network import NetworkSolution, check_network_solution
+from rcprune.network import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from .extract import Extraction, extraction_of
@@ -341,10 +341,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
     if partial not in ("auto", "im2col", "conv", "shift"):
         raise InvalidInstanceError(f"partial must be 'auto', 'im2col', 'conv' or 'shift', got {partial!r}")
     extraction = extraction_of(model, extraction)
-    extraction.check_model(model)
     inst = extraction.instance
-    check_network_solution(inst, solution)
-    eff = solution.effective(inst)
+    eff = extraction.effective(solution)
     modules = dict(model.named_modules())
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}

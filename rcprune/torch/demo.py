@@ -140,6 +140,16 @@ def format_markdown(rows: list[dict], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save_png(plt, fig, path: Path) -> str:
+    """Write ``fig`` to ``path`` atomically as a PNG, close it and return the file name."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path.name
+
+
 def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
     try:
         import matplotlib
@@ -157,12 +167,7 @@ def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
     ax.set_xlabel("sparsity (pruned conv/linear weights)")
     ax.set_ylabel("test accuracy after fine-tuning")
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out / "accuracy_vs_sparsity.png", buf.getvalue())
-    written.append("accuracy_vs_sparsity.png")
+    written.append(_save_png(plt, fig, out / "accuracy_vs_sparsity.png"))
     if allocation:
         fig, ax = plt.subplots(figsize=(9, 4))
         names = list(next(iter(allocation.values())))
@@ -172,12 +177,7 @@ def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
         ax.set_xticks(np.arange(len(names)) + 0.4, names, rotation=90, fontsize=6)
         ax.set_ylabel("kept fraction of the layer's weights")
         ax.legend(fontsize=7)
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=120)
-        plt.close(fig)
-        atomic_write_bytes(out / "layer_allocation.png", buf.getvalue())
-        written.append("layer_allocation.png")
+        written.append(_save_png(plt, fig, out / "layer_allocation.png"))
     return written
 
 

@@ -97,6 +97,14 @@ class Extraction:
                     f"the model does not match this extraction: module {name!r} should have weight shape "
                     f"{shape}, got {got} (was the solution made for another model?)")
 
+    def effective(self, solution) -> dict:
+        """The solution's effective per-layer masks (dead channels' columns cleared), after checking it
+        belongs to this extraction's instance."""
+        from rcprune.network import check_network_solution
+
+        check_network_solution(self.instance, solution)
+        return solution.effective(self.instance)
+
     def support_mask(self, support: frozenset | None, group: str, solution) -> np.ndarray:
         """Channels of ``group`` that can be non-zero on a tensor with ``support`` under ``solution``."""
         size = self.instance.group(group).size
@@ -342,16 +350,16 @@ _EXTRACTIONS: "weakref.WeakKeyDictionary[nn.Module, Extraction]" = weakref.WeakK
 
 def extraction_of(model: nn.Module, extraction: "Extraction | None" = None) -> "Extraction":
     """``extraction`` if given, else the latest :func:`extract` of this very model object (so
-    ``apply(model, solution)`` needs no third argument); a copy of the model needs it passed explicitly."""
-    if extraction is not None:
-        if not isinstance(extraction, Extraction):
-            raise InvalidInstanceError(f"extraction must be a rcprune.torch.Extraction, got {type(extraction).__name__}")
-        return extraction
+    ``apply(model, solution)`` needs no third argument; a copy of the model needs it passed explicitly),
+    checked against ``model`` (:meth:`Extraction.check_model`)."""
     if not isinstance(model, nn.Module):
         raise InvalidInstanceError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    found = _EXTRACTIONS.get(model)
+    if extraction is not None and not isinstance(extraction, Extraction):
+        raise InvalidInstanceError(f"extraction must be a rcprune.torch.Extraction, got {type(extraction).__name__}")
+    found = extraction if extraction is not None else _EXTRACTIONS.get(model)
     if found is None:
         raise InvalidInstanceError(
             f"no extraction is known for this {type(model).__name__}: call rcprune.torch.extract(model, "
             "example_inputs) on this model first, or pass extraction=... (a copied model needs it passed)")
+    found.check_model(model)
     return found

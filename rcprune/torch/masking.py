@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from rcprune.network import NetworkSolution, check_network_solution
+from rcprune.network import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from .extract import Extraction, extraction_of
@@ -22,9 +22,7 @@ __all__ = ["apply", "bake", "restore", "is_masked", "layer_masks"]
 
 def layer_masks(extraction: Extraction, solution: NetworkSolution) -> dict[str, dict[str, torch.Tensor]]:
     """Per module: the masks (``weight``, ``bias``) the solution puts on it, BatchNorms included."""
-    inst = extraction.instance
-    check_network_solution(inst, solution)
-    eff = solution.effective(inst)
+    eff = extraction.effective(solution)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, lm in extraction.layers.items():
         s = eff[name]
@@ -75,7 +73,6 @@ def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction | 
     is refused.
     """
     extraction = extraction_of(model, extraction)
-    extraction.check_model(model)
     masks = layer_masks(extraction, solution)
     modules = dict(model.named_modules())
     for name, parts in masks.items():

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rcprune.network import NetworkSolution, check_network_solution
+from rcprune.network import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from .extract import Extraction, extraction_of
@@ -90,10 +90,8 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
     if not (isinstance(ridge, (int, float)) and ridge >= 0):
         raise InvalidInstanceError(f"ridge must be a non-negative number, got {ridge!r}")
     extraction = extraction_of(model, extraction)
-    extraction.check_model(model)
     inst = extraction.instance
-    check_network_solution(inst, solution)
-    eff = solution.effective(inst)
+    eff = extraction.effective(solution)
     _detach_masked(model)
     dense = restore(copy.deepcopy(model)).to(device).eval()
     was = model.training
