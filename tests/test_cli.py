@@ -73,7 +73,7 @@ def test_bench_solvers_on_one_small_instance(capsys):
     code, out, _ = run(capsys, "bench", "solvers", "--instances", "laplace-12x16", "--time-limit", "1", "--quick")
     assert code == 0
     assert "enumeration" in out and "optimal" in out and "annealing within 0.5%" in out and "moves/s" in out
-    assert "on numpy's own chain" in out
+    assert "numba vs numpy on the same chain" in out and "hot 5000-move chain" in out
 
 
 def test_bench_bounds_on_one_small_instance(capsys):
