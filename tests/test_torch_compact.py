@@ -33,6 +33,8 @@ def _model(kind):
     torch.manual_seed(0)
     if kind == "resnet18":
         return _randomize_bn(torchvision.models.resnet18(num_classes=10)), torch.randn(2, 3, 64, 64)
+    if kind == "resnet34":
+        return _randomize_bn(torchvision.models.resnet34(num_classes=10)), torch.randn(2, 3, 64, 64)
     if kind == "resnet50":
         return _randomize_bn(torchvision.models.resnet50(num_classes=10)), torch.randn(2, 3, 64, 64)
     return _randomize_bn(cifar_resnet(depth=20, width=8, in_channels=1, num_classes=10, seed=0)), torch.randn(2, 1, 16, 16)
@@ -51,6 +53,16 @@ def test_resnet18_groups_one_per_stage():
     assert inst.layer("fc").block == 1 and inst.layer("conv1").kernel == (7, 7)
 
 
+def test_resnet34_groups_one_per_stage_and_one_inside_each_block():
+    model, x = _model("resnet34")
+    inst = extract(model, x[:1], sparsity=0.9).instance
+    # stem, 16 basic blocks of two convs, three downsamples, classifier; groups: input, one per stage,
+    # one inside each block, classifier
+    assert inst.n_layers == 1 + 32 + 3 + 1 and len(inst.groups) == 1 + 4 + 16 + 1
+    assert len(inst.group("layer3.0.conv2:out").producers) == 7  # six blocks and the downsample
+    assert set(inst.group("conv1:out").producers) == {"conv1"} | {f"layer1.{i}.conv2" for i in range(3)}
+
+
 def test_resnet50_and_cifar_group_counts():
     model, x = _model("resnet50")
     inst = extract(model, x[:1]).instance
@@ -63,7 +75,7 @@ def test_resnet50_and_cifar_group_counts():
     assert set(inst.group("conv1:out").producers) == {"conv1"} | {f"layer1.{i}.conv2" for i in range(3)}
 
 
-@pytest.mark.parametrize("kind", ["resnet18", "resnet50", "cifar"])
+@pytest.mark.parametrize("kind", ["resnet18", "resnet34", "resnet50", "cifar"])
 def test_masked_equals_compacted(kind):
     model, x = _model(kind)
     with torch.no_grad():
