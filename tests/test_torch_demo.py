@@ -27,6 +27,9 @@ def test_demo_quick_writes_table_and_plots(tmp_path, capsys):
     assert retained["layer_error"] <= retained["layer_error_magnitude"]
     greedy = next(r for r in rows if r["method"] == "rc-greedy")
     assert greedy["macs"] > 0 and greedy["latency_ms"] > 0
+    split = greedy["latency_split_ms"]
+    assert split["conv/gemm"] > 0 and split["total"] >= max(split[c] for c in split if c != "total")
+    assert "Where the time goes" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.md").read_text().count("| 0.9 |") >= 2
     assert any(p.name.startswith("dense-") for p in tmp_path.iterdir())   # cached weights, loaded next time
     assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--no-retention"]) == 0

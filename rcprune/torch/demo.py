@@ -7,7 +7,9 @@ weighting ``"none"``; their zero-shot accuracy is measured after a least-squares
 starts from the masked trained weights (the refit inflates the kept weights' norms and fine-tunes worse:
 docs/report-card.md has the numbers); Torch-Pruning L1 channel pruning (global and per-layer ratios, at
 the RC budget's kept weights; skipped when ``torch-pruning`` is missing); global unstructured magnitude
-pruning (accuracy only). Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
+pruning (accuracy only). The latency of every compacted model is also split by kind of op (conv and
+GEMM, BatchNorm, add and ReLU, channel gathers and scatters), which shows where RC's models lose time.
+Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
 ``layer_allocation.png`` and the cached dense weights.
 """
 from __future__ import annotations
@@ -31,12 +33,12 @@ from .compact import compact
 from .data import digits_loaders
 from .extract import extract
 from .finetune import evaluate_accuracy, finetune
-from .latency import measure_latency
+from .latency import BREAKDOWN_CATEGORIES, latency_breakdown, measure_latency
 from .masking import apply
 from .models import cifar_resnet
 from .refit import ls_refit
 
-__all__ = ["run_demo", "RC_METHODS", "DEFAULT_WEIGHTING", "format_markdown", "prune_rc"]
+__all__ = ["run_demo", "RC_METHODS", "DEFAULT_WEIGHTING", "format_markdown", "format_breakdown", "prune_rc"]
 
 # The layer weighting of the demo's RC instances: measured best of none / total / mean after fine-tuning
 # (docs/report-card.md).
@@ -137,6 +139,15 @@ def format_markdown(rows: list[dict], header: str = "") -> str:
         return str(v)
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_breakdown(breakdown: dict[str, dict[str, float]]) -> str:
+    """The latency split per model as a Markdown table (profiled ms per forward)."""
+    cols = list(BREAKDOWN_CATEGORIES) + ["total"]
+    lines = ["Where the time goes (ms per forward under the profiler, which adds overhead; batch 64):", "",
+             "| model | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    lines += [f"| {key} | " + " | ".join(f"{split[c]:.3f}" for c in cols) + " |" for key, split in breakdown.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -294,11 +305,13 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
             rows += retention_demo_rows(dense, (train, test), sparsity, epochs, seed, progress=progress, log=log,
                                         time_limit=2.0 if quick else 20.0)
     ms = measure_latency(models_for_latency, bench_x, repeats=5 if quick else 20)
+    breakdown = latency_breakdown(models_for_latency, bench_x, repeats=2 if quick else 10)
     for r in rows:
         key = "dense" if r["method"] == "dense" else r.get("latency_key")
         if key in ms:
             r["latency_ms"] = ms[key]
             r["speedup"] = ms["dense"] / ms[key]
+            r["latency_split_ms"] = breakdown[key]
     result = {"config": {k: v for k, v in cfg.items() if k != "progress"} | {"finetune_epochs": epochs,
               "weighting": weighting, "refit_before_finetune": refit_before_finetune, "retention": retention,
               "sparsities": list(sparsities), "quick": quick, "torch_threads": torch.get_num_threads(),
@@ -308,7 +321,8 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     atomic_write_bytes(out / "results.json", json.dumps(result, indent=1, default=float).encode())
     header = (f"# rcprune demo: ResNet-{cfg['depth']} (width {cfg['width']}) on digits {cfg['size']}x{cfg['size']}, "
               f"seed {seed}, {epochs} fine-tune epochs, runtime {result['runtime_seconds']:.0f} s")
-    atomic_write_bytes(out / "results.md", format_markdown(rows, header).encode())
+    table = format_markdown(rows, header) + "\n" + format_breakdown(breakdown)
+    atomic_write_bytes(out / "results.md", table.encode())
     result["plots"] = _plots(out, rows, allocation)
-    log(format_markdown(rows, header))
+    log(table)
     return result

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["measure_latency", "bench_resnet18", "BENCH_VARIANTS"]
+__all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES", "bench_resnet18", "BENCH_VARIANTS"]
 
 
 @torch.inference_mode()
@@ -33,6 +33,60 @@ def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats
             m(x)
             times[k].append(time.perf_counter() - t)
     return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
+
+
+BREAKDOWN_CATEGORIES = ("conv/gemm", "batchnorm", "add/relu", "gather/scatter", "other")
+
+
+def _category(op: str) -> str:
+    name = op.removeprefix("aten::")
+    if "convolution" in name or name in ("addmm", "mm", "bmm", "matmul", "linear"):
+        return "conv/gemm"
+    if "batch_norm" in name:
+        return "batchnorm"
+    if name.rstrip("_") in ("add", "relu", "clamp_min", "threshold"):
+        return "add/relu"
+    if name.rstrip("_") in ("index_select", "index_add", "index_copy", "scatter", "scatter_add", "gather",
+                            "constant_pad_nd", "fill", "copy", "cat", "zero"):
+        return "gather/scatter"
+    return "other"
+
+
+@torch.inference_mode()
+def latency_breakdown(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats: int = 10,
+                      warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Where each model's forward time goes: profiled milliseconds per forward in each of
+    :data:`BREAKDOWN_CATEGORIES` (the self CPU time of the aten ops, ``torch.profiler``), plus ``"total"``,
+    their sum.
+
+    Each repeat profiles one forward of every model in turn (interleaved, as :func:`measure_latency`
+    does, so machine load hits them alike); a category's time is its median over the repeats. The
+    profiler adds its own overhead, so the totals exceed :func:`measure_latency`'s times; the split is
+    what it is for: which kind of op makes one model slower than another.
+
+    >>> import torch
+    >>> b = latency_breakdown({"conv": torch.nn.Conv2d(3, 4, 3)}, torch.zeros(2, 3, 8, 8), repeats=2)
+    >>> b["conv"]["conv/gemm"] > 0 and set(b["conv"]) == set(BREAKDOWN_CATEGORIES) | {"total"}
+    True
+    """
+    for m in models.values():
+        m.eval()
+        for _ in range(warmup):
+            m(x)
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in models}
+    for _ in range(repeats):
+        for key, m in models.items():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                m(x)
+            split = dict.fromkeys(BREAKDOWN_CATEGORIES, 0.0)
+            for event in prof.key_averages():
+                split[_category(event.key)] += event.self_cpu_time_total / 1000.0
+            samples[key].append(split)
+    out: dict[str, dict[str, float]] = {}
+    for key, splits in samples.items():
+        out[key] = {c: float(np.median([s[c] for s in splits])) for c in BREAKDOWN_CATEGORIES}
+        out[key]["total"] = sum(out[key].values())
+    return out
 
 
 BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv", "shift")
