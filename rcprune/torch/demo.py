@@ -7,7 +7,7 @@ weighting ``"none"``; their zero-shot accuracy is measured after a least-squares
 starts from the masked trained weights (the refit inflates the kept weights' norms and fine-tunes worse:
 docs/report-card.md has the numbers); Torch-Pruning L1 channel pruning (global and per-layer ratios, at
 the RC budget's kept weights; skipped when ``torch-pruning`` is missing); global unstructured magnitude
-pruning (accuracy only). The latency of every compacted model is also split by kind of op (conv and
+pruning (accuracy only). The latency of every timed model is also split by kind of op (conv and
 GEMM, BatchNorm, add and ReLU, channel gathers and scatters), which shows where RC's models lose time.
 Files written to ``out``: ``results.json``, ``results.md``, ``accuracy_vs_sparsity.png``,
 ``layer_allocation.png`` and the cached dense weights.

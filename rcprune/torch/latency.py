@@ -59,29 +59,39 @@ def latency_breakdown(models: Mapping[str, nn.Module], x: torch.Tensor, *, repea
     :data:`BREAKDOWN_CATEGORIES` (the self CPU time of the aten ops, ``torch.profiler``), plus ``"total"``,
     their sum.
 
-    Each repeat profiles one forward of every model in turn (interleaved, as :func:`measure_latency`
-    does, so machine load hits them alike); a category's time is its median over the repeats. The
-    profiler adds its own overhead, so the totals exceed :func:`measure_latency`'s times; the split is
-    what it is for: which kind of op makes one model slower than another.
+    One profiler session covers ``repeats`` rounds of one forward of every model in turn (interleaved,
+    as :func:`measure_latency` does, so machine load hits them alike), each forward marked by a
+    ``record_function`` range; a category's time is its median over the rounds. The profiler adds its
+    own overhead, so the totals exceed :func:`measure_latency`'s times; the split is what it is for:
+    which kind of op makes one model slower than another.
 
     >>> import torch
     >>> b = latency_breakdown({"conv": torch.nn.Conv2d(3, 4, 3)}, torch.zeros(2, 3, 8, 8), repeats=2)
     >>> b["conv"]["conv/gemm"] > 0 and set(b["conv"]) == set(BREAKDOWN_CATEGORIES) | {"total"}
     True
     """
+    keys = list(models)
     for m in models.values():
         m.eval()
         for _ in range(warmup):
             m(x)
-    samples: dict[str, list[dict[str, float]]] = {k: [] for k in models}
-    for _ in range(repeats):
-        for key, m in models.items():
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                m(x)
-            split = dict.fromkeys(BREAKDOWN_CATEGORIES, 0.0)
-            for event in prof.key_averages():
-                split[_category(event.key)] += event.self_cpu_time_total / 1000.0
-            samples[key].append(split)
+    marker = "rcprune.latency_breakdown."
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            for i, key in enumerate(keys):
+                with torch.profiler.record_function(f"{marker}{i}"):
+                    models[key](x)
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
+    for event in prof.events():
+        if not event.name.startswith(marker):
+            continue
+        split = dict.fromkeys(BREAKDOWN_CATEGORIES, 0.0)
+        stack = list(event.cpu_children)
+        while stack:
+            op = stack.pop()
+            split[_category(op.name)] += op.self_cpu_time_total / 1000.0
+            stack.extend(op.cpu_children)
+        samples[keys[int(event.name[len(marker):])]].append(split)
     out: dict[str, dict[str, float]] = {}
     for key, splits in samples.items():
         out[key] = {c: float(np.median([s[c] for s in splits])) for c in BREAKDOWN_CATEGORIES}
