@@ -224,10 +224,10 @@ def bench_move_rate(name: str = "laplace-512x4608", moves: int = 2_000_000, hot_
 
     ``speedup`` is like for like: numba and numpy each run the whole default-length chain (``moves``
     proposals, cooling over all of them; the same moves and acceptances, as the two implementations draw the
-    same stream), numpy once (about 7 s for 2 million moves on 512 x 4608), numba as the median of
-    ``repeats``. ``hot_speedup`` does the same on a ``hot_moves`` chain, which spends its moves hot: more of
-    them are accepted, and an accepted swap costs an O(m) or O(n) update at memory speed in both
-    implementations, so that ratio is the lower one.
+    same stream, and read the same float32 or float64 scores: ``precision``), numpy once (about 7 s for
+    2 million moves on 512 x 4608), numba as the median of ``repeats``. ``hot_speedup`` does the same on
+    a ``hot_moves`` chain, which spends its moves hot: more of them are accepted, and an accepted swap
+    costs an O(m) or O(n) update at memory speed in both implementations, so that ratio is the lower one.
     """
     from statistics import median
 
@@ -235,8 +235,8 @@ def bench_move_rate(name: str = "laplace-512x4608", moves: int = 2_000_000, hot_
     from rcprune.solvers.annealing import move_stats
 
     inst = library.get(name)
-    move_stats(inst, 1000, seed, "numba")  # compile outside the timing
-    out: dict = {"instance": name, "moves": moves, "hot_moves": hot_moves}
+    warm = move_stats(inst, 1000, seed, "numba")  # compile outside the timing
+    out: dict = {"instance": name, "moves": moves, "hot_moves": hot_moves, "precision": warm["precision"]}
     for key, length in (("", moves), ("hot_", hot_moves)):
         reference = move_stats(inst, length, seed, "numpy")
         runs = [move_stats(inst, length, seed, "numba") for _ in range(repeats)]

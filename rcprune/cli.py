@@ -164,7 +164,8 @@ def cmd_bench(args) -> int:
         for line in summarize_solvers(rows):
             print(line)
         rate = bench_move_rate(moves=50_000 if args.quick else 2_000_000, hot_moves=5_000 if args.quick else 20_000)
-        print(f"annealing on {rate['instance']}, numba vs numpy on the same chain (same moves, same run): "
+        print(f"annealing on {rate['instance']}, numba vs numpy on the same chain (same moves, {rate['precision']} "
+              "scores, same run): "
               f"{rate['moves']} moves, numba {rate['numba_moves_per_s']:.3g} moves/s, numpy "
               f"{rate['numpy_moves_per_s']:.3g} moves/s, speedup {rate['speedup']:.1f}x (acceptance "
               f"{rate['acceptance']:.3f}); hot {rate['hot_moves']}-move chain: {rate['hot_speedup']:.1f}x "

@@ -3,7 +3,9 @@
 Each kernel is a numba ``@njit`` function with a plain numpy reference of the same name plus
 ``_reference``; tests check that both agree. Kernels trust their inputs (validated upstream):
 ``scores`` is a C-contiguous float64 (m, n) matrix, ``scores_t`` its C-contiguous transpose,
-``rows``/``cols`` are boolean keep-masks.
+``rows``/``cols`` are boolean keep-masks. ``scores`` may also be float32 (the annealing chain's
+copies, :attr:`rcprune.Instance.scores_float32`): sums still accumulate in float64, and a swap's
+difference of two scores is taken in float64, so a float32 score enters every sum exactly.
 
 Incremental state used by the local-search solvers:
 
@@ -60,7 +62,7 @@ def kept_sum(scores, rows, cols):
 
 
 def kept_sum_reference(scores, rows, cols):
-    return float(scores[np.ix_(rows, cols)].sum())
+    return float(scores[np.ix_(rows, cols)].sum(dtype=np.float64))
 
 
 @jit(**_JIT)
@@ -76,7 +78,7 @@ def restricted_col_sums(scores, rows):
 
 
 def restricted_col_sums_reference(scores, rows):
-    return scores[rows].sum(axis=0)
+    return scores[rows].sum(axis=0, dtype=np.float64)
 
 
 @jit(**_JIT)
@@ -94,7 +96,7 @@ def restricted_row_sums(scores, cols):
 
 
 def restricted_row_sums_reference(scores, cols):
-    return scores[:, cols].sum(axis=1)
+    return scores[:, cols].sum(axis=1, dtype=np.float64)
 
 
 @jit(**_JIT)
@@ -248,11 +250,11 @@ def apply_row_swap(scores, rows, col_sums, out_row, in_row):
     rows[out_row] = False
     rows[in_row] = True
     for j in range(n):
-        col_sums[j] += scores[in_row, j] - scores[out_row, j]
+        col_sums[j] += np.float64(scores[in_row, j]) - np.float64(scores[out_row, j])
 
 
 def apply_row_swap_reference(scores, rows, col_sums, out_row, in_row):
-    col_sums += scores[in_row] - scores[out_row]
+    col_sums += scores[in_row].astype(np.float64) - scores[out_row]
     rows[out_row], rows[in_row] = False, True
 
 
@@ -263,9 +265,9 @@ def apply_col_swap(scores_t, cols, row_sums, out_col, in_col):
     cols[out_col] = False
     cols[in_col] = True
     for i in range(m):
-        row_sums[i] += scores_t[in_col, i] - scores_t[out_col, i]
+        row_sums[i] += np.float64(scores_t[in_col, i]) - np.float64(scores_t[out_col, i])
 
 
 def apply_col_swap_reference(scores_t, cols, row_sums, out_col, in_col):
-    row_sums += scores_t[in_col] - scores_t[out_col]
+    row_sums += scores_t[in_col].astype(np.float64) - scores_t[out_col]
     cols[out_col], cols[in_col] = False, True

@@ -110,6 +110,26 @@ class Instance:
         return t
 
     @cached_property
+    def scores_float32(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """C-contiguous float32 copies of the scores and of their transpose, or None when a non-zero score
+        lies outside float32's normal range (it would overflow, or lose its relative precision).
+
+        The annealing chain reads these: its accepted swaps stream two score columns or rows from memory,
+        and half the bytes make it about 1.4x faster on large layers. Rounding to float32 moves a score
+        by at most 2**-24 of itself (nothing for ``|w|`` of float32 weights); reported costs are always
+        evaluated on the float64 scores.
+        """
+        tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+        nonzero = self._scores[self._scores > 0]
+        if nonzero.size and (nonzero.min() < tiny or nonzero.max() > big):
+            return None
+        pair = (np.ascontiguousarray(self._scores, dtype=np.float32),
+                np.ascontiguousarray(self.scores_t, dtype=np.float32))
+        for a in pair:
+            a.setflags(write=False)
+        return pair
+
+    @cached_property
     def total(self) -> float:
         """Sum of all scores: the cost of keeping nothing."""
         return float(self._scores.sum())

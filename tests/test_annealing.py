@@ -76,11 +76,36 @@ def test_numpy_mirror_makes_the_same_moves(case, seed, move_mix):
 
 
 @pytest.mark.parametrize("move_mix", sa.MOVE_MIXES)
-def test_numpy_mirror_on_a_float_instance_with_reshapes(move_mix):
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_numpy_mirror_on_a_float_instance_with_reshapes(move_mix, precision):
     inst = library.get("laplace-40x60")
-    kw = dict(seed=3, moves=3000, move_mix=move_mix)
+    kw = dict(seed=3, moves=3000, move_mix=move_mix, precision=precision)
     fast, slow = sa.local_annealing(inst, **kw), sa.local_annealing_numpy(inst, **kw)
     assert fast.solution == slow.solution and fast.info["accepted"] == slow.info["accepted"]
+    assert fast.info["precision"] == slow.info["precision"] == precision
+
+
+def test_precision_auto_reads_float32_copies_when_every_score_fits():
+    inst = library.get("laplace-40x60")
+    s32, s32_t = inst.scores_float32
+    assert s32.dtype == s32_t.dtype == np.float32 and s32.flags.c_contiguous and s32_t.flags.c_contiguous
+    assert np.array_equal(s32_t, s32.T) and np.abs(s32 - inst.scores).max() <= 2.0 ** -24 * inst.scores.max()
+    chain = chain_for(inst)
+    assert chain.precision == "float32" and chain.scores is s32
+    res = sa.local_annealing(inst, seed=1, moves=5000)
+    assert res.info["precision"] == "float32"
+    assert res.cost == rcprune.evaluate(inst, res.solution).cost   # reported on the float64 scores
+    assert all(cost >= res.cost for _, _, cost in res.trace) and res.trace[-1][2] == res.cost
+
+
+@pytest.mark.parametrize("huge, tiny", [(1e39, 1.0), (1.0, 1e-40)])
+def test_precision_auto_falls_back_to_float64_outside_float32_range(huge, tiny):
+    inst = rcprune.Instance([[huge, 1.0, 0.0], [tiny, 2.0, 3.0]], budget=2)
+    assert inst.scores_float32 is None
+    res = sa.local_annealing(inst, moves=500)
+    assert res.info["precision"] == "float64" and res.feasible
+    with pytest.raises(rcprune.InvalidInstanceError, match="outside float32's normal range"):
+        sa.local_annealing(inst, moves=500, precision="float32")
 
 
 @pytest.mark.parametrize("move_mix", sa.MOVE_MIXES)
@@ -118,9 +143,9 @@ def test_swap_proposals_follow_the_move_mix(r, c):
         assert abs(rows / draws - p) <= 5 * (p * (1 - p) / draws) ** 0.5
 
 
-def chain_for(inst, seed=0, start="greedy"):
+def chain_for(inst, seed=0, start="greedy", precision="auto"):
     masks, _ = sa._start_masks(inst, start, seed, 1, {})
-    chain = sa._Chain(inst, *sa.make_maximal(inst, *masks[0]), sa.stream_seed(seed, 0), "numba")
+    chain = sa._Chain(inst, *sa.make_maximal(inst, *masks[0]), sa.stream_seed(seed, 0), "numba", precision=precision)
     return chain
 
 
@@ -141,15 +166,16 @@ def assert_state_exact(inst, chain):
     rows, cols = chain.rows, chain.cols
     r, c = int(chain.counts[sa._R]), int(chain.counts[sa._C])
     assert (r, c) == (rows.sum(), cols.sum())
-    assert np.allclose(chain.row_sums, kernels.restricted_row_sums_reference(inst.scores, cols), rtol=1e-9, atol=1e-9)
-    assert np.allclose(chain.col_sums, kernels.restricted_col_sums_reference(inst.scores, rows), rtol=1e-9, atol=1e-9)
-    assert chain.reals[sa._KEPT] == pytest.approx(kernels.kept_sum_reference(inst.scores, rows, cols), rel=1e-9, abs=1e-9)
+    s = chain.scores   # the scores the chain reads: float32 copies of inst.scores ("auto" precision)
+    assert np.allclose(chain.row_sums, kernels.restricted_row_sums_reference(s, cols), rtol=1e-9, atol=1e-9)
+    assert np.allclose(chain.col_sums, kernels.restricted_col_sums_reference(s, rows), rtol=1e-9, atol=1e-9)
+    assert chain.reals[sa._KEPT] == pytest.approx(kernels.kept_sum_reference(s, rows, cols), rel=1e-9, abs=1e-9)
     for mask, perm, pos, count in ((rows, chain.row_perm, chain.row_pos, r), (cols, chain.col_perm, chain.col_pos, c)):
         assert mask[perm[:count]].all() and not mask[perm[count:]].any()
         assert np.array_equal(pos[perm], np.arange(len(perm)))
     shape = chain.shape_index[r]
     assert shape >= 0 and chain.shape_cols[shape] == c  # always a Pareto shape
-    assert chain.reals[sa._BEST] >= kernels.kept_sum(inst.scores, chain.best_rows, chain.best_cols) - 1e-9
+    assert chain.reals[sa._BEST] >= kernels.kept_sum(s, chain.best_rows, chain.best_cols) - 1e-9
 
 
 @given(st.one_of(instances(max_m=10, max_n=10), instances(max_m=10, max_n=10, fixed_shape=True)),
@@ -164,9 +190,11 @@ def test_incremental_state_after_each_chunk_equals_recomputation(case, seed):
         assert_state_exact(inst, chain)
 
 
-def test_incremental_state_on_a_larger_instance():
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_incremental_state_on_a_larger_instance(precision):
     inst = library.get("laplace-64x576")
-    chain = chain_for(inst)
+    chain = chain_for(inst, precision=precision)
+    assert chain.scores.dtype == precision
     chain.schedule(sa._calibrated_t0(chain, inst), 1e-3, 200_000, 0)
     for _ in range(4):
         chain.run(50_000)
@@ -287,6 +315,7 @@ def test_through_solve_and_the_greedy_bound():
     ({"t0": 1.0, "t_end": 2.0}, "t_end"), ({"start": "best"}, "start"), ({"start": None}, "start"),
     ({"polish": "yes"}, "polish"), ({"parallel": 1}, "parallel"), ({"progress": None}, "progress"),
     ({"move_mix": "uniform"}, "move_mix"), ({"move_mix": None}, "move_mix"), ({"move_mix": ["even"]}, "move_mix"),
+    ({"precision": "float16"}, "precision"), ({"precision": None}, "precision"),
     ({"start": rcprune.Solution([True, True, True], [True, True])}, "row mask"),
     ({"start": rcprune.Solution([True, True], [True, True, True])}, "infeasible"),
 ])

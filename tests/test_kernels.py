@@ -94,3 +94,29 @@ def test_select_largest(values, data):
     ref = np.array(values)
     assert kth == K.select_largest_reference(ref, k)
     assert sorted(buf[:k]) == sorted(ref[:k]) and sorted(buf) == sorted(values)
+
+
+@given(state(), st.data())
+def test_float32_scores_enter_every_sum_exactly(st_, data):
+    """The annealing chain's float32 copies: numba and numpy agree bit for bit, and a float32 score enters
+    every sum as its float64 value (a swap's difference is taken in float64)."""
+    s64, rows, cols = st_
+    s = s64.astype(np.float32)
+    exact = s.astype(np.float64)
+    st_t = np.ascontiguousarray(s.T)
+    m, n = s.shape
+    for fast, ref in ((K.restricted_col_sums(s, rows), K.restricted_col_sums_reference(s, rows)),
+                      (K.restricted_row_sums(s, cols), K.restricted_row_sums_reference(s, cols))):
+        assert fast.dtype == ref.dtype == np.float64 and close(fast, ref)
+    assert close(K.kept_sum(s, rows, cols), K.kept_sum_reference(exact, rows, cols))
+    i, k = data.draw(st.integers(0, m - 1)), data.draw(st.integers(0, m - 1))
+    j, q = data.draw(st.integers(0, n - 1)), data.draw(st.integers(0, n - 1))
+    base_c, base_r = K.restricted_col_sums(exact, rows), K.restricted_row_sums(exact, cols)
+    for kernel, reference, scores, sums, a, b in ((K.apply_row_swap, K.apply_row_swap_reference, s, base_c, i, k),
+                                                  (K.apply_col_swap, K.apply_col_swap_reference, st_t, base_r, j, q)):
+        mask_a, mask_b = np.zeros(scores.shape[0], bool), np.zeros(scores.shape[0], bool)
+        sums_a, sums_b = sums.copy(), sums.copy()
+        kernel(scores, mask_a, sums_a, a, b)
+        reference(scores, mask_b, sums_b, a, b)
+        assert np.array_equal(sums_a, sums_b)
+        assert np.array_equal(sums_a, sums + (scores[b].astype(np.float64) - scores[a].astype(np.float64)))
