@@ -747,13 +747,12 @@ def _anneal(instance: Instance, *, seed: int, time_limit: float | None, moves, c
     moves, chains, t0, t_end, restarts = _check_options(
         instance, moves, chains, t0, t_end, restarts, start, move_mix,
         {"polish": polish, "parallel": parallel, "progress": progress})
+    precision = _resolve_precision(instance, precision)
     info: dict = {"chains": chains, "moves_per_chain": moves, "restarts": restarts, "move_mix": move_mix,
-                  "impl": impl}
+                  "impl": impl, "precision": precision}
     starts, lower_bound = _start_masks(instance, start, seed, chains, info)
     info["start_cost"] = instance.total - kernels.kept_sum(instance.scores, *starts[0])
 
-    precision = _resolve_precision(instance, precision)
-    info["precision"] = precision
     runs = [_Chain(instance, *make_maximal(instance, *st), stream_seed(seed, i), impl, move_mix, precision)
             for i, st in enumerate(starts)]
     for chain in runs:
