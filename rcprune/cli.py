@@ -243,7 +243,7 @@ def _bench_latency(args) -> None:
     try:
         import torch
 
-        from .torch.latency import BENCH_VARIANTS, bench_resnet18
+        from .torch.latency import BENCH_VARIANTS, BREAKDOWN_CATEGORIES, bench_resnet18
     except ImportError as exc:
         raise InvalidInstanceError(f"bench latency needs the torch extra (pip install 'rcprune[torch]'): {exc}") \
             from None
@@ -252,12 +252,15 @@ def _bench_latency(args) -> None:
     repeats = args.repeats or (2 if args.quick else 7)
     variants = ("auto", "im2col", "conv") if args.quick else BENCH_VARIANTS
     rows = bench_resnet18(sparsity, batch=batch, size=size, repeats=repeats, seed=args.seed, variants=variants,
-                          weighting=args.weighting)
+                          weighting=args.weighting, breakdown=args.breakdown)
     print(f"CPU latency of torchvision ResNet-18 (random weights) RC pruned at sparsity {sparsity} by network-greedy "
           f"(layer weighting {args.weighting or 'none'}) and compacted, batch {batch}, input {size}x{size}, {torch.get_num_threads()} threads: median of {repeats} "
           "interleaved runs; speedup vs dense (NCHW), speedup_vs_cl vs dense channels-last")
     print(format_table(rows, ["model", "latency_ms", "speedup", "speedup_vs_cl", "mac_ratio", "speedup_over_mac_ratio",
                               "macs", "kept_weights"]))
+    if args.breakdown:
+        print("where the time goes: ms per forward under torch.profiler (which adds overhead), by kind of op")
+        print(format_table(rows, ["model", *BREAKDOWN_CATEGORIES, "total"]))
 
 
 def cmd_verify_bounds(args) -> int:
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None,
                    help="retention, latency: pruned fraction (default 0.9); bounds: (default 0.9 and 0.93)")
+    b.add_argument("--breakdown", action="store_true",
+                   help="latency: also split each model's time by kind of op (conv/GEMM, BatchNorm, add/ReLU, "
+                   "gathers and scatters)")
     b.add_argument("--weighting", choices=["none", "total", "mean"], default=None,
                    help="latency: the layer weighting of the RC objective (default: extract's, none)")
     b.add_argument("--trained", action="store_true",

@@ -87,8 +87,9 @@ def test_bench_latency_quick(capsys):
     code, out, _ = run(capsys, "bench", "latency", "--quick", "--batch", "2", "--size", "32", "--repeats", "1")
     assert code == 0 and "rc-auto" in out and "dense-cl" in out and "speedup_over_mac_ratio" in out
     code, out, _ = run(capsys, "bench", "latency", "--quick", "--batch", "2", "--size", "32", "--repeats", "1",
-                       "--weighting", "mean")
+                       "--weighting", "mean", "--breakdown")
     assert code == 0 and "weighting mean" in out
+    assert "where the time goes" in out and "gather/scatter" in out and "batchnorm" in out
 
 
 def test_solve_a_library_network_and_save_its_solution(capsys, tmp_path):

@@ -103,7 +103,8 @@ BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv", "shift")
 
 
 def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, method: str = "network-greedy",
-                   repeats: int = 5, seed: int = 0, variants=BENCH_VARIANTS, weighting=None) -> list[dict]:
+                   repeats: int = 5, seed: int = 0, variants=BENCH_VARIANTS, weighting=None,
+                   breakdown: bool = False) -> list[dict]:
     """Dense vs compacted torchvision ResNet-18 (random weights, 10 classes) on CPU at ``batch``.
 
     Returns one row per model: latency (ms), speedup vs the dense model as torchvision builds it (NCHW),
@@ -112,7 +113,8 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     issue's target is >= 0.6). Compaction variants (``partial`` of :func:`rcprune.torch.compact`):
     ``auto`` (cost model), ``auto-timed`` (each partial layer timed on its input at this batch),
     ``im2col``, ``conv`` (partial channels as a conv with zeros) and ``shift``. ``weighting`` goes to
-    :func:`rcprune.torch.extract` (``None``: its default).
+    :func:`rcprune.torch.extract` (``None``: its default). ``breakdown=True`` adds each model's
+    :func:`latency_breakdown` (profiled ms per forward by kind of op) under the category names.
     """
     import copy
 
@@ -137,6 +139,7 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
         options = {"partial": "auto", "example_inputs": x} if variant == "auto-timed" else {"partial": variant}
         models[f"rc-{variant}"], reports[f"rc-{variant}"] = compact(masked, res.solution, ext, **options)
     ms = measure_latency(models, x, repeats=repeats)
+    split = latency_breakdown(models, x, repeats=repeats) if breakdown else {}
     rows = []
     for k, t in ms.items():
         rep = reports.get(k)
@@ -145,7 +148,8 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
         rows.append({"model": k, "sparsity": sparsity, "batch": batch, "input": size, "latency_ms": t,
                      "speedup": speedup, "speedup_vs_cl": ms["dense-cl"] / t, "mac_ratio": mac_ratio,
                      "speedup_over_mac_ratio": speedup / mac_ratio,
-                     "macs": rep.macs_after if rep else None, "kept_weights": rep.weights_after if rep else None})
+                     "macs": rep.macs_after if rep else None, "kept_weights": rep.weights_after if rep else None}
+                    | split.get(k, {}))
     return rows
 
 
