@@ -8,6 +8,7 @@ True
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Mapping
 
@@ -76,6 +77,10 @@ def latency_breakdown(models: Mapping[str, nn.Module], x: torch.Tensor, *, repea
         for _ in range(warmup):
             m(x)
     marker = "rcprune.latency_breakdown."
+    # kineto reads this when the first profiler starts: without it a CPU-only machine gets an "ERROR ...
+    # gpuGetDeviceCount failed" line on stderr, which reads like a failure of the demo. A user's own
+    # setting wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             for i, key in enumerate(keys):
