@@ -19,14 +19,19 @@ import torch.nn as nn
 __all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES", "bench_resnet18", "BENCH_VARIANTS"]
 
 
-@torch.inference_mode()
-def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats: int = 10,
-                    warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved."""
+def _warm_up(models: Mapping[str, nn.Module], x: torch.Tensor, warmup: int) -> None:
+    """Eval mode, and ``warmup`` untimed forwards of each model (allocator, oneDNN primitive caches)."""
     for m in models.values():
         m.eval()
         for _ in range(warmup):
             m(x)
+
+
+@torch.inference_mode()
+def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats: int = 10,
+                    warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved."""
+    _warm_up(models, x, warmup)
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
         for k, m in models.items():
@@ -72,10 +77,7 @@ def latency_breakdown(models: Mapping[str, nn.Module], x: torch.Tensor, *, repea
     True
     """
     keys = list(models)
-    for m in models.values():
-        m.eval()
-        for _ in range(warmup):
-            m(x)
+    _warm_up(models, x, warmup)
     marker = "rcprune.latency_breakdown."
     # kineto reads this when the first profiler starts: without it a CPU-only machine gets an "ERROR ...
     # gpuGetDeviceCount failed" line on stderr, which reads like a failure of the demo. A user's own
