@@ -3,16 +3,16 @@
 Keep a dense submatrix (rows x columns) of every layer under a kept-entry budget so that the pruned
 importance is minimal. See ``proofs/problem.md`` for the definitions.
 """
-from .validation import InvalidInstanceError
-from .problem import Instance, Solution, Evaluation, evaluate
-from .scoring import scores, matrix_view
-from .result import SolveResult
-from .solve import solve, method_names
-from .io import load_instance, save_instance, load_solution, save_solution
-from .generate import generate
-from . import library
-from .network import NetworkInstance, NetworkSolution, evaluate_network
-from .retention import (RetentionInstance, RetentionSolution, RetentionResult, evaluate_retention,
+from rcprune.validation import InvalidInstanceError
+from rcprune.matrix.model import Instance, Solution, Evaluation, evaluate
+from rcprune.matrix.scoring import scores, matrix_view
+from rcprune.result import SolveResult
+from rcprune.solve import solve, method_names
+from rcprune.matrix.io import load_instance, save_instance, load_solution, save_solution
+from rcprune.matrix.generate import generate
+from rcprune.matrix import library
+from rcprune.network.model import NetworkInstance, NetworkSolution, evaluate_network
+from rcprune.retention.model import (RetentionInstance, RetentionSolution, RetentionResult, evaluate_retention,
                         hessian_from_inputs, refit)
 
 __all__ = [

@@ -6,11 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import library
-from .bench import format_table
-from .io import load_instance, save_instance, save_solution
-from .problem import Instance
-from .validation import InvalidInstanceError
+from rcprune.matrix import library
+from rcprune.bench.matrix import format_table
+from rcprune.matrix.io import load_instance, save_instance, save_solution
+from rcprune.matrix.model import Instance
+from rcprune.validation import InvalidInstanceError
 
 __all__ = ["main"]
 
@@ -25,7 +25,7 @@ def _resolve_instance(ref: str | None):
     if ref in library.network_names():
         return library.get_network(ref)
     if Path(ref).suffix == ".npz" or Path(ref).exists():
-        from .network_io import is_network_file, load_network
+        from rcprune.network.io import is_network_file, load_network
 
         return load_network(ref) if is_network_file(ref) else load_instance(ref)
     raise InvalidInstanceError(f"{ref!r} is neither an instance file nor a library instance "
@@ -68,7 +68,7 @@ def _print_network(inst, rows: list[dict]) -> None:
 
 
 def cmd_solve(args) -> int:
-    from .solve import solve
+    from rcprune.solve import solve
 
     inst = _with_budget(_resolve_instance(args.instance), args)
     methods = _network_methods(inst, [m.strip() for m in args.method.split(",") if m.strip()], SOLVE_DEFAULT)
@@ -79,7 +79,7 @@ def cmd_solve(args) -> int:
     if not isinstance(inst, Instance):
         rows = [res.summary() for res in results]
         if args.out:
-            from .network_io import save_network_solution
+            from rcprune.network.io import save_network_solution
 
             save_network_solution(inst, results[0].solution, args.out, {"instance": inst.name, **rows[0]})
         if args.json:
@@ -142,15 +142,15 @@ def cmd_instances(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "kernels":
-        from .bench import bench_kernels
+        from rcprune.bench.matrix import bench_kernels
 
         rows = bench_kernels(m=args.m, n=args.n, density=args.density, seed=args.seed)
         print(f"kernels on a {args.m} x {args.n} Laplace instance, density {args.density} "
               "(best of repeats; speedup = numpy / numba, measured in this run)")
         print(format_table(rows))
     elif args.what == "solvers":
-        from . import library
-        from .bench import bench_move_rate, bench_solvers, summarize_solvers
+        from rcprune.matrix import library
+        from rcprune.bench.matrix import bench_move_rate, bench_solvers, summarize_solvers
 
         names = args.instances.split(",") if args.instances else None
         if args.quick and not names:
@@ -171,7 +171,7 @@ def cmd_bench(args) -> int:
               f"{rate['acceptance']:.3f}); hot {rate['hot_moves']}-move chain: {rate['hot_speedup']:.1f}x "
               f"(acceptance {rate['hot_acceptance']:.3f})")
     elif args.what == "network":
-        from .network_bench import BENCH_COLUMNS, BOUND_COLUMNS, bench_network
+        from rcprune.bench.network import BENCH_COLUMNS, BOUND_COLUMNS, bench_network
 
         rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in args.sparsities.split(",")],
                              time_limit=args.time_limit or 60.0, seed=args.seed, bound=args.bound,
@@ -181,7 +181,7 @@ def cmd_bench(args) -> int:
         print(format_table(rows, BENCH_COLUMNS + (BOUND_COLUMNS if args.bound else [])))
     elif args.what == "retention" and args.trained:
         try:
-            from .torch.retention_bench import TRAINED_COLUMNS, bench_trained_retention, summarize_trained
+            from rcprune.bench.trained_retention import TRAINED_COLUMNS, bench_trained_retention, summarize_trained
         except ImportError as exc:
             raise InvalidInstanceError(f"--trained needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
         sparsity = args.sparsity if args.sparsity is not None else 0.9
@@ -198,7 +198,7 @@ def cmd_bench(args) -> int:
     elif args.what == "latency":
         _bench_latency(args)
     elif args.what == "retention":
-        from .retention_bench import bench_retention
+        from rcprune.bench.retention import bench_retention
 
         rows = bench_retention(sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,
                                time_limit=args.time_limit or 60.0)
@@ -215,7 +215,7 @@ def _bench_bounds(args) -> None:
     sparsities = (args.sparsity,) if args.sparsity is not None else (0.9, 0.93)
     if args.trained:
         try:
-            from .torch.bound_bench import BOUND_COLUMNS, bench_trained_bounds, summarize_bounds
+            from rcprune.bench.trained_bounds import BOUND_COLUMNS, bench_trained_bounds, summarize_bounds
         except ImportError as exc:
             raise InvalidInstanceError(
                 f"--trained needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
@@ -229,7 +229,7 @@ def _bench_bounds(args) -> None:
         for line in summarize_bounds(rows):
             print(line)
         return
-    from .bounds.benchmark import REAL_LAYER_INSTANCES, gap_benchmark
+    from rcprune.bench.bounds import REAL_LAYER_INSTANCES, gap_benchmark
 
     names = args.instances.split(",") if args.instances else (
         REAL_LAYER_INSTANCES[:2] if args.quick else REAL_LAYER_INSTANCES)
@@ -243,7 +243,7 @@ def _bench_latency(args) -> None:
     try:
         import torch
 
-        from .torch.latency import BENCH_VARIANTS, BREAKDOWN_CATEGORIES, bench_resnet18
+        from rcprune.torch.latency import BENCH_VARIANTS, BREAKDOWN_CATEGORIES, bench_resnet18
     except ImportError as exc:
         raise InvalidInstanceError(f"bench latency needs the torch extra (pip install 'rcprune[torch]'): {exc}") \
             from None
@@ -264,7 +264,7 @@ def _bench_latency(args) -> None:
 
 
 def cmd_verify_bounds(args) -> int:
-    from .verify import format_bounds, verify_bounds
+    from rcprune.theory.verify import format_bounds, verify_bounds
 
     reports = verify_bounds(n=args.n, seed=args.seed, max_side=args.max_side)
     print(f"greedy cost / optimum on {args.n} random instances up to {args.max_side} x {args.max_side} "
@@ -275,8 +275,8 @@ def cmd_verify_bounds(args) -> int:
 
 
 def cmd_bound(args) -> int:
-    from .bounds import lower_bound
-    from .solve import solve
+    from rcprune.bounds import lower_bound
+    from rcprune.solve import solve
 
     inst = _with_budget(_resolve_instance(args.instance), args)
     if not isinstance(inst, Instance):
@@ -304,7 +304,7 @@ def _print_bound(row: dict, what: str, table: list | None, as_json: bool) -> int
 
 
 def _bound_network(inst, args) -> int:
-    from .solve import solve
+    from rcprune.solve import solve
 
     if args.method != "best":
         raise InvalidInstanceError(f"network instances have one bound (the network bound); got --method {args.method!r}")
@@ -319,7 +319,7 @@ def _bound_network(inst, args) -> int:
 
 def cmd_demo(args) -> int:
     try:
-        from .torch.demo import run_demo
+        from rcprune.bench.demo import run_demo
     except ImportError as exc:
         raise InvalidInstanceError(f"the demo needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
     sparsities = tuple(float(v) for v in args.sparsity.split(",") if v.strip())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jit import jit
+from rcprune.jit import jit
 
 __all__ = ["GAMMA", "mix64", "stream_seed", "random_bits", "random_below", "random_uniform", "NumpyStream"]
 

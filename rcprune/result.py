@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .problem import Instance, Solution, evaluate
+from rcprune.matrix.model import Instance, Solution, evaluate
 
 __all__ = ["SolveResult", "make_result", "certified_status", "Stopwatch"]
 

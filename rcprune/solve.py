@@ -4,41 +4,41 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from .problem import Instance
-from .result import SolveResult
-from .validation import InvalidInstanceError, check_seed, check_time_limit
+from rcprune.matrix.model import Instance
+from rcprune.result import SolveResult
+from rcprune.validation import InvalidInstanceError, check_seed, check_time_limit
 
 __all__ = ["solve", "METHODS", "RETENTION_METHODS", "NETWORK_METHODS", "method_names"]
 
 # method name -> (module in rcprune.solvers, function)
 METHODS: dict[str, tuple[str, str]] = {
-    "top-rows": ("baseline", "top_rows"),
-    "greedy-independent": ("greedy_independent", "greedy_independent"),
-    "greedy-row-column": ("greedy_row_column", "greedy_row_column"),
-    "greedy-column-row": ("greedy_row_column", "greedy_column_row"),
-    "enumeration": ("enumeration", "exact_enumeration"),
-    "cpsat": ("cpsat", "cpsat"),
-    "annealing": ("annealing", "local_annealing"),
-    "genetic": ("genetic", "genetic_search"),
+    "top-rows": ("matrix.baseline", "top_rows"),
+    "greedy-independent": ("matrix.greedy_independent", "greedy_independent"),
+    "greedy-row-column": ("matrix.greedy_row_column", "greedy_row_column"),
+    "greedy-column-row": ("matrix.greedy_row_column", "greedy_column_row"),
+    "enumeration": ("matrix.enumeration", "exact_enumeration"),
+    "cpsat": ("matrix.cpsat", "cpsat"),
+    "annealing": ("matrix.annealing", "local_annealing"),
+    "genetic": ("matrix.genetic", "genetic_search"),
 }
 
 # small-weight retention (rcprune.RetentionInstance): method name -> (module in rcprune.solvers, function)
 RETENTION_METHODS: dict[str, tuple[str, str]] = {
-    "magnitude": ("retention_magnitude", "magnitude"),
-    "diagonal": ("retention_magnitude", "diagonal"),
-    "retention-greedy": ("retention_greedy", "retention_greedy"),
-    "retention-annealing": ("retention_annealing", "retention_annealing"),
-    "retention-genetic": ("retention_genetic", "retention_genetic"),
-    "retention-exact": ("retention_exact", "retention_exact"),
+    "magnitude": ("retention.magnitude", "magnitude"),
+    "diagonal": ("retention.magnitude", "diagonal"),
+    "retention-greedy": ("retention.greedy", "retention_greedy"),
+    "retention-annealing": ("retention.annealing", "retention_annealing"),
+    "retention-genetic": ("retention.genetic", "retention_genetic"),
+    "retention-exact": ("retention.exact", "retention_exact"),
 }
 
 
 # whole networks (rcprune.NetworkInstance): method name -> (module in rcprune.solvers, function)
 NETWORK_METHODS: dict[str, tuple[str, str]] = {
-    "network-greedy": ("network_greedy", "network_greedy"),
-    "network-allocation": ("network_allocation", "network_allocation"),
-    "network-annealing": ("network_annealing", "network_annealing"),
-    "network-cpsat": ("network_cpsat", "network_cpsat"),
+    "network-greedy": ("network.greedy", "network_greedy"),
+    "network-allocation": ("network.allocation", "network_allocation"),
+    "network-annealing": ("network.annealing", "network_annealing"),
+    "network-cpsat": ("network.cpsat", "network_cpsat"),
 }
 
 
@@ -93,8 +93,8 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
     >>> solve(inst, method="top-rows").cost
     3.0
     """
-    from .retention import RetentionInstance
-    from .network import NetworkInstance
+    from rcprune.retention.model import RetentionInstance
+    from rcprune.network.model import NetworkInstance
 
     if isinstance(instance, RetentionInstance):  # methods of RETENTION_METHODS, named explicitly
         fn = _solver(method, RETENTION_METHODS)
@@ -116,11 +116,11 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
         raise InvalidInstanceError(f"network instances take bound=True (the network bound), got {bound!r}")
     result = fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
     if bound is not False and isinstance(instance, NetworkInstance):
-        from .bounds.network import certify_network
+        from rcprune.bounds.network import certify_network
 
         result = certify_network(result, instance)
     elif bound is not False:
-        from .bounds import certify
+        from rcprune.bounds import certify
 
         result = certify(result, instance, "best" if bound is True else bound, time_limit=time_limit)
     return result

@@ -14,8 +14,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture(scope="session", autouse=True)
 def warm_numba():
     """Compile the jitted kernels once per session so property tests time only the work."""
-    from rcprune import kernels
-
+    from rcprune.matrix import kernels
     s = np.ones((2, 3))
     rows, cols = np.array([True, False]), np.array([True, False, True])
     kernels.kept_sum(s, rows, cols)

@@ -93,8 +93,8 @@ def test_bench_latency_quick(capsys):
 
 
 def test_solve_a_library_network_and_save_its_solution(capsys, tmp_path):
-    from rcprune.network_generate import get_network
-    from rcprune.network_io import load_network_solution
+    from rcprune.network.generate import get_network
+    from rcprune.network.io import load_network_solution
 
     out_path = tmp_path / "net-sol.npz"
     code, out, _ = run(capsys, "solve", "residual-downsample", "--json", "--out", str(out_path))
@@ -107,8 +107,8 @@ def test_solve_a_library_network_and_save_its_solution(capsys, tmp_path):
 
 
 def test_solve_and_bound_a_network_file(capsys, tmp_path):
-    from rcprune.network_generate import chain_network
-    from rcprune.network_io import save_network
+    from rcprune.network.generate import chain_network
+    from rcprune.network.io import save_network
 
     path = save_network(chain_network(3, budget=18), tmp_path / "chain.npz")
     code, out, _ = run(capsys, "solve", str(path), "--method", "network-greedy,network-annealing", "--sparsity", "0.5")

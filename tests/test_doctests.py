@@ -12,11 +12,11 @@ import pytest
 
 import rcprune.solvers
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(rcprune.solvers.__path__, "rcprune.solvers."))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(rcprune.solvers.__path__, "rcprune.solvers.") if not m.ispkg)
 
 
 def test_solver_modules_found():
-    assert "rcprune.solvers.greedy_row_column" in MODULES
+    assert "rcprune.solvers.matrix.greedy_row_column" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from rcprune.problem import Instance
+from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult
 from rcprune.validation import InvalidInstanceError, check_int_option, check_time_limit
 
-from .shapes import BoundResult, ShapeTable, safety_margin
+from rcprune.bounds.shapes import BoundResult, ShapeTable, safety_margin
 
 __all__ = ["lower_bound", "certify", "BoundResult", "ShapeTable", "BOUND_METHODS"]
 
@@ -30,7 +30,7 @@ BOUND_METHODS = ("best", "surrogate", "topk", "spectral", "lagrangian", "shapewi
 
 
 def _surrogate(instance: Instance) -> BoundResult:
-    from rcprune.solvers.greedy_independent import surrogate_bound
+    from rcprune.solvers.matrix.greedy_independent import surrogate_bound
 
     start = time.perf_counter()
     sb = surrogate_bound(instance)
@@ -51,7 +51,7 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
     instance : Instance
         Budget or fixed-shape form.
     method : str
-        ``"surrogate"`` (row/column sums, :func:`rcprune.solvers.greedy_independent.surrogate_bound`),
+        ``"surrogate"`` (row/column sums, :func:`rcprune.solvers.matrix.greedy_independent.surrogate_bound`),
         ``"topk"`` (:mod:`.topk`), ``"spectral"`` (:mod:`.spectral`), ``"lagrangian"`` (:mod:`.lagrangian`,
         the decomposition bound optimized per shape), ``"shapewise"`` (:mod:`.shapewise`: cheap bounds on
         every shape, shapes that cannot beat the incumbent discarded, the rest refined or solved exactly),
@@ -85,18 +85,18 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
     if method == "surrogate":
         return _surrogate(instance)
     if method == "topk":
-        from .topk import topk_bound
+        from rcprune.bounds.topk import topk_bound
 
         return topk_bound(instance)
     if method == "spectral":
-        from .spectral import spectral_bound
+        from rcprune.bounds.spectral import spectral_bound
 
         return spectral_bound(instance)
     if method == "lagrangian":
-        from .lagrangian import lagrangian_bound
+        from rcprune.bounds.lagrangian import lagrangian_bound
 
         return lagrangian_bound(instance, time_limit=time_limit, incumbent=incumbent_cost)
-    from .shapewise import CPSAT_MAX_ENTRIES, shapewise_bound
+    from rcprune.bounds.shapewise import CPSAT_MAX_ENTRIES, shapewise_bound
 
     if cpsat_max_entries is None:
         cpsat_max_entries = CPSAT_MAX_ENTRIES

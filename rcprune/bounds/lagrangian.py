@@ -22,14 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from rcprune.jit import jit
-from rcprune.kernels import select_largest
-from rcprune.problem import Instance
+from rcprune.matrix.kernels import select_largest
+from rcprune.matrix.model import Instance
 from rcprune.result import Stopwatch
 from rcprune.validation import InvalidInstanceError
 
-from .shapes import BoundResult, safety_margin
-from .spectral import spectral_norm_upper
-from .topk import topk_table
+from rcprune.bounds.shapes import BoundResult, safety_margin
+from rcprune.bounds.spectral import spectral_norm_upper
+from rcprune.bounds.topk import topk_table
 
 __all__ = ["lagrangian_shape", "lagrangian_bound", "row_view"]
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from rcprune.validation import InvalidInstanceError
 
-from .spectral import spectral_all_shapes
-from .topk import topk_all_shapes
+from rcprune.bounds.spectral import spectral_all_shapes
+from rcprune.bounds.topk import topk_all_shapes
 
 __all__ = ["NetworkBound", "layer_bound_curve", "network_lower_bound", "certify_network"]
 
@@ -120,12 +120,12 @@ def layer_bound_curve(scores: np.ndarray, points: int = 4096, fixed_rows: bool =
 def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) -> NetworkBound:
     """A lower bound on the optimal cost of a :class:`rcprune.NetworkInstance` (see the module docstring).
 
-    >>> from rcprune.network_generate import chain_network
+    >>> from rcprune.network.generate import chain_network
     >>> net = chain_network(0, budget=20)
     >>> network_lower_bound(net).bound >= 0
     True
     """
-    from rcprune.network import NetworkInstance
+    from rcprune.network.model import NetworkInstance
 
     if not isinstance(instance, NetworkInstance):
         raise InvalidInstanceError(f"expected a rcprune.NetworkInstance, got {type(instance).__name__}")
@@ -183,7 +183,7 @@ def certify_network(result, instance, **options):
     so ``result.gap`` is a certified gap; ``"optimal"`` when the bound meets the cost (1e-9 relative).
 
     >>> import rcprune
-    >>> from rcprune.network_generate import chain_network
+    >>> from rcprune.network.generate import chain_network
     >>> net = chain_network(0, budget=20)
     >>> res = certify_network(rcprune.solve(net, method="network-greedy"), net)
     >>> 0.0 <= res.lower_bound <= res.cost and res.info["bound"]["method"] == "network"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rcprune.problem import Instance
-from rcprune.solvers.greedy_independent import maximal_shapes
+from rcprune.matrix.model import Instance
+from rcprune.solvers.matrix.greedy_independent import maximal_shapes
 
 __all__ = ["BoundResult", "ShapeTable", "shape_table", "safety_margin"]
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcprune.problem import Instance
+from rcprune.matrix.model import Instance
 from rcprune.result import Stopwatch
 from rcprune.validation import check_int_option
 
-from .shapes import BoundResult, safety_margin
-from .spectral import spectral_table
-from .topk import topk_table
+from rcprune.bounds.shapes import BoundResult, safety_margin
+from rcprune.bounds.spectral import spectral_table
+from rcprune.bounds.topk import topk_table
 
 __all__ = ["shapewise_bound", "EXACT_MAX_SIDE", "CPSAT_MAX_ENTRIES"]
 
@@ -35,14 +35,14 @@ CPSAT_MAX_ENTRIES = 256  # CP-SAT per shape on m * n <= this many entries
 
 
 def _incumbent(instance: Instance) -> float:
-    from rcprune.solvers.greedy_row_column import greedy_column_row, greedy_row_column
+    from rcprune.solvers.matrix.greedy_row_column import greedy_column_row, greedy_row_column
 
     return min(greedy_row_column(instance).cost, greedy_column_row(instance).cost)
 
 
 def _enumerate_shape(instance: Instance, r: int, c: int, time_limit: float | None):
     """(lower bound, feasible cost) for the fixed shape (r, c) by enumeration of the shorter side."""
-    from rcprune.solvers.enumeration import exact_enumeration
+    from rcprune.solvers.matrix.enumeration import exact_enumeration
 
     res = exact_enumeration(instance.replace(shape=(r, c)), time_limit=time_limit)
     return (res.lower_bound if res.lower_bound is not None else 0.0), res.cost
@@ -52,7 +52,7 @@ def _cpsat_shape(instance: Instance, r: int, c: int, low: float, incumbent: floa
                  time_limit: float | None):
     """(lower bound, feasible cost, CP-SAT status) for the shape (r, c): CP-SAT with the cut
     kept <= total - ``low`` and the cutoff cost <= ``incumbent``."""
-    from rcprune.solvers.cpsat import cpsat
+    from rcprune.solvers.matrix.cpsat import cpsat
 
     res = cpsat(instance, shape=(r, c), seed=seed, time_limit=time_limit, cost_bound=max(low, 0.0),
                 cutoff=incumbent)
@@ -153,7 +153,7 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
             run_cpsat(k, r, c, slice_s)
             how = "exact"
         elif lagrangian:
-            from .lagrangian import lagrangian_shape
+            from rcprune.bounds.lagrangian import lagrangian_shape
 
             res = lagrangian_shape(instance, r, c, time_limit=slice_s, target=instance.total - best_cost)
             lows[k] = max(lows[k], instance.total - res - safety_margin(instance))

@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from rcprune.problem import Instance
-from rcprune.solvers.greedy_independent import maximal_shapes
+from rcprune.matrix.model import Instance
+from rcprune.solvers.matrix.greedy_independent import maximal_shapes
 
-from .shapes import BoundResult, ShapeTable, shape_table
+from rcprune.bounds.shapes import BoundResult, ShapeTable, shape_table
 
 __all__ = ["spectral_norm_upper", "double_centre", "spectral_table", "spectral_bound", "spectral_all_shapes"]
 

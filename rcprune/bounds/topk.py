@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from rcprune.problem import Instance
-from rcprune.solvers.greedy_independent import maximal_shapes
+from rcprune.matrix.model import Instance
+from rcprune.solvers.matrix.greedy_independent import maximal_shapes
 
-from .shapes import BoundResult, ShapeTable, shape_table
+from rcprune.bounds.shapes import BoundResult, ShapeTable, shape_table
 
 __all__ = ["topk_table", "topk_bound", "topk_all_shapes"]
 

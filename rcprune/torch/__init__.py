@@ -9,13 +9,13 @@ the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
 ``torch`` extra.
 """
-from .extract import Extraction, LayerMap, extract
-from .masking import apply, bake, is_masked, restore
-from .compact import CompactReport, compact
-from .finetune import evaluate_accuracy, finetune
-from .refit import RefitReport, ls_refit
-from .retention import RetentionReport, restore_original, retention_prune
-from .pipeline import PruneReport, prune
+from rcprune.torch.extract import Extraction, LayerMap, extract
+from rcprune.torch.masking import apply, bake, is_masked, restore
+from rcprune.torch.compact import CompactReport, compact
+from rcprune.torch.finetune import evaluate_accuracy, finetune
+from rcprune.torch.refit import RefitReport, ls_refit
+from rcprune.torch.retention import RetentionReport, restore_original, retention_prune
+from rcprune.torch.pipeline import PruneReport, prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport",

@@ -20,10 +20,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rcprune.network import NetworkSolution
+from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction, extraction_of
+from rcprune.torch.extract import Extraction, extraction_of
 
 __all__ = ["compact", "CompactReport", "RCConv2d", "RCLinear", "ChannelScatterAdd", "ChannelScatter"]
 
@@ -277,7 +277,7 @@ def _choose_by_timing(out: fx.GraphModule, example_inputs, candidates, rows_info
                       repeats: int) -> None:
     """Give each candidate layer the faster of "im2col" and "conv-zeros", timed on its input in ``out``
     run on ``example_inputs`` (median of ``repeats`` interleaved runs)."""
-    from .latency import measure_latency
+    from rcprune.torch.latency import measure_latency
 
     inputs = {}
     wanted = {module_names[i]: i for i, _ in candidates}

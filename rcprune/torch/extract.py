@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from rcprune.network import NetworkBuilder, NetworkInstance
+from rcprune.network.model import NetworkBuilder, NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_scores
 
 __all__ = ["extraction_of", "extract", "Extraction", "LayerMap", "NodeInfo"]
@@ -100,7 +100,7 @@ class Extraction:
     def effective(self, solution) -> dict:
         """The solution's effective per-layer masks (dead channels' columns cleared), after checking it
         belongs to this extraction's instance."""
-        from rcprune.network import check_network_solution
+        from rcprune.network.model import check_network_solution
 
         check_network_solution(self.instance, solution)
         return solution.effective(self.instance)

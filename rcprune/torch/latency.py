@@ -129,9 +129,9 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
 
     import rcprune
 
-    from .compact import compact
-    from .extract import extract
-    from .masking import apply
+    from rcprune.torch.compact import compact
+    from rcprune.torch.extract import extract
+    from rcprune.torch.masking import apply
 
     torch.manual_seed(seed)
     model = torchvision.models.resnet18(num_classes=10).eval()

@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from rcprune.network import NetworkSolution
+from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction, extraction_of
+from rcprune.torch.extract import Extraction, extraction_of
 
 __all__ = ["apply", "bake", "restore", "is_masked", "layer_masks"]
 

@@ -21,15 +21,15 @@ from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
-from rcprune.network import NetworkSolution
+from rcprune.network.model import NetworkSolution
 from rcprune.result import SolveResult
 from rcprune.validation import InvalidInstanceError
 
-from .compact import CompactReport, compact as compact_model
-from .extract import Extraction, extract
-from .finetune import finetune as finetune_model
-from .masking import apply
-from .refit import RefitReport, ls_refit
+from rcprune.torch.compact import CompactReport, compact as compact_model
+from rcprune.torch.extract import Extraction, extract
+from rcprune.torch.finetune import finetune as finetune_model
+from rcprune.torch.masking import apply
+from rcprune.torch.refit import RefitReport, ls_refit
 
 __all__ = ["prune", "PruneReport"]
 

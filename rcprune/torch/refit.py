@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rcprune.network import NetworkSolution
+from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
-from .extract import Extraction, extraction_of
-from .masking import is_masked, restore
+from rcprune.torch.extract import Extraction, extraction_of
+from rcprune.torch.masking import is_masked, restore
 
 __all__ = ["ls_refit", "RefitReport"]
 

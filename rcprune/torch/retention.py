@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
-from rcprune.retention import SCOPES, RetentionInstance, refit as ls_refit_rows
+from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
 from rcprune.validation import InvalidInstanceError
 
-from .masking import restore
-from .refit import _detach_masked
+from rcprune.torch.masking import restore
+from rcprune.torch.refit import _detach_masked
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
            "retention_layers"]
@@ -227,7 +227,7 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         A retention method of :func:`rcprune.solve` ("magnitude", "diagonal", "retention-greedy",
         "retention-annealing", "retention-genetic", "retention-exact"); ``**options`` go to it.
     refit : bool
-        Replace the kept weights by their least-squares refit (:func:`rcprune.retention.refit`, damped H):
+        Replace the kept weights by their least-squares refit (:func:`rcprune.retention.model.refit`, damped H):
         written into ``weight_orig`` at kept positions; pruned positions keep the original values.
     damping : float
         H + damping * mean(diag H) * I for the solve and the refit.

@@ -1,0 +1,420 @@
+"""Small-weight retention: which weights of a layer to keep so that its output changes least.
+
+Keep exactly k weights per row of W (or k in the whole layer) and minimize the reconstruction error
+E(M) = sum_i d_i^T H d_i, where d_i = (1 - M_i) * W_i is the pruned part of row i and H = X X^T / N the
+second moment of the layer inputs. With H = I this is magnitude pruning; with correlated inputs the
+optimum may keep small weights.
+
+>>> import numpy as np, rcprune
+>>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]   # inputs 0 and 1 anti-correlated
+>>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1)
+>>> round(rcprune.evaluate_retention(inst, [[True, False, False]]).cost, 6)  # magnitude keeps w = 1.0
+1.13
+>>> ev = rcprune.evaluate_retention(inst, [[False, False, True]])              # keeps the smallest
+>>> round(ev.cost, 6), ev.retained_small
+(0.2, 1)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from rcprune.retention import kernels as rk
+from rcprune.result import certified_status
+from rcprune.validation import InvalidInstanceError
+
+__all__ = [
+    "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "RetentionResult",
+    "evaluate_retention", "make_retention_result", "hessian_from_inputs", "refit", "magnitude_mask",
+    "SCOPES",
+]
+
+SCOPES = ("row", "layer")
+SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
+PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
+
+
+def _as_matrix(value, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensors without importing torch
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise InvalidInstanceError(f"{name} must be a numeric matrix, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise InvalidInstanceError(f"{name} must be a 2-D matrix, got ndim={arr.ndim} (shape {arr.shape})")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidInstanceError(f"{name} is an empty matrix (shape {arr.shape})")
+    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        kind = "NaN" if np.isnan(arr[i, j]) else "inf"
+        raise InvalidInstanceError(f"{name} contains {int(bad.sum())} non-finite value(s) ({kind} at [{i}, {j}])")
+    return arr
+
+
+def _check_damping(damping) -> float:
+    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not math.isfinite(damping) or damping < 0:
+        raise InvalidInstanceError(f"damping must be a finite number >= 0, got {damping!r}")
+    return float(damping)
+
+
+def _damped(h: np.ndarray, damping: float) -> np.ndarray:
+    if damping > 0:
+        scale = float(np.mean(np.diag(h)))
+        h = h + damping * (scale if scale > 0 else 1.0) * np.eye(h.shape[0])
+    return h
+
+
+def _check_hessian(hessian, n: int | None, damping: float) -> np.ndarray:
+    h = _as_matrix(hessian, "hessian")
+    if h.shape[0] != h.shape[1]:
+        raise InvalidInstanceError(f"hessian must be square, got shape {h.shape}")
+    if n is not None and h.shape[0] != n:
+        raise InvalidInstanceError(
+            f"hessian is {h.shape[0]} x {h.shape[1]} but the weights have n = {n} columns (inputs): shape mismatch")
+    scale = float(np.abs(h).max())
+    asym = float(np.abs(h - h.T).max())
+    if asym > SYMMETRY_TOLERANCE * max(scale, 1e-300):
+        i, j = np.unravel_index(np.argmax(np.abs(h - h.T)), h.shape)
+        raise InvalidInstanceError(
+            f"hessian must be symmetric: H[{i}, {j}] = {h[i, j]!r} but H[{j}, {i}] = {h[j, i]!r}")
+    h = _damped((h + h.T) / 2, damping)
+    eig = np.linalg.eigvalsh(h)
+    if eig[0] < -PSD_TOLERANCE * max(abs(eig[0]), abs(eig[-1])):
+        raise InvalidInstanceError(
+            f"hessian must be positive semi-definite (after damping {damping}); smallest eigenvalue {eig[0]:.3g}")
+    return np.ascontiguousarray(h)
+
+
+def _check_count(value, name: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise InvalidInstanceError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if not 0 <= value <= high:
+        raise InvalidInstanceError(f"{name} must be between 0 and {high}, got {value}")
+    return value
+
+
+class RetentionInstance:
+    """An immutable small-weight retention instance.
+
+    Parameters
+    ----------
+    weights : array_like, shape (m, n)
+        Layer weights W (a conv layer in im2col view: m output channels, n = C_in * kh * kw).
+    hessian : array_like, shape (n, n)
+        H = X X^T / N of the calibration inputs (symmetric, positive semi-definite after damping).
+    k : int, optional
+        Kept weights per row (``scope="row"``, 0 <= k <= n) or in total (``scope="layer"``, 0 <= k <= m n).
+    sparsity : float, optional
+        Alternative to ``k``: k = round((1 - sparsity) * n) per row, or round((1 - sparsity) * m n).
+    scope : {"row", "layer"}
+        Per-row budget (every row keeps exactly k) or a layer budget (k in total).
+    damping : float
+        lambda >= 0: the instance uses H + lambda * mean(diag H) * I.
+    name : str
+    """
+
+    __slots__ = ("weights", "hessian", "k", "scope", "damping", "name", "m", "n", "_threshold")
+
+    def __init__(self, weights, hessian, k: int | None = None, *, sparsity: float | None = None,
+                 scope: str = "row", damping: float = 0.0, name: str = "retention"):
+        w = _as_matrix(weights, "weights")
+        m, n = w.shape
+        damping = _check_damping(damping)
+        h = _check_hessian(hessian, n, damping)
+        if scope not in SCOPES:
+            raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
+        size = n if scope == "row" else m * n
+        if (k is None) == (sparsity is None):
+            raise InvalidInstanceError("give exactly one of k or sparsity")
+        if sparsity is not None:
+            if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity <= 1:
+                raise InvalidInstanceError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
+            k = int(round((1.0 - float(sparsity)) * size))
+        k = _check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
+        w.setflags(write=False)
+        h.setflags(write=False)
+        for key, value in (("weights", w), ("hessian", h), ("k", k), ("scope", scope), ("damping", damping),
+                           ("name", str(name)), ("m", m), ("n", n)):
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_threshold", None)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("RetentionInstance is immutable")
+
+    def __repr__(self) -> str:
+        return (f"RetentionInstance(name={self.name!r}, shape=({self.m}, {self.n}), k={self.k}, "
+                f"scope={self.scope!r}, damping={self.damping})")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.m, self.n
+
+    @property
+    def total_kept(self) -> int:
+        """Number of kept weights of every feasible mask."""
+        return self.k * self.m if self.scope == "row" else self.k
+
+    @property
+    def magnitude_threshold(self) -> np.ndarray:
+        """Per-row |w| of the k-th largest weight (row scope) or the layer's K-th largest (layer scope),
+        broadcast to shape (m,); +inf when nothing is kept. A kept weight below it is "retained small"."""
+        if self._threshold is None:
+            a = np.abs(self.weights)
+            if self.k == 0:
+                t = np.full(self.m, np.inf)
+            elif self.scope == "row":
+                t = -np.sort(-a, axis=1)[:, self.k - 1]
+            else:
+                t = np.full(self.m, -np.sort(-a, axis=None)[self.k - 1])
+            t.setflags(write=False)
+            object.__setattr__(self, "_threshold", t)
+        return self._threshold
+
+
+def magnitude_mask(instance: RetentionInstance, scores: np.ndarray | None = None) -> np.ndarray:
+    """Keep the top-k entries of ``scores`` (default |W|) per row or in the layer; ties by index."""
+    s = np.abs(instance.weights) if scores is None else scores
+    m, n = instance.shape
+    keep = np.zeros((m, n), dtype=bool)
+    if instance.scope == "row":
+        order = np.argsort(-s, axis=1, kind="stable")[:, :instance.k]
+        np.put_along_axis(keep, order, True, axis=1)
+    else:
+        keep.ravel()[np.argsort(-s, axis=None, kind="stable")[:instance.k]] = True
+    return keep
+
+
+class RetentionSolution:
+    """A boolean keep-mask of shape (m, n) (True = kept), read-only."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, mask):
+        arr = np.asarray(mask)
+        if arr.dtype != bool:
+            if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+                arr = arr.astype(bool)
+            else:
+                raise InvalidInstanceError(f"mask must be boolean (or 0/1 integers), got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise InvalidInstanceError(f"mask must be a 2-D matrix, got shape {arr.shape}")
+        arr = np.array(arr, dtype=bool, order="C", copy=True)
+        arr.setflags(write=False)
+        object.__setattr__(self, "mask", arr)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("RetentionSolution is immutable")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape
+
+    def __repr__(self) -> str:
+        return f"RetentionSolution(shape={self.mask.shape}, kept={int(self.mask.sum())})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RetentionSolution) and np.array_equal(self.mask, other.mask)
+
+    __hash__ = None
+
+
+@dataclass(frozen=True)
+class RetentionEvaluation:
+    """Objective and facts of a keep-mask (``cost`` is E, the reconstruction error)."""
+
+    cost: float
+    row_costs: np.ndarray = field(repr=False)
+    kept_count: int
+    feasible: bool
+    retained_small: int
+
+
+def _mask_of(instance: RetentionInstance, solution) -> np.ndarray:
+    mask = solution.mask if isinstance(solution, RetentionSolution) else RetentionSolution(solution).mask
+    if mask.shape != instance.shape:
+        raise InvalidInstanceError(f"mask has shape {mask.shape}, the instance {instance.shape}: shape mismatch")
+    return mask
+
+
+def evaluate_retention(instance: RetentionInstance, solution) -> RetentionEvaluation:
+    """E(M), per-row errors, kept count, feasibility and retained small weights of a keep-mask.
+
+    Feasible means exactly k kept in every row (row scope) or in total (layer scope). O(m n^2).
+    """
+    mask = _mask_of(instance, solution)
+    row_costs = rk.row_errors(instance.weights, instance.hessian, mask)
+    row_kept = mask.sum(axis=1)
+    if instance.scope == "row":
+        feasible = bool((row_kept == instance.k).all())
+    else:
+        feasible = int(row_kept.sum()) == instance.k
+    small = mask & (np.abs(instance.weights) < instance.magnitude_threshold[:, None])
+    return RetentionEvaluation(cost=float(row_costs.sum()), row_costs=row_costs, kept_count=int(row_kept.sum()),
+                               feasible=feasible, retained_small=int(small.sum()))
+
+
+def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
+    """H = X X^T / N (+ damping * mean(diag H) * I) from inputs X of shape (n, N), accumulated in float64.
+
+    ``inputs`` is one (n, N) array (or nested list) or an iterator of (n, N_b) chunks (streaming: only one chunk and the
+    n x n sum are in memory). O(n^2 N).
+
+    >>> hessian_from_inputs([[1.0, -1.0], [2.0, 0.0]])
+    array([[1., 1.],
+           [1., 2.]])
+    >>> hessian_from_inputs(iter([np.ones((2, 1)), np.zeros((2, 1))]), damping=0.5).tolist()
+    [[0.75, 0.5], [0.5, 0.75]]
+    """
+    damping = _check_damping(damping)
+    chunks: Iterable = [inputs] if isinstance(inputs, (np.ndarray, list, tuple)) or hasattr(inputs, "detach") else inputs
+    total, count = None, 0
+    for chunk in chunks:
+        x = _as_matrix(chunk, "inputs")
+        if total is None:
+            total = np.zeros((x.shape[0], x.shape[0]))
+        elif x.shape[0] != total.shape[0]:
+            raise InvalidInstanceError(f"input chunks must all have n = {total.shape[0]} rows, got {x.shape[0]}")
+        total += x @ x.T
+        count += x.shape[1]
+    if total is None:
+        raise InvalidInstanceError("inputs is empty: no calibration samples")
+    return _damped(total / count, damping)
+
+
+def refit(weights, hessian, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares refit of the kept weights of every row given the mask.
+
+    Row i keeps S and prunes P; the refit minimizes (w - v)^T H (w - v) over v with v_P = 0, whose
+    solution is v_S = w_S + H_SS^+ H_SP w_P (pseudo-inverse: a singular H_SS is allowed). Returns the
+    refitted weights (zero where pruned) and the per-row errors after the refit (never above the
+    errors before it). O(m (k^3 + n^2)).
+
+    >>> w, e = refit([[1.0, 1.0]], [[1.0, 0.5], [0.5, 1.0]], [[True, False]])
+    >>> w.tolist(), e.tolist()
+    ([[1.5, 0.0]], [0.75])
+    """
+    w = _as_matrix(weights, "weights")
+    h = np.asarray(hessian, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if h.shape != (w.shape[1], w.shape[1]) or mask.shape != w.shape:
+        raise InvalidInstanceError(f"refit: weights {w.shape}, hessian {h.shape}, mask {mask.shape} do not match")
+    out = np.zeros_like(w)
+    errors = np.zeros(w.shape[0])
+    for i in range(w.shape[0]):
+        s, p = np.flatnonzero(mask[i]), np.flatnonzero(~mask[i])
+        v = w[i].copy()
+        v[p] = 0.0
+        if s.size and p.size:
+            v[s] += np.linalg.lstsq(h[np.ix_(s, s)], h[np.ix_(s, p)] @ w[i, p], rcond=None)[0]
+        out[i] = v
+        d = w[i] - v
+        errors[i] = max(0.0, float(d @ h @ d))
+    return out, errors
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """Outcome of a retention solve; the field names of :class:`rcprune.SolveResult`, plus retention facts.
+
+    Attributes
+    ----------
+    solution : RetentionSolution
+    cost : float
+        E after: the reconstruction error of the returned mask (minimized).
+    kept_sum : float
+        Sum of |w| over the kept weights (the magnitude objective, for comparison).
+    kept_count : int
+    lower_bound : float or None
+        A proven lower bound on the optimal E, if the method has one.
+    status : str
+        ``"optimal"`` only when ``lower_bound`` meets ``cost``; ``"time_limit"`` when the time limit
+        stopped the search; otherwise ``"feasible"``.
+    runtime : float
+    iterations : int
+    trace : list of (seconds, iteration, best_cost)
+    method : str
+    seed : int or None
+    feasible : bool
+    info : dict
+    magnitude_cost : float
+        E before: the error of the magnitude mask (top-k |w|) under the same budget.
+    retained_small : int
+        Kept weights smaller than the magnitude threshold (weights magnitude pruning would drop).
+    refit_cost : float or None
+        E after a least-squares refit of the kept weights (when asked for with ``refit=True``).
+    """
+
+    solution: RetentionSolution
+    cost: float
+    kept_sum: float
+    kept_count: int
+    lower_bound: float | None
+    status: str
+    runtime: float
+    iterations: int
+    trace: list = field(default_factory=list)
+    method: str = ""
+    seed: int | None = None
+    feasible: bool = True
+    info: dict = field(default_factory=dict)
+    magnitude_cost: float = float("nan")
+    retained_small: int = 0
+    refit_cost: float | None = None
+
+    @property
+    def gap(self) -> float | None:
+        """Relative optimality gap (cost - lower_bound) / cost, or None without a bound."""
+        if self.lower_bound is None:
+            return None
+        if self.cost <= 0:
+            return 0.0
+        return max(0.0, (self.cost - self.lower_bound) / self.cost)
+
+    @property
+    def improvement(self) -> float:
+        """Relative error reduction over magnitude pruning, 1 - cost / magnitude_cost (0 if both are 0)."""
+        if self.magnitude_cost <= 0:
+            return 0.0
+        return 1.0 - self.cost / self.magnitude_cost
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no masks)."""
+        return {
+            "method": self.method, "status": self.status, "cost": self.cost, "magnitude_cost": self.magnitude_cost,
+            "improvement": self.improvement, "refit_cost": self.refit_cost, "retained_small": self.retained_small,
+            "kept_sum": self.kept_sum, "kept_count": self.kept_count, "lower_bound": self.lower_bound, "gap": self.gap,
+            "runtime": self.runtime, "iterations": self.iterations, "seed": self.seed, "feasible": self.feasible,
+        }
+
+
+def make_retention_result(instance: RetentionInstance, mask: np.ndarray, *, method: str, runtime: float,
+                          iterations: int = 0, lower_bound: float | None = None, timed_out: bool = False,
+                          trace: list | None = None, seed: int | None = None, info: dict | None = None,
+                          refit_weights: bool = False, proof_tolerance: float = 1e-9) -> RetentionResult:
+    """Evaluate a keep-mask and wrap it; status is ``optimal`` only if the bound proves it
+    (cost - lower_bound <= proof_tolerance * max(1, cost))."""
+    ev = evaluate_retention(instance, mask)
+    lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
+                                           proof_tolerance=proof_tolerance, method=method)
+    mag = rk.row_errors(instance.weights, instance.hessian, magnitude_mask(instance)).sum()
+    refit_cost = float(refit(instance.weights, instance.hessian, mask)[1].sum()) if refit_weights else None
+    kept_sum = float(np.abs(instance.weights)[mask].sum())
+    return RetentionResult(
+        solution=RetentionSolution(mask), cost=ev.cost, kept_sum=kept_sum, kept_count=ev.kept_count,
+        lower_bound=lower_bound, status=status, runtime=runtime, iterations=iterations, trace=list(trace or []),
+        method=method, seed=seed, feasible=ev.feasible, info=dict(info or {}), magnitude_cost=float(mag),
+        retained_small=ev.retained_small, refit_cost=refit_cost,
+    )

@@ -1,0 +1,1 @@
+"""Solvers for small-weight retention (:class:`rcprune.RetentionInstance`), one algorithm per module."""

@@ -1,0 +1,190 @@
+"""The PyTorch adapter, steps 1-3: extract (group structure), apply / restore / bake, compact (equivalence,
+sizes, state_dict, export) and the errors of bad inputs."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import rcprune  # noqa: E402
+from rcprune import InvalidInstanceError  # noqa: E402
+from rcprune.network.model import NetworkSolution  # noqa: E402
+from rcprune.torch import apply, bake, compact, extract, is_masked  # noqa: E402
+from rcprune.torch.masking import restore  # noqa: E402
+from rcprune.torch.models import cifar_resnet  # noqa: E402
+
+
+def _randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model.eval()
+
+
+def _model(kind):
+    torch.manual_seed(0)
+    if kind == "resnet18":
+        return _randomize_bn(torchvision.models.resnet18(num_classes=10)), torch.randn(2, 3, 64, 64)
+    if kind == "resnet34":
+        return _randomize_bn(torchvision.models.resnet34(num_classes=10)), torch.randn(2, 3, 64, 64)
+    if kind == "resnet50":
+        return _randomize_bn(torchvision.models.resnet50(num_classes=10)), torch.randn(2, 3, 64, 64)
+    return _randomize_bn(cifar_resnet(depth=20, width=8, in_channels=1, num_classes=10, seed=0)), torch.randn(2, 1, 16, 16)
+
+
+def test_resnet18_groups_one_per_stage():
+    model, x = _model("resnet18")
+    inst = extract(model, x[:1], sparsity=0.9).instance
+    assert inst.n_layers == 21 and len(inst.groups) == 14
+    for stage, group in ((1, "conv1:out"), (2, "layer2.0.conv2:out"), (3, "layer3.0.conv2:out"), (4, "layer4.0.conv2:out")):
+        producers = set(inst.group(group).producers)
+        expected = {f"layer{stage}.0.conv2", f"layer{stage}.1.conv2"}
+        expected |= {"conv1"} if stage == 1 else {f"layer{stage}.0.downsample.0"}
+        assert producers == expected
+    assert inst.group("fc:out").protected and inst.fixed_rows("fc")
+    assert inst.layer("fc").block == 1 and inst.layer("conv1").kernel == (7, 7)
+
+
+def test_resnet34_groups_one_per_stage_and_one_inside_each_block():
+    model, x = _model("resnet34")
+    inst = extract(model, x[:1], sparsity=0.9).instance
+    # stem, 16 basic blocks of two convs, three downsamples, classifier; groups: input, one per stage,
+    # one inside each block, classifier
+    assert inst.n_layers == 1 + 32 + 3 + 1 and len(inst.groups) == 1 + 4 + 16 + 1
+    assert len(inst.group("layer3.0.conv2:out").producers) == 7  # six blocks and the downsample
+    assert set(inst.group("conv1:out").producers) == {"conv1"} | {f"layer1.{i}.conv2" for i in range(3)}
+
+
+def test_resnet50_and_cifar_group_counts():
+    model, x = _model("resnet50")
+    inst = extract(model, x[:1]).instance
+    # input, stem, one per stage, two inside each of the 16 bottlenecks, classifier
+    assert inst.n_layers == 54 and len(inst.groups) == 1 + 1 + 4 + 32 + 1
+    assert len(inst.group("layer3.0.conv3:out").producers) == 7
+    model, x = _model("cifar")
+    inst = extract(model, x[:1]).instance
+    assert inst.n_layers == 22 and len(inst.groups) == 1 + 3 + 9 + 1
+    assert set(inst.group("conv1:out").producers) == {"conv1"} | {f"layer1.{i}.conv2" for i in range(3)}
+
+
+@pytest.mark.parametrize("kind", ["resnet18", "resnet34", "resnet50", "cifar"])
+def test_masked_equals_compacted(kind):
+    model, x = _model(kind)
+    with torch.no_grad():
+        dense = model(x)
+    ext = extract(model, x[:1], sparsity=0.9)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    apply(model, res.solution, ext)
+    assert is_masked(model)
+    with torch.no_grad():
+        masked = model(x)
+    assert (masked - dense).abs().max() > 1e-3   # the pruning did something
+    for partial in ("auto", "im2col", "conv", "shift"):
+        small, report = compact(model, res.solution, ext, partial=partial)
+        with torch.no_grad():
+            out = small(x)
+        assert (out - masked).abs().max() <= 1e-4
+        assert report.weights_after == res.kept_count
+        assert report.macs_after < report.macs_before and report.params_after < report.params_before
+    restore(model)
+    assert not is_masked(model)
+    with torch.no_grad():
+        assert torch.equal(model(x), dense)
+
+
+def test_bake_keeps_masked_outputs_and_dead_channels_are_zero():
+    model, x = _model("cifar")
+    ext = extract(model, x[:1], sparsity=0.93)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    apply(model, res.solution, ext)
+    with torch.no_grad():
+        masked = model(x)
+    eff = res.solution.effective(ext.instance)
+    w = model.get_submodule("layer2.0.conv1").weight
+    keep = np.outer(eff["layer2.0.conv1"].rows, eff["layer2.0.conv1"].cols).reshape(w.shape)
+    assert torch.all(w[torch.from_numpy(~keep)] == 0)
+    bake(model)
+    assert not is_masked(model) and not hasattr(model.get_submodule("layer2.0.conv1"), "weight_orig")
+    with torch.no_grad():
+        assert torch.equal(model(x), masked)
+
+
+def test_compact_state_dict_roundtrip_and_export():
+    model, x = _model("cifar")
+    ext = extract(model, x[:1], sparsity=0.9)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    apply(model, res.solution, ext)
+    small, _ = compact(model, res.solution, ext)
+    buf = io.BytesIO()
+    torch.save(small.state_dict(), buf)
+    buf.seek(0)
+    other, _ = compact(_model("cifar")[0], res.solution, ext)   # same structure, other weights
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(other(x), small(x))
+    exported = torch.export.export(small, (x,))
+    with torch.no_grad():
+        assert (exported.module()(x) - small(x)).abs().max() <= 1e-5
+
+
+def test_bad_inputs_give_clear_errors():
+    model, x = _model("resnet18")
+    with pytest.raises(InvalidInstanceError, match="cannot run on example_inputs"):
+        extract(model, torch.randn(1, 1, 64, 64))
+    with pytest.raises(InvalidInstanceError, match="sparsity"):
+        extract(model, x[:1], sparsity=1.5)
+    with pytest.raises(InvalidInstanceError, match="scores"):
+        extract(model, x[:1], scores="l3")
+    with pytest.raises(InvalidInstanceError, match="protect"):
+        extract(model, x[:1], protect=["nope"])
+    ext18 = extract(model, x[:1])
+    sol18 = NetworkSolution.full(ext18.instance)
+    cifar, xc = _model("cifar")
+    ext_c = extract(cifar, xc[:1])
+    with pytest.raises(InvalidInstanceError, match="solution layers do not match"):
+        apply(cifar, sol18, ext_c)
+    with pytest.raises(InvalidInstanceError, match="does not match this extraction"):
+        apply(cifar, sol18, ext18)
+    with pytest.raises(InvalidInstanceError, match="does not match this extraction"):
+        compact(cifar, sol18, ext18)
+
+
+class _Grouped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.g = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.b = torch.nn.Conv2d(4, 4, 1)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.sigmoid(self.b(self.g(torch.relu(self.a(x)))))
+        return self.fc(h.flatten(1))
+
+
+def test_unsupported_ops_error_or_exclude():
+    torch.manual_seed(0)
+    model, x = _Grouped().eval(), torch.randn(2, 2, 4, 4)
+    with pytest.raises(InvalidInstanceError, match="node 'g'.*grouped conv"):
+        extract(model, x[:1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ext = extract(model, x[:1], unsupported="exclude", sparsity=0.5)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "node 'g'" in messages and "grouped conv" in messages and "node 'sigmoid'" in messages
+    assert set(ext.excluded) == {"g", "sigmoid"} and ext.instance.layer_names == ("a", "b", "fc")
+    assert ext.instance.group("a:out").protected and ext.instance.group("b:out").protected
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    apply(model, res.solution, ext)
+    small, report = compact(model, res.solution, ext)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() <= 1e-5
+    assert report.weights_after == res.kept_count
