@@ -225,7 +225,8 @@ def _objective_range(target: Instance, q: np.ndarray, scale: float, err: float, 
     if cutoff is not None:
         room = slack + 8 * _EPS * (total + abs(cutoff))
         lo = math.ceil(scale * (total - cutoff - kerr - room))
-        lo = lo if lo > 0 else None
+        # above every reachable sum (a cutoff below any cost): keep it an int64 that still proves infeasibility
+        lo = min(lo, positive + 1) if lo > 0 else None
     return lo, hi
 
 

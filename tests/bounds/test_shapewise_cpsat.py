@@ -9,7 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import rcprune
@@ -46,6 +46,7 @@ def test_shapewise_with_cpsat_is_below_the_optimum(case, after_lagrangian):
 
 @few
 @given(instances(max_m=6, max_n=6, fixed_shape=True), st.floats(-0.5, 0.5), st.floats(0.0, 1.0))
+@example(case=(np.array([[6.24892506e-101]]), {"shape": (1, 1)}), offset=-0.5, slack=0.0)  # cutoff beyond int64
 def test_cpsat_cut_and_cutoff_keep_the_bound_valid(case, offset, slack):
     scores, kw = case
     r, c = kw["shape"]
