@@ -1,1 +1,1 @@
-"""Bundled benchmark instances (data package; see rcprune.matrix.library)."""
+"""Bundled benchmark instances (data package; see rcprune.library)."""

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from rcprune.matrix import library
-from rcprune.bench.matrix import format_table
+from rcprune import library
+from rcprune.text import format_table
 from rcprune.matrix.io import load_instance, save_instance, save_solution
 from rcprune.matrix.model import Instance
 from rcprune.validation import InvalidInstanceError
@@ -134,7 +134,9 @@ def cmd_instances(args) -> int:
         print(f"wrote {path}")
     elif args.action == "update":
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        library.update([args.name] if args.name else None, methods=methods, time_limit=args.time_limit,
+        from rcprune.bench.library import update
+
+        update([args.name] if args.name else None, methods=methods, time_limit=args.time_limit,
                        bound_time=args.bound_time)
         print(f"index updated: {library.index_path()}")
     return 0
@@ -149,7 +151,7 @@ def cmd_bench(args) -> int:
               "(best of repeats; speedup = numpy / numba, measured in this run)")
         print(format_table(rows))
     elif args.what == "solvers":
-        from rcprune.matrix import library
+        from rcprune import library
         from rcprune.bench.matrix import bench_move_rate, bench_solvers, summarize_solvers
 
         names = args.instances.split(",") if args.instances else None
@@ -275,7 +277,7 @@ def cmd_verify_bounds(args) -> int:
 
 
 def cmd_bound(args) -> int:
-    from rcprune.bounds import lower_bound
+    from rcprune.certify import lower_bound
     from rcprune.solve import solve
 
     inst = _with_budget(_resolve_instance(args.instance), args)

@@ -1,27 +1,28 @@
-"""The one result type every solver returns (scipy.optimize's ``OptimizeResult`` style)."""
+"""The one result type every solver of every problem kind returns (scipy.optimize's ``OptimizeResult`` style)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rcprune.matrix.model import Instance, Solution, evaluate
-
 __all__ = ["SolveResult", "make_result", "certified_status", "Stopwatch"]
-
-STATUSES = ("optimal", "feasible", "time_limit")
 
 
 @dataclass(frozen=True)
 class SolveResult:
-    """Outcome of a solve.
+    """Outcome of a solve, the same fields for every problem kind.
 
     Attributes
     ----------
-    solution : Solution
-    cost, kept_sum : float
-        Pruned cost (the objective, minimized) and kept importance.
+    solution : Solution, NetworkSolution or RetentionSolution
+        The instance kind's solution; every solution has ``.mask``.
+    cost : float
+        The objective, minimized: the pruned cost (matrix), the weighted pruned cost (network) or the
+        reconstruction error (retention).
+    kept_sum : float
+        Kept importance (network: weighted; retention: the sum of kept ``|w|``).
     kept_count : int
+        Kept entries (network: effective kept entries, dead channels' columns excluded).
     lower_bound : float or None
         A proven lower bound on the optimal cost, if the method has one.
     status : str
@@ -33,11 +34,14 @@ class SolveResult:
     trace : list of (seconds, iteration, best_cost)
     method : str
     seed : int or None
+    feasible : bool
     info : dict
         Method-specific extras (never renames the fields above).
+    evaluation : Evaluation, NetworkEvaluation or RetentionEvaluation
+        ``rcprune.evaluate(instance, solution)``: the kind's full account of the solution.
     """
 
-    solution: Solution
+    solution: Any
     cost: float
     kept_sum: float
     kept_count: int
@@ -50,6 +54,7 @@ class SolveResult:
     seed: int | None = None
     feasible: bool = True
     info: dict = field(default_factory=dict)
+    evaluation: Any = None
 
     @property
     def gap(self) -> float | None:
@@ -61,14 +66,15 @@ class SolveResult:
         return max(0.0, (self.cost - self.lower_bound) / self.cost)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (no masks)."""
-        r, c = self.solution.shape
-        return {
+        """JSON-friendly summary (no masks): the common fields, then the evaluation's own facts."""
+        out = {
             "method": self.method, "status": self.status, "cost": self.cost, "kept_sum": self.kept_sum,
-            "kept_count": self.kept_count, "kept_rows": r, "kept_cols": c, "lower_bound": self.lower_bound,
-            "gap": self.gap, "runtime": self.runtime, "iterations": self.iterations, "seed": self.seed,
-            "feasible": self.feasible,
+            "kept_count": self.kept_count, "lower_bound": self.lower_bound, "gap": self.gap,
+            "runtime": self.runtime, "iterations": self.iterations, "seed": self.seed, "feasible": self.feasible,
         }
+        if self.evaluation is not None:
+            out.update(self.evaluation.summary())
+        return out
 
 
 class Stopwatch:
@@ -106,16 +112,16 @@ def certified_status(cost: float, feasible: bool, lower_bound: float | None, *, 
     return lower_bound, "optimal" if proven else ("time_limit" if timed_out else "feasible")
 
 
-def make_result(instance: Instance, solution: Solution, *, method: str, runtime: float,
-                iterations: int = 0, lower_bound: float | None = None, timed_out: bool = False,
-                trace: list | None = None, seed: int | None = None, info: dict | None = None,
-                proof_tolerance: float = 1e-9) -> SolveResult:
-    """Evaluate ``solution`` and wrap it; status is ``optimal`` only if the bound proves it."""
-    ev = evaluate(instance, solution)
+def make_result(instance, solution, *, method: str, runtime: float, iterations: int = 0,
+                lower_bound: float | None = None, timed_out: bool = False, trace: list | None = None,
+                seed: int | None = None, info: dict | None = None, proof_tolerance: float = 1e-9) -> SolveResult:
+    """Evaluate ``solution`` on ``instance`` (any kind) and wrap it; ``optimal`` only if the bound proves it."""
+    ev = instance.evaluate(solution)
     lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
                                            proof_tolerance=proof_tolerance, method=method)
     return SolveResult(
         solution=solution, cost=ev.cost, kept_sum=ev.kept_sum, kept_count=ev.kept_count,
         lower_bound=lower_bound, status=status, runtime=runtime, iterations=iterations,
         trace=list(trace or []), method=method, seed=seed, feasible=ev.feasible, info=dict(info or {}),
+        evaluation=ev,
     )

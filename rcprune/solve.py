@@ -1,90 +1,68 @@
-"""One entry point for every single-matrix solver: ``solve(instance, method=...)``."""
+"""The one protocol of every problem kind: ``solve(instance, method=...)``, ``evaluate(instance, solution)``,
+``method_names(kind)``.
+
+Three kinds of instance share it: single-matrix RC pruning (:class:`rcprune.Instance`, kind ``"matrix"``),
+whole networks (:class:`rcprune.NetworkInstance`, ``"network"``) and small-weight retention
+(:class:`rcprune.RetentionInstance`, ``"retention"``). Each kind has its own methods, one module each in
+``rcprune.solvers.<kind>``, and a default: the method that gives the lowest cost in seconds on the bundled
+benchmarks (``docs/report-card.md``).
+"""
 from __future__ import annotations
 
-import importlib
-import inspect
-
-from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult
+from rcprune.solvers import DEFAULT_METHODS, KINDS, METHODS, check_options, kind_of, solver
 from rcprune.validation import InvalidInstanceError, check_seed, check_time_limit
 
-__all__ = ["solve", "METHODS", "RETENTION_METHODS", "NETWORK_METHODS", "method_names"]
-
-# method name -> (module in rcprune.solvers, function)
-METHODS: dict[str, tuple[str, str]] = {
-    "top-rows": ("matrix.baseline", "top_rows"),
-    "greedy-independent": ("matrix.greedy_independent", "greedy_independent"),
-    "greedy-row-column": ("matrix.greedy_row_column", "greedy_row_column"),
-    "greedy-column-row": ("matrix.greedy_row_column", "greedy_column_row"),
-    "enumeration": ("matrix.enumeration", "exact_enumeration"),
-    "cpsat": ("matrix.cpsat", "cpsat"),
-    "annealing": ("matrix.annealing", "local_annealing"),
-    "genetic": ("matrix.genetic", "genetic_search"),
-}
-
-# small-weight retention (rcprune.RetentionInstance): method name -> (module in rcprune.solvers, function)
-RETENTION_METHODS: dict[str, tuple[str, str]] = {
-    "magnitude": ("retention.magnitude", "magnitude"),
-    "diagonal": ("retention.magnitude", "diagonal"),
-    "retention-greedy": ("retention.greedy", "retention_greedy"),
-    "retention-annealing": ("retention.annealing", "retention_annealing"),
-    "retention-genetic": ("retention.genetic", "retention_genetic"),
-    "retention-exact": ("retention.exact", "retention_exact"),
-}
+__all__ = ["solve", "evaluate", "method_names", "METHODS", "DEFAULT_METHODS", "KINDS"]
 
 
-# whole networks (rcprune.NetworkInstance): method name -> (module in rcprune.solvers, function)
-NETWORK_METHODS: dict[str, tuple[str, str]] = {
-    "network-greedy": ("network.greedy", "network_greedy"),
-    "network-allocation": ("network.allocation", "network_allocation"),
-    "network-annealing": ("network.annealing", "network_annealing"),
-    "network-cpsat": ("network.cpsat", "network_cpsat"),
-}
+def method_names(kind: str | None = None) -> list[str]:
+    """Names of the methods of one kind (``"matrix"``, ``"network"``, ``"retention"``), or of every kind.
+
+    >>> method_names("retention")[:2]
+    ['magnitude', 'diagonal']
+    """
+    if kind is None:
+        return [name for registry in METHODS.values() for name in registry]
+    if kind not in METHODS:
+        raise InvalidInstanceError(f"unknown instance kind {kind!r}; kinds: {', '.join(METHODS)}")
+    return list(METHODS[kind])
 
 
-def _solver(method: str, registry: dict[str, tuple[str, str]] = METHODS):
-    if method not in registry:
-        raise InvalidInstanceError(f"unknown method {method!r}; available: {', '.join(registry)}")
-    module, func = registry[method]
-    try:
-        mod = importlib.import_module(f"rcprune.solvers.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"rcprune.solvers.{module}":
-            raise InvalidInstanceError(f"method {method!r} is not available in this version of rcprune") from None
-        raise
-    return getattr(mod, func)
+def evaluate(instance, solution):
+    """What ``solution`` achieves on ``instance``, for every kind: the objective (``cost``), ``kept_sum``,
+    ``kept_count``, ``feasible`` and the kind's own facts (:class:`rcprune.Evaluation`,
+    :class:`rcprune.network.model.NetworkEvaluation`, :class:`rcprune.retention.model.RetentionEvaluation`).
+
+    >>> import rcprune
+    >>> evaluate(rcprune.Instance([[3, 1], [1, 0]], budget=2), rcprune.Solution([True, False], [True, True])).cost
+    1.0
+    """
+    kind_of(instance)
+    return instance.evaluate(solution)
 
 
-def method_names() -> list[str]:
-    """Names of the methods available in this installation."""
-    names = []
-    for name, (module, _) in METHODS.items():
-        try:
-            importlib.import_module(f"rcprune.solvers.{module}")
-        except ModuleNotFoundError:
-            continue
-        names.append(name)
-    return names
-
-
-def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | None = 0,
-          time_limit: float | None = None, bound: bool | str = False, **options) -> SolveResult:
-    """Solve an RC pruning instance with the named method.
+def solve(instance, method: str | None = None, *, seed: int | None = 0, time_limit: float | None = None,
+          bound: bool | str = False, progress: bool = False, **options) -> SolveResult:
+    """Solve an instance of any kind with the named method.
 
     Parameters
     ----------
-    instance : Instance
-    method : str
-        One of :data:`METHODS` (see ``method_names()``).
+    instance : Instance, NetworkInstance or RetentionInstance
+    method : str, optional
+        One of ``method_names(instance.kind)``; ``None`` runs :data:`DEFAULT_METHODS` of the kind.
     seed : int
         Seed for randomized methods (ignored by deterministic ones); same seed, same answer.
     time_limit : float, optional
         Seconds; the best solution found so far is returned when it runs out.
     bound : bool or str, default False
-        Single-matrix instances: attach the best proven lower bound (``True``: ``"best"``; or a method of
-        :func:`rcprune.bounds.lower_bound`) with :func:`rcprune.bounds.certify`, so ``result.gap`` is a
-        certified optimality gap. The bound gets its own ``time_limit`` (the same value). Network
-        instances: ``True`` attaches :func:`rcprune.bounds.network.network_lower_bound`.
+        Matrix instances: attach the best proven lower bound (``True``: ``"best"``; or a method of
+        :func:`rcprune.certify.lower_bound`) with :func:`rcprune.certify.certify`, so ``result.gap`` is a
+        certified optimality gap; the bound gets its own ``time_limit`` (the same value). Network
+        instances: ``True`` attaches :func:`rcprune.bounds.network.network_lower_bound`. Retention: the
+        exact method proves its optimum itself; ``bound`` is refused.
+    progress : bool
+        Show a progress bar where the method has one.
     **options
         Method-specific options; an unknown option is an error.
 
@@ -92,35 +70,30 @@ def solve(instance: Instance, method: str = "greedy-row-column", *, seed: int | 
     >>> inst = rcprune.Instance([[5, 1], [1, 1]], budget=1)
     >>> solve(inst, method="top-rows").cost
     3.0
+    >>> solve(inst).method, solve(inst).status
+    ('annealing', 'feasible')
     """
-    from rcprune.retention.model import RetentionInstance
-    from rcprune.network.model import NetworkInstance
-
-    if isinstance(instance, RetentionInstance):  # methods of RETENTION_METHODS, named explicitly
-        fn = _solver(method, RETENTION_METHODS)
-    elif isinstance(instance, NetworkInstance):  # methods of NETWORK_METHODS, named explicitly
-        fn = _solver(method, NETWORK_METHODS)
-    elif not isinstance(instance, Instance):
-        raise InvalidInstanceError(f"expected a rcprune.Instance, got {type(instance).__name__}")
-    else:
-        fn = _solver(method)
-    params = inspect.signature(fn).parameters
-    unknown = [k for k in options if k not in params or params[k].kind is not inspect.Parameter.KEYWORD_ONLY]
-    if unknown:
-        allowed = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("seed", "time_limit")]
-        raise InvalidInstanceError(
-            f"unknown option(s) {', '.join(unknown)} for method {method!r}; it takes: {', '.join(allowed) or 'none'}")
-    if bound is not False and not isinstance(instance, (Instance, NetworkInstance)):
-        raise InvalidInstanceError("bound= is available for single-matrix and network instances only")
-    if bound not in (False, True) and isinstance(instance, NetworkInstance):
+    kind = kind_of(instance)
+    method = DEFAULT_METHODS[kind] if method is None else method
+    fn = solver(kind, method)
+    keyword = check_options(fn, method, options)
+    if not isinstance(progress, bool):
+        raise InvalidInstanceError(f"progress must be True or False, got {progress!r}")
+    if not (isinstance(bound, bool) or isinstance(bound, str)):
+        raise InvalidInstanceError(f"bound must be True, False or a bound method name, got {bound!r}")
+    if bound is not False and kind == "retention":
+        raise InvalidInstanceError("bound= is available for matrix and network instances only")
+    if isinstance(bound, str) and kind == "network":
         raise InvalidInstanceError(f"network instances take bound=True (the network bound), got {bound!r}")
+    if "progress" in keyword:
+        options["progress"] = progress
     result = fn(instance, seed=check_seed(seed), time_limit=check_time_limit(time_limit), **options)
-    if bound is not False and isinstance(instance, NetworkInstance):
+    if bound is not False and kind == "network":
         from rcprune.bounds.network import certify_network
 
         result = certify_network(result, instance)
     elif bound is not False:
-        from rcprune.bounds import certify
+        from rcprune.certify import certify
 
         result = certify(result, instance, "best" if bound is True else bound, time_limit=time_limit)
     return result

@@ -6,8 +6,10 @@ Kernels and solvers trust what comes out of these functions and never re-check i
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
+from typing import Mapping
 
 import numpy as np
 
@@ -21,6 +23,12 @@ __all__ = [
     "check_int_option",
     "check_real_option",
     "check_flag",
+    "check_matrix",
+    "check_fraction",
+    "kept_from_fraction",
+    "check_name",
+    "check_metadata",
+    "check_format",
 ]
 
 
@@ -28,22 +36,20 @@ class InvalidInstanceError(ValueError):
     """Raised for any invalid problem input: scores, budgets, masks, files, options."""
 
 
-def check_scores(scores, name: str = "scores") -> np.ndarray:
-    """Return ``scores`` as a read-only, C-contiguous float64 matrix.
+def check_matrix(value, name: str) -> np.ndarray:
+    """Return ``value`` as a writable, C-contiguous float64 copy of a finite, non-empty 2-D numeric matrix.
 
-    Accepts anything ``np.asarray`` understands (lists, int/float arrays, CPU tensors).
-    Rejects wrong dimensionality, empty matrices, non-numeric data, NaN/inf and negative values.
+    Accepts anything ``np.asarray`` understands (lists, int/float arrays, CPU tensors); rejects ragged or
+    non-numeric data, booleans, wrong dimensionality, empty matrices and NaN/inf.
     """
-    if hasattr(scores, "detach"):  # torch tensors without importing torch
-        scores = scores.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # torch tensors without importing torch
+        value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(scores)
+        arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise InvalidInstanceError(
-            f"{name} must be a numeric (integer or float) matrix, got dtype {arr.dtype}"
-        )
+        raise InvalidInstanceError(f"{name} must be a numeric (integer or float) matrix, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise InvalidInstanceError(f"{name} must be a 2-D matrix, got ndim={arr.ndim} (shape {arr.shape})")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -53,9 +59,13 @@ def check_scores(scores, name: str = "scores") -> np.ndarray:
     if not finite.all():
         i, j = np.argwhere(~finite)[0]
         kind = "NaN" if np.isnan(arr[i, j]) else "inf"
-        raise InvalidInstanceError(
-            f"{name} contains {int((~finite).sum())} non-finite value(s) ({kind} at [{i}, {j}])"
-        )
+        raise InvalidInstanceError(f"{name} contains {int((~finite).sum())} non-finite value(s) ({kind} at [{i}, {j}])")
+    return arr
+
+
+def check_scores(scores, name: str = "scores") -> np.ndarray:
+    """Return ``scores`` as a read-only, C-contiguous float64 matrix of non-negative finite values."""
+    arr = check_matrix(scores, name)
     if (arr < 0).any():
         i, j = np.argwhere(arr < 0)[0]
         raise InvalidInstanceError(
@@ -64,6 +74,70 @@ def check_scores(scores, name: str = "scores") -> np.ndarray:
         )
     arr.setflags(write=False)
     return arr
+
+
+def check_fraction(value, name: str, *, allow_zero: bool, allow_one: bool) -> float:
+    """Return a real number in [0, 1] (ends open unless allowed); strings, bools and NaN are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidInstanceError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    low_ok = v >= 0.0 if allow_zero else v > 0.0
+    high_ok = v <= 1.0 if allow_one else v < 1.0
+    if math.isnan(v) or not (low_ok and high_ok):
+        interval = ("[" if allow_zero else "(") + "0, 1" + ("]" if allow_one else ")")
+        raise InvalidInstanceError(f"{name} must be in {interval}, got {value!r}")
+    return v
+
+
+def kept_from_fraction(size: int, *, density=None, sparsity=None) -> int:
+    """The one rounding rule of every instance kind: ``floor(density * size)`` kept (never more than asked).
+
+    ``density`` is in (0, 1], ``sparsity`` in [0, 1) with density = 1 - sparsity; exactly one is given. A
+    tolerance of 1e-9 absorbs float noise (``0.9 * 10`` keeps 9, not 8). The result may be 0; each kind
+    decides whether 0 kept entries is a valid budget.
+
+    >>> kept_from_fraction(10, sparsity=0.1), kept_from_fraction(9, density=0.15), kept_from_fraction(9, sparsity=0.9)
+    (9, 1, 0)
+    """
+    if (density is None) == (sparsity is None):
+        raise InvalidInstanceError("give exactly one of density or sparsity")
+    if sparsity is not None:
+        d = 1.0 - check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
+    else:
+        d = check_fraction(density, "density", allow_zero=False, allow_one=True)
+    return min(size, math.floor(d * size + 1e-9))
+
+
+def check_name(name) -> str:
+    """Return a non-empty string name."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInstanceError(f"name must be a non-empty string, got {name!r}")
+    return name
+
+
+def check_metadata(metadata) -> dict:
+    """Return a JSON-serializable mapping with string keys as a plain dict (``None`` means empty)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInstanceError(f"metadata must be a mapping (dict) of JSON-serializable values, got {metadata!r}")
+    bad = [k for k in metadata if not isinstance(k, str)]
+    if bad:
+        raise InvalidInstanceError(f"metadata keys must be strings, got {bad[0]!r}")
+    meta = dict(metadata)
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInstanceError(f"metadata must be JSON-serializable: {exc}") from None
+    return meta
+
+
+def check_format(meta: Mapping, path, what: str, version: int) -> None:
+    """Refuse a file whose recorded ``format`` is not the version this rcprune reads."""
+    found = meta.get("format")
+    if found != version or isinstance(found, bool):
+        raise InvalidInstanceError(
+            f"{what} file {str(path)!r} has format version {found!r}; this rcprune reads version {version}")
 
 
 def _check_int(value, name: str) -> int:
@@ -107,20 +181,13 @@ def check_budget(
                 f"shape ({r}, {c}) is impossible for a {m} x {n} matrix: need 1 <= rows <= {m} and 1 <= cols <= {n}"
             )
         return r * c, (r, c)
-    if sparsity is not None:
-        s = float(sparsity)
-        if not (0.0 <= s < 1.0) or math.isnan(s):
-            raise InvalidInstanceError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        density = 1.0 - s
-    if density is not None:
-        d = float(density)
-        if not (0.0 < d <= 1.0) or math.isnan(d):
-            raise InvalidInstanceError(f"density must be in (0, 1], got {density!r}")
-        budget = math.floor(d * total + 1e-9)
+    if sparsity is not None or density is not None:
+        budget = kept_from_fraction(total, density=density, sparsity=sparsity)
         if budget < 1:
+            what = f"sparsity {sparsity!r}" if sparsity is not None else f"density {density!r}"
             raise InvalidInstanceError(
-                f"density {d} keeps floor({d} * {total}) = 0 entries of a {m} x {n} matrix: impossible budget"
-            )
+                f"{what} keeps floor({1 - sparsity if sparsity is not None else density} * {total}) = 0 entries "
+                f"of a {m} x {n} matrix: impossible budget")
     k = _check_int(budget, "budget")
     if not (1 <= k <= total):
         raise InvalidInstanceError(
@@ -162,6 +229,8 @@ def check_time_limit(time_limit) -> float | None:
     """Return a positive time limit in seconds, or ``None`` for no limit."""
     if time_limit is None:
         return None
+    if isinstance(time_limit, (bool, np.bool_)) or not isinstance(time_limit, numbers.Real):
+        raise InvalidInstanceError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     t = float(time_limit)
     if not t > 0 or math.isnan(t):
         raise InvalidInstanceError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
@@ -178,7 +247,7 @@ def check_int_option(value, name: str, minimum: int = 0) -> int:
 
 def check_real_option(value, name: str, low: float = 0.0, high: float = math.inf) -> float:
     """Return a solver option that must be a real number with ``low < value <= high``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InvalidInstanceError(f"{name} must be a number, got {value!r}")
     v = float(value)
     if not (low < v <= high) or math.isnan(v) or math.isinf(v):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.solve import solve
 
-from rcprune.bounds import lower_bound
+from rcprune.certify import lower_bound
 
 __all__ = ["REAL_LAYER_INSTANCES", "gap_benchmark"]
 

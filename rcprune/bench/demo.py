@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from rcprune.matrix.io import atomic_write_bytes
+from rcprune.files import atomic_write_bytes
 from rcprune.network.model import WEIGHTINGS, NetworkSolution
 from rcprune.validation import InvalidInstanceError
 

@@ -10,7 +10,7 @@ from rcprune.matrix import kernels
 from rcprune.jit import jit
 from rcprune.matrix.generate import generate
 
-__all__ = ["bench_kernels", "format_table", "best_time"]
+__all__ = ["bench_kernels", "best_time"]
 
 
 def best_time(fn: Callable[[], object], repeats: int = 5, number: int = 1) -> float:
@@ -150,22 +150,6 @@ def bench_kernels(m: int = 512, n: int = 4608, density: float = 0.1, seed: int =
     return out
 
 
-def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.4g}") -> str:
-    """Plain-text table of a list of dicts."""
-    if not rows:
-        return "(no rows)"
-    columns = columns or list(rows[0])
-    cells = [[c for c in columns]]
-    for row in rows:
-        cells.append([
-            "-" if row.get(c) is None else (floatfmt.format(row[c]) if isinstance(row[c], float) else str(row[c]))
-            for c in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 SOLVER_METHODS = ("greedy-independent", "greedy-row-column", "greedy-column-row", "annealing", "genetic",
                   "enumeration", "cpsat")
 
@@ -183,11 +167,12 @@ def bench_solvers(names: list[str] | None = None, methods=SOLVER_METHODS, time_l
     """Cost, certified gap and time of each method on library instances.
 
     ``gap = (cost - bound) / cost`` with ``bound`` the best proven lower bound known for the instance:
-    the index's, any method's own bound in this run, and :func:`rcprune.bounds.lower_bound` (``bound_time``
+    the index's, any method's own bound in this run, and :func:`rcprune.certify.lower_bound` (``bound_time``
     seconds). ``vs_optimum`` is ``cost / OPT - 1`` where the optimum is proven (bound = best cost).
     """
-    from rcprune.matrix import library
-    from rcprune.bounds import lower_bound
+    from rcprune import library
+    from rcprune.bench.library import too_large_for
+    from rcprune.certify import lower_bound
     from rcprune.solve import solve
 
     rows = []
@@ -198,7 +183,7 @@ def bench_solvers(names: list[str] | None = None, methods=SOLVER_METHODS, time_l
         bound = certified if bound is None else max(bound, certified)
         results = []
         for method in methods:
-            reason = library.too_large_for(method, inst)
+            reason = too_large_for(method, inst)
             if reason:
                 continue
             res = solve(inst, method=method, seed=seed, time_limit=time_limit)
@@ -224,14 +209,13 @@ def bench_move_rate(name: str = "laplace-512x4608", moves: int = 2_000_000, hot_
 
     ``speedup`` is like for like: numba and numpy each run the whole default-length chain (``moves``
     proposals, cooling over all of them; the same moves and acceptances, as the two implementations draw the
-    same stream, and read the same float32 or float64 scores: ``precision``), numpy once (about 7 s for
-    2 million moves on 512 x 4608), numba as the median of ``repeats``. ``hot_speedup`` does the same on
+    same stream, and read the same float32 or float64 scores: ``precision``), numpy once, numba as the median of ``repeats``. ``hot_speedup`` does the same on
     a ``hot_moves`` chain, which spends its moves hot: more of them are accepted, and an accepted swap
     costs an O(m) or O(n) update at memory speed in both implementations, so that ratio is the lower one.
     """
     from statistics import median
 
-    from rcprune.matrix import library
+    from rcprune import library
     from rcprune.solvers.matrix.annealing import move_stats
 
     inst = library.get(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcprune.retention.model import RetentionInstance, hessian_from_inputs
+from rcprune.retention.model import RetentionInstance, hessian_from_inputs, refit_error
 
 __all__ = ["bench_retention", "digits_inputs", "digits_layer"]
 
@@ -69,12 +69,12 @@ def bench_retention(*, channels=(1, 2, 4, 8, 16), out_channels: int = 32, sparsi
         for method in methods:
             if method == "retention-exact" and inst.n > exact_max_n:
                 continue
-            res = solve(inst, method=method, seed=seed, time_limit=time_limit, refit=refit)
+            res = solve(inst, method=method, seed=seed, time_limit=time_limit)
             rows.append({
                 "layer": inst.name, "in_channels": c_in, "n": inst.n, "m": inst.m, "k": inst.k,
                 "sparsity": 1.0 - inst.k / inst.n, "method": method, "cost": res.cost,
-                "magnitude_cost": res.magnitude_cost, "improvement": res.improvement, "refit_cost": res.refit_cost,
-                "retained_small": res.retained_small, "retained_small_share": res.retained_small / max(1, res.kept_count),
+                "magnitude_cost": res.evaluation.magnitude_cost, "improvement": res.evaluation.improvement, "refit_cost": refit_error(inst, res.solution) if refit else None,
+                "retained_small": res.evaluation.retained_small, "retained_small_share": res.evaluation.retained_small / max(1, res.kept_count),
                 "status": res.status, "lower_bound": res.lower_bound, "runtime": res.runtime,
             })
     return rows

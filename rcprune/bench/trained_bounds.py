@@ -2,7 +2,7 @@
 
 Per layer (scores ``|w|`` of ``weight.view(C_out, -1)``) and sparsity: the best cost of the greedy pair
 (and of local annealing started from it), the best proven lower bound with that incumbent
-(:func:`rcprune.bounds.lower_bound`, ``method="best"``) and the certified gap ``(cost - bound) / cost``.
+(:func:`rcprune.certify.lower_bound`, ``method="best"``) and the certified gap ``(cost - bound) / cost``.
 Costs, bounds and gaps come from the same run; timings are wall-clock on whatever machine runs it.
 
 >>> rows = [{"sparsity": 0.9, "gap": 0.01, "bound_s": 0.5}, {"sparsity": 0.9, "gap": 0.03, "bound_s": 2.0}]
@@ -42,7 +42,7 @@ def layer_instances(model: nn.Module, sparsity: float) -> list[tuple[str, Instan
 
 def _layer_row(inst: Instance, solvers, annealing_time: float, bound_time: float, seed: int,
                cpsat_max_entries: int | None) -> dict:
-    from rcprune.bounds import lower_bound
+    from rcprune.certify import lower_bound
     from rcprune.solve import solve
 
     start = time.perf_counter()
@@ -56,8 +56,9 @@ def _layer_row(inst: Instance, solvers, annealing_time: float, bound_time: float
         surrogate = None
     else:  # "best" with CP-SAT per shape on larger matrices: shapewise, never below the surrogate
         from rcprune.bounds.shapewise import shapewise_bound
+        from rcprune.solvers.matrix.exact_shapes import ExactShapes
 
-        b = shapewise_bound(inst, time_limit=bound_time, incumbent=best.cost, seed=seed,
+        b = shapewise_bound(inst, best.cost, time_limit=bound_time, seed=seed, exact=ExactShapes,
                             cpsat_max_entries=cpsat_max_entries)
         surrogate = lower_bound(inst, "surrogate").bound
     bound = b.bound if surrogate is None else max(b.bound, surrogate)

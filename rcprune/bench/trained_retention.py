@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from rcprune.retention.model import RetentionInstance
+from rcprune.retention.model import RetentionInstance, refit_error
 
 from rcprune.torch.retention import layer_hessians
 
@@ -86,13 +86,14 @@ def bench_trained_retention(cache: str | Path = "rcprune-demo", *, depth: int = 
         for method in methods:
             if method == "retention-exact" and inst.n > exact_max_n:
                 continue
-            res = solve(inst, method=method, seed=seed, time_limit=time_limit, refit=refit)
+            res = solve(inst, method=method, seed=seed, time_limit=time_limit)
             rows.append({
                 "layer": name, "m": inst.m, "n": inst.n, "k": inst.k, "samples": counts[name], "method": method,
-                "cost": res.cost, "magnitude_cost": res.magnitude_cost, "improvement": res.improvement,
-                "relative_error": res.cost / energy if energy > 0 else 0.0, "refit_cost": res.refit_cost,
-                "retained_small": res.retained_small,
-                "retained_small_share": res.retained_small / max(1, res.kept_count), "status": res.status,
+                "cost": res.cost, "magnitude_cost": res.evaluation.magnitude_cost, "improvement": res.evaluation.improvement,
+                "relative_error": res.cost / energy if energy > 0 else 0.0,
+                "refit_cost": refit_error(inst, res.solution) if refit else None,
+                "retained_small": res.evaluation.retained_small,
+                "retained_small_share": res.evaluation.retained_small / max(1, res.kept_count), "status": res.status,
                 "runtime": res.runtime, "model": info["model"],
                 "cached": info["cached"],
             })

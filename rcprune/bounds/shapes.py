@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rcprune.matrix.model import Instance
-from rcprune.solvers.matrix.greedy_independent import maximal_shapes
+from rcprune.matrix.model import maximal_shapes
 
 __all__ = ["BoundResult", "ShapeTable", "shape_table", "safety_margin"]
 

@@ -24,6 +24,7 @@ from rcprune.matrix.model import Instance
 from rcprune.result import Stopwatch
 from rcprune.validation import check_int_option
 
+from rcprune.bounds.lagrangian import lagrangian_shape
 from rcprune.bounds.shapes import BoundResult, safety_margin
 from rcprune.bounds.spectral import spectral_table
 from rcprune.bounds.topk import topk_table
@@ -34,34 +35,8 @@ EXACT_MAX_SIDE = 16  # enumeration of 2^min(m, n) subsets per shape
 CPSAT_MAX_ENTRIES = 256  # CP-SAT per shape on m * n <= this many entries
 
 
-def _incumbent(instance: Instance) -> float:
-    from rcprune.solvers.matrix.greedy_row_column import greedy_column_row, greedy_row_column
-
-    return min(greedy_row_column(instance).cost, greedy_column_row(instance).cost)
-
-
-def _enumerate_shape(instance: Instance, r: int, c: int, time_limit: float | None):
-    """(lower bound, feasible cost) for the fixed shape (r, c) by enumeration of the shorter side."""
-    from rcprune.solvers.matrix.enumeration import exact_enumeration
-
-    res = exact_enumeration(instance.replace(shape=(r, c)), time_limit=time_limit)
-    return (res.lower_bound if res.lower_bound is not None else 0.0), res.cost
-
-
-def _cpsat_shape(instance: Instance, r: int, c: int, low: float, incumbent: float, seed: int,
-                 time_limit: float | None):
-    """(lower bound, feasible cost, CP-SAT status) for the shape (r, c): CP-SAT with the cut
-    kept <= total - ``low`` and the cutoff cost <= ``incumbent``."""
-    from rcprune.solvers.matrix.cpsat import cpsat
-
-    res = cpsat(instance, shape=(r, c), seed=seed, time_limit=time_limit, cost_bound=max(low, 0.0),
-                cutoff=incumbent)
-    return (res.lower_bound if res.lower_bound is not None else 0.0), res.cost, res.info["cpsat_status"]
-
-
-def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incumbent: float | None = None,
-                    seed: int = 0, exact: bool = True, lagrangian: bool = True,
-                    cpsat_max_entries: int = CPSAT_MAX_ENTRIES) -> BoundResult:
+def shapewise_bound(instance: Instance, incumbent: float, *, time_limit: float | None = None, seed: int = 0,
+                    exact=None, lagrangian: bool = True, cpsat_max_entries: int = CPSAT_MAX_ENTRIES) -> BoundResult:
     """Lower bound by per-shape bounds, discarding shapes that cannot beat the incumbent.
 
     Parameters
@@ -69,12 +44,17 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     instance : Instance
     time_limit : float, optional
         Seconds for the refinement phase (the cheap tables always run to completion).
-    incumbent : float, optional
-        Cost of a known feasible solution; default: the better of greedy B and its mirror.
+    incumbent : float
+        Cost of a known feasible solution (e.g. the better of greedy B and its mirror).
     seed : int
         For CP-SAT.
-    exact, lagrangian : bool
-        Allow exact per-shape solves / the Lagrangian refinement.
+    exact : optional
+        The exact per-shape solves, an object with ``enumerate(instance, r, c, time_limit) -> (bound, cost)``
+        and ``cpsat(instance, r, c, low, incumbent, seed, time_limit) -> (bound, cost, status)``
+        (:class:`rcprune.solvers.matrix.exact_shapes.ExactShapes`); ``None``: bounds only, no exact solves.
+        The bound stays a pure function of the instance; the solvers come from the caller.
+    lagrangian : bool
+        Allow the Lagrangian refinement.
     cpsat_max_entries : int
         CP-SAT per shape on matrices of m * n <= this many entries when enumeration does not fit: alone
         up to :data:`CPSAT_MAX_ENTRIES`; above, in a second pass after every live shape has its Lagrangian
@@ -95,28 +75,28 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
     in min(m, n), so only for small sides) or a Lagrangian run (O(m n) per iteration).
 
     >>> import rcprune
-    >>> res = shapewise_bound(rcprune.Instance([[5, 1, 0], [1, 1, 0], [0, 0, 3]], budget=2))
-    >>> round(res.bound, 9), res.info["incumbent"]
-    (5.0, 5.0)
+    >>> res = shapewise_bound(rcprune.Instance([[5, 1, 0], [1, 1, 0], [0, 0, 3]], budget=2), incumbent=6.0)
+    >>> round(res.bound, 9) <= 5.0, res.info["incumbent"]
+    (True, 6.0)
     """
     cpsat_max_entries = check_int_option(cpsat_max_entries, "cpsat_max_entries", minimum=0)
     clock = Stopwatch(time_limit)
     table = topk_table(instance).combine(spectral_table(instance))
     lows = table.cost_lower(instance)
-    best_cost = _incumbent(instance) if incumbent is None else float(incumbent)
+    best_cost = float(incumbent)
     trace = [(clock.elapsed(), 0, float(min(lows.min(), best_cost)))]
     discarded = int(np.sum(lows >= best_cost))
     refined: list = []
     cpsat_runs: list = []
     entries = instance.m * instance.n
-    enumerate_ok = exact and min(instance.m, instance.n) <= EXACT_MAX_SIDE
-    cpsat_ok = exact and not enumerate_ok and entries <= cpsat_max_entries
+    enumerate_ok = exact is not None and min(instance.m, instance.n) <= EXACT_MAX_SIDE
+    cpsat_ok = exact is not None and not enumerate_ok and entries <= cpsat_max_entries
     cpsat_first = cpsat_ok and (entries <= CPSAT_MAX_ENTRIES or not lagrangian)
 
     def run_cpsat(k: int, r: int, c: int, slice_s) -> None:
         nonlocal best_cost
         before, started = float(lows[k]), clock.elapsed()
-        low, cost, status = _cpsat_shape(instance, r, c, lows[k], best_cost, seed, slice_s)
+        low, cost, status = exact.cpsat(instance, r, c, lows[k], best_cost, seed, slice_s)
         lows[k] = max(lows[k], low - safety_margin(instance))
         best_cost = min(best_cost, cost)
         cpsat_runs.append({"r": r, "c": c, "status": status, "seconds": clock.elapsed() - started,
@@ -145,7 +125,7 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
             run_cpsat(k, r, c, slice_s)
             cpsat_done[k] = True
         elif enumerate_ok:
-            low, cost = _enumerate_shape(instance, r, c, slice_s)
+            low, cost = exact.enumerate(instance, r, c, slice_s)
             lows[k] = max(lows[k], low - safety_margin(instance))
             best_cost = min(best_cost, cost)
             how = "exact"
@@ -153,8 +133,6 @@ def shapewise_bound(instance: Instance, *, time_limit: float | None = None, incu
             run_cpsat(k, r, c, slice_s)
             how = "exact"
         elif lagrangian:
-            from rcprune.bounds.lagrangian import lagrangian_shape
-
             res = lagrangian_shape(instance, r, c, time_limit=slice_s, target=instance.total - best_cost)
             lows[k] = max(lows[k], instance.total - res - safety_margin(instance))
             how = "lagrangian"

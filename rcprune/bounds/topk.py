@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from rcprune.matrix.model import Instance
-from rcprune.solvers.matrix.greedy_independent import maximal_shapes
+from rcprune.matrix.model import maximal_shapes
 
 from rcprune.bounds.shapes import BoundResult, ShapeTable, shape_table
 

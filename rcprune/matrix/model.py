@@ -12,7 +12,6 @@ Evaluation(cost=1.0, kept_sum=4.0, kept_count=2, density=0.5, feasible=True, n_r
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
@@ -21,9 +20,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from rcprune.matrix import kernels
-from rcprune.validation import InvalidInstanceError, check_budget, check_mask, check_scores
+from rcprune.validation import (InvalidInstanceError, check_budget, check_mask, check_metadata, check_name,
+                                check_scores)
 
-__all__ = ["Instance", "Solution", "Evaluation", "evaluate"]
+__all__ = ["Instance", "Solution", "Evaluation", "evaluate", "maximal_shapes"]
 
 
 class Instance:
@@ -46,17 +46,14 @@ class Instance:
 
     __slots__ = ("_scores", "_budget", "_shape", "_name", "_metadata", "__dict__")
 
+    kind = "matrix"
+
     def __init__(self, scores, budget=None, *, density=None, sparsity=None, shape=None,
                  name: str = "instance", metadata: Mapping[str, Any] | None = None):
         s = check_scores(scores)
         k, fixed = check_budget(s.shape[0], s.shape[1], budget, density=density, sparsity=sparsity, shape=shape)
-        if not isinstance(name, str) or not name:
-            raise InvalidInstanceError(f"name must be a non-empty string, got {name!r}")
-        meta = dict(metadata or {})
-        try:
-            json.dumps(meta)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInstanceError(f"metadata must be JSON-serializable: {exc}") from None
+        name = check_name(name)
+        meta = check_metadata(metadata)
         object.__setattr__(self, "_scores", s)
         object.__setattr__(self, "_budget", k)
         object.__setattr__(self, "_shape", fixed)
@@ -115,7 +112,7 @@ class Instance:
         lies outside float32's normal range (it would overflow, or lose its relative precision).
 
         The annealing chain reads these: its accepted swaps stream two score columns or rows from memory,
-        and half the bytes make it about 1.4x faster on large layers. Rounding to float32 moves a score
+        and float32 halves those bytes. Rounding to float32 moves a score
         by at most 2**-24 of itself (nothing for ``|w|`` of float32 weights); reported costs are always
         evaluated on the float64 scores.
         """
@@ -142,11 +139,9 @@ class Instance:
     def col_sums(self) -> np.ndarray:
         return self._scores.sum(axis=0)
 
-    def feasible_shapes(self) -> list[tuple[int, int]]:
-        """Maximal kept shapes (r, c): for each r, the largest c with r*c <= K (capped at n)."""
-        if self._shape is not None:
-            return [self._shape]
-        return [(r, min(self.n, self._budget // r)) for r in range(1, self.m + 1) if self._budget // r >= 1]
+    def evaluate(self, solution: "Solution") -> "Evaluation":
+        """What ``solution`` achieves here (see :func:`evaluate`)."""
+        return evaluate(self, solution)
 
     def replace(self, **changes) -> "Instance":
         """A new instance with some fields changed (budget keywords replace the budget)."""
@@ -169,6 +164,23 @@ class Instance:
                 and dict(self._metadata) == dict(other._metadata) and np.array_equal(self._scores, other._scores))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def maximal_shapes(instance: Instance, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The maximal feasible shapes as two int64 arrays ``(lead, other)``, ``lead`` increasing.
+
+    Untransposed, ``lead`` counts rows and ``other = min(n, K // lead)`` columns (the shapes an optimum can be grown to); with ``transpose=True`` the roles swap: ``lead`` counts columns
+    (1..min(n, K)) and ``other = min(m, K // lead)`` rows. A fixed-shape instance has its one shape.
+
+    >>> maximal_shapes(Instance([[1, 2, 3]], budget=2), transpose=True)
+    (array([1, 2]), array([1, 1]))
+    """
+    m, n = (instance.n, instance.m) if transpose else (instance.m, instance.n)
+    if instance.fixed_shape is not None:
+        r, c = instance.fixed_shape[::-1] if transpose else instance.fixed_shape
+        return np.array([r], dtype=np.int64), np.array([c], dtype=np.int64)
+    lead = np.arange(1, min(m, instance.budget) + 1, dtype=np.int64)
+    return lead, np.minimum(n, instance.budget // lead)
 
 
 class Solution:
@@ -225,9 +237,12 @@ class Solution:
         """(number of kept rows, number of kept columns)."""
         return int(self._rows.sum()), int(self._cols.sum())
 
+    @property
     def mask(self) -> np.ndarray:
-        """The (m, n) boolean entry mask ``rows x cols``."""
-        return np.outer(self._rows, self._cols)
+        """The (m, n) boolean entry mask ``rows x cols`` (read-only)."""
+        mask = np.outer(self._rows, self._cols)
+        mask.setflags(write=False)
+        return mask
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Solution):
@@ -251,6 +266,10 @@ class Evaluation:
     feasible: bool
     n_rows: int
     n_cols: int
+
+    def summary(self) -> dict:
+        """The facts a result summary shows beside the common fields."""
+        return {"kept_rows": self.n_rows, "kept_cols": self.n_cols, "density": self.density}
 
 
 def check_solution(instance: Instance, solution: Solution) -> None:

@@ -24,9 +24,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from rcprune.matrix.io import _npz_bytes, _parse_metadata, _read_npz, atomic_write_bytes
+from rcprune.files import atomic_write_bytes, npz_bytes, parse_metadata, read_npz
 from rcprune.network.model import NetworkInstance, NetworkSolution
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_format
 
 __all__ = ["save_network", "load_network", "save_network_solution", "load_network_solution", "is_network_file"]
 
@@ -44,7 +44,7 @@ def save_network(instance: NetworkInstance, path) -> Path:
         "layer_budgets": dict(instance.layer_budgets) if instance.layer_budgets is not None else None,
         "min_density": instance.min_density, "weighting": weighting, "metadata": dict(instance.metadata),
     }
-    data = _npz_bytes(scores=np.asarray(instance.flat_scores, np.float64), metadata=np.array(json.dumps(meta)))
+    data = npz_bytes(scores=np.asarray(instance.flat_scores, np.float64), metadata=np.array(json.dumps(meta)))
     return atomic_write_bytes(path, data)
 
 
@@ -66,10 +66,11 @@ def _fail(path, msg: str) -> InvalidInstanceError:
 
 def load_network(path) -> NetworkInstance:
     """Load a network instance saved by :func:`save_network` (never unpickles)."""
-    arrays = _read_npz(path, ("scores", "metadata"), "network")
-    meta = _parse_metadata(arrays["metadata"], path, "network")
+    arrays = read_npz(path, ("scores", "metadata"), "network")
+    meta = parse_metadata(arrays["metadata"], path, "network")
     if meta.get("kind") != KIND:
         raise _fail(path, f"not a network instance (kind {meta.get('kind')!r})")
+    check_format(meta, path, "network", FORMAT_VERSION)
     for key in ("graph", "layer_order", "name", "weighting"):
         if key not in meta:
             raise _fail(path, f"metadata lacks {key!r}")
@@ -83,6 +84,10 @@ def load_network(path) -> NetworkInstance:
     order = meta["layer_order"]
     if not isinstance(order, list) or any(not isinstance(n, str) for n in order):
         raise _fail(path, "layer_order must be a list of layer names")
+    for node, data in graph.nodes(data=True):
+        size = data.get("size")
+        if data.get("kind") == "group" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise _fail(path, f"group {node!r} has size {size!r}; sizes are positive integers")
     scores, pos = {}, 0
     for name in order:
         if name not in graph or graph.nodes[name].get("kind") != "layer":
@@ -119,16 +124,17 @@ def save_network_solution(instance: NetworkInstance, solution: NetworkSolution, 
     rows, cols = solution.to_flat(instance)
     meta = {"format": FORMAT_VERSION, "kind": KIND + "-solution", "instance": instance.name,
             "layers": [[li.name, li.rows, li.cols] for li in instance.layers], "metadata": metadata or {}}
-    return atomic_write_bytes(path, _npz_bytes(rows=rows, cols=cols, metadata=np.array(json.dumps(meta))))
+    return atomic_write_bytes(path, npz_bytes(rows=rows, cols=cols, metadata=np.array(json.dumps(meta))))
 
 
 def load_network_solution(path) -> tuple[NetworkSolution, dict[str, Any]]:
     """Load ``(solution, metadata)`` saved by :func:`save_network_solution`."""
-    arrays = _read_npz(path, ("rows", "cols", "metadata"), "network solution")
-    meta = _parse_metadata(arrays["metadata"], path, "network solution")
+    arrays = read_npz(path, ("rows", "cols", "metadata"), "network solution")
+    meta = parse_metadata(arrays["metadata"], path, "network solution")
     layers = meta.get("layers")
     if meta.get("kind") != KIND + "-solution" or not isinstance(layers, list):
         raise _fail(path, "not a network solution file")
+    check_format(meta, path, "network solution", FORMAT_VERSION)
     rows, cols = arrays["rows"], arrays["cols"]
     try:
         if rows.ndim != 1 or cols.ndim != 1:

@@ -22,7 +22,6 @@ dead channels are pruned in every consumer, and counted so in the cost and the b
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -35,7 +34,9 @@ import numpy as np
 
 from rcprune.matrix import kernels
 from rcprune.matrix.model import Solution
-from rcprune.validation import InvalidInstanceError, check_budget, check_mask, check_scores
+from rcprune.network.kernels import flatten_network
+from rcprune.validation import (InvalidInstanceError, check_budget, check_mask, check_metadata, check_name,
+                                check_scores)
 
 __all__ = [
     "NetworkInstance", "NetworkSolution", "NetworkEvaluation", "LayerEvaluation", "NetworkBuilder",
@@ -247,17 +248,14 @@ class NetworkInstance:
     number of fixed rows. The budget must cover the sum of these minima.
     """
 
+    kind = "network"
+
     def __init__(self, graph: nx.DiGraph, scores: Mapping[str, Any], *, budget=None, density=None,
                  sparsity=None, layer_budgets: Mapping[str, int] | None = None, min_density: float = 0.0,
                  weighting="none", name: str = "network", metadata: Mapping[str, Any] | None = None):
         infos, groups, matrices = _check_graph(graph, scores)
-        if not isinstance(name, str) or not name:
-            raise InvalidInstanceError(f"name must be a non-empty string, got {name!r}")
-        meta = dict(metadata or {})
-        try:
-            json.dumps(meta)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInstanceError(f"metadata must be JSON-serializable: {exc}") from None
+        name = check_name(name)
+        meta = check_metadata(metadata)
         names = [li.name for li in infos]
         sizes = np.array([li.size for li in infos], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -480,9 +478,11 @@ class NetworkInstance:
     @cached_property
     def flat(self):
         """The index arrays the network kernels run on (see :mod:`rcprune.network.kernels`)."""
-        from rcprune.network.kernels import flatten_network
-
         return flatten_network(self)
+
+    def evaluate(self, solution: "NetworkSolution") -> "NetworkEvaluation":
+        """What ``solution`` achieves here (see :func:`evaluate_network`)."""
+        return evaluate_network(self, solution)
 
     def replace(self, **changes) -> "NetworkInstance":
         """A new instance with some fields changed; a budget keyword replaces the global budget."""
@@ -563,6 +563,12 @@ class NetworkSolution:
 
     def items(self):
         return self._layers.items()
+
+    @property
+    def mask(self) -> dict[str, np.ndarray]:
+        """Per layer, the (rows, cols) entry mask ``rows x cols`` of the decisions (dead channels' columns
+        are pruned on top of it: see :meth:`effective`)."""
+        return {name: s.mask for name, s in self._layers.items()}
 
     @classmethod
     def full(cls, instance: NetworkInstance) -> "NetworkSolution":
@@ -672,6 +678,15 @@ class NetworkEvaluation:
     def table(self) -> list[dict]:
         """Per-layer rows as dicts (for printing)."""
         return [dict(le.__dict__) for le in self.layers]
+
+    @property
+    def kept_sum(self) -> float:
+        """Weighted kept importance, ``sum_l w_l kept_sum_l``."""
+        return float(sum(le.weight * le.kept_sum for le in self.layers))
+
+    def summary(self) -> dict:
+        """The facts a result summary shows beside the common fields."""
+        return {"density": self.density, "dead_channels": sum(len(v) for v in self.dead_channels.values())}
 
 
 def check_network_solution(instance: NetworkInstance, solution: NetworkSolution) -> None:

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from rcprune.matrix.io import atomic_write_bytes
+from rcprune.files import atomic_write_bytes
 from rcprune.network.model import NetworkInstance, NetworkSolution, evaluate_network
 from rcprune.validation import InvalidInstanceError
 
@@ -64,7 +64,7 @@ def allocation_table(instance: NetworkInstance, solutions) -> list[dict]:
 
 def format_allocation(instance: NetworkInstance, solutions) -> str:
     """:func:`allocation_table` as plain text."""
-    from rcprune.bench.matrix import format_table
+    from rcprune.text import format_table
 
     return format_table(allocation_table(instance, solutions), floatfmt="{:.3f}")
 

@@ -8,9 +8,9 @@ optimum may keep small weights.
 >>> import numpy as np, rcprune
 >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]   # inputs 0 and 1 anti-correlated
 >>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1)
->>> round(rcprune.evaluate_retention(inst, [[True, False, False]]).cost, 6)  # magnitude keeps w = 1.0
+>>> round(rcprune.evaluate(inst, rcprune.RetentionSolution([[True, False, False]])).cost, 6)  # magnitude keeps w = 1.0
 1.13
->>> ev = rcprune.evaluate_retention(inst, [[False, False, True]])              # keeps the smallest
+>>> ev = rcprune.evaluate(inst, rcprune.RetentionSolution([[False, False, True]]))              # keeps the smallest
 >>> round(ev.cost, 6), ev.retained_small
 (0.2, 1)
 """
@@ -24,40 +24,16 @@ from typing import Any, Iterable
 import numpy as np
 
 from rcprune.retention import kernels as rk
-from rcprune.result import certified_status
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_matrix, check_name, kept_from_fraction
 
 __all__ = [
-    "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "RetentionResult",
-    "evaluate_retention", "make_retention_result", "hessian_from_inputs", "refit", "magnitude_mask",
-    "SCOPES",
+    "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
+    "refit", "refit_error", "magnitude_mask", "SCOPES",
 ]
 
 SCOPES = ("row", "layer")
 SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
 PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
-
-
-def _as_matrix(value, name: str) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensors without importing torch
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:
-        raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
-    if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise InvalidInstanceError(f"{name} must be a numeric matrix, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise InvalidInstanceError(f"{name} must be a 2-D matrix, got ndim={arr.ndim} (shape {arr.shape})")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidInstanceError(f"{name} is an empty matrix (shape {arr.shape})")
-    arr = np.array(arr, dtype=np.float64, order="C", copy=True)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        kind = "NaN" if np.isnan(arr[i, j]) else "inf"
-        raise InvalidInstanceError(f"{name} contains {int(bad.sum())} non-finite value(s) ({kind} at [{i}, {j}])")
-    return arr
 
 
 def _check_damping(damping) -> float:
@@ -74,7 +50,7 @@ def _damped(h: np.ndarray, damping: float) -> np.ndarray:
 
 
 def _check_hessian(hessian, n: int | None, damping: float) -> np.ndarray:
-    h = _as_matrix(hessian, "hessian")
+    h = check_matrix(hessian, "hessian")
     if h.shape[0] != h.shape[1]:
         raise InvalidInstanceError(f"hessian must be square, got shape {h.shape}")
     if n is not None and h.shape[0] != n:
@@ -118,7 +94,8 @@ class RetentionInstance:
     k : int, optional
         Kept weights per row (``scope="row"``, 0 <= k <= n) or in total (``scope="layer"``, 0 <= k <= m n).
     sparsity : float, optional
-        Alternative to ``k``: k = round((1 - sparsity) * n) per row, or round((1 - sparsity) * m n).
+        Alternative to ``k``, in [0, 1): k = floor((1 - sparsity) * n) per row, or floor((1 - sparsity) * m n)
+        (the rule of every kind: :func:`rcprune.validation.kept_from_fraction`).
     scope : {"row", "layer"}
         Per-row budget (every row keeps exactly k) or a layer budget (k in total).
     damping : float
@@ -126,11 +103,13 @@ class RetentionInstance:
     name : str
     """
 
-    __slots__ = ("weights", "hessian", "k", "scope", "damping", "name", "m", "n", "_threshold")
+    __slots__ = ("weights", "hessian", "k", "scope", "damping", "name", "m", "n", "_threshold", "_magnitude_cost")
+
+    kind = "retention"
 
     def __init__(self, weights, hessian, k: int | None = None, *, sparsity: float | None = None,
                  scope: str = "row", damping: float = 0.0, name: str = "retention"):
-        w = _as_matrix(weights, "weights")
+        w = check_matrix(weights, "weights")
         m, n = w.shape
         damping = _check_damping(damping)
         h = _check_hessian(hessian, n, damping)
@@ -140,16 +119,15 @@ class RetentionInstance:
         if (k is None) == (sparsity is None):
             raise InvalidInstanceError("give exactly one of k or sparsity")
         if sparsity is not None:
-            if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity <= 1:
-                raise InvalidInstanceError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
-            k = int(round((1.0 - float(sparsity)) * size))
+            k = kept_from_fraction(size, sparsity=sparsity)
         k = _check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
         w.setflags(write=False)
         h.setflags(write=False)
         for key, value in (("weights", w), ("hessian", h), ("k", k), ("scope", scope), ("damping", damping),
-                           ("name", str(name)), ("m", m), ("n", n)):
+                           ("name", check_name(name)), ("m", m), ("n", n)):
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_threshold", None)
+        object.__setattr__(self, "_magnitude_cost", None)
 
     def __setattr__(self, key, value):
         raise AttributeError("RetentionInstance is immutable")
@@ -166,6 +144,18 @@ class RetentionInstance:
     def total_kept(self) -> int:
         """Number of kept weights of every feasible mask."""
         return self.k * self.m if self.scope == "row" else self.k
+
+    @property
+    def magnitude_cost(self) -> float:
+        """E of the magnitude mask (top-k |w|): the error magnitude pruning gives under the same budget."""
+        if self._magnitude_cost is None:
+            cost = float(rk.row_errors(self.weights, self.hessian, magnitude_mask(self)).sum())
+            object.__setattr__(self, "_magnitude_cost", cost)
+        return self._magnitude_cost
+
+    def evaluate(self, solution) -> "RetentionEvaluation":
+        """What ``solution`` achieves here (see :func:`evaluate_retention`)."""
+        return evaluate_retention(self, solution)
 
     @property
     def magnitude_threshold(self) -> np.ndarray:
@@ -233,13 +223,32 @@ class RetentionSolution:
 
 @dataclass(frozen=True)
 class RetentionEvaluation:
-    """Objective and facts of a keep-mask (``cost`` is E, the reconstruction error)."""
+    """Objective and facts of a keep-mask (``cost`` is E, the reconstruction error).
+
+    ``kept_sum`` is the sum of the kept ``|w|`` (the magnitude objective, for comparison),
+    ``magnitude_cost`` the error of the magnitude mask under the same budget, ``retained_small`` the kept
+    weights below the magnitude threshold (weights magnitude pruning would drop).
+    """
 
     cost: float
     row_costs: np.ndarray = field(repr=False)
     kept_count: int
+    kept_sum: float
     feasible: bool
     retained_small: int
+    magnitude_cost: float
+
+    @property
+    def improvement(self) -> float:
+        """Relative error reduction over magnitude pruning, 1 - cost / magnitude_cost (0 if both are 0)."""
+        if self.magnitude_cost <= 0:
+            return 0.0
+        return 1.0 - self.cost / self.magnitude_cost
+
+    def summary(self) -> dict:
+        """The facts a result summary shows beside the common fields."""
+        return {"magnitude_cost": self.magnitude_cost, "improvement": self.improvement,
+                "retained_small": self.retained_small}
 
 
 def _mask_of(instance: RetentionInstance, solution) -> np.ndarray:
@@ -263,7 +272,8 @@ def evaluate_retention(instance: RetentionInstance, solution) -> RetentionEvalua
         feasible = int(row_kept.sum()) == instance.k
     small = mask & (np.abs(instance.weights) < instance.magnitude_threshold[:, None])
     return RetentionEvaluation(cost=float(row_costs.sum()), row_costs=row_costs, kept_count=int(row_kept.sum()),
-                               feasible=feasible, retained_small=int(small.sum()))
+                               kept_sum=float(np.abs(instance.weights)[mask].sum()), feasible=feasible,
+                               retained_small=int(small.sum()), magnitude_cost=instance.magnitude_cost)
 
 
 def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
@@ -282,7 +292,7 @@ def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
     chunks: Iterable = [inputs] if isinstance(inputs, (np.ndarray, list, tuple)) or hasattr(inputs, "detach") else inputs
     total, count = None, 0
     for chunk in chunks:
-        x = _as_matrix(chunk, "inputs")
+        x = check_matrix(chunk, "inputs")
         if total is None:
             total = np.zeros((x.shape[0], x.shape[0]))
         elif x.shape[0] != total.shape[0]:
@@ -306,9 +316,9 @@ def refit(weights, hessian, mask) -> tuple[np.ndarray, np.ndarray]:
     >>> w.tolist(), e.tolist()
     ([[1.5, 0.0]], [0.75])
     """
-    w = _as_matrix(weights, "weights")
-    h = np.asarray(hessian, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
+    w = check_matrix(weights, "weights")
+    h = check_matrix(hessian, "hessian")
+    mask = RetentionSolution(mask).mask
     if h.shape != (w.shape[1], w.shape[1]) or mask.shape != w.shape:
         raise InvalidInstanceError(f"refit: weights {w.shape}, hessian {h.shape}, mask {mask.shape} do not match")
     out = np.zeros_like(w)
@@ -325,96 +335,13 @@ def refit(weights, hessian, mask) -> tuple[np.ndarray, np.ndarray]:
     return out, errors
 
 
-@dataclass(frozen=True)
-class RetentionResult:
-    """Outcome of a retention solve; the field names of :class:`rcprune.SolveResult`, plus retention facts.
+def refit_error(instance: RetentionInstance, solution) -> float:
+    """E after the least-squares refit of the kept weights (:func:`refit`): never above ``evaluate``'s cost.
+    O(m (k^3 + n^2)).
 
-    Attributes
-    ----------
-    solution : RetentionSolution
-    cost : float
-        E after: the reconstruction error of the returned mask (minimized).
-    kept_sum : float
-        Sum of |w| over the kept weights (the magnitude objective, for comparison).
-    kept_count : int
-    lower_bound : float or None
-        A proven lower bound on the optimal E, if the method has one.
-    status : str
-        ``"optimal"`` only when ``lower_bound`` meets ``cost``; ``"time_limit"`` when the time limit
-        stopped the search; otherwise ``"feasible"``.
-    runtime : float
-    iterations : int
-    trace : list of (seconds, iteration, best_cost)
-    method : str
-    seed : int or None
-    feasible : bool
-    info : dict
-    magnitude_cost : float
-        E before: the error of the magnitude mask (top-k |w|) under the same budget.
-    retained_small : int
-        Kept weights smaller than the magnitude threshold (weights magnitude pruning would drop).
-    refit_cost : float or None
-        E after a least-squares refit of the kept weights (when asked for with ``refit=True``).
+    >>> inst = RetentionInstance([[1.0, 1.0]], [[1.0, 0.5], [0.5, 1.0]], k=1)
+    >>> refit_error(inst, RetentionSolution([[True, False]]))
+    0.75
     """
-
-    solution: RetentionSolution
-    cost: float
-    kept_sum: float
-    kept_count: int
-    lower_bound: float | None
-    status: str
-    runtime: float
-    iterations: int
-    trace: list = field(default_factory=list)
-    method: str = ""
-    seed: int | None = None
-    feasible: bool = True
-    info: dict = field(default_factory=dict)
-    magnitude_cost: float = float("nan")
-    retained_small: int = 0
-    refit_cost: float | None = None
-
-    @property
-    def gap(self) -> float | None:
-        """Relative optimality gap (cost - lower_bound) / cost, or None without a bound."""
-        if self.lower_bound is None:
-            return None
-        if self.cost <= 0:
-            return 0.0
-        return max(0.0, (self.cost - self.lower_bound) / self.cost)
-
-    @property
-    def improvement(self) -> float:
-        """Relative error reduction over magnitude pruning, 1 - cost / magnitude_cost (0 if both are 0)."""
-        if self.magnitude_cost <= 0:
-            return 0.0
-        return 1.0 - self.cost / self.magnitude_cost
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (no masks)."""
-        return {
-            "method": self.method, "status": self.status, "cost": self.cost, "magnitude_cost": self.magnitude_cost,
-            "improvement": self.improvement, "refit_cost": self.refit_cost, "retained_small": self.retained_small,
-            "kept_sum": self.kept_sum, "kept_count": self.kept_count, "lower_bound": self.lower_bound, "gap": self.gap,
-            "runtime": self.runtime, "iterations": self.iterations, "seed": self.seed, "feasible": self.feasible,
-        }
-
-
-def make_retention_result(instance: RetentionInstance, mask: np.ndarray, *, method: str, runtime: float,
-                          iterations: int = 0, lower_bound: float | None = None, timed_out: bool = False,
-                          trace: list | None = None, seed: int | None = None, info: dict | None = None,
-                          refit_weights: bool = False, proof_tolerance: float = 1e-9) -> RetentionResult:
-    """Evaluate a keep-mask and wrap it; status is ``optimal`` only if the bound proves it
-    (cost - lower_bound <= proof_tolerance * max(1, cost))."""
-    ev = evaluate_retention(instance, mask)
-    lower_bound, status = certified_status(ev.cost, ev.feasible, lower_bound, timed_out=timed_out,
-                                           proof_tolerance=proof_tolerance, method=method)
-    mag = rk.row_errors(instance.weights, instance.hessian, magnitude_mask(instance)).sum()
-    refit_cost = float(refit(instance.weights, instance.hessian, mask)[1].sum()) if refit_weights else None
-    kept_sum = float(np.abs(instance.weights)[mask].sum())
-    return RetentionResult(
-        solution=RetentionSolution(mask), cost=ev.cost, kept_sum=kept_sum, kept_count=ev.kept_count,
-        lower_bound=lower_bound, status=status, runtime=runtime, iterations=iterations, trace=list(trace or []),
-        method=method, seed=seed, feasible=ev.feasible, info=dict(info or {}), magnitude_cost=float(mag),
-        retained_small=ev.retained_small, refit_cost=refit_cost,
-    )
+    mask = _mask_of(instance, solution)
+    return float(refit(instance.weights, instance.hessian, mask)[1].sum())

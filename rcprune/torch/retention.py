@@ -254,11 +254,11 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     positions, so use :func:`restore_original` (which restores from ``report.originals``) for the true
     originals.
     """
-    from rcprune.solve import RETENTION_METHODS, solve
+    from rcprune.solve import METHODS, solve
 
     sparsity = _check_sparsity(sparsity)
-    if method not in RETENTION_METHODS:
-        raise InvalidInstanceError(f"unknown retention method {method!r}; choose one of {list(RETENTION_METHODS)}")
+    if method not in METHODS["retention"]:
+        raise InvalidInstanceError(f"unknown retention method {method!r}; choose one of {list(METHODS['retention'])}")
     if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping >= 0 \
             or not math.isfinite(damping):
         raise InvalidInstanceError(f"damping must be a finite number >= 0, got {damping!r}")
@@ -296,10 +296,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
             with torch.no_grad():
                 module.weight_orig[keep] = new_w[keep]
         rows.append({"name": name, "m": inst.m, "n": inst.n, "k": inst.k, "kept": res.kept_count,
-                     "error_magnitude": res.magnitude_cost, "error": res.cost, "error_refit": error_refit,
+                     "error_magnitude": res.evaluation.magnitude_cost, "error": res.cost, "error_refit": error_refit,
                      "energy": energy, "relative_error": res.cost / energy if energy > 0 else 0.0,
-                     "improvement": res.improvement, "retained_small": res.retained_small,
-                     "retained_small_share": res.retained_small / max(1, res.kept_count),
+                     "improvement": res.evaluation.improvement, "retained_small": res.evaluation.retained_small,
+                     "retained_small_share": res.evaluation.retained_small / max(1, res.kept_count),
                      "status": res.status, "runtime": runtime})
     _detach_masked(model)
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),

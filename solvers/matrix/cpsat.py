@@ -16,7 +16,7 @@ from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
 from rcprune.matrix import kernels
-from rcprune.matrix.io import atomic_write_bytes
+from rcprune.files import atomic_write_bytes
 from rcprune.matrix.model import Instance, Solution, evaluate
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
@@ -337,11 +337,10 @@ def cpsat(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
     The model has :math:`mn + m + n` binaries and :math:`3mn + O(m + n)` constraints; building it is
     O(mn), solving is exponential in the worst case (the problem is NP-hard), so this is for small and
     medium matrices (tens of rows and columns). CP-SAT runs with ``linearization_level=2`` (all
-    constraints in its LP relaxation): on the library's laplace-12x16 it proves optimality in about 0.4 s
-    instead of 3 s, and bipartite-16x24 in about 7 s instead of not within 60 s. In the fixed-shape
+    constraints in its LP relaxation), which proves the library's small instances optimal much sooner
+    (``rcprune bench solvers``; docs/report-card.md). In the fixed-shape
     form :math:`\sum x = r`, :math:`\sum y = c`, :math:`\sum_j z_{ij} = c\,x_i`,
-    :math:`\sum_i z_{ij} = r\,y_j` hold for every feasible solution and tighten the relaxation (about
-    four times faster on bipartite-16x24's shapes).
+    :math:`\sum_i z_{ij} = r\,y_j` hold for every feasible solution and tighten the relaxation.
 
     >>> import rcprune
     >>> res = cpsat(rcprune.Instance([[5, 1, 0], [1, 1, 0], [0, 0, 3]], budget=2))

@@ -16,7 +16,8 @@ from rcprune.jit import jit
 from rcprune.matrix.model import Instance, Solution, evaluate
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_flag
-from rcprune.solvers.matrix.greedy_independent import maximal_shapes, surrogate_bound
+from rcprune.bounds.surrogate import surrogate_bound
+from rcprune.matrix.model import maximal_shapes
 from rcprune.solvers.matrix.greedy_row_column import greedy_column_row, greedy_row_column
 
 __all__ = ["exact_enumeration"]

@@ -7,85 +7,14 @@ every solver, gives an a-posteriori lower bound on the optimum.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from rcprune.jit import jit
-from rcprune.matrix.model import Instance, Solution
+from rcprune.bounds.surrogate import surrogate_bound
+from rcprune.matrix.model import Instance, Solution, maximal_shapes
 from rcprune.result import SolveResult, Stopwatch, make_result
 
-__all__ = ["greedy_independent", "surrogate_bound", "SurrogateBound", "maximal_shapes"]
-
-
-def maximal_shapes(instance: Instance, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The maximal feasible shapes as two int64 arrays ``(lead, other)``, ``lead`` increasing.
-
-    Untransposed, ``lead`` counts rows and ``other = min(n, K // lead)`` columns (the same list as
-    :meth:`Instance.feasible_shapes`); with ``transpose=True`` the roles swap: ``lead`` counts columns
-    (1..min(n, K)) and ``other = min(m, K // lead)`` rows. A fixed-shape instance has its one shape.
-
-    >>> import rcprune
-    >>> maximal_shapes(rcprune.Instance([[1, 2, 3]], budget=2), transpose=True)
-    (array([1, 2]), array([1, 1]))
-    """
-    m, n = (instance.n, instance.m) if transpose else (instance.m, instance.n)
-    if instance.fixed_shape is not None:
-        r, c = instance.fixed_shape[::-1] if transpose else instance.fixed_shape
-        return np.array([r], dtype=np.int64), np.array([c], dtype=np.int64)
-    lead = np.arange(1, min(m, instance.budget) + 1, dtype=np.int64)
-    return lead, np.minimum(n, instance.budget // lead)
-
-
-@dataclass(frozen=True)
-class SurrogateBound:
-    """The surrogate minimum and the lower bound it proves.
-
-    Attributes
-    ----------
-    surrogate : float
-        ``min over maximal shapes (r, c)`` of ``sur = (total - top_r row sums) + (total - top_c column sums)``.
-    shape : (int, int)
-        The shape attaining it (the first one, by increasing r).
-    lower_bound : float
-        ``max(surrogate / 2, min over shapes of total - min(top_r row sums, top_c column sums))``.
-    """
-
-    surrogate: float
-    shape: tuple[int, int]
-    lower_bound: float
-
-
-def surrogate_bound(instance: Instance) -> SurrogateBound:
-    """A lower bound on the optimal pruned cost from the row and column sums alone.
-
-    For any (R, C), ``cost(R, C) <= sur(R, C) := sum of pruned row sums + sum of pruned column sums
-    <= 2 cost(R, C)`` (an entry outside R x C lies in a pruned row or a pruned column, and in at most
-    both). For a shape (r, c) the top-r rows and top-c columns by full sums minimize sur, and an optimal
-    solution can be grown to a maximal shape (scores are non-negative), hence
-
-        min_shapes sur  <=  sur(OPT)  <=  2 OPT,   so   OPT >= min_shapes sur / 2.
-
-    Also kept(R, C) <= min(top_r row sums, top_c column sums) for |R| <= r, |C| <= c, so
-    ``OPT >= min_shapes (total - min(top_r, top_c))``, which is never below ``sur / 2`` shape by shape
-    (min <= mean); ``lower_bound`` is the larger of the two. O(m log m + n log n).
-    See ``proofs/approximation.md``, section "The surrogate and the a-posteriori bound".
-
-    >>> import rcprune
-    >>> b = surrogate_bound(rcprune.Instance([[4, 0], [0, 1]], budget=1))
-    >>> b.surrogate, b.shape, b.lower_bound
-    (2.0, (1, 1), 1.0)
-    """
-    rows, cols = maximal_shapes(instance)
-    top_rows = np.concatenate(([0.0], np.cumsum(np.sort(instance.row_sums)[::-1])))
-    top_cols = np.concatenate(([0.0], np.cumsum(np.sort(instance.col_sums)[::-1])))
-    kept_rows, kept_cols = top_rows[rows], top_cols[cols]
-    total = instance.total
-    sur = np.maximum(2.0 * total - kept_rows - kept_cols, 0.0)
-    best = int(np.argmin(sur))
-    row_column = float(np.min(total - np.minimum(kept_rows, kept_cols)))
-    lower = max(float(sur[best]) / 2.0, row_column, 0.0)
-    return SurrogateBound(float(sur[best]), (int(rows[best]), int(cols[best])), lower)
+__all__ = ["greedy_independent"]
 
 
 @jit

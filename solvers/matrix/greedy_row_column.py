@@ -12,7 +12,8 @@ from rcprune.matrix import kernels
 from rcprune.jit import jit
 from rcprune.matrix.model import Instance, Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.solvers.matrix.greedy_independent import maximal_shapes, surrogate_bound
+from rcprune.bounds.surrogate import surrogate_bound
+from rcprune.matrix.model import maximal_shapes
 
 __all__ = ["greedy_row_column", "greedy_column_row"]
 

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from rcprune.jit import jit
 from rcprune.network.model import NetworkInstance, NetworkSolution, evaluate_network
-from rcprune.network.result import NetworkSolveResult, make_network_result
 from rcprune.matrix.model import Instance
-from rcprune.result import Stopwatch
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.solvers import check_options, solver
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 ALLOCATIONS = ("uniform", "proportional", "marginal")
@@ -183,11 +183,9 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
         c = min(idx.size, budget // li.rows)
         cols[idx[np.argsort(-sub.sum(axis=0), kind="stable")[:c]]] = True
         return rows, cols
-    from rcprune.solve import solve
-
     budget = min(budget, sub.size)
-    res = solve(Instance(sub, budget=budget, name=f"{instance.name}/{li.name}"), method=method, seed=seed,
-                time_limit=time_limit, **options)
+    res = solver("matrix", method)(Instance(sub, budget=budget, name=f"{instance.name}/{li.name}"), seed=seed,
+                                   time_limit=time_limit, **options)
     rows[:] = res.solution.rows
     cols[idx[res.solution.cols]] = True
     return rows, cols
@@ -196,7 +194,7 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
 def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
                        allocation: str = "marginal", layer_method: str = "annealing",
                        layer_options: dict | None = None, passes: int = 2, points: int = 64,
-                       progress: bool = False) -> NetworkSolveResult:
+                       progress: bool = False) -> SolveResult:
     """Allocate per-layer budgets, then solve each layer alone with dead channels propagated.
 
     Parameters
@@ -223,7 +221,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
 
     Returns
     -------
-    NetworkSolveResult
+    SolveResult
         ``info``: ``allocation``, ``budgets`` (per layer), ``pass_costs``.
 
     Notes
@@ -244,7 +242,10 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
         raise InvalidInstanceError(f"expected a rcprune.NetworkInstance, got {type(instance).__name__}")
     passes = check_int_option(passes, "passes", minimum=1)
     points = check_int_option(points, "points", minimum=2)
+    if layer_options is not None and not isinstance(layer_options, dict):
+        raise InvalidInstanceError(f"layer_options must be a dict of options of {layer_method!r}, got {layer_options!r}")
     options = dict(layer_options or {})
+    check_options(solver("matrix", layer_method), layer_method, options)
     budgets = allocate(instance, allocation, points)
     layers = instance.layers
     best, best_key, costs = None, None, []
@@ -288,7 +289,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     bar.close()
     info = {"allocation": allocation, "layer_method": layer_method, "budgets": budgets.tolist(),
             "pass_costs": costs}
-    return make_network_result(instance, best, method="network-allocation", runtime=clock.elapsed(),
+    return make_result(instance, best, method="network-allocation", runtime=clock.elapsed(),
                                iterations=len(costs), seed=seed, info=info,
                                timed_out=time_limit is not None and clock.expired())
 

@@ -18,8 +18,7 @@ from rcprune.network import kernels as nk
 from rcprune.jit import jit
 from rcprune.random_stream import random_below, random_uniform, stream_seed
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
-from rcprune.network.result import NetworkSolveResult, make_network_result
-from rcprune.result import Stopwatch
+from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_int_option, check_real_option
 
 
@@ -493,7 +492,7 @@ def _check_start(instance: NetworkInstance, start, seed: int, time_limit):
 def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
                       moves: int | None = None, start="greedy", t0: float | None = None,
                       t_end: float | None = None, mix=DEFAULT_MIX, tournament: int = 8,
-                      progress: bool = False) -> NetworkSolveResult:
+                      progress: bool = False) -> SolveResult:
     """Neighbouring simulated annealing over the whole network.
 
     Guarantee: the result is feasible and no worse than the start whenever the start is feasible (the
@@ -529,7 +528,7 @@ def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: f
 
     Returns
     -------
-    NetworkSolveResult
+    SolveResult
         ``info``: ``start``, ``start_cost``, ``t0``, ``t_end``, ``accepted`` (per move kind), ``moves``.
 
     Notes
@@ -636,6 +635,6 @@ def network_annealing(instance: NetworkInstance, *, seed: int = 0, time_limit: f
     solution = NetworkSolution.from_flat(instance, best_rows, best_cols)
     info = {"start": start_kind, "start_cost": start_cost, "t0": t0, "t_end": t_end, "moves": done,
             "accepted": {k: int(v) for k, v in zip(MOVE_KINDS, stats[:5])}}
-    res = make_network_result(instance, solution, method="network-annealing", runtime=clock.elapsed(),
+    res = make_result(instance, solution, method="network-annealing", runtime=clock.elapsed(),
                               iterations=done, timed_out=timed_out, trace=trace, seed=seed, info=info)
     return res

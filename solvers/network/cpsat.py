@@ -12,8 +12,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from rcprune.network.model import NetworkInstance, NetworkSolution
-from rcprune.network.result import NetworkSolveResult, make_network_result
-from rcprune.result import Stopwatch
+from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 __all__ = ["network_cpsat"]
@@ -34,7 +33,7 @@ def _scale(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
-                  workers: int = 1, hint: bool = True, max_entries: int = MAX_ENTRIES) -> NetworkSolveResult:
+                  workers: int = 1, hint: bool = True, max_entries: int = MAX_ENTRIES) -> SolveResult:
     """Solve a small network exactly with CP-SAT.
 
     Guarantee: with status ``"optimal"`` the cost is the optimum; ``lower_bound`` is always a proven
@@ -55,7 +54,7 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
 
     Returns
     -------
-    NetworkSolveResult
+    SolveResult
         ``info``: ``cp_status``, ``scale``, ``rounding_error``, ``variables``.
 
     Notes
@@ -166,7 +165,7 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
         solution = greedy.solution
     info = {"cp_status": solver.StatusName(code), "scale": scale, "rounding_error": err,
             "variables": len(x) + len(z) + len(alive) + instance.total_entries}
-    return make_network_result(instance, solution, method="network-cpsat", runtime=clock.elapsed(),
+    return make_result(instance, solution, method="network-cpsat", runtime=clock.elapsed(),
                                iterations=int(solver.NumBranches()), lower_bound=lower_bound,
                                timed_out=code != cp_model.OPTIMAL and time_limit is not None, seed=seed,
                                info=info, proof_tolerance=1e-9)

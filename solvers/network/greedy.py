@@ -14,8 +14,7 @@ import numpy as np
 
 from rcprune.jit import jit
 from rcprune.network.model import NetworkInstance, NetworkSolution
-from rcprune.network.result import NetworkSolveResult, make_network_result
-from rcprune.result import Stopwatch
+from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 
@@ -251,7 +250,7 @@ def _grid(lo: int, hi: int, points: int) -> list[int]:
 
 
 def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
-                   checkpoints: int = 48, refine: int = 24, fill: bool = True) -> NetworkSolveResult:
+                   checkpoints: int = 48, refine: int = 24, fill: bool = True) -> SolveResult:
     """Global row-then-column greedy: the top-t channels' rows, then the best columns; best t.
 
     Parameters
@@ -268,7 +267,7 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
 
     Returns
     -------
-    NetworkSolveResult
+    SolveResult
         ``info``: ``kept_channels`` (best t), ``rankable_channels``, ``sweep`` (list of (t, cost,
         feasible)), ``layers`` (per-layer table).
 
@@ -322,5 +321,5 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     solution = NetworkSolution.from_flat(instance, rows, cols)
     info = {"kept_channels": int(best), "rankable_channels": int(n),
             "sweep": [(int(t), float(c), bool(ok)) for t, (c, ok) in sorted(results.items())]}
-    return make_network_result(instance, solution, method="network-greedy", runtime=clock.elapsed(),
+    return make_result(instance, solution, method="network-greedy", runtime=clock.elapsed(),
                                iterations=len(results), seed=seed, info=info)

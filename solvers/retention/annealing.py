@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
-from rcprune.result import Stopwatch
-from rcprune.retention.model import RetentionInstance, RetentionResult, magnitude_mask, make_retention_result
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -238,7 +238,7 @@ def anneal_mask(instance: RetentionInstance, start_mask: np.ndarray, *, seed: in
 
 def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
                         moves: int | None = None, start: str = "greedy", t_end_ratio: float = 1e-4,
-                        progress: bool = False, refit: bool = False) -> RetentionResult:
+                        progress: bool = False) -> SolveResult:
     """Simulated annealing over swap moves, started from the greedy (or magnitude) mask.
 
     Guarantee: the returned error is at most the start's, row by row (row scope) or in total.
@@ -254,8 +254,6 @@ def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limi
         0.3) down to ``t0 * t_end_ratio`` over the moves.
     progress : bool
         Show a tqdm progress bar.
-    refit : bool
-        Also report the error after a least-squares refit of the kept weights.
 
     Notes
     -----
@@ -268,7 +266,7 @@ def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limi
     >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
     >>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1)
     >>> res = retention_annealing(inst, seed=1)
-    >>> res.solution.mask.tolist(), round(res.cost, 6), res.retained_small
+    >>> res.solution.mask.tolist(), round(res.cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.2, 1)
     """
     clock = Stopwatch(time_limit)
@@ -288,6 +286,6 @@ def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limi
     mask, done, stopped = anneal_mask(instance, start_mask, seed=seed, moves=int(moves),
                                       t_end_ratio=float(t_end_ratio), clock=clock, progress=progress)
     start_cost = float(rk.row_errors(instance.weights, instance.hessian, start_mask).sum())
-    return make_retention_result(instance, mask, method="retention-annealing", runtime=clock.elapsed(),
-                                 iterations=done, seed=seed, timed_out=timed_out or stopped, refit_weights=refit,
+    return make_result(instance, RetentionSolution(mask), method="retention-annealing", runtime=clock.elapsed(),
+                                 iterations=done, seed=seed, timed_out=timed_out or stopped,
                                  info={"start": start, "start_cost": start_cost, "moves": int(moves)})

@@ -12,8 +12,8 @@ from numba import prange
 
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
-from rcprune.result import Stopwatch
-from rcprune.retention.model import RetentionInstance, RetentionResult, make_retention_result
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -184,8 +184,7 @@ def _cpsat(instance: RetentionInstance, clock: Stopwatch, seed: int, workers: in
 
 
 def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
-                    backend: str = "auto", workers: int = 1, proof_tolerance: float = 1e-6,
-                    refit: bool = False) -> RetentionResult:
+                    backend: str = "auto", workers: int = 1, proof_tolerance: float = 1e-6) -> SolveResult:
     """Optimal keep-mask with a proof: enumeration for n <= 20, CP-SAT otherwise (or when asked).
 
     Parameters
@@ -199,8 +198,6 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
         Status is ``"optimal"`` when E - lower_bound <= proof_tolerance * max(1, E); CP-SAT works on the
         objective rounded to integers (the largest coefficient scaled to 2^40) and its bound is reduced by
         the rounding excess, so a proof holds to about 1e-12 n^2 relative to the largest |w_j w_l H_jl|.
-    refit : bool
-        Also report the error after a least-squares refit of the kept weights.
 
     Notes
     -----
@@ -236,6 +233,6 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
         mask, bound, timed_out, info = _cpsat(instance, clock, seed, int(workers))
         info["backend"] = "cpsat"
         iterations = 1
-    return make_retention_result(instance, mask, method="retention-exact", runtime=clock.elapsed(),
+    return make_result(instance, RetentionSolution(mask), method="retention-exact", runtime=clock.elapsed(),
                                  iterations=iterations, lower_bound=bound, timed_out=timed_out, seed=seed,
-                                 info=info, refit_weights=refit, proof_tolerance=float(proof_tolerance))
+                                 info=info, proof_tolerance=float(proof_tolerance))

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
-from rcprune.result import Stopwatch
-from rcprune.retention.model import RetentionInstance, RetentionResult, make_retention_result
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -105,7 +105,7 @@ def _ga_run(weights, h, popu, fit, k, pop, rows, gens, mutation, rng):
 
 def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
                       population: int = 24, generations: int = 60, mutation: float = 0.3,
-                      progress: bool = False, refit: bool = False) -> RetentionResult:
+                      progress: bool = False) -> SolveResult:
     """Genetic search (tournament, intersection-and-fill crossover, swap mutation, mu + lambda survival).
 
     Guarantee: never worse than the greedy mask it starts from (elitist survival), row by row in the
@@ -122,8 +122,6 @@ def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit:
         Probability that a child gets one random swap.
     progress : bool
         Show a tqdm progress bar over generations.
-    refit : bool
-        Also report the error after a least-squares refit of the kept weights.
 
     Notes
     -----
@@ -172,6 +170,6 @@ def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit:
         mask[worse] = start[worse]
     elif rk.row_errors(w, h, mask).sum() > rk.row_errors(w, h, start).sum():
         mask = start
-    return make_retention_result(instance, mask, method="retention-genetic", runtime=clock.elapsed(),
-                                 iterations=done, seed=seed, timed_out=timed_out, refit_weights=refit,
+    return make_result(instance, RetentionSolution(mask), method="retention-genetic", runtime=clock.elapsed(),
+                                 iterations=done, seed=seed, timed_out=timed_out,
                                  info={"population": population, "generations": generations})

@@ -11,8 +11,8 @@ from numba import prange
 
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
-from rcprune.result import Stopwatch
-from rcprune.retention.model import RetentionInstance, RetentionResult, magnitude_mask, make_retention_result
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import InvalidInstanceError
 
 __all__ = ["retention_greedy", "greedy_mask"]
@@ -106,7 +106,7 @@ def greedy_mask(instance: RetentionInstance, *, start: str = "full", clock: Stop
 
 
 def retention_greedy(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
-                     start: str = "full", refit: bool = False) -> RetentionResult:
+                     start: str = "full") -> SolveResult:
     """Greedy backward elimination: prune the weight of least error increase until k remain.
 
     No approximation guarantee (E is a non-submodular quadratic); exact when H is diagonal, in particular
@@ -117,8 +117,6 @@ def retention_greedy(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     instance : RetentionInstance
     start : {"full", "magnitude"}
         Eliminate from all weights (O(m n (n - k))) or from the 2k largest by magnitude (O(m n k)).
-    refit : bool
-        Also report the error after a least-squares refit of the kept weights.
 
     Notes
     -----
@@ -130,11 +128,11 @@ def retention_greedy(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     >>> import rcprune
     >>> H = [[1.0, -0.9, -0.9], [-0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]]
     >>> res = retention_greedy(rcprune.RetentionInstance([[0.5, 0.8, -0.7]], H, k=1))
-    >>> res.solution.mask.tolist(), round(res.cost, 6), round(res.magnitude_cost, 6), res.retained_small
+    >>> res.solution.mask.tolist(), round(res.cost, 6), round(res.evaluation.magnitude_cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.17, 1.37, 1)
     """
     clock = Stopwatch(time_limit)
     keep, timed_out = greedy_mask(instance, start=start, clock=clock)
-    return make_retention_result(instance, keep, method="retention-greedy", runtime=clock.elapsed(),
+    return make_result(instance, RetentionSolution(keep), method="retention-greedy", runtime=clock.elapsed(),
                                  iterations=int(instance.m * instance.n - instance.total_kept), seed=seed,
-                                 timed_out=timed_out, refit_weights=refit, info={"start": start})
+                                 timed_out=timed_out, info={"start": start})

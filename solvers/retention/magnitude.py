@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcprune.result import Stopwatch
-from rcprune.retention.model import RetentionInstance, RetentionResult, magnitude_mask, make_retention_result
+from rcprune.result import SolveResult, Stopwatch, make_result
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 
 __all__ = ["magnitude", "diagonal"]
 
 
-def magnitude(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
-              refit: bool = False) -> RetentionResult:
+def magnitude(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None) -> SolveResult:
     """Keep the top-k |w| of every row (row scope) or of the layer (layer scope); ties by lower index.
 
     Optimal when H = c I (c >= 0). O(m n log n).
@@ -26,12 +25,11 @@ def magnitude(instance: RetentionInstance, *, seed: int = 0, time_limit: float |
     ([[False, True, True]], 0.25)
     """
     clock = Stopwatch(time_limit)
-    return make_retention_result(instance, magnitude_mask(instance), method="magnitude", runtime=clock.elapsed(),
-                                 iterations=1, seed=seed, refit_weights=refit)
+    return make_result(instance, RetentionSolution(magnitude_mask(instance)), method="magnitude", runtime=clock.elapsed(),
+                                 iterations=1, seed=seed)
 
 
-def diagonal(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
-             refit: bool = False) -> RetentionResult:
+def diagonal(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None) -> SolveResult:
     """Keep the top-k w_j^2 H_jj per row (or in the layer); ties by lower index.
 
     Optimal when H is diagonal. O(m n log n).
@@ -43,5 +41,5 @@ def diagonal(instance: RetentionInstance, *, seed: int = 0, time_limit: float | 
     """
     clock = Stopwatch(time_limit)
     scores = instance.weights ** 2 * np.diag(instance.hessian)[None, :]
-    return make_retention_result(instance, magnitude_mask(instance, scores), method="diagonal",
-                                 runtime=clock.elapsed(), iterations=1, seed=seed, refit_weights=refit)
+    return make_result(instance, RetentionSolution(magnitude_mask(instance, scores)), method="diagonal",
+                                 runtime=clock.elapsed(), iterations=1, seed=seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rcprune import evaluate_network
 
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.cli import main
 from rcprune.bench.network import BENCH_COLUMNS, BOUND_COLUMNS, bench_network, channel_pruning_baseline
 from rcprune.network.generate import resnet_network

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 
 import rcprune
-from rcprune.bounds import BoundResult, certify, lower_bound
+from rcprune.bounds import BoundResult
+from rcprune.certify import certify, lower_bound
 from rcprune.bounds.spectral import spectral_norm_upper, spectral_table
 from rcprune.bounds.topk import topk_table
 from tests.matrix.bruteforce import brute_force

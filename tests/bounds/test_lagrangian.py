@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rcprune
-from rcprune.bounds import lower_bound
+from rcprune.certify import lower_bound
+from rcprune.solvers.matrix.exact_shapes import ExactShapes
 from rcprune.bounds.lagrangian import lagrangian_shape, row_view
 from rcprune.bounds.shapewise import shapewise_bound
 from rcprune.bounds.topk import topk_table
@@ -62,7 +63,7 @@ def test_lagrangian_and_shapewise_bounds_below_optimum(case):
 def test_shapewise_proves_optimality_on_small_sides():
     rng = np.random.default_rng(5)
     inst = rcprune.Instance(rng.laplace(size=(10, 40)).__abs__(), sparsity=0.9)
-    res = shapewise_bound(inst, time_limit=20)
+    res = shapewise_bound(inst, ExactShapes.incumbent(inst), time_limit=20, exact=ExactShapes)
     opt = rcprune.solve(inst, method="enumeration").cost
     assert res.bound == pytest.approx(opt, rel=1e-9)
     assert all(how == "exact" for *_, how in res.info["refined"])

@@ -74,7 +74,7 @@ def test_all_shape_tables_bound_every_exact_shape(m, n, seed, integer):
 def test_all_shape_tables_match_the_per_budget_tables(seed):
     from rcprune.bounds.spectral import spectral_all_shapes, spectral_table
     from rcprune.bounds.topk import topk_all_shapes, topk_table
-    from rcprune.solvers.matrix.greedy_independent import maximal_shapes
+    from rcprune.matrix.model import maximal_shapes
 
     rng = np.random.default_rng(seed)
     m, n = (int(v) for v in rng.integers(1, 12, 2))
@@ -117,7 +117,7 @@ def test_network_bound_option_is_validated():
 @pytest.mark.parametrize("name", ["resnet18-s90", "resnet50-s90"])
 def test_greedy_is_certified_within_5_percent_of_optimal(name):
     """proofs/bounds.md B5b: no network solution is 5% below the greedy on the ResNet shapes at 90%."""
-    net = rcprune.matrix.library.get_network(name)
+    net = rcprune.library.get_network(name)
     greedy = rcprune.solve(net, method="network-greedy")
     bound = network_lower_bound(net).bound
     assert bound <= greedy.cost

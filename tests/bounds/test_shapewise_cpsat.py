@@ -16,6 +16,7 @@ import rcprune
 from rcprune.bounds import shapewise
 from rcprune.bounds.shapewise import shapewise_bound
 from rcprune.solvers.matrix.cpsat import cpsat
+from rcprune.solvers.matrix.exact_shapes import ExactShapes
 from rcprune.validation import InvalidInstanceError
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
@@ -35,7 +36,8 @@ def test_shapewise_with_cpsat_is_below_the_optimum(case, after_lagrangian):
     opt = brute_force(scores, **kw)[0]
     with mock.patch.object(shapewise, "EXACT_MAX_SIDE", 0), \
             mock.patch.object(shapewise, "CPSAT_MAX_ENTRIES", 0 if after_lagrangian else 256):
-        res = shapewise_bound(inst, time_limit=5, cpsat_max_entries=36)
+        res = shapewise_bound(inst, ExactShapes.incumbent(inst), time_limit=5, exact=ExactShapes,
+                              cpsat_max_entries=36)
     assert 0.0 <= res.bound <= opt + _tol(inst.total)
     assert res.info["incumbent"] >= opt - _tol(inst.total)
     for r, c, low in res.per_shape:
@@ -68,7 +70,7 @@ def test_cpsat_closes_shapes_and_proves_the_optimum():
     inst = rcprune.Instance(rng.integers(0, 20, size=(12, 20)).astype(float), sparsity=0.85)
     opt = rcprune.solve(inst, method="enumeration").cost
     with mock.patch.object(shapewise, "EXACT_MAX_SIDE", 0):
-        res = shapewise_bound(inst, time_limit=30, incumbent=opt, cpsat_max_entries=240)
+        res = shapewise_bound(inst, opt, time_limit=30, exact=ExactShapes, cpsat_max_entries=240)
     assert res.bound == pytest.approx(opt, abs=1e-6)
     assert res.info["cpsat"] and all(run["closed"] for run in res.info["cpsat"])
 
@@ -78,12 +80,12 @@ def test_cpsat_option_errors():
     with pytest.raises(InvalidInstanceError, match="cutoff"):
         cpsat(inst, cutoff="x")
     with pytest.raises(InvalidInstanceError, match="cpsat_max_entries"):
-        shapewise_bound(inst, cpsat_max_entries=-1)
+        shapewise_bound(inst, 10.0, cpsat_max_entries=-1)
 
 
 def test_lower_bound_passes_cpsat_max_entries_to_shapewise():
     import rcprune
-    from rcprune.bounds import lower_bound
+    from rcprune.certify import lower_bound
 
     rng = np.random.default_rng(1)
     inst = rcprune.Instance(np.abs(rng.laplace(size=(20, 30))), sparsity=0.9)

@@ -109,21 +109,34 @@ def test_wrong_keys_bad_metadata_and_bad_scores(tmp_path):
     np.savez(p, scores=np.ones((2, 2)), metadata=np.array("[1, 2]"))
     with pytest.raises(InvalidInstanceError, match="JSON object"):
         load_instance(p)
-    np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"budget": 1})))
+    np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"format": 1, "budget": 1})))
     with pytest.raises(InvalidInstanceError, match="metadata lacks 'name'"):
         load_instance(p)
-    np.savez(p, scores=-np.ones((2, 2)), metadata=np.array(json.dumps({"name": "x", "budget": 1})))
+    np.savez(p, scores=-np.ones((2, 2)), metadata=np.array(json.dumps({"format": 1, "name": "x", "budget": 1})))
     with pytest.raises(InvalidInstanceError, match="non-negative"):
         load_instance(p)
-    np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"name": "x", "budget": 9})))
+    np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"format": 1, "name": "x", "budget": 9})))
     with pytest.raises(InvalidInstanceError, match="budget must be between"):
+        load_instance(p)
+    for version in (None, 2, "1", True, [1]):
+        np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"format": version, "name": "x", "budget": 1})))
+        with pytest.raises(InvalidInstanceError, match="format version"):
+            load_instance(p)
+    np.savez(p, scores=np.ones((2, 2)), metadata=np.array(json.dumps({"format": 1, "name": "x", "fixed_shape": 5})))
+    with pytest.raises(InvalidInstanceError, match="shape must be a pair"):
         load_instance(p)
 
 
 def test_corrupt_solution_files(tmp_path):
     p = tmp_path / "s.npz"
-    np.savez(p, rows=np.array([0, 2]), cols=np.array([1]), metadata=np.array("{}"))
+    np.savez(p, rows=np.array([0, 2]), cols=np.array([1]), metadata=np.array("{}"), format=np.array(1))
     with pytest.raises(InvalidInstanceError, match="invalid solution file"):
+        load_solution(p)
+    np.savez(p, rows=np.array([0, 1]), cols=np.array([1]), metadata=np.array("{}"))
+    with pytest.raises(InvalidInstanceError, match="missing array\\(s\\) format"):
+        load_solution(p)
+    np.savez(p, rows=np.array([0, 1]), cols=np.array([1]), metadata=np.array("{}"), format=np.array(7))
+    with pytest.raises(InvalidInstanceError, match="format version 7"):
         load_solution(p)
     with zipfile.ZipFile(p, "w") as z:
         z.writestr("rows.npy", b"\x93NUMPY garbage")

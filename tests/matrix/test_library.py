@@ -4,7 +4,7 @@ import pytest
 
 import rcprune
 from rcprune import InvalidInstanceError, evaluate
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.matrix.generate import generate
 
 

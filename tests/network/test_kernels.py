@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from rcprune import NetworkSolution, evaluate_network
 from rcprune.network.model import NetworkBuilder
 from rcprune.network import kernels as nk
+from rcprune.network import reference
 from rcprune.network.generate import random_network, residual_network
 
 
@@ -22,7 +23,7 @@ def _random_state(net, rng, p=0.6):
 
 
 def _check_state(net, st_):
-    ref = nk.init_state_reference(net, st_.rows, st_.cols)
+    ref = reference.init_state_reference(net, st_.rows, st_.cols)
     assert np.array_equal(st_.cols, ref["cols"])
     np.testing.assert_allclose(st_.row_sums, ref["row_sums"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(st_.col_sums, ref["col_sums"], rtol=1e-9, atol=1e-9)
@@ -70,7 +71,7 @@ def test_move_delta_and_apply_match_reference(seed):
         rows, cols = _random_move(net, st_, rng)
         if not rows and not cols:
             continue
-        ref_delta, ref_count, ref_feasible, r2, c2 = nk.move_delta_reference(net, st_.rows, st_.cols, rows, cols)
+        ref_delta, ref_count, ref_feasible, r2, c2 = reference.move_delta_reference(net, st_.rows, st_.cols, rows, cols)
         _load(sc, rows, cols)
         delta, count, feasible = nk.move_delta(net.flat, st_, sc)
         assert delta == pytest.approx(ref_delta, rel=1e-9, abs=1e-9)
@@ -100,7 +101,7 @@ def test_self_consuming_layer_cross_terms():
     sc = nk.new_scratch(f)
     # kill channel 1: stem row 1 and conv row 1 at once -> conv loses row 1 and columns 2, 3
     rows = [int(f.row_off[0] + 1), int(f.row_off[1] + 1)]
-    ref = nk.move_delta_reference(net, st_.rows, st_.cols, rows, [])
+    ref = reference.move_delta_reference(net, st_.rows, st_.cols, rows, [])
     _load(sc, rows, [])
     delta, count, feasible = nk.move_delta(f, st_, sc)
     assert delta == pytest.approx(ref[0]) and count == ref[1] == 1 + 2 + 1

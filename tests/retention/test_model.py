@@ -5,7 +5,8 @@ from hypothesis import given
 
 import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance, evaluate_retention, hessian_from_inputs, refit
-from rcprune.retention.model import magnitude_mask, make_retention_result
+from rcprune.result import make_result
+from rcprune.retention.model import magnitude_mask, refit_error
 
 from tests.retention.strategies import layers
 
@@ -111,12 +112,14 @@ def test_refit_never_worse_and_optimal(layer):
 
 def test_result_fields():
     inst = RetentionInstance([[1.0, 0.8, 0.7]], [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]], k=1)
-    res = make_retention_result(inst, np.array([[False, False, True]]), method="manual", runtime=0.0,
-                                refit_weights=True)
-    assert np.isclose(res.cost, 0.2) and np.isclose(res.magnitude_cost, 1.13)
-    assert res.retained_small == 1 and res.status == "feasible" and res.feasible
-    assert res.refit_cost <= res.cost and 0 < res.improvement < 1
-    assert set(res.summary()) >= {"cost", "magnitude_cost", "retained_small", "refit_cost", "status"}
+    sol = rcprune.RetentionSolution([[False, False, True]])
+    res = make_result(inst, sol, method="manual", runtime=0.0)
+    assert isinstance(res, rcprune.SolveResult) and res.evaluation.cost == rcprune.evaluate(inst, sol).cost
+    assert np.isclose(res.cost, 0.2) and np.isclose(res.evaluation.magnitude_cost, 1.13)
+    assert res.evaluation.retained_small == 1 and res.status == "feasible" and res.feasible
+    assert np.isclose(res.kept_sum, 0.7) and res.kept_count == 1
+    assert refit_error(inst, sol) <= res.cost and np.isclose(res.evaluation.improvement, 1 - 0.2 / 1.13)
+    assert set(res.summary()) >= {"cost", "magnitude_cost", "retained_small", "improvement", "status"}
     assert isinstance(res.solution, rcprune.RetentionSolution)
     with pytest.raises(RuntimeError, match="lower bound"):
-        make_retention_result(inst, np.array([[False, False, True]]), method="x", runtime=0, lower_bound=5.0)
+        make_result(inst, sol, method="x", runtime=0, lower_bound=5.0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import rcprune
 from rcprune.matrix import kernels
-from rcprune.solvers.matrix.greedy_independent import surrogate_bound
+from rcprune.bounds.surrogate import surrogate_bound
 from tests.matrix.bruteforce import all_subsets, brute_force
 from tests.matrix.strategies import instances, score_matrices
 

@@ -8,6 +8,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from rcprune import InvalidInstanceError  # noqa: E402
+from rcprune.validation import kept_from_fraction  # noqa: E402
 from rcprune.retention.model import hessian_from_inputs  # noqa: E402
 from rcprune.torch import bake, restore  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
@@ -196,7 +197,7 @@ def test_resnet_end_to_end_with_layer_scope():
     assert [r["name"] for r in rep.layers] == convs
     for r in rep.layers:
         mod = model.get_submodule(r["name"])
-        assert int(mod.weight_mask.sum()) == r["k"] == r["kept"] == round(0.1 * r["m"] * r["n"])
+        assert int(mod.weight_mask.sum()) == r["k"] == r["kept"] == kept_from_fraction(r["m"] * r["n"], sparsity=0.9)
         assert r["error"] <= r["error_magnitude"] * (1 + 1e-9) + 1e-12
         assert r["error_refit"] <= r["error"] * (1 + 1e-9) + 1e-12
     tot = rep.totals()
@@ -219,7 +220,7 @@ def test_trained_bench_and_cli_on_a_tiny_resnet(tmp_path, monkeypatch, capsys):
     convs = [n for n, m in cifar_resnet(8, 4, 1, 10).named_modules() if isinstance(m, nn.Conv2d)]
     assert list(dict.fromkeys(r["layer"] for r in rows)) == convs
     for r in rows:
-        assert r["k"] == round(0.1 * r["n"]) and 0 <= r["retained_small_share"] <= 1
+        assert r["k"] == kept_from_fraction(r["n"], sparsity=0.9) and 0 <= r["retained_small_share"] <= 1
         if r["method"] == "magnitude":
             assert r["improvement"] == 0 and r["retained_small"] == 0
         else:

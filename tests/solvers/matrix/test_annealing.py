@@ -9,7 +9,7 @@ from hypothesis import example, given, settings, strategies as st
 
 import rcprune
 from rcprune.matrix import kernels
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.solvers.matrix import annealing as sa
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 

@@ -9,7 +9,7 @@ from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
 import rcprune
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.solvers.matrix.cpsat import cpsat
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 from tests.matrix.bruteforce import brute_force

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rcprune
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.solvers.matrix.enumeration import exact_enumeration
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 from tests.matrix.bruteforce import brute_force

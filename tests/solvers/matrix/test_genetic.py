@@ -8,7 +8,7 @@ from hypothesis import example, given, strategies as st
 
 import rcprune
 from rcprune.matrix import kernels
-from rcprune.matrix import library
+from rcprune import library
 from rcprune.solvers.matrix import genetic as ga
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances

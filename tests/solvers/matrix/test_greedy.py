@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rcprune
-from rcprune.solvers.matrix.greedy_independent import greedy_independent, maximal_shapes, surrogate_bound
+from rcprune.bounds.surrogate import surrogate_bound
+from rcprune.matrix.model import maximal_shapes
+from rcprune.solvers.matrix.greedy_independent import greedy_independent
 from rcprune.solvers.matrix.greedy_row_column import greedy_column_row, greedy_row_column
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances

@@ -67,8 +67,9 @@ def test_bad_options():
         rcprune.solve(net, method="network-greedy", checkpoints=1)
     with pytest.raises(InvalidInstanceError, match="unknown option"):
         rcprune.solve(net, method="network-greedy", colour="red")
-    with pytest.raises(InvalidInstanceError, match="unknown method 'greedy-row-column'"):
-        rcprune.solve(net)
+    with pytest.raises(InvalidInstanceError, match="unknown method 'greedy-row-column' for a network instance"):
+        rcprune.solve(net, method="greedy-row-column")
+    assert rcprune.solve(net).method == "network-greedy"  # the kind's default
 
 
 def test_greedy_feasible_whenever_a_solution_exists_on_fixed_seeds():

@@ -30,7 +30,7 @@ def test_identity_hessian_gives_magnitude_optimum(layer, scope, data):
     k = data.draw(st.integers(0, n if scope == "row" else m * n))
     inst = RetentionInstance(w, np.eye(n), k=k, scope=scope)
     res = rcprune.solve(inst, method="retention-annealing", start="magnitude", moves=200)
-    assert abs(res.cost - res.magnitude_cost) <= tol(res.cost)
+    assert abs(res.cost - res.evaluation.magnitude_cost) <= tol(res.cost)
 
 
 def _correlated(seed, m=6, n=12, scope="row", k=3):

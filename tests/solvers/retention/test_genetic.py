@@ -29,7 +29,7 @@ def test_identity_hessian_gives_magnitude_optimum(layer, scope, data):
     k = data.draw(st.integers(0, n if scope == "row" else m * n))
     res = rcprune.solve(RetentionInstance(w, np.eye(n), k=k, scope=scope), method="retention-genetic",
                         population=4, generations=3)
-    assert abs(res.cost - res.magnitude_cost) <= tol(res.cost)
+    assert abs(res.cost - res.evaluation.magnitude_cost) <= tol(res.cost)
 
 
 def test_reproducible_and_options():

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rcprune.matrix.generate import generate
-from rcprune.matrix.io import atomic_write_bytes, load_instance, save_instance
+from rcprune.files import atomic_write_bytes
+from rcprune.matrix.io import load_instance, save_instance
 from rcprune.matrix.model import Instance
 from rcprune.validation import InvalidInstanceError
+from rcprune.network.generate import get_network as _get_network, network_names as _network_names
 
 __all__ = ["CATALOGUE", "DEFAULT_INSTANCE", "names", "spec", "get", "index", "index_path", "instance_path",
            "record", "network_names", "get_network"]
@@ -143,67 +145,12 @@ def write_files(folder: Path | None = None) -> list[Path]:
     return [save_instance(generate_named(n), folder / f"{n}.npz") for n, s in CATALOGUE.items() if s["stored"]]
 
 
-ENUMERATION_MAX_SIDE = 24
-CPSAT_MAX_ENTRIES = 2500
-
-
-def too_large_for(method: str, inst: Instance) -> str | None:
-    """Why an exact method is not worth running on a library instance (None if it is)."""
-    if method == "enumeration" and min(inst.m, inst.n) > ENUMERATION_MAX_SIDE:
-        return f"min side {min(inst.m, inst.n)} > {ENUMERATION_MAX_SIDE}"
-    if method == "cpsat" and inst.m * inst.n > CPSAT_MAX_ENTRIES:
-        return f"{inst.m * inst.n} entries > {CPSAT_MAX_ENTRIES}"
-    return None
-
-
-def update(names_: list[str] | None = None, methods: tuple[str, ...] = ("greedy-row-column",),
-           time_limit: float | None = 30.0, seed: int = 0, bound_time: float | None = None,
-           log=print) -> list[dict[str, Any]]:
-    """Run ``methods`` on library instances and record improved best-known costs and proven bounds.
-
-    Only bounds that a method proves (``lower_bound``) are recorded, plus, with ``bound_time``, the best
-    certified bound of :func:`rcprune.bounds.lower_bound`; the index says ``proven`` when the best bound
-    meets the best known cost.
-    """
-    from rcprune.solve import solve
-
-    rows = []
-    for name in names_ or names():
-        inst = get(name)
-        for method in methods:
-            if too_large_for(method, inst):
-                log(f"{name}: {method} skipped ({too_large_for(method, inst)})")
-                continue
-            try:
-                res = solve(inst, method=method, seed=seed, time_limit=time_limit)
-            except InvalidInstanceError as exc:  # e.g. enumeration refuses large sides
-                log(f"{name}: {method} skipped ({exc})")
-                continue
-            improved = record(name, cost=res.cost, method=method, lower_bound=res.lower_bound)
-            rows.append({"name": name, "method": method, "status": res.status, "cost": res.cost,
-                         "lower_bound": res.lower_bound, "runtime": res.runtime, "improved": improved})
-            log(f"{name}: {method} {res.status} cost={res.cost:.6g} bound={res.lower_bound} "
-                f"({res.runtime:.2f} s){' improved' if improved else ''}")
-        if bound_time:
-            from rcprune.bounds import lower_bound
-
-            b = lower_bound(inst, time_limit=bound_time, seed=seed)
-            row = index()[name]
-            record(name, cost=row["best_known_cost"], method=row["best_method"], lower_bound=b.bound)
-            log(f"{name}: certified lower bound {b.bound:.6g} ({b.method})")
-    return rows
-
-
 def network_names() -> list[str]:
     """Names of the library's network instances (hand-built ones and ResNet-18 / ResNet-50 shapes at 50, 80,
     90 and 93% sparsity), all generated from their seed on demand (see :mod:`rcprune.network.generate`)."""
-    from rcprune.network.generate import network_names as _network_names
-
     return _network_names()
 
 
 def get_network(name: str):
     """A library network instance (:class:`rcprune.NetworkInstance`) by name, generated from its seed."""
-    from rcprune.network.generate import get_network as _get_network
-
     return _get_network(name)
