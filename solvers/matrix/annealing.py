@@ -35,8 +35,6 @@ _R, _C, _DONE, _ACCEPTED, _VERSION = 0, 1, 2, 3, 4
 _KEPT, _TEMP, _BEST = 0, 1, 2
 
 ROW_SWAP, COL_SWAP, GROW, SHRINK = 0, 1, 2, 3
-MOVE_MIXES = ("neighbourhood", "even")  # row vs column swap proposals: by neighbour count, or 50/50
-DEFAULT_MOVE_MIX = "neighbourhood"
 PRECISIONS = ("auto", "float32", "float64")  # the scores the chain reads (sums are float64 either way)
 RESHAPE_BUDGET = 32          # reshape share of proposals: min(5%, 32 / (m + n)), as one costs O(m + n)
 CUTOFF = 40.0                # moves worse than CUTOFF * T are rejected outright (p < 5e-18)
@@ -152,7 +150,7 @@ def _select_smallest(val, idx, length, d):
 
 
 @jit(**_INLINE)
-def _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, even, rng):
+def _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, rng):
     can_swap_row, can_swap_col = 0 < r < m, 0 < c < n
     can_grow, can_shrink = shape + 1 < n_shapes, shape > 0
     can_swap, can_reshape = can_swap_row or can_swap_col, can_grow or can_shrink
@@ -165,8 +163,6 @@ def _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, even, rng):
             return GROW + random_below(rng, 0, 2)
         return GROW if can_grow else SHRINK
     if can_swap_row and can_swap_col:
-        if even:
-            return random_below(rng, 0, 2)
         row_swaps, col_swaps = r * (m - r), c * (n - c)  # neighbours: a uniform swap among all of them
         return ROW_SWAP if random_uniform(rng, 0) < row_swaps / (row_swaps + col_swaps) else COL_SWAP
     if can_swap_row:
@@ -228,7 +224,7 @@ def _apply_reshape(scores, scores_t, grow, k, d, rows, cols, row_perm, row_pos, 
 
 
 @jit(**_JIT)
-def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha, tol, reshape_rate, even,
+def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha, tol, reshape_rate,
                run_length, refresh, total_moves, chunk, dry, rows, cols, row_perm, row_pos, col_perm, col_pos, row_sums,
                col_sums, best_rows, best_cols, rval, rsel, val, csel, cache_version, cache_delta, counts, reals, rng):
     """Run up to ``chunk`` more moves of the chain; all its state lives in the arrays.
@@ -247,7 +243,7 @@ def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha,
             break
         r, c = counts[_R], counts[_C]
         shape = shape_index[r]
-        kind = _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, even, rng)
+        kind = _move_kind(n_shapes, shape, m, n, r, c, reshape_rate, rng)
         out, into, k, d = -1, -1, 0, 0
         if kind < 0:  # nothing can move: the chain is done
             done = total_moves
@@ -317,7 +313,7 @@ def _run_chain(scores, scores_t, shape_rows, shape_cols, shape_index, t0, alpha,
 
 # --- numpy reference of the same chain -------------------------------------------------------------
 
-def _move_kind_numpy(n_shapes, shape, m, n, r, c, reshape_rate, even, rng):
+def _move_kind_numpy(n_shapes, shape, m, n, r, c, reshape_rate, rng):
     can_swap_row, can_swap_col = 0 < r < m, 0 < c < n
     can_grow, can_shrink = shape + 1 < n_shapes, shape > 0
     can_swap, can_reshape = can_swap_row or can_swap_col, can_grow or can_shrink
@@ -327,8 +323,6 @@ def _move_kind_numpy(n_shapes, shape, m, n, r, c, reshape_rate, even, rng):
             return GROW + rng.below(2)
         return GROW if can_grow else SHRINK
     if can_swap_row and can_swap_col:
-        if even:
-            return rng.below(2)
         row_swaps, col_swaps = r * (m - r), c * (n - c)
         return ROW_SWAP if rng.uniform() < row_swaps / (row_swaps + col_swaps) else COL_SWAP
     if can_swap_row:
@@ -364,7 +358,7 @@ def _propose_numpy(chain, rng):
     m, n = chain.scores.shape
     r, c = int(chain.counts[_R]), int(chain.counts[_C])
     shape = chain.shape_index[r]
-    kind = _move_kind_numpy(len(chain.shape_rows), shape, m, n, r, c, chain.reshape_rate, chain.even, rng)
+    kind = _move_kind_numpy(len(chain.shape_rows), shape, m, n, r, c, chain.reshape_rate, rng)
     if kind == ROW_SWAP:
         out = chain.row_perm[rng.below(r)]
         into = chain.row_perm[r + rng.below(m - r)]
@@ -491,10 +485,9 @@ class _Chain:
     """All state of one chain in arrays, so a chain can stop between chunks and resume bit for bit."""
 
     def __init__(self, instance: Instance, rows: np.ndarray, cols: np.ndarray, rng_state: int, impl: str,
-                 move_mix: str = DEFAULT_MOVE_MIX, precision: str = "auto"):
+                 precision: str = "auto"):
         m, n = instance.m, instance.n
         self.impl = impl
-        self.even = move_mix == "even"
         self.precision = _resolve_precision(instance, precision)
         self.scores, self.scores_t = (instance.scores_float32 if self.precision == "float32"
                                       else (instance.scores, instance.scores_t))
@@ -554,7 +547,7 @@ class _Chain:
 
     def _run(self, chunk: int, dry: bool) -> float:
         return _run_chain(self.scores, self.scores_t, self.shape_rows, self.shape_cols, self.shape_index, self.t0,
-                          self.alpha, self.tol, self.reshape_rate, self.even, self.run_length, self.refresh,
+                          self.alpha, self.tol, self.reshape_rate, self.run_length, self.refresh,
                           self.total_moves, chunk, dry, self.rows, self.cols, self.row_perm, self.row_pos,
                           self.col_perm, self.col_pos, self.row_sums, self.col_sums, self.best_rows, self.best_cols,
                           self.rval, self.rsel, self.val, self.csel, self.cache_version, self.cache_delta,
@@ -637,7 +630,7 @@ def best_response(instance: Instance, rows: np.ndarray, cols: np.ndarray, max_ro
     return rows, cols
 
 
-def _check_options(instance: Instance, moves, chains, t0, t_end, restarts, start, move_mix, flags: dict):
+def _check_options(instance: Instance, moves, chains, t0, t_end, restarts, start, flags: dict):
     moves = check_int_option(moves, "moves", minimum=1)
     chains = check_int_option(chains, "chains", minimum=1)
     restarts = check_int_option(restarts, "restarts", minimum=0)
@@ -650,7 +643,6 @@ def _check_options(instance: Instance, moves, chains, t0, t_end, restarts, start
     for name, flag in flags.items():
         check_flag(flag, name)
     check_start(instance, start)
-    _check_move_mix(move_mix)
     return moves, chains, t0, t_end, restarts
 
 
@@ -665,12 +657,6 @@ def _resolve_precision(instance: Instance, precision) -> str:
                                    f"[{np.finfo(np.float32).tiny:.3g}, {np.finfo(np.float32).max:.3g}]; "
                                    "use precision='auto' or 'float64'")
     return "float32"
-
-
-def _check_move_mix(move_mix) -> str:
-    if not isinstance(move_mix, str) or move_mix not in MOVE_MIXES:
-        raise InvalidInstanceError(f"move_mix must be one of {', '.join(MOVE_MIXES)}, got {move_mix!r}")
-    return move_mix
 
 
 def _start_masks(instance: Instance, start, seed: int, chains: int, info: dict):
@@ -741,19 +727,19 @@ def _drive(runs: list, clock: Stopwatch, parallel: bool, progress: bool, desc: s
 
 
 def _anneal(instance: Instance, *, seed: int, time_limit: float | None, moves, chains, t0, t_end, restarts,
-            start, move_mix, polish: bool, parallel: bool, progress: bool, impl: str, method: str,
+            start, polish: bool, parallel: bool, progress: bool, impl: str, method: str,
             precision: str = "auto") -> SolveResult:
     clock = Stopwatch(time_limit)
     moves, chains, t0, t_end, restarts = _check_options(
-        instance, moves, chains, t0, t_end, restarts, start, move_mix,
+        instance, moves, chains, t0, t_end, restarts, start,
         {"polish": polish, "parallel": parallel, "progress": progress})
     precision = _resolve_precision(instance, precision)
-    info: dict = {"chains": chains, "moves_per_chain": moves, "restarts": restarts, "move_mix": move_mix,
-                  "impl": impl, "precision": precision}
+    info: dict = {"chains": chains, "moves_per_chain": moves, "restarts": restarts, "impl": impl,
+                  "precision": precision}
     starts, lower_bound = _start_masks(instance, start, seed, chains, info)
     info["start_cost"] = instance.total - kernels.kept_sum(instance.scores, *starts[0])
 
-    runs = [_Chain(instance, *make_maximal(instance, *st), stream_seed(seed, i), impl, move_mix, precision)
+    runs = [_Chain(instance, *make_maximal(instance, *st), stream_seed(seed, i), impl, precision)
             for i, st in enumerate(starts)]
     for chain in runs:
         start_t = t0 if t0 is not None else _calibrated_t0(chain, instance)
@@ -790,7 +776,7 @@ def _calibrated_t0(chain: _Chain, instance: Instance) -> float:
 
 def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
                     moves: int = 1_000_000, chains: int = 1, t0: float | None = None, t_end: float | None = None,
-                    restarts: int = 0, start="greedy", move_mix: str = DEFAULT_MOVE_MIX, polish: bool = True,
+                    restarts: int = 0, start="greedy", polish: bool = True,
                     parallel: bool = False, progress: bool = False, precision: str = "auto") -> SolveResult:
     """Simulated annealing with swap and reshape moves and O(1) swap deltas; a heuristic.
 
@@ -823,10 +809,6 @@ def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | No
         "greedy": greedy B (:func:`rcprune.solvers.matrix.greedy_row_column.greedy_row_column`) for every chain;
         "random": a random shape and random rows and columns per chain; or a feasible Solution. A budget-form
         start is first completed to a Pareto shape (:func:`make_maximal`), which never costs more.
-    move_mix : "neighbourhood" or "even"
-        How a swap proposal picks rows or columns at shape (r, c): "neighbourhood" swaps rows with
-        probability r (m - r) / (r (m - r) + c (n - c)), so every swap neighbour is equally likely;
-        "even" picks rows or columns 50/50 (the chain of rcprune before this option, draw for draw).
     polish : bool
         Finish each chain's best with alternating exact best responses (:func:`best_response`).
     parallel : bool
@@ -845,7 +827,7 @@ def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | No
     -------
     SolveResult
         ``iterations``: moves over all chains; ``trace``: (seconds, moves so far, best cost) at each
-        improvement, checked between chunks; ``info``: start, start_cost, move_mix, precision, t0 and t_end
+        improvement, checked between chunks; ``info``: start, start_cost, precision, t0 and t_end
         (of chain 0), accepted, acceptance_rate, polish_gain, lower_bound_source.
 
     Notes
@@ -854,10 +836,9 @@ def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | No
     index in O(1)), and the restricted sums of :mod:`rcprune.matrix.kernels` (``row_sums`` over the kept columns,
     ``col_sums`` over the kept rows). Moves:
 
-    * swap a random kept row (column) with a random pruned one, rows with the ``move_mix`` probability:
-      delta O(1), applied in O(n) (O(m)). Most proposals are rejected, so much of a chain's time goes to
-      the accepted swaps; with "neighbourhood" on a wide matrix (c (n - c) >> r (m - r)) nearly all of
-      them are O(m) column swaps, where with "even" half the proposals are O(n) row swaps;
+    * swap a kept row (column) with a pruned one, each of the r (m - r) + c (n - c) swap neighbours
+      equally likely (rows with probability r (m - r) / (r (m - r) + c (n - c))): delta O(1), applied
+      (when accepted) in O(n) (O(m));
     * budget form only, with probability min(5%, 32 / (m + n)): reshape to the next or previous Pareto
       shape (:func:`pareto_shapes`), greedily -- grow adds the pruned rows with the largest sums and drops
       the kept columns that keep the least with them; shrink drops the kept rows with the smallest sums and
@@ -876,14 +857,14 @@ def local_annealing(instance: Instance, *, seed: int = 0, time_limit: float | No
     (Solution(rows=[0, 2], cols=[0, 2]), 4.0)
     """
     return _anneal(instance, seed=seed, time_limit=time_limit, moves=moves, chains=chains, t0=t0, t_end=t_end,
-                   restarts=restarts, start=start, move_mix=move_mix, polish=polish, parallel=parallel,
+                   restarts=restarts, start=start, polish=polish, parallel=parallel,
                    progress=progress, impl="numba", method="annealing", precision=precision)
 
 
 def local_annealing_numpy(instance: Instance, *, seed: int = 0, time_limit: float | None = None,
                           moves: int = 100_000, chains: int = 1, t0: float | None = None,
                           t_end: float | None = None, restarts: int = 0, start="greedy",
-                          move_mix: str = DEFAULT_MOVE_MIX, polish: bool = True, progress: bool = False,
+                          polish: bool = True, progress: bool = False,
                           precision: str = "auto") -> SolveResult:
     """The same chain as :func:`local_annealing` in a Python loop with numpy vector operations.
 
@@ -896,12 +877,12 @@ def local_annealing_numpy(instance: Instance, *, seed: int = 0, time_limit: floa
     True
     """
     return _anneal(instance, seed=seed, time_limit=time_limit, moves=moves, chains=chains, t0=t0, t_end=t_end,
-                   restarts=restarts, start=start, move_mix=move_mix, polish=polish, parallel=False,
+                   restarts=restarts, start=start, polish=polish, parallel=False,
                    progress=progress, impl="numpy", method="annealing-numpy", precision=precision)
 
 
 def move_stats(instance: Instance, moves: int = 1_000_000, seed: int = 0, impl: str = "numba",
-               move_mix: str = DEFAULT_MOVE_MIX, precision: str = "auto") -> dict:
+               precision: str = "auto") -> dict:
     """Time one default chain (greedy B start, calibrated t0) over ``moves`` moves, the chain loop only.
 
     ``impl`` is "numba" or "numpy": both run the same moves on the same scores (``precision``, as in
@@ -912,10 +893,9 @@ def move_stats(instance: Instance, moves: int = 1_000_000, seed: int = 0, impl: 
     if impl not in ("numba", "numpy"):
         raise InvalidInstanceError(f"impl must be 'numba' or 'numpy', got {impl!r}")
     moves = check_int_option(moves, "moves", minimum=1)
-    _check_move_mix(move_mix)
     greedy = greedy_row_column(instance)
     rows, cols = make_maximal(instance, greedy.solution.rows, greedy.solution.cols)
-    chains = [_Chain(instance, rows, cols, stream_seed(seed, i), impl, move_mix, precision) for i in (0, 1)]
+    chains = [_Chain(instance, rows, cols, stream_seed(seed, i), impl, precision) for i in (0, 1)]
     for chain, length in zip(chains, (moves, 10)):
         start_t = _calibrated_t0(chain, instance)
         chain.schedule(start_t, start_t * T_END_RATIO, length, 0)

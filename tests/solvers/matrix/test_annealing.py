@@ -36,14 +36,13 @@ def warm():
     sa.local_annealing(rcprune.Instance(np.ones((3, 4)), shape=(2, 2)), moves=100)
 
 
-@given(instances(), st.integers(0, 3), st.sampled_from(["greedy", "random"]), st.sampled_from(sa.MOVE_MIXES))
-@example((np.zeros((2, 3)), {"budget": 1}), 0, "greedy", "neighbourhood")
-@example((np.ones((1, 1)), {"budget": 1}), 0, "greedy", "even")
-@example((np.arange(12.0).reshape(3, 4), {"budget": 12}), 1, "random", "neighbourhood")
-def test_feasible_between_optimum_and_start(case, seed, start, move_mix):
+@given(instances(), st.integers(0, 3), st.sampled_from(["greedy", "random"]))
+@example((np.zeros((2, 3)), {"budget": 1}), 0, "greedy")
+@example((np.ones((1, 1)), {"budget": 1}), 0, "greedy")
+@example((np.arange(12.0).reshape(3, 4), {"budget": 12}), 1, "random")
+def test_feasible_between_optimum_and_start(case, seed, start):
     inst = make(*case)
-    res = sa.local_annealing(inst, seed=seed, moves=1500, chains=1 + seed % 2, restarts=seed % 2, start=start,
-                             move_mix=move_mix)
+    res = sa.local_annealing(inst, seed=seed, moves=1500, chains=1 + seed % 2, restarts=seed % 2, start=start)
     ev = rcprune.evaluate(inst, res.solution)
     assert ev.feasible and res.feasible
     assert res.cost == ev.cost
@@ -55,32 +54,29 @@ def test_feasible_between_optimum_and_start(case, seed, start, move_mix):
     assert costs == sorted(costs, reverse=True) and costs[-1] >= res.cost - 1e-9
 
 
-@given(instances(fixed_shape=True), st.integers(0, 3), st.sampled_from(sa.MOVE_MIXES))
-def test_fixed_shape_keeps_the_shape(case, seed, move_mix):
+@given(instances(fixed_shape=True), st.integers(0, 3))
+def test_fixed_shape_keeps_the_shape(case, seed):
     inst = make(*case)
-    res = sa.local_annealing(inst, seed=seed, moves=1500, start="random" if seed % 2 else "greedy",
-                             move_mix=move_mix)
+    res = sa.local_annealing(inst, seed=seed, moves=1500, start="random" if seed % 2 else "greedy")
     assert res.solution.shape == inst.fixed_shape
     assert optimum(inst) - 1e-9 <= res.cost == rcprune.evaluate(inst, res.solution).cost
 
 
-@given(st.one_of(instances(integer=True), instances(integer=True, fixed_shape=True)), st.integers(0, 2),
-       st.sampled_from(sa.MOVE_MIXES))
-def test_numpy_mirror_makes_the_same_moves(case, seed, move_mix):
+@given(st.one_of(instances(integer=True), instances(integer=True, fixed_shape=True)), st.integers(0, 2))
+def test_numpy_mirror_makes_the_same_moves(case, seed):
     inst = make(*case)
-    kw = dict(seed=seed, moves=400, chains=2, restarts=seed % 2, polish=False, move_mix=move_mix)
+    kw = dict(seed=seed, moves=400, chains=2, restarts=seed % 2, polish=False)
     fast, slow = sa.local_annealing(inst, **kw), sa.local_annealing_numpy(inst, **kw)
     assert fast.solution == slow.solution
     assert fast.info["accepted"] == slow.info["accepted"]
     assert fast.info["t0"] == slow.info["t0"]
-    assert fast.info["move_mix"] == move_mix
 
 
-@pytest.mark.parametrize("move_mix", sa.MOVE_MIXES)
+@pytest.mark.parametrize("seed", [3, 4])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_numpy_mirror_on_a_float_instance_with_reshapes(move_mix, precision):
+def test_numpy_mirror_on_a_float_instance_with_reshapes(seed, precision):
     inst = library.get("laplace-40x60")
-    kw = dict(seed=3, moves=3000, move_mix=move_mix, precision=precision)
+    kw = dict(seed=seed, moves=3000, precision=precision)
     fast, slow = sa.local_annealing(inst, **kw), sa.local_annealing_numpy(inst, **kw)
     assert fast.solution == slow.solution and fast.info["accepted"] == slow.info["accepted"]
     assert fast.info["precision"] == slow.info["precision"] == precision
@@ -109,39 +105,36 @@ def test_precision_auto_falls_back_to_float64_outside_float32_range(huge, tiny):
         sa.local_annealing(inst, moves=500, precision="float32")
 
 
-@pytest.mark.parametrize("move_mix", sa.MOVE_MIXES)
-def test_same_seed_same_answer_any_chunking_or_threads(move_mix):
-    inst = library.get("laplace-40x60")
-    runs = [sa.local_annealing(inst, seed=7, moves=20_000, chains=3, parallel=p, move_mix=move_mix)
-            for p in (False, True, False)]
+@pytest.mark.parametrize("name", ["laplace-40x60", "gaussian-40x60"])
+def test_same_seed_same_answer_any_chunking_or_threads(name):
+    inst = library.get(name)
+    runs = [sa.local_annealing(inst, seed=7, moves=20_000, chains=3, parallel=p) for p in (False, True, False)]
     assert runs[0].solution == runs[1].solution == runs[2].solution
     assert runs[0].info["accepted"] == runs[1].info["accepted"]
-    other = sa.local_annealing(inst, seed=8, moves=20_000, chains=3, move_mix=move_mix)
+    other = sa.local_annealing(inst, seed=8, moves=20_000, chains=3)
     assert other.info["accepted"] != runs[0].info["accepted"]  # the seed matters
 
 
-def test_the_move_mix_changes_the_chain_and_defaults_to_the_neighbourhood():
+def test_the_legacy_move_mix_option_is_gone():
     inst = library.get("laplace-40x60")
-    runs = {mix: sa.local_annealing(inst, seed=7, moves=20_000, move_mix=mix) for mix in sa.MOVE_MIXES}
-    assert runs["even"].info["accepted"] != runs["neighbourhood"].info["accepted"]
-    default = sa.local_annealing(inst, seed=7, moves=20_000)
-    assert default.info["move_mix"] == sa.DEFAULT_MOVE_MIX == "neighbourhood"
-    assert default.info["accepted"] == runs["neighbourhood"].info["accepted"]
+    with pytest.raises(rcprune.InvalidInstanceError, match="unknown option"):
+        rcprune.solve(inst, method="annealing", move_mix="even")
+    assert "move_mix" not in sa.local_annealing(inst, moves=100).info
 
 
 @pytest.mark.parametrize("r, c", [(1, 2), (3, 10), (5, 1), (6, 7)])
-def test_swap_proposals_follow_the_move_mix(r, c):
-    """Rows are proposed with probability r(m - r) / (r(m - r) + c(n - c)), or 1/2 with "even"; numba and
-    the numpy mirror draw the same kinds from the same stream."""
+def test_swap_proposals_are_uniform_over_the_swap_neighbourhood(r, c):
+    """Rows are proposed with probability r(m - r) / (r(m - r) + c(n - c)); numba and the numpy mirror draw
+    the same kinds from the same stream."""
     m, n, draws = 6 + (r == 6), 12, 4000
-    for even, p in ((False, r * (m - r) / (r * (m - r) + c * (n - c))), (True, 0.5)):
-        state = np.array([sa.stream_seed(r, c)], dtype=np.uint64)
-        mirror = sa.NumpyStream(sa.stream_seed(r, c))
-        kinds = [int(sa._move_kind(1, 0, m, n, r, c, 0.0, even, state)) for _ in range(draws)]
-        assert kinds == [sa._move_kind_numpy(1, 0, m, n, r, c, 0.0, even, mirror) for _ in range(draws)]
-        rows = kinds.count(sa.ROW_SWAP)
-        assert rows + kinds.count(sa.COL_SWAP) == draws
-        assert abs(rows / draws - p) <= 5 * (p * (1 - p) / draws) ** 0.5
+    p = r * (m - r) / (r * (m - r) + c * (n - c))
+    state = np.array([sa.stream_seed(r, c)], dtype=np.uint64)
+    mirror = sa.NumpyStream(sa.stream_seed(r, c))
+    kinds = [int(sa._move_kind(1, 0, m, n, r, c, 0.0, state)) for _ in range(draws)]
+    assert kinds == [sa._move_kind_numpy(1, 0, m, n, r, c, 0.0, mirror) for _ in range(draws)]
+    rows = kinds.count(sa.ROW_SWAP)
+    assert rows + kinds.count(sa.COL_SWAP) == draws
+    assert abs(rows / draws - p) <= 5 * (p * (1 - p) / draws) ** 0.5
 
 
 def chain_for(inst, seed=0, start="greedy", precision="auto"):
@@ -277,12 +270,12 @@ def test_row_enumeration_agrees_with_brute_force():
     assert row_enumeration_optimum(inst) == pytest.approx(optimum(inst))
 
 
-@pytest.mark.parametrize("move_mix", sa.MOVE_MIXES)
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", ["laplace-12x16", "uniform-12x16", "gaussian-12x16", "planted-30x40"])
-def test_within_half_a_percent_of_the_proven_optimum(name, move_mix):
+def test_within_half_a_percent_of_the_proven_optimum(name, seed):
     inst = library.get(name)
     best = inst.metadata["best_known_cost"] if name.startswith("planted") else row_enumeration_optimum(inst)
-    res = sa.local_annealing(inst, seed=0, move_mix=move_mix)
+    res = sa.local_annealing(inst, seed=seed)
     assert best - 1e-9 <= res.cost <= best * 1.005
 
 
@@ -315,7 +308,6 @@ def test_through_solve_and_the_greedy_bound():
     ({"t0": 0.0}, "t0"), ({"t0": float("nan")}, "t0"), ({"t_end": -1.0}, "t_end"),
     ({"t0": 1.0, "t_end": 2.0}, "t_end"), ({"start": "best"}, "start"), ({"start": None}, "start"),
     ({"polish": "yes"}, "polish"), ({"parallel": 1}, "parallel"), ({"progress": None}, "progress"),
-    ({"move_mix": "uniform"}, "move_mix"), ({"move_mix": None}, "move_mix"), ({"move_mix": ["even"]}, "move_mix"),
     ({"precision": "float16"}, "precision"), ({"precision": None}, "precision"),
     ({"start": rcprune.Solution([True, True, True], [True, True])}, "row mask"),
     ({"start": rcprune.Solution([True, True], [True, True, True])}, "infeasible"),
@@ -333,5 +325,7 @@ def test_move_rate_reports_both_implementations():
         assert stats["moves_per_second"] > 0 and 0 <= stats["acceptance_rate"] <= 1
     with pytest.raises(rcprune.InvalidInstanceError, match="impl"):
         sa.move_rate(inst, impl="cuda")
-    with pytest.raises(rcprune.InvalidInstanceError, match="move_mix"):
-        sa.move_stats(inst, moves=10, move_mix="rows")
+    with pytest.raises(rcprune.InvalidInstanceError, match="moves"):
+        sa.move_stats(inst, moves=0)
+    with pytest.raises(rcprune.InvalidInstanceError, match="precision"):
+        sa.move_stats(inst, moves=10, precision="float16")
