@@ -10,7 +10,11 @@ from hypothesis import example, given, settings, strategies as st
 import rcprune
 from rcprune.matrix import kernels
 from rcprune.matrix import library
+from rcprune.random_stream import NumpyStream, stream_seed
 from rcprune.solvers.matrix import annealing as sa
+from rcprune.solvers.matrix import annealing_chain as chain_mod
+from rcprune.solvers.matrix import annealing_moves as moves
+from rcprune.solvers.matrix.annealing_start import best_response, make_maximal, start_masks
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 
 from tests.matrix.bruteforce import brute_force
@@ -128,19 +132,18 @@ def test_swap_proposals_are_uniform_over_the_swap_neighbourhood(r, c):
     the same kinds from the same stream."""
     m, n, draws = 6 + (r == 6), 12, 4000
     p = r * (m - r) / (r * (m - r) + c * (n - c))
-    state = np.array([sa.stream_seed(r, c)], dtype=np.uint64)
-    mirror = sa.NumpyStream(sa.stream_seed(r, c))
-    kinds = [int(sa._move_kind(1, 0, m, n, r, c, 0.0, state)) for _ in range(draws)]
-    assert kinds == [sa._move_kind_numpy(1, 0, m, n, r, c, 0.0, mirror) for _ in range(draws)]
-    rows = kinds.count(sa.ROW_SWAP)
-    assert rows + kinds.count(sa.COL_SWAP) == draws
+    state = np.array([stream_seed(r, c)], dtype=np.uint64)
+    mirror = NumpyStream(stream_seed(r, c))
+    kinds = [int(moves.move_kind(1, 0, m, n, r, c, 0.0, state)) for _ in range(draws)]
+    assert kinds == [moves.move_kind_numpy(1, 0, m, n, r, c, 0.0, mirror) for _ in range(draws)]
+    rows = kinds.count(moves.ROW_SWAP)
+    assert rows + kinds.count(moves.COL_SWAP) == draws
     assert abs(rows / draws - p) <= 5 * (p * (1 - p) / draws) ** 0.5
 
 
 def chain_for(inst, seed=0, start="greedy", precision="auto"):
-    masks, _ = sa._start_masks(inst, start, seed, 1, {})
-    chain = sa._Chain(inst, *sa.make_maximal(inst, *masks[0]), sa.stream_seed(seed, 0), "numba", precision=precision)
-    return chain
+    masks, _ = start_masks(inst, start, seed, 1, {})
+    return chain_mod.Chain(inst, *make_maximal(inst, *masks[0]), stream_seed(seed, 0), precision=precision)
 
 
 def test_chain_result_does_not_depend_on_chunk_sizes():
@@ -158,18 +161,18 @@ def test_chain_result_does_not_depend_on_chunk_sizes():
 
 def assert_state_exact(inst, chain):
     rows, cols = chain.rows, chain.cols
-    r, c = int(chain.counts[sa._R]), int(chain.counts[sa._C])
+    r, c = int(chain.counts[chain_mod.R]), int(chain.counts[chain_mod.C])
     assert (r, c) == (rows.sum(), cols.sum())
     s = chain.scores   # the scores the chain reads: float32 copies of inst.scores ("auto" precision)
     assert np.allclose(chain.row_sums, kernels.restricted_row_sums_reference(s, cols), rtol=1e-9, atol=1e-9)
     assert np.allclose(chain.col_sums, kernels.restricted_col_sums_reference(s, rows), rtol=1e-9, atol=1e-9)
-    assert chain.reals[sa._KEPT] == pytest.approx(kernels.kept_sum_reference(s, rows, cols), rel=1e-9, abs=1e-9)
+    assert chain.reals[chain_mod.KEPT] == pytest.approx(kernels.kept_sum_reference(s, rows, cols), rel=1e-9, abs=1e-9)
     for mask, perm, pos, count in ((rows, chain.row_perm, chain.row_pos, r), (cols, chain.col_perm, chain.col_pos, c)):
         assert mask[perm[:count]].all() and not mask[perm[count:]].any()
         assert np.array_equal(pos[perm], np.arange(len(perm)))
     shape = chain.shape_index[r]
     assert shape >= 0 and chain.shape_cols[shape] == c  # always a Pareto shape
-    assert chain.reals[sa._BEST] >= kernels.kept_sum(s, chain.best_rows, chain.best_cols) - 1e-9
+    assert chain.reals[chain_mod.BEST] >= kernels.kept_sum(s, chain.best_rows, chain.best_cols) - 1e-9
 
 
 @given(st.one_of(instances(max_m=10, max_n=10), instances(max_m=10, max_n=10, fixed_shape=True)),
@@ -202,9 +205,9 @@ def test_select_smallest_picks_the_smallest_pairs_with_ties_to_the_lower_index(v
     val = np.array(values, dtype=float)
     idx = np.array(data.draw(st.permutations(range(length))), dtype=np.int64)
     expected = set(idx[np.lexsort((idx, val))[:d]].tolist())
-    sa._select_smallest(val, idx, length, d)
+    moves.select_smallest(val, idx, length, d)
     assert set(idx[:d].tolist()) == expected
-    assert set(sa._smallest(np.array(values, float), np.array(range(length)), d).tolist()) == set(
+    assert set(moves.smallest(np.array(values, float), np.array(range(length)), d).tolist()) == set(
         np.lexsort((np.arange(length), np.array(values)))[:d].tolist())
 
 
@@ -221,7 +224,7 @@ def test_select_smallest_heap_and_quickselect_paths(length, d, order):
             values, labels = values[::-1].copy(), labels[::-1].copy()
     expected = set(labels[np.lexsort((labels, values))[:d]].tolist())
     val, idx = values.copy(), labels.copy()
-    sa._select_smallest(val, idx, length, d)
+    moves.select_smallest(val, idx, length, d)
     assert set(idx[:d].tolist()) == expected
     assert sorted(zip(val.tolist(), idx.tolist())) == sorted(zip(values.tolist(), labels.tolist()))  # a permutation
 
@@ -230,7 +233,7 @@ def test_select_smallest_heap_and_quickselect_paths(length, d, order):
 def test_pareto_shapes_and_completion(case):
     inst = make(*case)
     m, n, k = inst.m, inst.n, inst.budget
-    rows, cols = sa.pareto_shapes(inst)
+    rows, cols = moves.pareto_shapes(inst)
     undominated = {(r, c) for r in range(1, m + 1) for c in range(1, n + 1) if r * c <= k
                    and not ((r < m and (r + 1) * c <= k) or (c < n and r * (c + 1) <= k))}
     assert set(zip(rows.tolist(), cols.tolist())) == undominated
@@ -241,7 +244,7 @@ def test_pareto_shapes_and_completion(case):
     start_rows[rng.choice(m, r0, replace=False)] = True
     start_cols = np.zeros(n, bool)
     start_cols[rng.choice(n, c0, replace=False)] = True
-    full_rows, full_cols = sa.make_maximal(inst, start_rows, start_cols)
+    full_rows, full_cols = make_maximal(inst, start_rows, start_cols)
     assert (full_rows.sum(), full_cols.sum()) in undominated
     assert kernels.kept_sum(inst.scores, full_rows, full_cols) >= kernels.kept_sum(inst.scores, start_rows, start_cols)
 
@@ -250,7 +253,7 @@ def test_pareto_shapes_and_completion(case):
 def test_best_response_never_loses(case):
     inst = make(*case)
     greedy = greedy_row_column(inst)
-    rows, cols = sa.best_response(inst, greedy.solution.rows, greedy.solution.cols)
+    rows, cols = best_response(inst, greedy.solution.rows, greedy.solution.cols)
     assert rcprune.evaluate(inst, rcprune.Solution(rows, cols)).feasible
     assert kernels.kept_sum(inst.scores, rows, cols) >= greedy.kept_sum - 1e-9
 
