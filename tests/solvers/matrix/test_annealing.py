@@ -1,24 +1,23 @@
 """Simulated annealing: feasible, never below the brute-force optimum nor above its start, deterministic,
-its incremental state exact, its numpy mirror move-for-move equal, its time limit kept."""
+its numpy mirror move-for-move equal, its time limit kept, its options checked. The chain, its moves and its
+start and polish have their own test files (test_annealing_chain, _moves, _start)."""
+import dataclasses
+import inspect
 import itertools
 import time
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, strategies as st
 
 import rcprune
-from rcprune.matrix import kernels
 from rcprune.matrix import library
-from rcprune.random_stream import NumpyStream, stream_seed
 from rcprune.solvers.matrix import annealing as sa
-from rcprune.solvers.matrix import annealing_chain as chain_mod
-from rcprune.solvers.matrix import annealing_moves as moves
-from rcprune.solvers.matrix.annealing_start import best_response, make_maximal, start_masks
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
+from tests.solvers.matrix.test_annealing_chain import chain_for
 
 
 def make(scores, kw) -> rcprune.Instance:
@@ -119,143 +118,27 @@ def test_same_seed_same_answer_any_chunking_or_threads(name):
     assert other.info["accepted"] != runs[0].info["accepted"]  # the seed matters
 
 
+def test_options_are_checked_once_into_a_frozen_dataclass_with_the_solver_defaults():
+    inst = library.get("laplace-40x60")
+    options = sa.AnnealingOptions.checked(inst, moves=500, chains=2)
+    assert (options.moves, options.chains, options.precision) == (500, 2, "float32")  # "auto" resolved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.moves = 10
+    defaults = sa.AnnealingOptions()
+    for name, param in inspect.signature(sa.local_annealing).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("seed", "time_limit"):
+            assert getattr(defaults, name) == param.default, name
+    assert {f.name for f in dataclasses.fields(sa.AnnealingOptions)} == set(
+        inspect.signature(sa.local_annealing).parameters) - {"instance", "seed", "time_limit"}
+    with pytest.raises(TypeError):
+        sa.AnnealingOptions.checked(inst, temperature=3)
+
+
 def test_the_legacy_move_mix_option_is_gone():
     inst = library.get("laplace-40x60")
     with pytest.raises(rcprune.InvalidInstanceError, match="unknown option"):
         rcprune.solve(inst, method="annealing", move_mix="even")
     assert "move_mix" not in sa.local_annealing(inst, moves=100).info
-
-
-@pytest.mark.parametrize("r, c", [(1, 2), (3, 10), (5, 1), (6, 7)])
-def test_swap_proposals_are_uniform_over_the_swap_neighbourhood(r, c):
-    """Rows are proposed with probability r(m - r) / (r(m - r) + c(n - c)); numba and the numpy mirror draw
-    the same kinds from the same stream."""
-    m, n, draws = 6 + (r == 6), 12, 4000
-    p = r * (m - r) / (r * (m - r) + c * (n - c))
-    state = np.array([stream_seed(r, c)], dtype=np.uint64)
-    mirror = NumpyStream(stream_seed(r, c))
-    kinds = [int(moves.move_kind(1, 0, m, n, r, c, 0.0, state)) for _ in range(draws)]
-    assert kinds == [moves.move_kind_numpy(1, 0, m, n, r, c, 0.0, mirror) for _ in range(draws)]
-    rows = kinds.count(moves.ROW_SWAP)
-    assert rows + kinds.count(moves.COL_SWAP) == draws
-    assert abs(rows / draws - p) <= 5 * (p * (1 - p) / draws) ** 0.5
-
-
-def chain_for(inst, seed=0, start="greedy", precision="auto"):
-    masks, _ = start_masks(inst, start, seed, 1, {})
-    return chain_mod.Chain(inst, *make_maximal(inst, *masks[0]), stream_seed(seed, 0), precision=precision)
-
-
-def test_chain_result_does_not_depend_on_chunk_sizes():
-    inst = library.get("gaussian-40x60")
-    whole, pieces = chain_for(inst), chain_for(inst)
-    for chain in (whole, pieces):
-        chain.schedule(5.0, 0.005, 30_000, 2)
-    whole.run(30_000)
-    rng = np.random.default_rng(0)
-    while not pieces.done:
-        pieces.run(int(rng.integers(1, 3000)))
-    for name in ("rows", "cols", "best_rows", "best_cols", "row_perm", "col_sums", "counts", "reals", "rng"):
-        assert np.array_equal(getattr(whole, name), getattr(pieces, name)), name
-
-
-def assert_state_exact(inst, chain):
-    rows, cols = chain.rows, chain.cols
-    r, c = int(chain.counts[chain_mod.R]), int(chain.counts[chain_mod.C])
-    assert (r, c) == (rows.sum(), cols.sum())
-    s = chain.scores   # the scores the chain reads: float32 copies of inst.scores ("auto" precision)
-    assert np.allclose(chain.row_sums, kernels.restricted_row_sums_reference(s, cols), rtol=1e-9, atol=1e-9)
-    assert np.allclose(chain.col_sums, kernels.restricted_col_sums_reference(s, rows), rtol=1e-9, atol=1e-9)
-    assert chain.reals[chain_mod.KEPT] == pytest.approx(kernels.kept_sum_reference(s, rows, cols), rel=1e-9, abs=1e-9)
-    for mask, perm, pos, count in ((rows, chain.row_perm, chain.row_pos, r), (cols, chain.col_perm, chain.col_pos, c)):
-        assert mask[perm[:count]].all() and not mask[perm[count:]].any()
-        assert np.array_equal(pos[perm], np.arange(len(perm)))
-    shape = chain.shape_index[r]
-    assert shape >= 0 and chain.shape_cols[shape] == c  # always a Pareto shape
-    assert chain.reals[chain_mod.BEST] >= kernels.kept_sum(s, chain.best_rows, chain.best_cols) - 1e-9
-
-
-@given(st.one_of(instances(max_m=10, max_n=10), instances(max_m=10, max_n=10, fixed_shape=True)),
-       st.integers(0, 5))
-@settings(max_examples=40)
-def test_incremental_state_after_each_chunk_equals_recomputation(case, seed):
-    inst = make(*case)
-    chain = chain_for(inst, seed, "random")
-    chain.schedule(1.0 + seed, 1e-3, 2000, seed % 3)
-    while not chain.done:
-        chain.run(257)
-        assert_state_exact(inst, chain)
-
-
-@pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_incremental_state_on_a_larger_instance(precision):
-    inst = library.get("laplace-64x576")
-    chain = chain_for(inst, precision=precision)
-    assert chain.scores.dtype == precision
-    chain.schedule(sa._calibrated_t0(chain, inst), 1e-3, 200_000, 0)
-    for _ in range(4):
-        chain.run(50_000)
-        assert_state_exact(inst, chain)
-
-
-@given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.data())
-def test_select_smallest_picks_the_smallest_pairs_with_ties_to_the_lower_index(values, data):
-    length = len(values)
-    d = data.draw(st.integers(0, length))
-    val = np.array(values, dtype=float)
-    idx = np.array(data.draw(st.permutations(range(length))), dtype=np.int64)
-    expected = set(idx[np.lexsort((idx, val))[:d]].tolist())
-    moves.select_smallest(val, idx, length, d)
-    assert set(idx[:d].tolist()) == expected
-    assert set(moves.smallest(np.array(values, float), np.array(range(length)), d).tolist()) == set(
-        np.lexsort((np.arange(length), np.array(values)))[:d].tolist())
-
-
-@pytest.mark.parametrize("order", ["random", "ascending", "descending"])
-@pytest.mark.parametrize("length, d", [(50, 1), (257, 10), (257, 32), (257, 33), (3000, 8), (3000, 500)])
-def test_select_smallest_heap_and_quickselect_paths(length, d, order):
-    rng = np.random.default_rng(length + d)
-    values = rng.integers(0, 20, length).astype(float)  # many ties: the index decides
-    labels = rng.permutation(length).astype(np.int64)
-    if order != "random":
-        rank = np.lexsort((labels, values))
-        values, labels = values[rank], labels[rank]
-        if order == "descending":
-            values, labels = values[::-1].copy(), labels[::-1].copy()
-    expected = set(labels[np.lexsort((labels, values))[:d]].tolist())
-    val, idx = values.copy(), labels.copy()
-    moves.select_smallest(val, idx, length, d)
-    assert set(idx[:d].tolist()) == expected
-    assert sorted(zip(val.tolist(), idx.tolist())) == sorted(zip(values.tolist(), labels.tolist()))  # a permutation
-
-
-@given(instances())
-def test_pareto_shapes_and_completion(case):
-    inst = make(*case)
-    m, n, k = inst.m, inst.n, inst.budget
-    rows, cols = moves.pareto_shapes(inst)
-    undominated = {(r, c) for r in range(1, m + 1) for c in range(1, n + 1) if r * c <= k
-                   and not ((r < m and (r + 1) * c <= k) or (c < n and r * (c + 1) <= k))}
-    assert set(zip(rows.tolist(), cols.tolist())) == undominated
-    rng = np.random.default_rng(0)
-    r0 = rng.integers(0, m + 1)
-    c0 = rng.integers(0, n + 1) if r0 == 0 else rng.integers(0, min(n, k // r0) + 1)
-    start_rows = np.zeros(m, bool)
-    start_rows[rng.choice(m, r0, replace=False)] = True
-    start_cols = np.zeros(n, bool)
-    start_cols[rng.choice(n, c0, replace=False)] = True
-    full_rows, full_cols = make_maximal(inst, start_rows, start_cols)
-    assert (full_rows.sum(), full_cols.sum()) in undominated
-    assert kernels.kept_sum(inst.scores, full_rows, full_cols) >= kernels.kept_sum(inst.scores, start_rows, start_cols)
-
-
-@given(instances())
-def test_best_response_never_loses(case):
-    inst = make(*case)
-    greedy = greedy_row_column(inst)
-    rows, cols = best_response(inst, greedy.solution.rows, greedy.solution.cols)
-    assert rcprune.evaluate(inst, rcprune.Solution(rows, cols)).feasible
-    assert kernels.kept_sum(inst.scores, rows, cols) >= greedy.kept_sum - 1e-9
 
 
 def row_enumeration_optimum(inst: rcprune.Instance) -> float:
