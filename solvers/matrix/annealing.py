@@ -318,17 +318,17 @@ def move_stats(instance: Instance, moves: int = 1_000_000, seed: int = 0, impl: 
     """
     if impl not in _CHAINS:
         raise InvalidInstanceError(f"impl must be 'numba' or 'numpy', got {impl!r}")
-    moves = check_int_option(moves, "moves", minimum=1)
     options = AnnealingOptions.checked(instance, moves=moves, precision=precision)
     greedy = greedy_row_column(instance)
     rows, cols = greedy.solution.rows, greedy.solution.cols
     chain, warm = (_scheduled_chain(instance, rows, cols, stream_seed(seed, i), impl, replace(options, moves=length))
-                   for i, length in enumerate((moves, 10)))
+                   for i, length in enumerate((options.moves, 10)))
     warm.run(10)
     tic = time.perf_counter()
-    chain.run(moves)
+    chain.run(options.moves)
     seconds = time.perf_counter() - tic
-    return {"moves_per_second": moves / seconds, "acceptance_rate": int(chain.counts[ACCEPTED]) / moves,
+    return {"moves_per_second": options.moves / seconds,
+            "acceptance_rate": int(chain.counts[ACCEPTED]) / options.moves,
             "seconds": seconds, "impl": impl, "precision": chain.precision}
 
 
