@@ -24,7 +24,7 @@ def method_names(kind: str | None = None) -> list[str]:
     """
     if kind is None:
         return [name for registry in METHODS.values() for name in registry]
-    if kind not in METHODS:
+    if not isinstance(kind, str) or kind not in METHODS:
         raise InvalidInstanceError(f"unknown instance kind {kind!r}; kinds: {', '.join(METHODS)}")
     return list(METHODS[kind])
 

@@ -23,6 +23,7 @@ __all__ = [
     "check_int_option",
     "check_real_option",
     "check_flag",
+    "as_array",
     "check_matrix",
     "check_fraction",
     "kept_from_fraction",
@@ -36,18 +37,23 @@ class InvalidInstanceError(ValueError):
     """Raised for any invalid problem input: scores, budgets, masks, files, options."""
 
 
+def as_array(value, name: str, dtype=None) -> np.ndarray:
+    """``np.asarray(value)`` with its failures (ragged lists, objects, overflow) as a named error."""
+    if hasattr(value, "detach"):  # torch tensors without importing torch
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value, dtype=dtype)
+    except Exception as exc:
+        raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
+
+
 def check_matrix(value, name: str) -> np.ndarray:
     """Return ``value`` as a writable, C-contiguous float64 copy of a finite, non-empty 2-D numeric matrix.
 
     Accepts anything ``np.asarray`` understands (lists, int/float arrays, CPU tensors); rejects ragged or
     non-numeric data, booleans, wrong dimensionality, empty matrices and NaN/inf.
     """
-    if hasattr(value, "detach"):  # torch tensors without importing torch
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
-        raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
+    arr = as_array(value, name)
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
         raise InvalidInstanceError(f"{name} must be a numeric (integer or float) matrix, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -198,7 +204,7 @@ def check_budget(
 
 def check_mask(mask, length: int, name: str) -> np.ndarray:
     """Return a read-only boolean copy of a keep-mask, checking its dtype and length."""
-    arr = np.asarray(mask)
+    arr = as_array(mask, name)
     if arr.dtype != bool:
         if arr.dtype.kind in "iu" and arr.size and np.isin(arr, (0, 1)).all():
             arr = arr.astype(bool)

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from rcprune.matrix import kernels
-from rcprune.validation import (InvalidInstanceError, check_budget, check_mask, check_metadata, check_name,
+from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_metadata, check_name,
                                 check_scores)
 
 __all__ = ["Instance", "Solution", "Evaluation", "evaluate", "maximal_shapes"]
@@ -193,8 +193,8 @@ class Solution:
     __slots__ = ("_rows", "_cols")
 
     def __init__(self, rows, cols):
-        r = np.asarray(rows)
-        c = np.asarray(cols)
+        r = as_array(rows, "row mask")
+        c = as_array(cols, "column mask")
         object.__setattr__(self, "_rows", check_mask(r, r.shape[0] if r.ndim == 1 else -1, "row mask"))
         object.__setattr__(self, "_cols", check_mask(c, c.shape[0] if c.ndim == 1 else -1, "column mask"))
 
@@ -205,7 +205,7 @@ class Solution:
     def from_indices(cls, m: int, n: int, rows, cols) -> "Solution":
         rmask = np.zeros(m, dtype=bool)
         cmask = np.zeros(n, dtype=bool)
-        ridx, cidx = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        ridx, cidx = as_array(rows, "row indices", np.int64), as_array(cols, "column indices", np.int64)
         if ridx.size and (ridx.min() < 0 or ridx.max() >= m):
             raise InvalidInstanceError(f"row indices must be in [0, {m}), got {ridx.tolist()}")
         if cidx.size and (cidx.min() < 0 or cidx.max() >= n):

@@ -35,7 +35,7 @@ import numpy as np
 from rcprune.matrix import kernels
 from rcprune.matrix.model import Solution
 from rcprune.network.kernels import flatten_network
-from rcprune.validation import (InvalidInstanceError, check_budget, check_mask, check_metadata, check_name,
+from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_metadata, check_name,
                                 check_scores)
 
 __all__ = [
@@ -583,7 +583,7 @@ class NetworkSolution:
         alive = {}
         for g, v in keep.items():
             gi = instance.group(g)
-            arr = np.asarray(v)
+            arr = as_array(v, f"channels of group {g!r}")
             if arr.dtype == bool:
                 alive[g] = check_mask(arr, gi.size, f"channel mask of group {g!r}")
             else:

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from rcprune.retention import kernels as rk
-from rcprune.validation import InvalidInstanceError, check_matrix, check_name, kept_from_fraction
+from rcprune.validation import InvalidInstanceError, as_array, check_matrix, check_name, kept_from_fraction
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
@@ -193,7 +193,7 @@ class RetentionSolution:
     __slots__ = ("mask",)
 
     def __init__(self, mask):
-        arr = np.asarray(mask)
+        arr = as_array(mask, "mask")
         if arr.dtype != bool:
             if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
                 arr = arr.astype(bool)
@@ -290,6 +290,8 @@ def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
     """
     damping = _check_damping(damping)
     chunks: Iterable = [inputs] if isinstance(inputs, (np.ndarray, list, tuple)) or hasattr(inputs, "detach") else inputs
+    if not hasattr(chunks, "__iter__"):
+        raise InvalidInstanceError(f"inputs must be an (n, N) matrix or an iterable of them, got {type(inputs).__name__}")
     total, count = None, 0
     for chunk in chunks:
         x = check_matrix(chunk, "inputs")
