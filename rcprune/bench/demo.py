@@ -36,6 +36,7 @@ from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.latency import BREAKDOWN_CATEGORIES, latency_breakdown, measure_latency
 from rcprune.torch.masking import apply
 from rcprune.torch.models import cifar_resnet
+from rcprune.torch.rcmask import keep_mask
 from rcprune.torch.refit import ls_refit
 
 __all__ = ["run_demo", "RC_METHODS", "DEFAULT_WEIGHTING", "format_markdown", "format_breakdown", "prune_rc"]
@@ -57,8 +58,8 @@ def _prunable_weights(model: nn.Module) -> dict[str, int]:
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight_mask if hasattr(m, "weight_mask") else m.weight
-            out[name] = int(w.count_nonzero()) if hasattr(m, "weight_mask") else int(w.numel())
+            mask = keep_mask(m)
+            out[name] = int(m.weight.numel()) if mask is None else int(mask.count_nonzero())
     return out
 
 

@@ -13,6 +13,7 @@ import time
 import torch.nn as nn
 
 from rcprune.torch.finetune import evaluate_accuracy, finetune
+from rcprune.torch.rcmask import keep_mask
 from rcprune.torch.retention import retention_prune
 
 __all__ = ["retention_demo_rows", "DEMO_VARIANTS"]
@@ -27,7 +28,7 @@ DEMO_VARIANTS = {
 
 def _kept_weights(model: nn.Module) -> int:
     """Kept conv / linear weights (mask entries where masked, every weight elsewhere)."""
-    return sum(int(m.weight_mask.count_nonzero()) if hasattr(m, "weight_mask") else m.weight.numel()
+    return sum(m.weight.numel() if keep_mask(m) is None else int(keep_mask(m).count_nonzero())
                for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 

@@ -30,6 +30,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from rcprune.network.model import NetworkBuilder, NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_scores
 
+from rcprune.torch.rcmask import original_tensor
+
 __all__ = ["extraction_of", "extract", "Extraction", "LayerMap", "NodeInfo"]
 
 # modules / functions that keep every channel where it is and map 0 to 0
@@ -90,7 +92,7 @@ class Extraction:
         mods = dict(model.named_modules())
         for name, shape in self.param_shapes.items():
             m = mods.get(name)
-            w = getattr(m, "weight_orig", getattr(m, "weight", None)) if m is not None else None
+            w = original_tensor(m) if m is not None else None
             if w is None or tuple(w.shape) != shape:
                 got = None if w is None else tuple(w.shape)
                 raise InvalidInstanceError(
@@ -152,7 +154,8 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
     Parameters
     ----------
     model : nn.Module
-        Traceable by ``torch.fx.symbolic_trace``; its weights give the scores (not modified).
+        Traceable by ``torch.fx.symbolic_trace``; its weights give the scores (not modified). A masked model
+        is scored by its original weights, as if restored (bake it first to score the masked ones).
     example_inputs : Tensor or tuple of Tensors
         Run once (eval mode, no grad) for the shapes.
     scores : "l1", "l2" or callable
@@ -268,7 +271,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             if isinstance(mod, nn.Linear) and (in_shape is None or len(in_shape) != 2):
                 refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor (only (N, features) is supported)")
                 continue
-            s = _score_matrix(scores, lname, mod.weight)
+            s = _score_matrix(scores, lname, original_tensor(mod))
             if isinstance(mod, nn.Conv2d):
                 out = b.layer(lname, s, src.group, kernel=tuple(mod.kernel_size))
                 positions, kind = int(np.prod(shape[2:])), "conv"

@@ -1,5 +1,6 @@
-"""Fine-tuning with the masks fixed: the ``torch.nn.utils.prune`` hooks recompute ``weight = weight_orig *
-weight_mask`` on every forward, so pruned weights stay exactly zero whatever the optimizer does.
+"""Fine-tuning with the masks fixed: a masked module's ``weight`` is its trainable values with the pruned
+entries set to zero, recomputed on every forward (:mod:`rcprune.torch.rcmask`), so pruned weights stay
+exactly zero whatever the optimizer does; the stored originals are not trained.
 
 >>> import torch
 >>> from torch.utils.data import DataLoader, TensorDataset

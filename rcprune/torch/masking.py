@@ -1,9 +1,13 @@
-"""Masks through ``torch.nn.utils.prune``: a solution applied to the model, reversible until ``bake``.
+"""Masks as parametrizations (:mod:`rcprune.torch.rcmask`): a solution applied to the model, reversible
+until ``bake``.
 
-Every pruned layer gets ``weight_mask = rows x effective columns`` (``custom_from_mask``: the original is
-kept as ``weight_orig``) and its bias masked by the kept rows; every BatchNorm gets its affine weight and
-bias masked outside the channels its tensor can carry, so a pruned channel is exactly zero everywhere and
-the masked model computes what :func:`rcprune.torch.compact` builds.
+Every pruned layer's ``weight`` is masked by ``rows x effective columns`` and its bias by the kept rows;
+every BatchNorm gets its affine weight and bias masked outside the channels its tensor can carry, so a
+pruned channel is exactly zero everywhere and the masked model computes what
+:func:`rcprune.torch.compact` builds. The user's values are stored beside the mask and never written
+(:func:`restore` gives them back bit for bit); the user's parameter objects stay the trainable ones, so a
+masked model deep-copies, saves and loads through ``state_dict`` (into a model masked the same way) and
+trains like any model, and its pruned entries stay exactly zero.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.extract import Extraction, extraction_of
+from rcprune.torch.rcmask import rc_mask, register, unregister
 
 __all__ = ["apply", "bake", "restore", "is_masked", "layer_masks"]
 
@@ -38,20 +43,41 @@ def layer_masks(extraction: Extraction, solution: NetworkSolution) -> dict[str, 
 
 
 def is_masked(model: nn.Module) -> bool:
-    """Whether any module of ``model`` carries a pruning mask."""
-    return isinstance(model, nn.Module) and prune.is_pruned(model)
+    """Whether any module of ``model`` carries a mask (:func:`apply`'s, or a ``torch.nn.utils.prune`` one)."""
+    if not isinstance(model, nn.Module):
+        return False
+    return prune.is_pruned(model) or any(rc_mask(m, p) is not None for m in model.modules() for p in ("weight", "bias"))
+
+
+def _remove(model: nn.Module, *, bake: bool) -> nn.Module:
+    for module in list(model.modules()):
+        for pname in ("weight", "bias"):
+            if rc_mask(module, pname) is not None:
+                unregister(module, pname, bake=bake)
+            elif hasattr(module, pname + "_mask") and hasattr(module, pname + "_orig"):   # torch.nn.utils.prune
+                orig = getattr(module, pname + "_orig").detach().clone()
+                prune.remove(module, pname)
+                if not bake:
+                    with torch.no_grad():
+                        getattr(module, pname).copy_(orig)
+    return model
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Remove every mask and put the original (unmasked) weights back. In place; returns ``model``."""
-    for module in model.modules():
-        for pname in ("weight", "bias"):
-            if hasattr(module, pname + "_mask") and hasattr(module, pname + "_orig"):
-                orig = getattr(module, pname + "_orig").detach().clone()
-                prune.remove(module, pname)
-                with torch.no_grad():
-                    getattr(module, pname).copy_(orig)
-    return model
+    """Remove every mask and put the original weights back. In place; returns ``model``.
+
+    Every masked tensor gets back, bit for bit, the values it had before :func:`apply` (whatever a refit or
+    training did to the masked model since), in the same parameter object. Buffers that masking does not
+    touch, such as BatchNorm running statistics, stay as training left them.
+    """
+    return _remove(model, bake=False)
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Make the masks permanent: every masked tensor becomes a plain parameter (the same object) holding
+    its effective values, pruned entries exactly zero, and the stored originals are dropped. In place;
+    returns ``model``."""
+    return _remove(model, bake=True)
 
 
 def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction | None = None) -> nn.Module:
@@ -69,8 +95,11 @@ def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction | 
     Notes
     -----
     Reversible: :func:`restore` gives the original weights back; :func:`bake` makes the masks permanent.
-    A BatchNorm without affine parameters on a tensor that loses channels cannot output zeros there and
-    is refused.
+    On a model :func:`apply` masked before only the masks change: the stored originals and the current
+    (refit or trained) values stay. Loading the ``state_dict`` of a masked model needs a model masked by
+    :func:`apply` first (with any solution: the masks are loaded too). A tensor masked by
+    ``torch.nn.utils.prune`` is refused, as is a BatchNorm without affine parameters on a tensor that
+    loses channels (it cannot output zeros there).
     """
     extraction = extraction_of(model, extraction)
     masks = layer_masks(extraction, solution)
@@ -82,22 +111,14 @@ def apply(model: nn.Module, solution: NetworkSolution, extraction: Extraction | 
                 raise InvalidInstanceError(f"batch norm {name!r} has no affine parameters, so its pruned channels "
                                            "would not be zero; give it affine=True or protect its channels")
             continue
+        for pname in parts:
+            if hasattr(module, pname + "_mask"):
+                raise InvalidInstanceError(f"module {name!r} carries a torch.nn.utils.prune mask on {pname!r}: "
+                                           "remove it (torch.nn.utils.prune.remove or rcprune.torch.restore) first")
         for pname, mask in parts.items():
-            if getattr(module, pname, None) is None:
-                continue
-            if hasattr(module, pname + "_mask"):   # already masked: replace the mask, keep the original
-                getattr(module, pname + "_mask").copy_(mask.to(getattr(module, pname + "_mask").dtype))
-            else:
-                p = getattr(module, pname)
-                prune.custom_from_mask(module, pname, mask.to(device=p.device, dtype=p.dtype))
-    return model
-
-
-def bake(model: nn.Module) -> nn.Module:
-    """Make the masks permanent (``prune.remove``): the pruned entries become zeros of plain parameters.
-    In place; returns ``model``."""
-    for module in model.modules():
-        for pname in ("weight", "bias"):
-            if hasattr(module, pname + "_mask") and hasattr(module, pname + "_orig"):
-                prune.remove(module, pname)
+            rc = rc_mask(module, pname)
+            if rc is not None:
+                rc.mask.copy_(mask)
+            elif getattr(module, pname, None) is not None:
+                register(module, pname, mask)
     return model

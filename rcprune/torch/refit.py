@@ -22,6 +22,7 @@ from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.masking import is_masked, restore
+from rcprune.torch.rcmask import rc_mask
 
 __all__ = ["ls_refit", "RefitReport"]
 
@@ -35,14 +36,6 @@ class RefitReport:
 
     def table(self) -> list[dict]:
         return [dict(r) for r in self.layers]
-
-
-def _detach_masked(model: nn.Module) -> None:
-    """Recompute the hooks' ``weight`` attributes as leaves (so the model can be deep-copied)."""
-    for m in model.modules():
-        for p in ("weight", "bias"):
-            if hasattr(m, p + "_mask"):
-                setattr(m, p, (getattr(m, p + "_orig") * getattr(m, p + "_mask")).detach())
 
 
 def _design(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +57,9 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
     Parameters
     ----------
     model : nn.Module
-        Masked with ``solution`` by :func:`rcprune.torch.apply`; its ``weight_orig`` entries at kept
-        positions are overwritten (pruned entries, and so :func:`restore`, keep the originals).
+        Masked with ``solution`` by :func:`rcprune.torch.apply`. The refit values replace the current
+        (trainable) values at kept positions; the stored originals are not touched, so
+        :func:`rcprune.torch.restore` still gives the original model back.
     calibration_loader : iterable of batches
         ``(inputs, ...)`` tuples or input tensors; labels are not used.
     extraction : Extraction, optional
@@ -92,11 +86,16 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
     extraction = extraction_of(model, extraction)
     inst = extraction.instance
     eff = extraction.effective(solution)
-    _detach_masked(model)
+    mods = dict(model.named_modules())
+    plain = [lm.module for lm in extraction.layers.values()
+             if rc_mask(mods[lm.module], "weight") is None or (lm.has_bias and rc_mask(mods[lm.module], "bias") is None)]
+    if plain:
+        raise InvalidInstanceError(f"layer(s) {plain} are not masked by rcprune.torch.apply: apply(model, solution) "
+                                   "first (a torch.nn.utils.prune mask has no place for refit values)")
     dense = restore(copy.deepcopy(model)).to(device).eval()
     was = model.training
     model.to(device).eval()
-    mods, dmods = dict(model.named_modules()), dict(dense.named_modules())
+    dmods = dict(dense.named_modules())
     rows_out = []
     for name in inst.layer_names:
         lm = extraction.layers[name]
@@ -132,12 +131,12 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
         finally:
             h1.remove()
             h2.remove()
-        w_orig = (mod.weight_orig if hasattr(mod, "weight_orig") else mod.weight).data
-        w2 = w_orig.view(w_orig.shape[0], -1)
+        w_val = rc_mask(mod, "weight").value.data
+        w2 = w_val.view(w_val.shape[0], -1)
         W0 = w2[rows][:, kc].to(torch.float64)
         if has_bias:
-            b_orig = (mod.bias_orig if hasattr(mod, "bias_orig") else mod.bias).data
-            W0 = torch.cat([W0, b_orig[rows].to(torch.float64)[:, None]], 1)
+            b_val = rc_mask(mod, "bias").value.data
+            W0 = torch.cat([W0, b_val[rows].to(torch.float64)[:, None]], 1)
 
         def err(W: torch.Tensor) -> float:
             return float(yy - 2 * (W * B.T).sum() + ((W @ G) * W).sum())
@@ -149,11 +148,10 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
         if kept:
             w2[rows[:, None], kc[None, :]] = W[:, :len(kc)].to(w2.dtype)
             if has_bias:
-                b_orig[rows] = W[:, -1].to(b_orig.dtype)
+                b_val[rows] = W[:, -1].to(b_val.dtype)
         norm = max(yy, 1e-30)
         rows_out.append({"layer": name, "error_before": max(before, 0.0) / norm,
                          "error_after": max(after if kept else before, 0.0) / norm, "refit": bool(kept),
                          "kept_rows": len(rows), "kept_cols": len(kc)})
-    _detach_masked(model)
     model.train(was)
     return RefitReport(tuple(rows_out))

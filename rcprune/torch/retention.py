@@ -3,14 +3,15 @@ layer's output least on calibration data, not simply the largest ones.
 
 Forward pre-hooks stream every selected layer's input (im2col columns for a conv) into H = X X^T / N in
 float64 (memory n^2 per layer, one pass over the calibration data on the unpruned model); each layer is
-then solved as a :class:`rcprune.RetentionInstance` and masked through ``torch.nn.utils.prune``
-(``custom_from_mask``), so :func:`rcprune.torch.restore` and :func:`rcprune.torch.bake` work on it.
+then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune.torch.apply` masks (a
+:class:`rcprune.torch.rcmask.RCMask` parametrization), so :func:`rcprune.torch.restore` and
+:func:`rcprune.torch.bake` work on it.
 
 >>> import torch
 >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
 >>> data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(0))]
 >>> rep = retention_prune(net, data, 0.5, method="retention-greedy")
->>> [r["name"] for r in rep.layers], int(net[0].weight_mask.sum(1)[0])
+>>> [r["name"] for r in rep.layers], int(keep_mask(net[0]).sum(1)[0])
 (['0', '2'], 4)
 """
 from __future__ import annotations
@@ -18,20 +19,19 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
 from rcprune.validation import InvalidInstanceError
 
-from rcprune.torch.masking import restore
-from rcprune.torch.refit import _detach_masked
+from rcprune.torch.masking import is_masked, restore
+from rcprune.torch.rcmask import keep_mask, register
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
            "retention_layers"]
@@ -55,8 +55,6 @@ class RetentionReport:
         The call's settings; ``samples`` counts the calibration vectors (output positions) of the first layer.
     skipped : tuple of str
         Grouped convolutions left out of the default layer selection.
-    originals : dict of str to Tensor
-        With ``refit``: a copy of every refitted layer's original weight (see :func:`restore_original`).
     """
 
     layers: tuple[dict, ...]
@@ -67,7 +65,6 @@ class RetentionReport:
     refit: bool
     samples: int
     skipped: tuple[str, ...] = ()
-    originals: dict = field(default_factory=dict, repr=False)
 
     def table(self) -> list[dict]:
         return [dict(r) for r in self.layers]
@@ -228,7 +225,7 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         "retention-annealing", "retention-genetic", "retention-exact"); ``**options`` go to it.
     refit : bool
         Replace the kept weights by their least-squares refit (:func:`rcprune.retention.model.refit`, damped H):
-        written into ``weight_orig`` at kept positions; pruned positions keep the original values.
+        written into the mask's trainable values, beside the stored originals.
     damping : float
         H + damping * mean(diag H) * I for the solve and the refit.
     layers : list of str, optional
@@ -248,11 +245,9 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     Notes
     -----
     H is computed on the unpruned model for every layer at once (not sequentially through the pruned
-    prefix), so each layer's error is its own reconstruction error for the dense inputs. Masks:
-    ``prune.custom_from_mask`` on ``weight`` (the bias is not pruned). :func:`rcprune.torch.restore` then
-    gives ``weight_orig`` back: the originals without refit; with refit the refitted values at kept
-    positions, so use :func:`restore_original` (which restores from ``report.originals``) for the true
-    originals.
+    prefix), so each layer's error is its own reconstruction error for the dense inputs. Masks: on
+    ``weight`` only (the bias is not pruned); :func:`rcprune.torch.restore` gives the original weights
+    back, bit for bit, with or without refit.
     """
     from rcprune.solve import METHODS, solve
 
@@ -266,12 +261,12 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
     names, skipped = retention_layers(model, layers)
     modules = dict(model.named_modules())
-    masked = [n for n in names if hasattr(modules[n], "weight_mask")]
+    masked = [n for n in names if is_masked(modules[n])]
     if masked:
         raise InvalidInstanceError(f"layer(s) {masked} already carry a pruning mask: rcprune.torch.restore(model) "
                                    "or bake(model) first")
     hessians, counts = layer_hessians(model, calibration_loader, names, max_batches=max_batches, progress=progress)
-    rows, originals = [], {}
+    rows = []
     for name in tqdm(names, desc=f"{method} layers", leave=False, disable=not progress):
         module = modules[name]
         w = module.weight.detach()
@@ -288,30 +283,22 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
             fitted, errors = ls_refit_rows(inst.weights, inst.hessian, mask)
             error_refit = float(errors.sum())
             new_w = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)
-            originals[name] = w.clone()
-        keep = torch.from_numpy(mask.copy()).reshape(w.shape)
-        prune.custom_from_mask(module, "weight", keep.to(device=w.device, dtype=w.dtype))
+        keep = torch.from_numpy(mask.copy()).reshape(w.shape).to(w.device)
+        rc = register(module, "weight", keep)
         if new_w is not None:
-            keep = keep.to(w.device)
             with torch.no_grad():
-                module.weight_orig[keep] = new_w[keep]
+                rc.value[keep] = new_w[keep]
         rows.append({"name": name, "m": inst.m, "n": inst.n, "k": inst.k, "kept": res.kept_count,
                      "error_magnitude": res.evaluation.magnitude_cost, "error": res.cost, "error_refit": error_refit,
                      "energy": energy, "relative_error": res.cost / energy if energy > 0 else 0.0,
                      "improvement": res.evaluation.improvement, "retained_small": res.evaluation.retained_small,
                      "retained_small_share": res.evaluation.retained_small / max(1, res.kept_count),
                      "status": res.status, "runtime": runtime})
-    _detach_masked(model)
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
-                           refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped), originals=originals)
+                           refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped))
 
 
-def restore_original(model: nn.Module, report: RetentionReport) -> nn.Module:
-    """Remove every mask (:func:`rcprune.torch.restore`) and put back the weights the refitted layers had
-    before :func:`retention_prune`; in place, returns ``model``. Without refit this is ``restore``."""
-    restore(model)
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for name, w in report.originals.items():
-            modules[name].weight.copy_(w)
-    return model
+def restore_original(model: nn.Module, report: RetentionReport | None = None) -> nn.Module:
+    """The same as :func:`rcprune.torch.restore` (the originals are kept beside the refit values);
+    ``report`` is ignored. Kept for older code."""
+    return restore(model)

@@ -56,6 +56,7 @@ def test_prune_rc_fine_tunes_from_trained_weights_unless_asked(refit_before_fine
     from rcprune.torch.data import digits_loaders
     from rcprune.bench.demo import prune_rc
     from rcprune.torch.models import cifar_resnet
+    from rcprune.torch.rcmask import keep_mask
 
     train, test = digits_loaders(8, seed=0)
     calib = [b for _, b in zip(range(2), train)]
@@ -65,7 +66,8 @@ def test_prune_rc_fine_tunes_from_trained_weights_unless_asked(refit_before_fine
     model, refit, acc_masked, acc0 = prune_rc(dense, sol, ext, calib, test, refit_before_finetune)
     assert any(r["refit"] for r in refit.layers)   # the refit changed some layer (on its copy or here)
     mods, dmods = dict(model.named_modules()), dict(dense.named_modules())
-    same = all(torch.equal(mods[n].weight_orig * mods[n].weight_mask, dmods[n].weight * mods[n].weight_mask)
-               for n in ext.layers)
+    same = all(torch.equal(mods[n].weight, dmods[n].weight.masked_fill(~keep_mask(mods[n]), 0)) for n in ext.layers)
+    # either way the stored originals are the dense weights
+    assert all(torch.equal(mods[n].parametrizations.weight.original, dmods[n].weight) for n in ext.layers)
     assert same is not refit_before_finetune
     assert 0 <= acc_masked <= 1 and 0 <= acc0 <= 1

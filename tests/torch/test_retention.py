@@ -12,6 +12,7 @@ from rcprune.validation import kept_from_fraction  # noqa: E402
 from rcprune.retention.model import hessian_from_inputs  # noqa: E402
 from rcprune.torch import bake, restore  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
+from rcprune.torch.rcmask import keep_mask, rc_mask  # noqa: E402
 from rcprune.torch.retention import (layer_hessians, restore_original, retention_layers,  # noqa: E402
                                      retention_prune)
 
@@ -94,17 +95,17 @@ def test_masks_keep_k_per_row_and_pruned_weights_are_zero_in_forward():
     rep = retention_prune(model, batches, 0.75, method="retention-greedy")
     for r in rep.layers:
         mod = model.get_submodule(r["name"])
-        mask = mod.weight_mask.reshape(mod.weight.shape[0], -1)
+        mask = keep_mask(mod).reshape(mod.weight.shape[0], -1)
         assert r["k"] == round(0.25 * r["n"])
         assert (mask.sum(1) == r["k"]).all()
-        assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    # the forward uses weight_orig * mask: pruned weights are exactly zero there
+        assert mask.dtype == torch.bool
+    # the forward sees the masked weight: pruned weights are exactly zero there
     seen = {}
     h = model.conv2.register_forward_pre_hook(lambda m, a: seen.__setitem__("w", m.weight.detach().clone()))
     model(batches[0][0])
     h.remove()
-    assert (seen["w"][model.conv2.weight_mask == 0] == 0).all()
-    assert (seen["w"][model.conv2.weight_mask == 1] != 0).all()
+    assert (seen["w"][~keep_mask(model.conv2)] == 0).all()
+    assert (seen["w"][keep_mask(model.conv2)] != 0).all()
 
 
 def _layer_error(dense_w, w, cols):
@@ -112,7 +113,7 @@ def _layer_error(dense_w, w, cols):
     return sum(float(((d @ c) ** 2).sum()) for c in cols)
 
 
-def test_refit_lowers_the_calibration_error_and_restore_original_gives_the_weights_back():
+def test_refit_lowers_the_calibration_error_and_restore_gives_the_weights_back():
     batches = _batches(3)
     dense = _tiny()
     originals = {n: getattr(dense, n).weight.detach().clone() for n in ("conv", "conv2", "fc")}
@@ -124,16 +125,18 @@ def test_refit_lowers_the_calibration_error_and_restore_original_gives_the_weigh
         e_plain = _layer_error(originals[name], getattr(plain, name).weight.detach(), cols[name])
         e_fit = _layer_error(originals[name], getattr(fitted, name).weight.detach(), cols[name])
         assert e_fit <= e_plain * (1 + 1e-9) + 1e-12, name
-        assert torch.equal(plain.get_submodule(name).weight_mask, fitted.get_submodule(name).weight_mask)
+        assert torch.equal(keep_mask(plain.get_submodule(name)), keep_mask(fitted.get_submodule(name)))
+        # the refit went into the trainable values; the stored originals are untouched
+        assert not torch.equal(rc_mask(getattr(fitted, name), "weight").value, originals[name])
+        assert torch.equal(getattr(fitted, name).parametrizations.weight.original, originals[name])
     assert rf.totals()["error_refit"] <= rp.totals()["error"] * (1 + 1e-9)
-    assert not torch.equal(fitted.conv.weight_orig, originals["conv"])   # the refit wrote into weight_orig
-    assert torch.equal(plain.conv.weight_orig, originals["conv"])
+    assert torch.equal(rc_mask(plain.conv, "weight").value, originals["conv"])
     restore(plain)
-    restore_original(fitted, rf)
+    restore(fitted)
     for name in ("conv", "conv2", "fc"):
         assert torch.equal(getattr(plain, name).weight, originals[name])
         assert torch.equal(getattr(fitted, name).weight, originals[name])
-        assert not hasattr(getattr(fitted, name), "weight_mask")
+        assert keep_mask(getattr(fitted, name)) is None and type(getattr(fitted, name)) in (nn.Conv2d, nn.Linear)
 
 
 def test_retention_beats_magnitude_on_correlated_inputs_and_bake_keeps_zeros():
@@ -141,10 +144,10 @@ def test_retention_beats_magnitude_on_correlated_inputs_and_bake_keeps_zeros():
     rep = retention_prune(model, batches, 0.75, method="retention-exact", layers=["conv"])
     r = rep.layers[0]
     assert r["error"] <= r["error_magnitude"] * (1 + 1e-9) and r["status"] == "optimal"
-    assert [x["name"] for x in rep.layers] == ["conv"] and not hasattr(model.fc, "weight_mask")
-    mask = model.conv.weight_mask.clone()
+    assert [x["name"] for x in rep.layers] == ["conv"] and keep_mask(model.fc) is None
+    mask = keep_mask(model.conv).clone()
     bake(model)
-    assert (model.conv.weight[mask == 0] == 0).all() and not hasattr(model.conv, "weight_mask")
+    assert (model.conv.weight[~mask] == 0).all() and keep_mask(model.conv) is None
 
 
 def test_same_seed_same_masks():
@@ -152,7 +155,7 @@ def test_same_seed_same_masks():
     for _ in range(2):
         model = _tiny()
         retention_prune(model, _batches(2), 0.8, method="retention-annealing", seed=3)
-        masks.append(model.conv2.weight_mask.clone())
+        masks.append(keep_mask(model.conv2).clone())
     assert torch.equal(*masks)
 
 
@@ -197,13 +200,13 @@ def test_resnet_end_to_end_with_layer_scope():
     assert [r["name"] for r in rep.layers] == convs
     for r in rep.layers:
         mod = model.get_submodule(r["name"])
-        assert int(mod.weight_mask.sum()) == r["k"] == r["kept"] == kept_from_fraction(r["m"] * r["n"], sparsity=0.9)
+        assert int(keep_mask(mod).sum()) == r["k"] == r["kept"] == kept_from_fraction(r["m"] * r["n"], sparsity=0.9)
         assert r["error"] <= r["error_magnitude"] * (1 + 1e-9) + 1e-12
         assert r["error_refit"] <= r["error"] * (1 + 1e-9) + 1e-12
     tot = rep.totals()
-    assert tot["kept"] == sum(int(model.get_submodule(n).weight_mask.sum()) for n in convs)
+    assert tot["kept"] == sum(int(keep_mask(model.get_submodule(n)).sum()) for n in convs)
     assert model(data[0]).shape == before.shape
-    restore_original(model, rep)
+    restore_original(model, rep)   # the older name of restore
     assert torch.equal(model(data[0]).detach(), before)
 
 
