@@ -17,7 +17,7 @@ from rcprune.torch.masking import apply
 
 __all__ = ["bench_resnet18", "BENCH_VARIANTS"]
 
-BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv", "shift")
+BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv")
 
 
 def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, method: str = "network-greedy",
@@ -30,7 +30,7 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     channels-last, so this isolates what pruning buys), MAC reduction, and ``speedup / mac_ratio`` (the
     issue's target is >= 0.6). Compaction variants (``partial`` of :func:`rcprune.torch.compact`):
     ``auto`` (cost model), ``auto-timed`` (each partial layer timed on its input at this batch),
-    ``im2col``, ``conv`` (partial channels as a conv with zeros) and ``shift``. ``weighting`` goes to
+    ``im2col`` and ``conv`` (partial channels as a conv with zeros). ``weighting`` goes to
     :func:`rcprune.torch.extract` (``None``: its default). ``breakdown=True`` adds each model's
     :func:`latency_breakdown` (profiled ms per forward by kind of op) under the category names.
     """

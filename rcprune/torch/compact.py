@@ -50,9 +50,6 @@ class RCConv2d(nn.Module):
         ``index_select`` (``col_index[j] = channel * kh * kw + position`` within the input's channels), then
         one GEMM, run as a 1x1 conv (weight ``r x n_kept_columns``): the multiply-adds are exactly the kept
         entries'. The gather index depends on the input's spatial size and is cached per size.
-    ``"shift"``
-        One 1x1 conv per kernel position on the shifted input channels kept there, summed (``col_index``
-        sorted by position, ``pos_ptr`` delimits each position's block of weight columns).
     ``"empty"``
         No kept column: the bias (or zeros) at every output position.
 
@@ -61,14 +58,13 @@ class RCConv2d(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_index, col_index, *, mode: str,
-                 kernel_size, stride, padding, dilation, pos_ptr=None):
+                 kernel_size, stride, padding, dilation):
         super().__init__()
         self.mode = mode
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
         self.register_buffer("in_index", _index(in_index))
         self.register_buffer("col_index", _index(col_index))
-        self.pos_ptr = None if pos_ptr is None else tuple(int(v) for v in pos_ptr)   # python ints: exportable
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation = tuple(padding), tuple(dilation)
         self._gather_cache: dict = {}
@@ -79,13 +75,11 @@ class RCConv2d(nn.Module):
         x = x.contiguous(memory_format=_CL) if self.in_index is None else select_channels(x, self.in_index)
         if self.mode == "conv":
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        if self.mode == "empty":
-            kh, kw = self.kernel_size
-            (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-            ho, wo = _out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw)
-            out = x.new_zeros(x.shape[0], ho, wo, self.weight.shape[0])
-            return _nchw(out if self.bias is None else out + self.bias)
-        return self._shift(x)
+        kh, kw = self.kernel_size   # "empty"
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        ho, wo = _out_size(x.shape[2], kh, sh, ph, dh), _out_size(x.shape[3], kw, sw, pw, dw)
+        out = x.new_zeros(x.shape[0], ho, wo, self.weight.shape[0])
+        return _nchw(out if self.bias is None else out + self.bias)
 
     def _gather_index(self, c: int, h: int, w: int, ho: int, wo: int) -> torch.Tensor:
         """Flat positions in the padded ``(h_p, w_p, c)`` input of the kept im2col rows, output position
@@ -119,29 +113,6 @@ class RCConv2d(nn.Module):
         k = self.weight.shape[1]
         cols = cols.view(n, ho, wo, k).permute(0, 3, 1, 2)
         return F.conv2d(cols, self.weight[:, :, None, None], self.bias)
-
-    def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        h, w = x.shape[2], x.shape[3]
-        ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
-        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        out = None
-        ptr = self.pos_ptr
-        for p in range(kh * kw):
-            a, b = ptr[p], ptr[p + 1]
-            if a == b:
-                continue
-            dy, dx = (p // kw) * dh, (p % kw) * dw
-            xs = select_channels(xp[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw],
-                                 self.col_index[a:b])
-            y = F.conv2d(xs, self.weight[:, a:b, None, None])
-            out = y if out is None else out.add_(y)
-        if out is None:
-            out = _nchw(x.new_zeros(x.shape[0], ho, wo, self.weight.shape[0]))
-        if self.bias is not None:
-            out = out + self.bias[:, None, None]
-        return out
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, weight={tuple(self.weight.shape)}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -255,7 +226,7 @@ def _get_attr(model: nn.Module, target: str):
 
 def _partial_conv(mode: str, mod: nn.Conv2d, w4: torch.Tensor, b: torch.Tensor | None, sub: np.ndarray,
                   touched: np.ndarray, n_in: int) -> RCConv2d:
-    """The compact conv of one layer in ``mode`` ("conv", "conv-zeros", "im2col" or "shift"): ``w4`` holds
+    """The compact conv of one layer in ``mode`` ("conv-zeros" or "im2col"): ``w4`` holds
     the kept rows' weights on the ``touched`` input channels (of ``n_in``), ``sub`` their kept columns
     (touched channel x kernel position)."""
     geometry = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
@@ -265,10 +236,6 @@ def _partial_conv(mode: str, mod: nn.Conv2d, w4: torch.Tensor, b: torch.Tensor |
         cols = np.flatnonzero(sub.ravel())   # channel-major, like the kept columns of the instance
         return RCConv2d(w4.reshape(r, -1)[:, cols].clone(), b, None, touched[cols // k] * k + cols % k,
                         mode="im2col", **geometry)
-    if mode == "shift":
-        pos, ch = np.nonzero(sub.T)            # by kernel position, then channel
-        return RCConv2d(w4.reshape(r, -1)[:, ch * k + pos].clone(), b, in_idx, ch, mode="shift",
-                        pos_ptr=np.searchsorted(pos, np.arange(k + 1)), **geometry)
     mask = torch.from_numpy(sub).to(w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
     return RCConv2d((w4 * mask).contiguous(memory_format=_CL), b, in_idx, None, mode="conv", **geometry)
 
@@ -314,12 +281,11 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
     solution : NetworkSolution
     extraction : Extraction, optional
         Default: the latest :func:`rcprune.torch.extract` of this model object.
-    partial : "auto", "im2col", "conv" or "shift"
+    partial : "auto", "im2col" or "conv"
         How a layer with partially kept channels (some kernel positions of a channel pruned) runs:
         ``"im2col"``, one GEMM on the kept im2col rows gathered from the input (exactly the kept
         multiply-adds); ``"conv"``, a conv over the touched channels with zeros where a position is
-        pruned; ``"shift"``, one 1x1 conv per kernel position, summed (slow on CPU; kept for comparison);
-        ``"auto"``, per layer the one a cost model or, given ``example_inputs``, a measurement picks.
+        pruned; ``"auto"``, per layer the one a cost model or, given ``example_inputs``, a measurement picks.
         Layers keeping whole channels are always a smaller dense conv.
     gather_cost : float
         ``"auto"``'s cost model: gathering one im2col entry costs as much as ``gather_cost``
@@ -338,8 +304,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
     """
     if example_inputs is not None and partial != "auto":
         raise InvalidInstanceError(f"example_inputs times the modes of partial='auto', got partial={partial!r}")
-    if partial not in ("auto", "im2col", "conv", "shift"):
-        raise InvalidInstanceError(f"partial must be 'auto', 'im2col', 'conv' or 'shift', got {partial!r}")
+    if partial not in ("auto", "im2col", "conv"):
+        raise InvalidInstanceError(f"partial must be 'auto', 'im2col' or 'conv', got {partial!r}")
     extraction = extraction_of(model, extraction)
     inst = extraction.instance
     eff = extraction.effective(solution)

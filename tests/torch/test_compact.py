@@ -87,7 +87,7 @@ def test_masked_equals_compacted(kind):
     with torch.no_grad():
         masked = model(x)
     assert (masked - dense).abs().max() > 1e-3   # the pruning did something
-    for partial in ("auto", "im2col", "conv", "shift"):
+    for partial in ("auto", "im2col", "conv"):
         small, report = compact(model, res.solution, ext, partial=partial)
         with torch.no_grad():
             out = small(x)
@@ -155,6 +155,8 @@ def test_bad_inputs_give_clear_errors():
         apply(cifar, sol18, ext18)
     with pytest.raises(InvalidInstanceError, match="does not match this extraction"):
         compact(cifar, sol18, ext18)
+    with pytest.raises(InvalidInstanceError, match="partial must be 'auto', 'im2col' or 'conv', got 'shift'"):
+        compact(model, sol18, ext18, partial="shift")
 
 
 class _Grouped(torch.nn.Module):
