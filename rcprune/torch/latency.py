@@ -31,7 +31,9 @@ def _warm_up(models: Mapping[str, nn.Module], x: torch.Tensor, warmup: int) -> N
 @torch.inference_mode()
 def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats: int = 10,
                     warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved."""
+    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved: ``warmup`` untimed
+    forwards of each model, then ``repeats`` rounds of one timed forward of every model in turn, so
+    machine load hits them alike. The models are left in eval mode."""
     _warm_up(models, x, warmup)
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
