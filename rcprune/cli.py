@@ -245,7 +245,8 @@ def _bench_latency(args) -> None:
     try:
         import torch
 
-        from rcprune.torch.latency import BENCH_VARIANTS, BREAKDOWN_CATEGORIES, bench_resnet18
+        from rcprune.bench.latency import BENCH_VARIANTS, bench_resnet18
+        from rcprune.torch.latency import BREAKDOWN_CATEGORIES
     except ImportError as exc:
         raise InvalidInstanceError(f"bench latency needs the torch extra (pip install 'rcprune[torch]'): {exc}") \
             from None

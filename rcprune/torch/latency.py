@@ -1,5 +1,6 @@
 """CPU latency: median wall time of a forward pass, models measured round-robin in the same run (so
-machine load hits them alike), and the ResNet-18 compaction benchmark.
+machine load hits them alike), and where that time goes by kind of op. The ResNet-18 compaction
+benchmark built on them is :mod:`rcprune.bench.latency` (``rcprune bench latency``).
 
 >>> import torch
 >>> t = measure_latency({"id": torch.nn.Identity()}, torch.zeros(2, 3), repeats=3)
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES", "bench_resnet18", "BENCH_VARIANTS"]
+__all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES"]
 
 
 def _warm_up(models: Mapping[str, nn.Module], x: torch.Tensor, warmup: int) -> None:
@@ -30,7 +31,9 @@ def _warm_up(models: Mapping[str, nn.Module], x: torch.Tensor, warmup: int) -> N
 @torch.inference_mode()
 def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats: int = 10,
                     warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved."""
+    """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved: ``warmup`` untimed
+    forwards of each model, then ``repeats`` rounds of one timed forward of every model in turn, so
+    machine load hits them alike. The models are left in eval mode."""
     _warm_up(models, x, warmup)
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
@@ -104,68 +107,3 @@ def latency_breakdown(models: Mapping[str, nn.Module], x: torch.Tensor, *, repea
         out[key] = {c: float(np.median([s[c] for s in splits])) for c in BREAKDOWN_CATEGORIES}
         out[key]["total"] = sum(out[key].values())
     return out
-
-
-BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv", "shift")
-
-
-def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, method: str = "network-greedy",
-                   repeats: int = 5, seed: int = 0, variants=BENCH_VARIANTS, weighting=None,
-                   breakdown: bool = False) -> list[dict]:
-    """Dense vs compacted torchvision ResNet-18 (random weights, 10 classes) on CPU at ``batch``.
-
-    Returns one row per model: latency (ms), speedup vs the dense model as torchvision builds it (NCHW),
-    speedup vs the dense model in channels-last (``speedup_vs_cl``; the compact models run convolutions
-    channels-last, so this isolates what pruning buys), MAC reduction, and ``speedup / mac_ratio`` (the
-    issue's target is >= 0.6). Compaction variants (``partial`` of :func:`rcprune.torch.compact`):
-    ``auto`` (cost model), ``auto-timed`` (each partial layer timed on its input at this batch),
-    ``im2col``, ``conv`` (partial channels as a conv with zeros) and ``shift``. ``weighting`` goes to
-    :func:`rcprune.torch.extract` (``None``: its default). ``breakdown=True`` adds each model's
-    :func:`latency_breakdown` (profiled ms per forward by kind of op) under the category names.
-    """
-    import copy
-
-    import torchvision
-
-    import rcprune
-
-    from rcprune.torch.compact import compact
-    from rcprune.torch.extract import extract
-    from rcprune.torch.masking import apply
-
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    x = torch.randn(batch, 3, size, size)
-    ext = extract(model, x[:1], sparsity=sparsity, **({} if weighting is None else {"weighting": weighting}))
-    res = rcprune.solve(ext.instance, method=method, seed=seed)
-    masked = apply(model, res.solution, ext)
-    dense = torchvision.models.resnet18(num_classes=10).eval()
-    models = {"dense": dense, "dense-cl": _ChannelsLast(copy.deepcopy(dense).to(memory_format=torch.channels_last))}
-    reports = {}
-    for variant in variants:
-        options = {"partial": "auto", "example_inputs": x} if variant == "auto-timed" else {"partial": variant}
-        models[f"rc-{variant}"], reports[f"rc-{variant}"] = compact(masked, res.solution, ext, **options)
-    ms = measure_latency(models, x, repeats=repeats)
-    split = latency_breakdown(models, x, repeats=repeats) if breakdown else {}
-    rows = []
-    for k, t in ms.items():
-        rep = reports.get(k)
-        mac_ratio = rep.mac_ratio if rep else 1.0
-        speedup = ms["dense"] / t
-        rows.append({"model": k, "sparsity": sparsity, "batch": batch, "input": size, "latency_ms": t,
-                     "speedup": speedup, "speedup_vs_cl": ms["dense-cl"] / t, "mac_ratio": mac_ratio,
-                     "speedup_over_mac_ratio": speedup / mac_ratio,
-                     "macs": rep.macs_after if rep else None, "kept_weights": rep.weights_after if rep else None}
-                    | split.get(k, {}))
-    return rows
-
-
-class _ChannelsLast(nn.Module):
-    """``model`` on a channels-last copy of its input (the copy is part of the measured time)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=torch.channels_last))

@@ -87,17 +87,55 @@ def test_masked_equals_compacted(kind):
     with torch.no_grad():
         masked = model(x)
     assert (masked - dense).abs().max() > 1e-3   # the pruning did something
-    for partial in ("auto", "im2col", "conv", "shift"):
+    for partial in ("auto", "im2col", "conv"):
         small, report = compact(model, res.solution, ext, partial=partial)
         with torch.no_grad():
             out = small(x)
-        assert (out - masked).abs().max() <= 1e-4
+        assert (out - masked).abs().max() <= 1e-5 * masked.abs().max()
         assert report.weights_after == res.kept_count
         assert report.macs_after < report.macs_before and report.params_after < report.params_before
     restore(model)
     assert not is_masked(model)
     with torch.no_grad():
         assert torch.equal(model(x), dense)
+
+
+@pytest.mark.parametrize("kind", ["resnet18", "resnet34", "resnet50", "cifar"])
+def test_masked_equals_compacted_on_random_masks(kind):
+    """Random rows and columns in every layer: partial channels everywhere and the signal reaches the
+    output (network-greedy at 0.9 leaves resnet50's output constant, so the test above cannot see errors
+    upstream of its dead stage there)."""
+    model, x = _model(kind)
+    ext = extract(model, x[:1])
+    inst = ext.instance
+    rng = np.random.default_rng(0)
+    sol = NetworkSolution({li.name: (np.ones(li.rows, bool) if inst.fixed_rows(li.name) else rng.random(li.rows) < 0.8,
+                                     rng.random(li.cols) < 0.5) for li in inst.layers})
+    apply(model, sol, ext)
+    with torch.no_grad():
+        masked = model(x)
+    assert (masked[0] - masked[1]).abs().max() > 1e-3   # the output depends on the input
+    for partial in ("auto", "im2col", "conv"):
+        small, report = compact(model, sol, ext, partial=partial)
+        assert {r["mode"] for r in report.layers} >= {"conv", "linear", "im2col" if partial == "im2col" else "conv-zeros"}
+        with torch.no_grad():
+            out = small(x)
+        assert (out - masked).abs().max() <= 1e-5 * masked.abs().max()
+
+
+def test_every_node_kind_has_a_handler():
+    from rcprune.torch.compact import HANDLERS, _Builder, node_kind
+
+    model, x = _model("resnet18")
+    ext = extract(model, x[:1], sparsity=0.9)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    builder = _Builder(model, ext, res.solution, "auto", 80.0)
+    kinds = []
+    for node in ext.graph.nodes:
+        kinds.append(node_kind(builder, node))
+        HANDLERS[kinds[-1]](builder, node)
+    assert set(kinds) == {"placeholder", "output", "conv", "linear", "batchnorm", "add", "flatten", "channelwise"}
+    assert set(kinds) < set(HANDLERS)   # "untracked": excluded nodes (test_unsupported_ops_error_or_exclude)
 
 
 def test_bake_keeps_masked_outputs_and_dead_channels_are_zero():
@@ -155,6 +193,8 @@ def test_bad_inputs_give_clear_errors():
         apply(cifar, sol18, ext18)
     with pytest.raises(InvalidInstanceError, match="does not match this extraction"):
         compact(cifar, sol18, ext18)
+    with pytest.raises(InvalidInstanceError, match="partial must be 'auto', 'im2col' or 'conv', got 'shift'"):
+        compact(model, sol18, ext18, partial="shift")
 
 
 class _Grouped(torch.nn.Module):
