@@ -23,6 +23,7 @@ __all__ = [
     "check_int_option",
     "check_real_option",
     "check_flag",
+    "check_nonnegative",
     "as_array",
     "check_matrix",
     "check_fraction",
@@ -258,6 +259,16 @@ def check_real_option(value, name: str, low: float = 0.0, high: float = math.inf
     v = float(value)
     if not (low < v <= high) or math.isnan(v) or math.isinf(v):
         raise InvalidInstanceError(f"{name} must be a finite number in ({low}, {high}], got {value!r}")
+    return v
+
+
+def check_nonnegative(value, name: str) -> float:
+    """Return a finite real number >= 0 (bools, strings, NaN and inf are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidInstanceError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not (0.0 <= v < math.inf):
+        raise InvalidInstanceError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 
 

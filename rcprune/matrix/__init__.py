@@ -1,1 +1,1 @@
-"""Single-matrix RC pruning: the instance, solution and objective, kernels, files, generators, library, scores."""
+"""Single-matrix RC pruning: the instance, solution and objective, kernels, files, generators, scores."""

@@ -24,7 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from rcprune.retention import kernels as rk
-from rcprune.validation import InvalidInstanceError, as_array, check_matrix, check_name, kept_from_fraction
+from rcprune.validation import (InvalidInstanceError, as_array, check_matrix, check_name, check_nonnegative,
+                                kept_from_fraction)
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
@@ -37,9 +38,7 @@ PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |e
 
 
 def _check_damping(damping) -> float:
-    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not math.isfinite(damping) or damping < 0:
-        raise InvalidInstanceError(f"damping must be a finite number >= 0, got {damping!r}")
-    return float(damping)
+    return check_nonnegative(damping, "damping")
 
 
 def _damped(h: np.ndarray, damping: float) -> np.ndarray:

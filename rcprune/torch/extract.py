@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from rcprune.network.model import NetworkBuilder, NetworkInstance
-from rcprune.validation import InvalidInstanceError, check_scores
+from rcprune.validation import InvalidInstanceError, check_name, check_scores
 
 from rcprune.torch.rcmask import original_tensor
 
@@ -84,7 +84,6 @@ class Extraction:
     graph: fx.Graph
     batchnorms: dict[str, str] = field(default_factory=dict)   # BN module -> node it runs at
     excluded: list[str] = field(default_factory=list)
-    input_shapes: tuple[tuple[int, ...], ...] = ()
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def check_model(self, model: nn.Module) -> None:
@@ -179,6 +178,11 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if unsupported not in ("error", "exclude"):
         raise InvalidInstanceError(f"unsupported must be 'error' or 'exclude', got {unsupported!r}")
+    if isinstance(protect, str) or not isinstance(protect, (list, tuple, set, frozenset)) \
+            or not all(isinstance(p, str) for p in protect):
+        raise InvalidInstanceError(f"protect must be a sequence of module names, got {protect!r}")
+    if name is not None:
+        check_name(name)
     if not (isinstance(scores, str) and scores in ("l1", "l2")) and not callable(scores):
         raise InvalidInstanceError(f"scores must be 'l1', 'l2' or a callable (name, weight) -> array, got {scores!r}")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -342,8 +346,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
     nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}
     ext = Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
-                     batchnorms=batchnorms, excluded=excluded,
-                     input_shapes=tuple(tuple(t.shape) for t in inputs), param_shapes=params)
+                     batchnorms=batchnorms, excluded=excluded, param_shapes=params)
     _EXTRACTIONS[model] = ext
     return ext
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from rcprune.validation import InvalidInstanceError
+from rcprune.torch.batches import check_loader, labelled_batch
+from rcprune.validation import InvalidInstanceError, check_nonnegative
 
 __all__ = ["finetune", "evaluate_accuracy"]
 
@@ -28,7 +29,8 @@ def evaluate_accuracy(model: nn.Module, loader, device: str = "cpu") -> float:
     was = model.training
     model.eval()
     correct = total = 0
-    for x, y in loader:
+    for batch in check_loader(loader, "loader"):
+        x, y = labelled_batch(batch, "loader")
         out = model(x.to(device))
         correct += int((out.argmax(1) == y.to(device)).sum())
         total += int(y.shape[0])
@@ -65,6 +67,15 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
+    check_loader(train_loader, "train_loader")
+    if val_loader is not None:
+        check_loader(val_loader, "val_loader")
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        check_nonnegative(value, name)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise InvalidInstanceError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not isinstance(model, nn.Module):
+        raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if schedule not in ("cosine", "step", None):
         raise InvalidInstanceError(f"schedule must be 'cosine', 'step' or None, got {schedule!r}")
     torch.manual_seed(seed)
@@ -87,7 +98,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for x, y in bar:
+        for batch in bar:
+            x, y = labelled_batch(batch, "train_loader")
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             out = model(x)

@@ -23,9 +23,10 @@ import torch.nn as nn
 
 from rcprune.network.model import NetworkSolution
 from rcprune.result import SolveResult
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_flag, check_fraction
 
 from rcprune.torch.compact import CompactReport, compact as compact_model
+from rcprune.torch.batches import check_loader
 from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
 from rcprune.torch.masking import apply
@@ -119,8 +120,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
     """
     from rcprune.solve import solve
 
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
-        raise InvalidInstanceError(f"sparsity must be a number in (0, 1), got {sparsity!r}")
+    sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
     if finetune is not None and not (isinstance(finetune, dict) and {"train_loader", "epochs"} <= finetune.keys()):
         raise InvalidInstanceError("finetune must be a dict of rcprune.torch.finetune arguments with at least "
                                    "'train_loader' and 'epochs'")
@@ -128,6 +128,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
         raise InvalidInstanceError(f"solver_options must be a dict, got {type(solver_options).__name__}")
     if not isinstance(model, nn.Module):
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if refit is not None:
+        check_loader(refit, "refit (calibration batches)")
+    compact = check_flag(compact, "compact")
     seconds = {}
     t = time.perf_counter()
     work = copy.deepcopy(model).eval()

@@ -18,8 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rcprune.network.model import NetworkSolution
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_int_option, check_nonnegative
 
+from rcprune.torch.batches import check_loader, input_tensor
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import rc_mask
@@ -81,8 +82,10 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
     if isinstance(calibration_loader, Extraction):
         raise InvalidInstanceError("ls_refit(model, solution, calibration_loader, extraction=...): the third "
                                    "argument is the calibration data, the extraction is a keyword")
-    if not (isinstance(ridge, (int, float)) and ridge >= 0):
-        raise InvalidInstanceError(f"ridge must be a non-negative number, got {ridge!r}")
+    ridge = check_nonnegative(ridge, "ridge")
+    check_loader(calibration_loader, "calibration_loader")
+    if max_batches is not None:
+        max_batches = check_int_option(max_batches, "max_batches", minimum=1)
     extraction = extraction_of(model, extraction)
     inst = extraction.instance
     eff = extraction.effective(solution)
@@ -117,8 +120,7 @@ def ls_refit(model: nn.Module, solution: NetworkSolution, calibration_loader, *,
                 for b, batch in enumerate(calibration_loader):
                     if max_batches is not None and b >= max_batches:
                         break
-                    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                    x = x.to(device)
+                    x = input_tensor(batch, "calibration_loader").to(device)
                     model(x)
                     dense(x)
                     X = _design(mod, store["x"]).index_select(1, kc).to(torch.float64)

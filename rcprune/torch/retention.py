@@ -16,8 +16,6 @@ then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune
 """
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from dataclasses import dataclass
 
@@ -28,8 +26,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
+                                check_nonnegative, check_seed, check_time_limit)
 
+from rcprune.torch.batches import check_loader, input_tensor
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import keep_mask, register
 
@@ -128,6 +128,8 @@ def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str
         return [n for n in chosen if n not in skipped], skipped
     if isinstance(layers, str):
         layers = [layers]
+    if not isinstance(layers, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in layers):
+        raise InvalidInstanceError(f"layers must be module names (a name or a list of names), got {layers!r}")
     layers = list(layers)
     if not layers:
         raise InvalidInstanceError("layers is empty: name at least one Conv2d or Linear module")
@@ -180,6 +182,7 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
             counts[name] += x.shape[0]
         return fn
 
+    check_loader(calibration_loader, "calibration_loader")
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
     was = model.training
     model.eval()
@@ -187,7 +190,7 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
         for b, batch in enumerate(tqdm(calibration_loader, desc="calibration", leave=False, disable=not progress)):
             if max_batches is not None and b >= max_batches:
                 break
-            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            model(input_tensor(batch, "calibration_loader"))
     finally:
         for h in handles:
             h.remove()
@@ -196,13 +199,6 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
     if missing:
         raise InvalidInstanceError(f"no calibration input reached layer(s) {missing}: is calibration_loader empty?")
     return {n: (sums[n] / counts[n]).cpu().numpy() for n in names}, counts
-
-
-def _check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity <= 1 \
-            or math.isnan(sparsity):
-        raise InvalidInstanceError(f"sparsity must be a number in [0, 1] (the pruned fraction), got {sparsity!r}")
-    return float(sparsity)
 
 
 def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, method: str = "retention-annealing",
@@ -251,12 +247,14 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     """
     from rcprune.solve import METHODS, solve
 
-    sparsity = _check_sparsity(sparsity)
-    if method not in METHODS["retention"]:
+    sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
+    if not isinstance(method, str) or method not in METHODS["retention"]:
         raise InvalidInstanceError(f"unknown retention method {method!r}; choose one of {list(METHODS['retention'])}")
-    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping >= 0 \
-            or not math.isfinite(damping):
-        raise InvalidInstanceError(f"damping must be a finite number >= 0, got {damping!r}")
+    damping = check_nonnegative(damping, "damping")
+    seed, time_limit = check_seed(seed), check_time_limit(time_limit)
+    if max_batches is not None:
+        max_batches = check_int_option(max_batches, "max_batches", minimum=1)
+    check_flag(refit, "refit")
     if scope not in SCOPES:
         raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
     names, skipped = retention_layers(model, layers)

@@ -61,7 +61,7 @@ def test_prune_is_reproducible_with_a_seeded_method():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"sparsity": 1.0}, "sparsity"), ({"sparsity": 0.0}, "sparsity"), ({"sparsity": True}, "sparsity"),
+    ({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"), ({"sparsity": True}, "sparsity"),
     ({"finetune": {"epochs": 1}}, "train_loader"), ({"method": "annealing"}, "method"),
     ({"solver_options": [1]}, "solver_options"),
 ])
