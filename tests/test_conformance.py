@@ -81,7 +81,7 @@ def _flat_mask(solution) -> np.ndarray:
 @pytest.mark.parametrize("kind,method", CASES)
 def test_results_are_feasible_evaluated_and_bounded_by_the_optimum(kind, method):
     for inst, opt in small_instances(kind):
-        res = rcprune.solve(inst, method=method, seed=3, time_limit=30)
+        res = rcprune.solve(inst, method=method, seed=3)
         assert isinstance(res, rcprune.SolveResult) and res.method == method and res.seed == 3
         ev = rcprune.evaluate(inst, res.solution)
         assert res.feasible and ev.feasible, (method, inst)
@@ -102,8 +102,8 @@ def test_results_are_feasible_evaluated_and_bounded_by_the_optimum(kind, method)
 @pytest.mark.parametrize("kind,method", CASES)
 def test_same_seed_same_answer(kind, method):
     inst = small_instances(kind)[0][0]
-    a = rcprune.solve(inst, method=method, seed=11, time_limit=30)
-    b = rcprune.solve(inst, method=method, seed=11, time_limit=30)
+    a = rcprune.solve(inst, method=method, seed=11)
+    b = rcprune.solve(inst, method=method, seed=11)
     assert np.array_equal(_flat_mask(a.solution), _flat_mask(b.solution)) and a.cost == b.cost
 
 
