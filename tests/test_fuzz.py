@@ -21,7 +21,7 @@ import rcprune
 from rcprune.cli import main
 from rcprune.files import atomic_write_bytes
 from rcprune.network.io import load_network, load_network_solution, save_network
-from rcprune.network.model import NetworkBuilder
+from rcprune.network.builder import NetworkBuilder
 
 fuzz = settings(max_examples=150, deadline=None)
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from rcprune.network.model import NetworkBuilder, NetworkInstance
+from rcprune.network.builder import NetworkBuilder
+from rcprune.network.model import NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_seed
 
 __all__ = ["chain_network", "residual_network", "flatten_network_head", "random_network", "resnet_network",

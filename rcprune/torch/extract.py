@@ -27,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from rcprune.network.model import NetworkBuilder, NetworkInstance
+from rcprune.network.builder import NetworkBuilder
+from rcprune.network.model import NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_name, check_scores
 
 from rcprune.torch.rcmask import original_tensor

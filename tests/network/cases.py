@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcprune.network.model import NetworkBuilder
+from rcprune.network.builder import NetworkBuilder
 
 
 def channel_pruning_case():

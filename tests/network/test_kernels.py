@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rcprune import NetworkSolution, evaluate_network
-from rcprune.network.model import NetworkBuilder
+from rcprune.network.builder import NetworkBuilder
 from rcprune.network import kernels as nk
 from rcprune.network import reference
 from rcprune.network.generate import random_network, residual_network

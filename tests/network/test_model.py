@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 import rcprune
 from rcprune import InvalidInstanceError, NetworkInstance, NetworkSolution, evaluate_network
-from rcprune.network.model import NetworkBuilder
+from rcprune.network.builder import NetworkBuilder
 from rcprune.network.generate import (chain_network, flatten_network_head, get_network, network_names,
                                       random_network, residual_network, resnet_network)
 
