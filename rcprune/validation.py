@@ -20,6 +20,7 @@ __all__ = [
     "check_mask",
     "check_seed",
     "check_time_limit",
+    "check_count",
     "check_int_option",
     "check_real_option",
     "check_flag",
@@ -242,6 +243,14 @@ def check_time_limit(time_limit) -> float | None:
     if not t > 0 or math.isnan(t):
         raise InvalidInstanceError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     return t
+
+
+def check_count(value, name: str, high: int) -> int:
+    """Return an integer count in [0, high] (integral floats accepted; bools, strings and NaN refused)."""
+    v = _check_int(value, name)
+    if not 0 <= v <= high:
+        raise InvalidInstanceError(f"{name} must be between 0 and {high}, got {v}")
+    return v
 
 
 def check_int_option(value, name: str, minimum: int = 0) -> int:

@@ -36,8 +36,8 @@ import numpy as np
 from rcprune.matrix import kernels
 from rcprune.matrix.model import Solution
 from rcprune.network.kernels import flatten_network
-from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_metadata, check_name,
-                                check_scores)
+from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_fraction, check_mask,
+                                check_metadata, check_name, check_scores)
 
 __all__ = [
     "NetworkInstance", "NetworkSolution", "NetworkEvaluation", "LayerEvaluation",
@@ -85,12 +85,6 @@ class GroupInfo:
     producers: tuple[str, ...]
     consumers: tuple[tuple[str, int], ...]
     members: tuple[str, ...] = ()
-
-
-def _real(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (low <= float(value) <= high):
-        raise InvalidInstanceError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[LayerInfo], dict[str, GroupInfo], dict]:
@@ -289,7 +283,7 @@ class NetworkInstance:
                     lb[n] = int(v)
         if k_global is None and lb is None:
             raise InvalidInstanceError("give a global budget (budget, density or sparsity) or layer_budgets")
-        min_density = _real(min_density, "min_density", 0.0, 1.0)
+        min_density = check_fraction(min_density, "min_density", allow_zero=True, allow_one=True)
         weighting = _check_weighting(weighting, names)
 
         fixed = {}

@@ -16,16 +16,14 @@ optimum may keep small weights.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from rcprune.retention import kernels as rk
-from rcprune.validation import (InvalidInstanceError, as_array, check_matrix, check_name, check_nonnegative,
-                                kept_from_fraction)
+from rcprune.validation import (InvalidInstanceError, as_array, check_count, check_matrix, check_name,
+                                check_nonnegative, kept_from_fraction)
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
@@ -69,18 +67,6 @@ def _check_hessian(hessian, n: int | None, damping: float) -> np.ndarray:
     return np.ascontiguousarray(h)
 
 
-def _check_count(value, name: str, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise InvalidInstanceError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if not 0 <= value <= high:
-        raise InvalidInstanceError(f"{name} must be between 0 and {high}, got {value}")
-    return value
-
-
 class RetentionInstance:
     """An immutable small-weight retention instance.
 
@@ -119,7 +105,7 @@ class RetentionInstance:
             raise InvalidInstanceError("give exactly one of k or sparsity")
         if sparsity is not None:
             k = kept_from_fraction(size, sparsity=sparsity)
-        k = _check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
+        k = check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
         w.setflags(write=False)
         h.setflags(write=False)
         for key, value in (("weights", w), ("hessian", h), ("k", k), ("scope", scope), ("damping", damping),
