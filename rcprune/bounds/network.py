@@ -136,7 +136,7 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
     budget = instance.effective_budget
     curves, options = {}, []
     for l, name in enumerate(names):
-        grid, low = layer_bound_curve(instance.scores(name), points, instance.fixed_rows(name))
+        grid, low = layer_bound_curve(instance.scores[name], points, instance.fixed_rows(name))
         curves[name] = (grid, low)
         used = np.concatenate(([0], grid[:-1] + 1))  # least count in each interval (k_{t-1}, k_t]
         ok = used <= caps[l]

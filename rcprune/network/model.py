@@ -183,6 +183,27 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
     return infos, out_groups, matrices
 
 
+class LayerScores(Mapping):
+    """A read-only mapping layer name -> score matrix whose unknown keys are named errors."""
+
+    def __init__(self, views: dict[str, np.ndarray]):
+        self._views = dict(views)
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        if layer not in self._views:
+            raise InvalidInstanceError(f"unknown layer {layer!r}; layers: {', '.join(self._views)}")
+        return self._views[layer]
+
+    def __contains__(self, layer) -> bool:
+        return layer in self._views
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
 def _check_weighting(weighting, layer_names: list[str]):
     if isinstance(weighting, str):
         if weighting not in WEIGHTINGS:
@@ -323,7 +344,7 @@ class NetworkInstance:
         d["_layers"] = {li.name: li for li in infos}
         d["_groups"] = groups
         d["_order"] = tuple(names)
-        d["_scores"] = MappingProxyType(views)
+        d["_scores"] = LayerScores(views)
         d["_flat_scores"] = flat
         d["_score_offsets"] = offsets
         d["_budget"] = k_global
@@ -377,11 +398,10 @@ class NetworkInstance:
     def groups(self) -> tuple[GroupInfo, ...]:
         return tuple(self._groups.values())
 
-    def scores(self, layer: str) -> np.ndarray:
-        """Read-only score matrix of ``layer``."""
-        if layer not in self._scores:
-            raise InvalidInstanceError(f"unknown layer {layer!r}")
-        return self._scores[layer]
+    @property
+    def scores(self) -> Mapping[str, np.ndarray]:
+        """Read-only score matrices by layer name (``net.scores["conv1"]``; an unknown name is an error)."""
+        return self._scores
 
     @property
     def flat_scores(self) -> np.ndarray:
@@ -731,7 +751,7 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
         s = solution[li.name]
         in_alive = _input_alive(li, alive)
         eff = s.cols & in_alive
-        kept = kernels.kept_sum(instance.scores(li.name), s.rows, eff)
+        kept = kernels.kept_sum(instance.scores[li.name], s.rows, eff)
         r, e = int(s.rows.sum()), int(eff.sum())
         cost = max(float(instance.totals[l]) - kept, 0.0)
         w = float(instance.weights[l])

@@ -17,7 +17,7 @@ def init_state_reference(instance, rows: np.ndarray, cols: np.ndarray) -> dict:
     alive = alive_channels(instance, sol)
     out = {k: [] for k in ("cols", "row_sums", "col_sums", "kept", "n_rows", "n_cols")}
     for li in instance.layers:
-        s = instance.scores(li.name)
+        s = instance.scores[li.name]
         r = sol[li.name].rows
         c = sol[li.name].cols & _input_alive(li, alive)
         out["cols"].append(c)

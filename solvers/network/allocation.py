@@ -110,7 +110,7 @@ def allocate(instance: NetworkInstance, rule: str = "marginal", points: int = 64
     starts, heap, grids, gains = [], [], [], []
     for l, li in enumerate(instance.layers):
         grid = np.unique(np.concatenate(([lo[l], hi[l]], np.linspace(lo[l], hi[l], points).round()))).astype(np.int64)
-        kept = layer_curve(instance.scores(li.name), grid, instance.fixed_rows(li.name))
+        kept = layer_curve(instance.scores[li.name], grid, instance.fixed_rows(li.name))
         kept = np.maximum.accumulate(kept)
         hull = _hull(grid.astype(np.float64), kept)
         grids.append(grid[hull])
@@ -170,7 +170,7 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
                  time_limit: float | None, options: dict):
     """Rows and columns (full length) of layer ``l`` under ``budget``, columns among ``live_cols``."""
     li = instance.layers[l]
-    s = instance.scores(li.name)
+    s = instance.scores[li.name]
     rows = np.zeros(li.rows, bool)
     cols = np.zeros(li.cols, bool)
     idx = np.flatnonzero(live_cols)

@@ -80,7 +80,7 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
         raise InvalidInstanceError(f"network-cpsat is for small networks: {instance.total_entries} entries > "
                                    f"max_entries={max_entries} (one Boolean per entry)")
     f = instance.flat
-    weighted = np.concatenate([instance.weights[l] * instance.scores(n).ravel()
+    weighted = np.concatenate([instance.weights[l] * instance.scores[n].ravel()
                                for l, n in enumerate(instance.layer_names)])
     q, scale, err = _scale(weighted)
 

@@ -24,7 +24,7 @@ __all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows"]
 
 def _row_sums(instance: NetworkInstance) -> np.ndarray:
     """Full row sums of every layer, concatenated (global row order)."""
-    return np.concatenate([instance.scores(n).sum(axis=1) for n in instance.layer_names])
+    return np.concatenate([instance.scores[n].sum(axis=1) for n in instance.layer_names])
 
 
 def channel_order(instance: NetworkInstance) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 def _structure(net):
     layers = list(net.layers)
     w = np.asarray(net.weights, float)
-    totals = [float(net.scores(li.name).sum()) for li in layers]
+    totals = [float(net.scores[li.name].sum()) for li in layers]
     mins = []
     lb = net.layer_budgets or {}
     maxs = []
@@ -75,7 +75,7 @@ def network_brute_force(net):
         choices = []
         orders = []
         for l, li in enumerate(layers):
-            s = net.scores(li.name)
+            s = net.scores[li.name]
             live = _live_cols(li, alive)
             r = int(rows[li.name].sum())
             colsums = s[rows[li.name]].sum(axis=0)
@@ -122,7 +122,7 @@ def evaluate_by_definition(net, rows, cols):
         if net.group(li.output).protected and not rows[li.name].all():
             feasible = False
         eff = cols[li.name] & _live_cols(li, alive)
-        s = net.scores(li.name)
+        s = net.scores[li.name]
         kept = s[np.ix_(rows[li.name], eff)].sum()
         cost += w[l] * (totals[l] - kept)
         c = int(rows[li.name].sum()) * int(eff.sum())

@@ -327,7 +327,7 @@ def test_instance_is_immutable_and_replace():
     other = net.replace(sparsity=0.5, weighting="total")
     assert other.budget == 21 and other.weighting == "total" and other.layer_names == net.layer_names
     assert net.replace() == net and other != net
-    assert not net.scores("conv1").flags.writeable
+    assert not net.scores["conv1"].flags.writeable
 
 
 def test_library_networks():

@@ -188,7 +188,7 @@ def test_extract_scores_a_masked_model_by_its_original_weights():
     _train_step(model, x, y)
     again = extract(model, x[:1], sparsity=0.85)
     for name in ext.instance.layer_names:
-        assert np.array_equal(again.instance.scores(name), ext.instance.scores(name)), name
+        assert np.array_equal(again.instance.scores[name], ext.instance.scores[name]), name
     apply(model, sol, again)   # the new extraction fits the masked model
     assert is_masked(model)
 
