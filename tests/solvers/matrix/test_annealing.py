@@ -13,8 +13,11 @@ from hypothesis import example, given, strategies as st
 import rcprune
 from rcprune import library
 from rcprune.solvers.matrix import annealing as sa
+from rcprune.solvers.matrix.annealing_chain import DONE, Chain
+from rcprune.solvers.matrix.annealing_reference import NumpyChain
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 
+from tests.clock import simulated_clock
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
 from tests.solvers.matrix.test_annealing_chain import chain_for
@@ -166,15 +169,40 @@ def test_within_half_a_percent_of_the_proven_optimum(name, seed):
 
 
 @pytest.mark.parametrize("impl", ["numba", "numpy"])
-def test_time_limit(impl):
-    inst = rcprune.generate("laplace", 200, 1500, seed=5, sparsity=0.9)
+def test_a_tiny_time_limit_stops_before_the_first_chunk(impl):
+    inst = library.get("laplace-40x60")
     solver = sa.local_annealing if impl == "numba" else sa.local_annealing_numpy
-    tic = time.perf_counter()
-    res = solver(inst, time_limit=0.5, moves=10**9, chains=2)
-    assert time.perf_counter() - tic <= 1.1 * 0.5 + 0.5
-    assert res.status == "time_limit" and res.feasible
-    assert 0 < res.iterations < 2 * 10**9
+    res = solver(inst, time_limit=1e-9, moves=10**9, chains=2)
+    assert res.status == "time_limit" and res.iterations == 0 and res.info["accepted"] == 0
+    assert res.feasible and res.cost == rcprune.evaluate(inst, res.solution).cost
     assert res.cost <= res.info["start_cost"] + 1e-9
+
+
+@pytest.mark.parametrize("chains", [1, 3])
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+def test_time_limit_sizes_the_chunks_to_stop_at_the_deadline(monkeypatch, impl, chains):
+    """Simulated clock: every move takes per_move seconds. The chunks are sized to end at the deadline,
+    so the search stops past the limit by less than one minimal chunk (1000 moves per chain), and all of
+    the simulated time went into moves."""
+    per_move, limit = 1e-6, 0.03
+    inst = library.get("laplace-40x60")
+    clock = simulated_clock(monkeypatch, sa)
+    for cls in (Chain, NumpyChain):
+        monkeypatch.setattr(cls, "run", _timed_run(cls.run, clock, per_move))
+    solver = sa.local_annealing if impl == "numba" else sa.local_annealing_numpy
+    res = solver(inst, time_limit=limit, moves=10**9, chains=chains)
+    assert res.status == "time_limit" and res.feasible
+    assert limit <= res.runtime <= limit + chains * 1000 * per_move + 1e-12
+    assert res.runtime == pytest.approx(res.iterations * per_move, rel=1e-9)
+    assert res.cost == rcprune.evaluate(inst, res.solution).cost and res.cost <= res.info["start_cost"] + 1e-9
+
+
+def _timed_run(run, clock, per_move):
+    def timed(chain, chunk):
+        before = int(chain.counts[DONE])
+        run(chain, chunk)
+        clock.advance((int(chain.counts[DONE]) - before) * per_move)
+    return timed
 
 
 def test_through_solve_and_the_greedy_bound():
