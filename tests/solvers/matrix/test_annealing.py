@@ -232,11 +232,21 @@ def test_bad_options(options, message):
         sa.local_annealing(inst, **options)
 
 
-def test_move_rate_reports_both_implementations():
+def test_move_rate_reports_both_implementations(monkeypatch):
+    """Simulated clock: a move takes 2 us, so the timed 2000-move chain (its warm-up excluded) takes
+    4 ms and runs 500,000 moves per second; numba and numpy run the same moves, so they accept the same."""
     inst = library.get("laplace-40x60")
-    for impl in ("numba", "numpy"):
-        stats = sa.move_stats(inst, moves=2000, impl=impl)
-        assert stats["moves_per_second"] > 0 and 0 <= stats["acceptance_rate"] <= 1
+    clock = simulated_clock(monkeypatch, sa)
+    for cls in (Chain, NumpyChain):
+        monkeypatch.setattr(cls, "run", _timed_run(cls.run, clock, 2e-6))
+    stats = {impl: sa.move_stats(inst, moves=2000, impl=impl) for impl in ("numba", "numpy")}
+    for impl, st_ in stats.items():
+        assert st_["impl"] == impl and st_["seconds"] == pytest.approx(2000 * 2e-6, rel=1e-9)
+        assert st_["moves_per_second"] == pytest.approx(500_000, rel=1e-9)
+        assert st_["acceptance_rate"] * 2000 == round(st_["acceptance_rate"] * 2000)
+    assert stats["numba"]["acceptance_rate"] == stats["numpy"]["acceptance_rate"]
+    assert 0 < stats["numba"]["acceptance_rate"] < 1
+    assert sa.move_rate(inst, moves=2000) == pytest.approx(500_000, rel=1e-9)
     with pytest.raises(rcprune.InvalidInstanceError, match="impl"):
         sa.move_rate(inst, impl="cuda")
     with pytest.raises(rcprune.InvalidInstanceError, match="moves"):
