@@ -63,7 +63,7 @@ def test_time_limit_contract(monkeypatch):
     """Simulated clock: each subset takes 1 us. The chunks between clock checks adapt to about
     _CHUNK_SECONDS (never more than twice that), so the search stops past the limit by less than
     2 * _CHUNK_SECONDS, and all of the simulated time went into the subsets visited."""
-    per_subset, limit = 1e-6, 0.5
+    per_subset, limit = 1e-6, 0.3
     scores = np.random.default_rng(7).random((28, 28))
     inst = rcprune.Instance(scores, density=0.3)
     clock = simulated_clock(monkeypatch, enumeration)
