@@ -3,8 +3,11 @@ import json
 
 import pytest
 
+import rcprune
 from rcprune import load_solution
+from rcprune.bounds.network import network_lower_bound
 from rcprune.cli import main
+from tests.checks import expected_gap
 
 
 def run(capsys, *argv):
@@ -108,7 +111,7 @@ def test_solve_a_library_network_and_save_its_solution(capsys, tmp_path):
 
 def test_solve_and_bound_a_network_file(capsys, tmp_path):
     from rcprune.network.generate import chain_network
-    from rcprune.network.io import save_network
+    from rcprune.network.io import load_network, save_network
 
     path = save_network(chain_network(3, budget=18), tmp_path / "chain.npz")
     code, out, _ = run(capsys, "solve", str(path), "--method", "network-greedy,network-annealing", "--sparsity", "0.5")
@@ -116,7 +119,11 @@ def test_solve_and_bound_a_network_file(capsys, tmp_path):
     code, out, _ = run(capsys, "bound", str(path), "--json")
     row = json.loads(out)
     assert code == 0 and row["solver"] == "network-greedy" and row["bound_method"] == "network"
-    assert 0.0 <= row["lower_bound"] <= row["cost"] and 0.0 <= row["gap"] <= 1.0 and len(row["per_layer"]) == 3
+    net = load_network(path)
+    greedy, bound = rcprune.solve(net, method="network-greedy"), network_lower_bound(net)
+    assert row["cost"] == greedy.cost and row["lower_bound"] == min(bound.bound, greedy.cost)
+    assert row["gap"] == pytest.approx(expected_gap(row["cost"], row["lower_bound"]), abs=1e-12)
+    assert len(row["per_layer"]) == net.n_layers == 3 and row["per_layer"] == json.loads(json.dumps(bound.per_layer))
 
 
 def test_network_options_that_do_not_apply_are_refused(capsys):

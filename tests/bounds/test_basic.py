@@ -10,6 +10,7 @@ from rcprune.bounds import BoundResult
 from rcprune.certify import certify, lower_bound
 from rcprune.bounds.spectral import spectral_norm_upper, spectral_table
 from rcprune.bounds.topk import topk_table
+from tests.checks import expected_gap
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
 
@@ -91,7 +92,8 @@ def test_solve_with_bound_reports_a_certified_gap(case):
     inst = rcprune.Instance(scores, **kw)
     opt = brute_force(scores, **kw)[0]
     res = rcprune.solve(inst, method="greedy-row-column", bound=True)
-    assert res.lower_bound <= opt + _tol(inst.total) and res.gap is not None and 0.0 <= res.gap <= 1.0
+    assert res.lower_bound <= opt + _tol(inst.total) <= res.cost + 2 * _tol(inst.total)
+    assert res.gap == pytest.approx(expected_gap(res.cost, res.lower_bound), abs=1e-12)
     assert res.info["bound"]["method"] == "best"
 
 

@@ -10,6 +10,7 @@ import rcprune
 from rcprune.bounds.network import layer_bound_curve, network_lower_bound
 from rcprune.network.generate import chain_network, random_network, residual_network
 from tests.matrix.bruteforce import brute_force
+from tests.checks import expected_gap
 from tests.network.bruteforce import network_brute_force
 
 
@@ -103,7 +104,9 @@ def test_solve_with_bound_certifies_network_results(seed):
     res = rcprune.solve(net, method="network-greedy", bound=True)
     tol = 1e-9 * max(1.0, net.weighted_total)
     assert 0.0 <= res.lower_bound <= opt + tol and opt <= res.cost + tol
-    assert res.gap is not None and 0.0 <= res.gap <= 1.0
+    assert res.info["bound"]["bound"] == network_lower_bound(net).bound
+    assert res.lower_bound == min(res.info["bound"]["bound"], res.cost)  # greedy has no bound of its own
+    assert res.gap == pytest.approx(expected_gap(res.cost, res.lower_bound), abs=1e-12)
     assert res.info["bound"]["method"] == "network" and len(res.info["bound"]["per_layer"]) == net.n_layers
     if res.status == "optimal":
         assert res.cost <= opt + 1e-9 * max(1.0, opt)

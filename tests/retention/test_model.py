@@ -119,7 +119,9 @@ def test_result_fields():
     assert res.evaluation.retained_small == 1 and res.status == "feasible" and res.feasible
     assert np.isclose(res.kept_sum, 0.7) and res.kept_count == 1
     assert refit_error(inst, sol) <= res.cost and np.isclose(res.evaluation.improvement, 1 - 0.2 / 1.13)
-    assert set(res.summary()) >= {"cost", "magnitude_cost", "retained_small", "improvement", "status"}
-    assert isinstance(res.solution, rcprune.RetentionSolution)
+    summary = res.summary()
+    assert (summary["cost"], summary["magnitude_cost"], summary["retained_small"], summary["improvement"],
+            summary["status"]) == (res.cost, res.evaluation.magnitude_cost, 1, res.evaluation.improvement, "feasible")
+    assert res.solution == sol and res.solution.mask.tolist() == [[False, False, True]]
     with pytest.raises(RuntimeError, match="lower bound"):
         make_result(inst, sol, method="x", runtime=0, lower_bound=5.0)

@@ -27,6 +27,12 @@ def test_compact_layer_with_rows_and_no_columns(layer):
     sol = NetworkSolution({n: (s.rows, np.zeros_like(s.cols) if n == layer else s.cols) for n, s in full.items()})
     masked = apply(copy.deepcopy(model), sol, ext).eval()
     small, rep = compact(masked, sol, ext)
-    assert any(r["layer"] == layer and r["cols"] == 0 and r["rows"] > 0 for r in rep.layers)
+    # one table row per layer: the emptied one keeps its output rows and no column, the others are whole
+    by_layer = {r["layer"]: r for r in rep.layers}
+    assert len(by_layer) == len(rep.layers) == len(ext.layers)
+    for name, r in by_layer.items():
+        w = model.get_submodule(name).weight
+        expected = (w.shape[0], 0, "empty") if name == layer else (w.shape[0], w[0].numel())
+        assert (r["rows"], r["cols"], r["mode"])[:len(expected)] == expected, r
     with torch.no_grad():
         torch.testing.assert_close(small.eval()(x), masked(x), atol=1e-5, rtol=1e-4)

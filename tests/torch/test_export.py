@@ -1,5 +1,7 @@
 """``torch.export`` of compacted models: channel pruning (every layer a smaller dense conv) and RC pruning
 in each partial mode export, and the exported program computes what the compact model does."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -62,10 +64,35 @@ def test_timed_auto_picks_a_measured_mode_and_keeps_outputs():
     ext = extract(model, x[:1], sparsity=0.9)
     res = rcprune.solve(ext.instance, method="network-greedy")
     masked = apply(model, res.solution, ext)
+    untimed = {r["layer"]: r["mode"] for r in compact(masked, res.solution, ext)[1].layers}
     small, report = compact(masked, res.solution, ext, example_inputs=x, repeats=1)
     timed = [r for r in report.layers if "ms" in r]
-    assert timed and all(r["mode"] in r["ms"] and r["mode"] in ("im2col", "conv-zeros") for r in timed)
+    # every layer that the cost model compacts partially is timed in each partial form, and gets the fastest
+    assert [r["layer"] for r in timed] == [n for n, mode in untimed.items() if mode in ("im2col", "conv-zeros")]
+    for r in timed:
+        assert set(r["ms"]) == {"im2col", "conv-zeros"} and r["ms"][r["mode"]] == min(r["ms"].values()), r
     with torch.no_grad():
         assert (small(x) - masked(x)).abs().max() <= 1e-4
     with pytest.raises(rcprune.InvalidInstanceError, match="example_inputs"):
         compact(masked, res.solution, ext, partial="conv", example_inputs=x)
+
+
+@pytest.mark.parametrize("faster", ["im2col", "conv-zeros"])
+def test_timed_auto_follows_the_timings(monkeypatch, faster):
+    """Timings made up here (``faster`` takes 1 ms, the other form 2 ms): every timed layer takes ``faster``."""
+    compact_module = importlib.import_module("rcprune.torch.compact")   # rcprune.torch.compact is also a function
+
+    def made_up(options, x, *, repeats, warmup):
+        return {mode: 1.0 if mode == faster else 2.0 for mode in options}
+
+    monkeypatch.setattr(compact_module, "measure_latency", made_up)
+    model, x = _resnet18()
+    ext = extract(model, x[:1], sparsity=0.9)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    masked = apply(model, res.solution, ext)
+    small, report = compact(masked, res.solution, ext, example_inputs=x, repeats=1)
+    timed = [r for r in report.layers if "ms" in r]
+    assert timed and all(r["mode"] == faster and r["ms"] == {faster: 1.0, **{m: 2.0 for m in r["ms"] if m != faster}}
+                         for r in timed)
+    with torch.no_grad():
+        assert (small(x) - masked(x)).abs().max() <= 1e-4

@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 import rcprune  # noqa: E402
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.torch import apply, compact, extract, is_masked, ls_refit, prune  # noqa: E402
+from rcprune.bounds.network import network_lower_bound  # noqa: E402
+from tests.checks import expected_gap  # noqa: E402
 from tests.torch.cases import calibrated_resnet  # noqa: E402
 
 
@@ -35,8 +37,15 @@ def test_prune_leaves_the_user_model_alone_and_matches_the_masked_copy():
     assert report.kept_weights == report2.kept_weights <= report.budget
     assert report.weights_after == report.kept_weights == _prunable(masked)
     assert report.macs_after < report.macs_before
-    assert 0.0 <= report.result.gap <= 1.0 and report.result.lower_bound <= report.result.cost
-    assert set(report.summary()) >= {"solve", "kept_weights", "macs_after", "seconds"}
+    res, net = report.result, report.extraction.instance
+    assert res.lower_bound == min(network_lower_bound(net).bound, res.cost)  # greedy has no bound of its own
+    assert res.gap == pytest.approx(expected_gap(res.cost, res.lower_bound), abs=1e-12)
+    summary = report.summary()
+    assert summary["solve"] == res.summary() and summary["budget"] == report.budget == net.effective_budget
+    assert (summary["kept_weights"], summary["macs_before"], summary["macs_after"], summary["weights_after"]) == (
+        report.kept_weights, report.macs_before, report.macs_after, report.weights_after)
+    assert summary["refit_layers"] == 0 and summary["finetune"] is None
+    assert set(summary["seconds"]) == {"extract", "solve", "compact"}
 
 
 def test_prune_refits_and_finetunes_with_fixed_masks():
@@ -84,7 +93,12 @@ def test_steps_find_the_extraction_of_their_model():
     sol = rcprune.solve(ext.instance, method="network-greedy").solution
     apply(model, sol)
     report = ls_refit(model, sol, [x[:24]])
-    assert len(report.layers) > 0
+    eff = sol.effective(ext.instance)
+    kept = [n for n in ext.instance.layer_names if eff[n].rows.any() and eff[n].cols.any()]
+    assert [r["layer"] for r in report.layers] == kept and len(kept) >= len(ext.instance.layer_names) - 2
+    for r in report.layers:
+        assert (r["kept_rows"], r["kept_cols"]) == (eff[r["layer"]].rows.sum(), eff[r["layer"]].cols.sum())
+        assert r["error_after"] < r["error_before"] if r["refit"] else r["error_after"] == r["error_before"]
     small, _ = compact(model, sol)
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max() < 1e-4

@@ -13,8 +13,11 @@ from hypothesis import example, given, strategies as st
 import rcprune
 from rcprune import library
 from rcprune.solvers.matrix import annealing as sa
+from rcprune.solvers.matrix.annealing_chain import DONE, Chain
+from rcprune.solvers.matrix.annealing_reference import NumpyChain
 from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
 
+from tests.clock import simulated_clock
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
 from tests.solvers.matrix.test_annealing_chain import chain_for
@@ -166,15 +169,40 @@ def test_within_half_a_percent_of_the_proven_optimum(name, seed):
 
 
 @pytest.mark.parametrize("impl", ["numba", "numpy"])
-def test_time_limit(impl):
-    inst = rcprune.generate("laplace", 200, 1500, seed=5, sparsity=0.9)
+def test_a_tiny_time_limit_stops_before_the_first_chunk(impl):
+    inst = library.get("laplace-40x60")
     solver = sa.local_annealing if impl == "numba" else sa.local_annealing_numpy
-    tic = time.perf_counter()
-    res = solver(inst, time_limit=0.5, moves=10**9, chains=2)
-    assert time.perf_counter() - tic <= 1.1 * 0.5 + 0.5
-    assert res.status == "time_limit" and res.feasible
-    assert 0 < res.iterations < 2 * 10**9
+    res = solver(inst, time_limit=1e-9, moves=10**9, chains=2)
+    assert res.status == "time_limit" and res.iterations == 0 and res.info["accepted"] == 0
+    assert res.feasible and res.cost == rcprune.evaluate(inst, res.solution).cost
     assert res.cost <= res.info["start_cost"] + 1e-9
+
+
+@pytest.mark.parametrize("chains", [1, 3])
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+def test_time_limit_sizes_the_chunks_to_stop_at_the_deadline(monkeypatch, impl, chains):
+    """Simulated clock: every move takes per_move seconds. The chunks are sized to end at the deadline,
+    so the search stops past the limit by less than one minimal chunk (1000 moves per chain), and all of
+    the simulated time went into moves."""
+    per_move, limit = 1e-6, 0.03
+    inst = library.get("laplace-40x60")
+    clock = simulated_clock(monkeypatch, sa)
+    for cls in (Chain, NumpyChain):
+        monkeypatch.setattr(cls, "run", _timed_run(cls.run, clock, per_move))
+    solver = sa.local_annealing if impl == "numba" else sa.local_annealing_numpy
+    res = solver(inst, time_limit=limit, moves=10**9, chains=chains)
+    assert res.status == "time_limit" and res.feasible
+    assert limit <= res.runtime <= limit + chains * 1000 * per_move + 1e-12
+    assert res.runtime == pytest.approx(res.iterations * per_move, rel=1e-9)
+    assert res.cost == rcprune.evaluate(inst, res.solution).cost and res.cost <= res.info["start_cost"] + 1e-9
+
+
+def _timed_run(run, clock, per_move):
+    def timed(chain, chunk):
+        before = int(chain.counts[DONE])
+        run(chain, chunk)
+        clock.advance((int(chain.counts[DONE]) - before) * per_move)
+    return timed
 
 
 def test_through_solve_and_the_greedy_bound():
@@ -204,11 +232,21 @@ def test_bad_options(options, message):
         sa.local_annealing(inst, **options)
 
 
-def test_move_rate_reports_both_implementations():
+def test_move_rate_reports_both_implementations(monkeypatch):
+    """Simulated clock: a move takes 2 us, so the timed 2000-move chain (its warm-up excluded) takes
+    4 ms and runs 500,000 moves per second; numba and numpy run the same moves, so they accept the same."""
     inst = library.get("laplace-40x60")
-    for impl in ("numba", "numpy"):
-        stats = sa.move_stats(inst, moves=2000, impl=impl)
-        assert stats["moves_per_second"] > 0 and 0 <= stats["acceptance_rate"] <= 1
+    clock = simulated_clock(monkeypatch, sa)
+    for cls in (Chain, NumpyChain):
+        monkeypatch.setattr(cls, "run", _timed_run(cls.run, clock, 2e-6))
+    stats = {impl: sa.move_stats(inst, moves=2000, impl=impl) for impl in ("numba", "numpy")}
+    for impl, st_ in stats.items():
+        assert st_["impl"] == impl and st_["seconds"] == pytest.approx(2000 * 2e-6, rel=1e-9)
+        assert st_["moves_per_second"] == pytest.approx(500_000, rel=1e-9)
+        assert st_["acceptance_rate"] * 2000 == round(st_["acceptance_rate"] * 2000)
+    assert stats["numba"]["acceptance_rate"] == stats["numpy"]["acceptance_rate"]
+    assert 0 < stats["numba"]["acceptance_rate"] < 1
+    assert sa.move_rate(inst, moves=2000) == pytest.approx(500_000, rel=1e-9)
     with pytest.raises(rcprune.InvalidInstanceError, match="impl"):
         sa.move_rate(inst, impl="cuda")
     with pytest.raises(rcprune.InvalidInstanceError, match="moves"):

@@ -1,8 +1,6 @@
 """Exact enumeration: agreement with the brute force, the time-limit contract, and its refusals."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,8 +8,10 @@ from hypothesis import strategies as st
 
 import rcprune
 from rcprune import library
+from rcprune.solvers.matrix import enumeration
 from rcprune.solvers.matrix.enumeration import exact_enumeration
-from rcprune.solvers.matrix.greedy_row_column import greedy_row_column
+from rcprune.solvers.matrix.greedy_row_column import greedy_column_row, greedy_row_column
+from tests.clock import simulated_clock
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
 
@@ -59,19 +59,36 @@ def test_laplace_20x200_is_proven_optimal():
     assert res.kept_count <= inst.budget
 
 
-def test_time_limit_contract():
-    exact_enumeration(rcprune.Instance(np.ones((3, 3)), budget=4))  # compile outside the clock
+def test_time_limit_contract(monkeypatch):
+    """Simulated clock: each subset takes 1 us. The chunks between clock checks adapt to about
+    _CHUNK_SECONDS (never more than twice that), so the search stops past the limit by less than
+    2 * _CHUNK_SECONDS, and all of the simulated time went into the subsets visited."""
+    per_subset, limit = 1e-6, 0.3
     scores = np.random.default_rng(7).random((28, 28))
     inst = rcprune.Instance(scores, density=0.3)
-    limit = 0.5
-    tic = time.perf_counter()
+    clock = simulated_clock(monkeypatch, enumeration)
+    visit = enumeration._gray_chunk
+
+    def timed_chunk(scores, cols_for_size, size_bound, start, stop, *rest):
+        clock.advance((stop - start) * per_subset)
+        return visit(scores, cols_for_size, size_bound, start, stop, *rest)
+
+    monkeypatch.setattr(enumeration, "_gray_chunk", timed_chunk)
     res = exact_enumeration(inst, time_limit=limit)
-    elapsed = time.perf_counter() - tic
-    assert elapsed <= 1.1 * limit + 0.5
     assert res.status == "time_limit" and not res.info["complete"]
-    assert 1 < res.iterations < 2 ** 28
+    assert limit <= res.runtime < limit + 2 * enumeration._CHUNK_SECONDS
+    assert res.runtime == pytest.approx((res.iterations - 1) * per_subset, rel=1e-9)  # subset 0 is the start
     assert res.lower_bound < res.cost <= greedy_row_column(inst).cost
-    assert res.feasible
+    assert res.feasible and res.cost == rcprune.evaluate(inst, res.solution).cost
+
+
+def test_a_tiny_time_limit_returns_the_greedy_start():
+    scores = np.random.default_rng(7).random((28, 28))
+    inst = rcprune.Instance(scores, density=0.3)
+    res = exact_enumeration(inst, time_limit=1e-9)
+    assert res.status == "time_limit" and res.iterations == 1 and not res.info["complete"]
+    assert res.cost == res.info["incumbent"][1] == min(greedy_row_column(inst).cost, greedy_column_row(inst).cost)
+    assert res.lower_bound < res.cost and res.cost == rcprune.evaluate(inst, res.solution).cost
 
 
 def test_transposed_fixed_shape_maps_back():

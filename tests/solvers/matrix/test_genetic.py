@@ -1,7 +1,5 @@
 """Genetic search: feasible, never below the brute-force optimum nor above its start, repaired genomes
 feasible with optimal columns, deterministic, time limit kept."""
-import time
-
 import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
@@ -10,6 +8,7 @@ import rcprune
 from rcprune.matrix import kernels
 from rcprune import library
 from rcprune.solvers.matrix import genetic as ga
+from tests.clock import simulated_clock
 from tests.matrix.bruteforce import brute_force
 from tests.matrix.strategies import instances
 from tests.solvers.matrix.test_annealing import row_enumeration_optimum
@@ -77,13 +76,34 @@ def test_reaches_the_proven_optimum_on_small_library_instances(name):
     assert best - 1e-9 <= ga.genetic_search(inst, seed=0).cost <= best * 1.005
 
 
-def test_time_limit():
-    inst = rcprune.generate("laplace", 300, 2000, seed=6, sparsity=0.9)
-    ga.genetic_search(rcprune.Instance(np.ones((3, 3)), budget=4), population=4, generations=2)  # compile
-    tic = time.perf_counter()
-    res = ga.genetic_search(inst, time_limit=0.5, generations=10**6)
-    assert time.perf_counter() - tic <= 1.1 * 0.5 + 0.5
-    assert res.status == "time_limit" and res.feasible and res.iterations < 10**6
+def test_a_tiny_time_limit_stops_before_the_first_generation():
+    inst = library.get("laplace-40x60")
+    res = ga.genetic_search(inst, time_limit=1e-9, generations=10**6)
+    assert res.status == "time_limit" and res.iterations == 0 and res.info["evaluations"] == res.info["population"]
+    assert res.feasible and res.cost == rcprune.evaluate(inst, res.solution).cost
+    assert res.cost <= res.info["start_cost"] + 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_time_limit_stops_after_the_generations_that_fit(monkeypatch, seed):
+    """Simulated clock: scoring a population takes 1 s, so a 10.5 s limit leaves time for the initial
+    population and generations 1-10; the clock read before generation 11 says 11 s and stops the search,
+    whose answer is then that of an untimed 10-generation run with the same seed."""
+    inst = library.get("laplace-40x60")
+    untimed = ga.genetic_search(inst, seed=seed, generations=10)
+    clock = simulated_clock(monkeypatch)
+    score = ga._repair_and_score
+
+    def scored_in_one_second(*args):
+        score(*args)
+        clock.advance(1.0)
+
+    monkeypatch.setattr(ga, "_repair_and_score", scored_in_one_second)
+    res = ga.genetic_search(inst, seed=seed, time_limit=10.5, generations=10**6)
+    assert res.status == "time_limit" and res.iterations == 10 and res.runtime == 11.0
+    assert res.info["evaluations"] == untimed.info["evaluations"] == 64 + 10 * (64 - 2)  # defaults: population 64, elite 2
+    assert res.solution == untimed.solution and res.cost == untimed.cost == rcprune.evaluate(inst, res.solution).cost
+    assert res.trace[1:] and [t[1:] for t in res.trace] == [t[1:] for t in untimed.trace]
     assert res.cost <= res.info["start_cost"] + 1e-9
 
 

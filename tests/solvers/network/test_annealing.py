@@ -54,7 +54,8 @@ def test_annealing_is_seeded_and_improves_a_resnet():
     assert a.solution == b.solution and a.cost == b.cost
     assert a.feasible and a.kept_count <= net.budget
     assert a.cost < a.info["start_cost"] and c.cost < c.info["start_cost"]
-    assert sum(a.info["accepted"].values()) > 0
+    assert a.info["accepted"] == b.info["accepted"] and a.info["accepted"] != c.info["accepted"]
+    assert a.iterations == a.info["moves"] == 60_000 and 0 < sum(a.info["accepted"].values()) <= 60_000
     assert a.trace[0][2] == a.info["start_cost"] and a.trace[-1][2] == pytest.approx(a.cost)
 
 

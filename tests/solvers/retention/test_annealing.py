@@ -1,6 +1,7 @@
 """Retention annealing: feasible, between the optimum and its greedy start, magnitude-optimal for H = I,
 reproducible per seed and independent of the chunking."""
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 import rcprune
@@ -60,7 +61,10 @@ def test_finds_the_optimum_on_a_small_correlated_layer():
 def test_time_limit_and_progress():
     inst = _correlated(3, m=40, n=30, k=3)
     res = rcprune.solve(inst, method="retention-annealing", time_limit=1e-9, moves=10**7)
-    assert res.feasible and res.status == "time_limit"
+    # out of time in the greedy start (rows keep their magnitude masks) and before the first chunk of moves
+    assert res.feasible and res.status == "time_limit" and res.iterations == 0
+    magnitude = rcprune.solve(inst, method="magnitude")
+    assert res.solution == magnitude.solution and res.info["start_cost"] == pytest.approx(magnitude.cost, rel=1e-12)
     layer = _correlated(3, m=20, n=30, k=60, scope="layer")
     res = rcprune.solve(layer, method="retention-annealing", time_limit=0.3, moves=10**9, start="magnitude",
                         progress=True)

@@ -42,7 +42,9 @@ def test_reproducible_and_options():
         b = rcprune.solve(inst, method="retention-genetic", seed=3, generations=10)
         assert a.solution == b.solution and a.cost == b.cost
     res = rcprune.solve(inst, method="retention-genetic", time_limit=1e-9)
-    assert res.feasible and res.status == "time_limit"
+    # out of time in the greedy start (the magnitude mask) and before the first generation
+    assert res.feasible and res.status == "time_limit" and res.iterations == 0
+    assert res.cost <= rcprune.solve(inst, method="magnitude").cost * (1 + 1e-12)
     with pytest.raises(InvalidInstanceError, match="population"):
         rcprune.solve(inst, method="retention-genetic", population=1)
     with pytest.raises(InvalidInstanceError, match="mutation"):

@@ -96,7 +96,10 @@ def test_time_limit_returns_feasible():
     x = rng.normal(size=(60, 200))
     inst = RetentionInstance(rng.laplace(size=(300, 60)), x @ x.T / 200, k=6)
     res = rcprune.solve(inst, method="retention-greedy", time_limit=1e-9)
+    # out of time before the first block of rows: every row keeps its magnitude mask
     assert res.feasible and res.status == "time_limit"
+    assert res.solution == rcprune.solve(inst, method="magnitude").solution and res.evaluation.improvement == 0
     layer = RetentionInstance(inst.weights, inst.hessian, k=1000, scope="layer")
     res = rcprune.solve(layer, method="retention-greedy", time_limit=1e-9)
     assert res.feasible and res.status == "time_limit"
+    assert res.solution == rcprune.solve(layer, method="magnitude").solution and res.evaluation.improvement == 0
