@@ -59,7 +59,7 @@ def names() -> list[str]:
 
 
 def spec(name: str) -> dict[str, Any]:
-    if name not in CATALOGUE:
+    if not isinstance(name, str) or name not in CATALOGUE:
         raise InvalidInstanceError(f"unknown instance {name!r}; `rcprune instances list` shows the library")
     return dict(CATALOGUE[name])
 

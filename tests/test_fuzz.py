@@ -214,3 +214,20 @@ def test_cli_named_errors(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@fuzz
+@given(matrices, junk, junk, junk, junk)
+def test_scores_generators_library_and_solutions(weights, kind, name, a, b):
+    only_invalid_instance_error(rcprune.scores, weights, kind=kind if isinstance(kind, str) else "l1")
+    only_invalid_instance_error(rcprune.scores, [[1.0, -2.0]], kind=kind)
+    only_invalid_instance_error(rcprune.matrix_view, weights)
+    only_invalid_instance_error(rcprune.generate, kind, a, b)
+    only_invalid_instance_error(rcprune.generate, "laplace", 3, 4, seed=a, sparsity=b)
+    only_invalid_instance_error(rcprune.library.get, name)
+    only_invalid_instance_error(rcprune.library.get_network, name)
+    only_invalid_instance_error(rcprune.Solution, a, b)
+    only_invalid_instance_error(rcprune.Solution.from_indices, 3, 4, a, b)
+    only_invalid_instance_error(rcprune.NetworkSolution, a)
+    only_invalid_instance_error(rcprune.NetworkSolution, {"fc": (a, b)})
+    only_invalid_instance_error(rcprune.RetentionSolution, a)

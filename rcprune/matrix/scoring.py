@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcprune.validation import InvalidInstanceError, check_scores
+from rcprune.validation import InvalidInstanceError, as_array, check_scores
 
 __all__ = ["scores", "matrix_view"]
 
@@ -16,10 +16,8 @@ def matrix_view(weight) -> np.ndarray:
     >>> matrix_view(np.zeros((8, 3, 3, 3))).shape
     (8, 27)
     """
-    if hasattr(weight, "detach"):
-        weight = weight.detach().cpu().numpy()
-    w = np.asarray(weight)
-    if w.dtype.kind not in "iuf":
+    w = as_array(weight, "weights")
+    if w.dtype == bool or w.dtype.kind not in "iuf":
         raise InvalidInstanceError(f"weights must be numeric, got dtype {w.dtype}")
     if w.ndim < 2:
         raise InvalidInstanceError(f"weights must have at least 2 dimensions (out, in, ...), got shape {w.shape}")
@@ -33,6 +31,8 @@ def scores(weight, kind: str = "l1") -> np.ndarray:
     [[1.0, 4.0], [0.25, 0.0]]
     """
     w = matrix_view(weight).astype(np.float64)
+    if not isinstance(kind, str):
+        raise InvalidInstanceError(f"score kind must be 'l1' or 'l2', got {kind!r}")
     if kind == "l1":
         s = np.abs(w)
     elif kind == "l2":

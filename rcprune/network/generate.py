@@ -226,7 +226,7 @@ def get_network(name: str) -> NetworkInstance:
     >>> get_network("chain3").budget
     20
     """
-    if name not in NETWORK_CATALOGUE:
+    if not isinstance(name, str) or name not in NETWORK_CATALOGUE:
         raise InvalidInstanceError(f"unknown network instance {name!r}; available: {', '.join(NETWORK_CATALOGUE)}")
     family, kw = NETWORK_CATALOGUE[name]
     if family == "resnet":

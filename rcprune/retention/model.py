@@ -78,9 +78,12 @@ class RetentionInstance:
         H = X X^T / N of the calibration inputs (symmetric, positive semi-definite after damping).
     k : int, optional
         Kept weights per row (``scope="row"``, 0 <= k <= n) or in total (``scope="layer"``, 0 <= k <= m n).
-    sparsity : float, optional
-        Alternative to ``k``, in [0, 1): k = floor((1 - sparsity) * n) per row, or floor((1 - sparsity) * m n)
-        (the rule of every kind: :func:`rcprune.validation.kept_from_fraction`).
+    budget : int, optional
+        The same as ``k`` (the name every instance kind uses for its kept count).
+    density, sparsity : float, optional
+        Alternatives to ``k``: density in (0, 1], sparsity in [0, 1) (density = 1 - sparsity);
+        k = floor(density * n) per row, or floor(density * m n) in the layer (the rule of every kind:
+        :func:`rcprune.validation.kept_from_fraction`).
     scope : {"row", "layer"}
         Per-row budget (every row keeps exactly k) or a layer budget (k in total).
     damping : float
@@ -92,8 +95,9 @@ class RetentionInstance:
 
     kind = "retention"
 
-    def __init__(self, weights, hessian, k: int | None = None, *, sparsity: float | None = None,
-                 scope: str = "row", damping: float = 0.0, name: str = "retention"):
+    def __init__(self, weights, hessian, k: int | None = None, *, budget: int | None = None,
+                 density: float | None = None, sparsity: float | None = None, scope: str = "row",
+                 damping: float = 0.0, name: str = "retention"):
         w = check_matrix(weights, "weights")
         m, n = w.shape
         damping = _check_damping(damping)
@@ -101,10 +105,15 @@ class RetentionInstance:
         if scope not in SCOPES:
             raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
         size = n if scope == "row" else m * n
-        if (k is None) == (sparsity is None):
-            raise InvalidInstanceError("give exactly one of k or sparsity")
-        if sparsity is not None:
-            k = kept_from_fraction(size, sparsity=sparsity)
+        given = [key for key, v in (("k", k), ("budget", budget), ("density", density), ("sparsity", sparsity))
+                 if v is not None]
+        if len(given) != 1:
+            raise InvalidInstanceError("give exactly one of k (= budget), budget, density or sparsity; got "
+                                       + (", ".join(given) if given else "none"))
+        if budget is not None:
+            k = budget
+        if sparsity is not None or density is not None:
+            k = kept_from_fraction(size, density=density, sparsity=sparsity)
         k = check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
         w.setflags(write=False)
         h.setflags(write=False)
@@ -124,6 +133,11 @@ class RetentionInstance:
     @property
     def shape(self) -> tuple[int, int]:
         return self.m, self.n
+
+    @property
+    def budget(self) -> int:
+        """Kept weights per row (row scope) or in the layer (layer scope): ``k``."""
+        return self.k
 
     @property
     def total_kept(self) -> int:

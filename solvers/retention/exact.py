@@ -14,7 +14,7 @@ from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.model import RetentionInstance, RetentionSolution
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_fraction
 
 from rcprune.solvers.retention.greedy import greedy_mask
 
@@ -218,8 +218,7 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
         raise InvalidInstanceError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InvalidInstanceError(f"workers must be an integer >= 1, got {workers!r}")
-    if not (isinstance(proof_tolerance, (int, float)) and 0.0 <= proof_tolerance < 1.0):
-        raise InvalidInstanceError(f"proof_tolerance must be a number in [0, 1), got {proof_tolerance!r}")
+    proof_tolerance = check_fraction(proof_tolerance, "proof_tolerance", allow_zero=True, allow_one=False)
     if backend == "auto":
         backend = "enumeration" if instance.n <= MAX_ENUMERATION_N else "cpsat"
     if backend == "enumeration":
@@ -233,6 +232,8 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
         mask, bound, timed_out, info = _cpsat(instance, clock, seed, int(workers))
         info["backend"] = "cpsat"
         iterations = 1
+    if bound is None:  # stopped before any proof: E >= 0 still holds, H being positive semi-definite
+        bound = 0.0
     return make_result(instance, RetentionSolution(mask), method="retention-exact", runtime=clock.elapsed(),
                                  iterations=iterations, lower_bound=bound, timed_out=timed_out, seed=seed,
                                  info=info, proof_tolerance=float(proof_tolerance))

@@ -6,6 +6,7 @@ from hypothesis import given
 import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance, evaluate_retention, hessian_from_inputs, refit
 from rcprune.result import make_result
+from rcprune.validation import kept_from_fraction
 from rcprune.retention.model import magnitude_mask, refit_error
 
 from tests.retention.strategies import layers
@@ -29,8 +30,10 @@ def test_validation_messages():
         RetentionInstance(w, h, k=4)
     with pytest.raises(InvalidInstanceError, match="between 0 and 6"):
         RetentionInstance(w, h, k=7, scope="layer")
-    with pytest.raises(InvalidInstanceError, match="exactly one of k or sparsity"):
+    with pytest.raises(InvalidInstanceError, match="exactly one of k .* got none"):
         RetentionInstance(w, h)
+    with pytest.raises(InvalidInstanceError, match="got k, sparsity"):
+        RetentionInstance(w, h, k=1, sparsity=0.5)
     with pytest.raises(InvalidInstanceError, match="scope"):
         RetentionInstance(w, h, k=1, scope="column")
     with pytest.raises(InvalidInstanceError, match="damping"):
@@ -58,7 +61,12 @@ def test_sparsity_resolves_k():
     assert RetentionInstance(w, h, sparsity=0.9).k == 1
     assert RetentionInstance(w, h, sparsity=0.9, scope="layer").k == 4
     assert RetentionInstance(w, h, sparsity=0.0).total_kept == 40
-
+    # one rounding rule for every kind: floor(density * size), as for a matrix of the same size
+    for s in (0.05, 0.35, 0.66, 0.9, 0.999):
+        row, layer = RetentionInstance(w, h, sparsity=s), RetentionInstance(w, h, sparsity=s, scope="layer")
+        assert row.k == RetentionInstance(w, h, density=1 - s).k == kept_from_fraction(10, sparsity=s)
+        assert layer.budget == layer.k == (rcprune.Instance(np.ones((4, 10)), sparsity=s).budget if s < 0.99 else 0)
+    assert RetentionInstance(w, h, budget=3).k == 3
 
 @given(layers())
 def test_evaluation_matches_definition(layer):

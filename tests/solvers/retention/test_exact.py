@@ -116,3 +116,15 @@ def test_option_errors():
         rcprune.solve(inst, method="retention-exact", backend="enumeration")
     with pytest.raises(InvalidInstanceError, match="backend"):
         rcprune.solve(inst, method="retention-exact", backend="milp")
+
+
+def test_a_time_out_before_any_proof_still_reports_the_trivial_bound():
+    """E >= 0 for a positive semi-definite H, so a stopped exact solve always has a bound (0 at worst)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(18, 60))
+    layer = RetentionInstance(rng.laplace(size=(40, 18)), x @ x.T / 60, k=160, scope="layer")
+    res = rcprune.solve(layer, method="retention-exact", time_limit=1e-9)
+    assert res.status == "time_limit" and res.lower_bound == 0.0 and res.gap == 1.0
+    assert res.cost == rcprune.evaluate(layer, res.solution).cost
+    with pytest.raises(InvalidInstanceError, match="proof_tolerance"):
+        rcprune.solve(layer, method="retention-exact", proof_tolerance=True)
