@@ -131,3 +131,39 @@ def test_is_network_file_tells_network_files_from_others(tmp_path):
     junk.write_bytes(b"not a zip")
     assert is_network_file(net_path)
     assert not is_network_file(single) and not is_network_file(junk) and not is_network_file(tmp_path / "none.npz")
+
+
+def _change_metadata(path, change):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["metadata"]))
+    change(meta)
+    arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1", True])
+def test_wrong_format_versions_are_refused(tmp_path, version):
+    net = residual_network(0, budget=12)
+    p, q = tmp_path / "n.npz", tmp_path / "s.npz"
+    save_network(net, p)
+    save_network_solution(net, NetworkSolution.full(net), q)
+    for path, load in ((p, load_network), (q, load_network_solution)):
+        _change_metadata(path, lambda meta: meta.__setitem__("format", version))
+        with pytest.raises(InvalidInstanceError, match="format version"):
+            load(path)
+
+
+@pytest.mark.parametrize("size", ["2", 2.0, True, 0, -1, None])
+def test_a_group_size_that_is_not_a_positive_integer_is_named(tmp_path, size):
+    net = residual_network(0, budget=12)
+    p = tmp_path / "n.npz"
+    save_network(net, p)
+
+    def change(meta):
+        group = next(n for n in meta["graph"]["nodes"] if n.get("kind") == "group")
+        group["size"] = size
+
+    _change_metadata(p, change)
+    with pytest.raises(InvalidInstanceError, match="has size"):
+        load_network(p)
