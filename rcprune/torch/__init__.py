@@ -3,7 +3,7 @@
 ``extract`` traces the model (torch.fx) into a :class:`rcprune.NetworkInstance` and keeps the mapping back
 to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
 ``apply`` masks the model (parametrizations: reversible, bit for bit, until ``bake``); ``compact``
-returns a new, physically smaller model; ``finetune`` trains with the masks fixed; ``ls_refit`` refits the
+returns a new, physically smaller model; ``finetune`` trains with the masks fixed (optionally distilling from the dense model: ``teacher=``); ``ls_refit`` refits the
 kept weights by least squares on calibration data; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
@@ -12,11 +12,12 @@ keeping the weights whose removal changes each layer's output least (small-weigh
 from rcprune.torch.extract import Extraction, LayerMap, extract
 from rcprune.torch.masking import apply, bake, is_masked, restore
 from rcprune.torch.compact import CompactReport, compact
+from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.retention import RetentionReport, restore_original, retention_prune  # noqa: F401
 from rcprune.torch.pipeline import PruneReport, prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
-           "CompactReport", "finetune", "evaluate_accuracy", "ls_refit", "RefitReport",
+           "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
            "retention_prune", "RetentionReport", "prune", "PruneReport"]

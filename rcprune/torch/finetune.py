@@ -18,6 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from rcprune.torch.batches import check_loader, labelled_batch
+from rcprune.torch.distill import DistillationLoss
 from rcprune.validation import InvalidInstanceError, check_nonnegative
 
 __all__ = ["finetune", "evaluate_accuracy"]
@@ -41,6 +42,7 @@ def evaluate_accuracy(model: nn.Module, loader, device: str = "cpu") -> float:
 def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.optim.Optimizer | None = None,
              lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str | None = "cosine",
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
+             teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
              progress: bool = True, desc: str = "finetune") -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
@@ -59,6 +61,10 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     seed : int
         Seeds torch's global generator (dropout, default shuffling) and the loader's own generator, if
         it has one, before training: the same seed gives the same batches.
+    teacher, temperature, alpha
+        Distillation from ``teacher`` (e.g. the dense model; eval mode, never trained): the loss becomes
+        :class:`rcprune.torch.distill.DistillationLoss` with this temperature and weight instead of
+        cross-entropy. Not with ``loss_fn``.
 
     Returns
     -------
@@ -78,10 +84,16 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if schedule not in ("cosine", "step", None):
         raise InvalidInstanceError(f"schedule must be 'cosine', 'step' or None, got {schedule!r}")
+    if teacher is not None and loss_fn is not None:
+        raise InvalidInstanceError("give teacher= (distillation) or loss_fn=, not both")
+    distill = DistillationLoss(teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     torch.manual_seed(seed)
     if getattr(train_loader, "generator", None) is not None:   # the same shuffling order for every run
         train_loader.generator.manual_seed(seed)
     model.to(device)
+    if distill is not None:
+        distill.teacher.to(device)
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
                                     nesterov=momentum > 0)
@@ -92,7 +104,6 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps // 2, (3 * steps) // 4], 0.1)
     else:
         sched = None
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
     history = []
     for epoch in range(epochs):
         model.train()
@@ -103,7 +114,7 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
-            loss = loss_fn(out, y)
+            loss = distill(out, y, x) if distill is not None else loss_fn(out, y)
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * y.shape[0]
