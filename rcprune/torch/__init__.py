@@ -3,7 +3,8 @@
 ``extract`` traces the model (torch.fx) into a :class:`rcprune.NetworkInstance` and keeps the mapping back
 to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
 ``apply`` masks the model (parametrizations: reversible, bit for bit, until ``bake``); ``compact``
-returns a new, physically smaller model; ``finetune`` trains with the masks fixed (optionally distilling from the dense model: ``teacher=``); ``ls_refit`` refits the
+returns a new, physically smaller model; ``finetune`` trains with the masks fixed (optionally distilling from the dense model, ``teacher=``, and
+regenerating collapsed channels, ``regenerate=True``); ``ls_refit`` refits the
 kept weights by least squares on calibration data; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the

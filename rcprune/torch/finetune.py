@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from rcprune.torch.batches import check_loader, labelled_batch
 from rcprune.torch.distill import DistillationLoss
-from rcprune.validation import InvalidInstanceError, check_nonnegative
+from rcprune.torch.extract import extraction_of
+from rcprune.torch.regenerate import regenerate_channels
+from rcprune.validation import InvalidInstanceError, check_flag, check_nonnegative
 
 __all__ = ["finetune", "evaluate_accuracy"]
 
@@ -43,7 +45,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
              lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str | None = "cosine",
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
-             progress: bool = True, desc: str = "finetune") -> list[dict]:
+             regenerate: bool = False, extraction=None, progress: bool = True,
+             desc: str = "finetune") -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
     Parameters
@@ -65,11 +68,16 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         Distillation from ``teacher`` (e.g. the dense model; eval mode, never trained): the loss becomes
         :class:`rcprune.torch.distill.DistillationLoss` with this temperature and weight instead of
         cross-entropy. Not with ``loss_fn``.
+    regenerate : bool
+        After every epoch, re-initialize the live channels whose BatchNorm scale and gradient collapsed
+        (:func:`rcprune.torch.regenerate.regenerate_channels`; the model's extraction, or ``extraction``,
+        says which layers produce each BatchNorm's channels); ``regenerated`` in each epoch's record.
 
     Returns
     -------
     list of dict
-        ``epoch``, ``loss`` (mean over samples), ``accuracy`` (training, running), ``val_accuracy``, ``lr``.
+        ``epoch``, ``loss`` (mean over samples), ``accuracy`` (training, running), ``val_accuracy``, ``lr``,
+        and with ``regenerate`` the channels regenerated per BatchNorm (``regenerated``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -88,6 +96,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         raise InvalidInstanceError("give teacher= (distillation) or loss_fn=, not both")
     distill = DistillationLoss(teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    if check_flag(regenerate, "regenerate"):
+        extraction = extraction_of(model, extraction)
     torch.manual_seed(seed)
     if getattr(train_loader, "generator", None) is not None:   # the same shuffling order for every run
         train_loader.generator.manual_seed(seed)
@@ -125,7 +135,10 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         if sched is not None:
             sched.step()
         val = evaluate_accuracy(model, val_loader, device) if val_loader is not None else None
-        history.append({"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
-                        "val_accuracy": val, "lr": current_lr})
+        record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+                  "val_accuracy": val, "lr": current_lr}
+        if regenerate:
+            record["regenerated"] = regenerate_channels(model, extraction, seed=seed + epoch)
+        history.append(record)
     model.eval()
     return history
