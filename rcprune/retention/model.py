@@ -17,7 +17,7 @@ optimum may keep small weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -33,10 +33,6 @@ __all__ = [
 SCOPES = ("row", "layer")
 SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
 PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
-
-
-def _check_damping(damping) -> float:
-    return check_nonnegative(damping, "damping")
 
 
 def _damped(h: np.ndarray, damping: float) -> np.ndarray:
@@ -100,7 +96,7 @@ class RetentionInstance:
                  damping: float = 0.0, name: str = "retention"):
         w = check_matrix(weights, "weights")
         m, n = w.shape
-        damping = _check_damping(damping)
+        damping = check_nonnegative(damping, "damping")
         h = _check_hessian(hessian, n, damping)
         if scope not in SCOPES:
             raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -287,7 +283,7 @@ def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
     >>> hessian_from_inputs(iter([np.ones((2, 1)), np.zeros((2, 1))]), damping=0.5).tolist()
     [[0.75, 0.5], [0.5, 0.75]]
     """
-    damping = _check_damping(damping)
+    damping = check_nonnegative(damping, "damping")
     chunks: Iterable = [inputs] if isinstance(inputs, (np.ndarray, list, tuple)) or hasattr(inputs, "detach") else inputs
     if not hasattr(chunks, "__iter__"):
         raise InvalidInstanceError(f"inputs must be an (n, N) matrix or an iterable of them, got {type(inputs).__name__}")

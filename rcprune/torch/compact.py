@@ -41,7 +41,6 @@ from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.compact_forms import _CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear
-from rcprune.torch.compact_forms import select_channels  # noqa: F401  (its old home; re-exported)
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.latency import measure_latency
 

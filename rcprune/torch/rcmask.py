@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-__all__ = ["RCMask", "rc_mask", "register", "unregister", "original_tensor", "keep_mask"]
+__all__ = ["RCMask", "rc_mask", "register", "unregister", "original_tensor", "trainable_tensor", "keep_mask"]
 
 
 class RCMask(nn.Module):
@@ -94,6 +94,15 @@ def original_tensor(module: nn.Module, pname: str = "weight") -> torch.Tensor | 
     rc = rc_mask(module, pname)
     if rc is not None:
         return module.parametrizations[pname].original
+    return getattr(module, pname + "_orig", getattr(module, pname, None))
+
+
+def trainable_tensor(module: nn.Module, pname: str = "weight") -> torch.Tensor | None:
+    """The tensor that training (and a refit) writes: an :class:`RCMask`'s ``value``, ``<pname>_orig`` under a
+    ``torch.nn.utils.prune`` mask, else ``module.<pname>`` (None when absent)."""
+    rc = rc_mask(module, pname)
+    if rc is not None:
+        return rc.value
     return getattr(module, pname + "_orig", getattr(module, pname, None))
 
 

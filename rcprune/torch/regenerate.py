@@ -16,15 +16,10 @@ import torch
 import torch.nn as nn
 
 from rcprune.torch.extract import Extraction, extraction_of
-from rcprune.torch.rcmask import keep_mask, rc_mask
+from rcprune.torch.rcmask import keep_mask, trainable_tensor
 from rcprune.validation import check_real_option, check_seed
 
 __all__ = ["regenerate_channels"]
-
-
-def _trainable(module: nn.Module, pname: str) -> torch.Tensor:
-    rc = rc_mask(module, pname)
-    return rc.value if rc is not None else getattr(module, pname + "_orig", getattr(module, pname))
 
 
 def regenerate_channels(model: nn.Module, extraction: Extraction | None = None, *, threshold: float = 1e-3,
@@ -58,7 +53,7 @@ def regenerate_channels(model: nn.Module, extraction: Extraction | None = None, 
         live = keep.bool() if keep is not None else torch.ones_like(gamma, dtype=torch.bool)
         if not live.any():
             continue
-        scale = _trainable(bn, "weight")
+        scale = trainable_tensor(bn, "weight")
         grad = scale.grad.detach().abs() if scale.grad is not None else torch.zeros_like(gamma)
         small = gamma.abs() <= threshold * gamma[live].abs().max()
         still = grad <= threshold * grad[live].max()
@@ -70,10 +65,10 @@ def regenerate_channels(model: nn.Module, extraction: Extraction | None = None, 
         idx = collapsed.nonzero().flatten()
         with torch.no_grad():
             scale[idx] = float(others.median()) if others.numel() else 1.0
-            _trainable(bn, "bias")[idx] = 0.0
+            trainable_tensor(bn, "bias")[idx] = 0.0
             for layer in sorted(ext.nodes[node].support or ()):
                 conv = modules[ext.layers[layer].module]
-                w = _trainable(conv, "weight")
+                w = trainable_tensor(conv, "weight")
                 fresh = torch.randn((n, *w.shape[1:]), generator=g) * math.sqrt(2.0 / w[0].numel())
                 mask = keep_mask(conv, "weight")
                 if mask is not None:

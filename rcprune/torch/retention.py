@@ -8,6 +8,7 @@ then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune
 :func:`rcprune.torch.bake` work on it.
 
 >>> import torch
+>>> from rcprune.torch.rcmask import keep_mask
 >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
 >>> data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(0))]
 >>> rep = retention_prune(net, data, 0.5, method="retention-greedy")
@@ -31,7 +32,7 @@ from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction
 
 from rcprune.torch.batches import check_loader, input_tensor
 from rcprune.torch.masking import is_masked, restore
-from rcprune.torch.rcmask import keep_mask, register
+from rcprune.torch.rcmask import register
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
            "retention_layers"]

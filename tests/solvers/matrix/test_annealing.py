@@ -4,7 +4,6 @@ start and polish have their own test files (test_annealing_chain, _moves, _start
 import dataclasses
 import inspect
 import itertools
-import time
 
 import numpy as np
 import pytest
