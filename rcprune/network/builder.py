@@ -69,8 +69,9 @@ class NetworkBuilder:
         return name
 
     def layer(self, name: str, scores, inputs: str | Sequence[str], *, kernel: Sequence[int] | None = None,
-              spatial: Sequence[int] | None = None, protected: bool = False) -> str:
-        """Add a layer reading ``inputs`` (one group or a concatenation); returns its output group."""
+              spatial: Sequence[int] | None = None, protected: bool = False, positions: int | None = None) -> str:
+        """Add a layer reading ``inputs`` (one group or a concatenation); returns its output group.
+        ``positions``: output positions per sample (``H_out * W_out`` of a conv), for the MACs measure."""
         if name in self._parent or any(name == l[0] for l in self._layers):
             raise InvalidInstanceError(f"name {name!r} is already used")
         s = check_scores(scores, name=f"scores of layer {name!r}")
@@ -78,7 +79,8 @@ class NetworkBuilder:
         out = self._new_group(f"{name}:out", s.shape[0])
         if protected:
             self._protected.add(out)
-        attrs = {"kernel": list(kernel) if kernel else None, "spatial": list(spatial) if spatial else None}
+        attrs = {"kernel": list(kernel) if kernel else None, "spatial": list(spatial) if spatial else None,
+                 "positions": positions}
         self._layers.append((name, s, ins, out, attrs))
         return out
 

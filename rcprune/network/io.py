@@ -2,7 +2,8 @@
 
 An instance file holds ``scores`` (all layers' score matrices raveled and concatenated in layer order,
 float64) and ``metadata``, a JSON string with the graph (``networkx.node_link_data``, edges under
-``"links"``), the layer order, budgets, minimum density, weighting, name and user metadata. Shapes come
+``"links"``), the layer order, budgets, minimum density, weighting, the measure (format 2; a
+weights-measure instance is written as format 1, which has none), name and user metadata. Shapes come
 from the graph and are checked against the array. A solution file holds ``rows`` and ``cols`` (all
 layers' masks concatenated in layer order) and JSON metadata with the layer order and mask lengths.
 Files are written atomically and read with ``allow_pickle=False``; anything malformed raises
@@ -25,12 +26,15 @@ import networkx as nx
 import numpy as np
 
 from rcprune.files import atomic_write_bytes, npz_bytes, parse_metadata, read_npz
+from rcprune.network.measure import Measure
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.validation import InvalidInstanceError, check_format
 
 __all__ = ["save_network", "load_network", "save_network_solution", "load_network_solution", "is_network_file"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # version 2 added the measure; files of weights-measure instances are still written as 1
+FORMAT_VERSIONS = (1, 2)
+SOLUTION_FORMAT = 1
 KIND = "rcprune-network"
 
 
@@ -38,12 +42,15 @@ def save_network(instance: NetworkInstance, path) -> Path:
     """Save a network instance atomically as ``.npz`` (flat scores + JSON graph and settings)."""
     graph = nx.node_link_data(nx.DiGraph(instance.graph), edges="links")
     weighting = instance.weighting if isinstance(instance.weighting, str) else dict(instance.weighting)
+    counted = instance.measure.name == "weights" and instance.measure.is_count
     meta = {
-        "format": FORMAT_VERSION, "kind": KIND, "name": instance.name, "graph": graph,
+        "format": 1 if counted else FORMAT_VERSION, "kind": KIND, "name": instance.name, "graph": graph,
         "layer_order": list(instance.layer_names), "budget": instance.budget,
         "layer_budgets": dict(instance.layer_budgets) if instance.layer_budgets is not None else None,
         "min_density": instance.min_density, "weighting": weighting, "metadata": dict(instance.metadata),
     }
+    if not counted:
+        meta["measure"] = instance.measure.to_json()
     data = npz_bytes(scores=np.asarray(instance.flat_scores, np.float64), metadata=np.array(json.dumps(meta)))
     return atomic_write_bytes(path, data)
 
@@ -70,7 +77,8 @@ def load_network(path) -> NetworkInstance:
     meta = parse_metadata(arrays["metadata"], path, "network")
     if meta.get("kind") != KIND:
         raise _fail(path, f"not a network instance (kind {meta.get('kind')!r})")
-    check_format(meta, path, "network", FORMAT_VERSION)
+    if meta.get("format") not in FORMAT_VERSIONS or isinstance(meta.get("format"), bool):
+        check_format(meta, path, "network", FORMAT_VERSION)
     for key in ("graph", "layer_order", "name", "weighting"):
         if key not in meta:
             raise _fail(path, f"metadata lacks {key!r}")
@@ -111,9 +119,10 @@ def load_network(path) -> NetworkInstance:
     if pos != flat.shape[0]:
         raise _fail(path, f"the scores array has {flat.shape[0]} values but the layers' shapes need {pos}")
     try:
+        measure = Measure.from_json(meta["measure"]) if "measure" in meta else "weights"
         return NetworkInstance(graph, scores, budget=meta.get("budget"), layer_budgets=meta.get("layer_budgets"),
                                min_density=meta.get("min_density", 0.0), weighting=meta["weighting"],
-                               name=meta["name"], metadata=meta.get("metadata") or {})
+                               measure=measure, name=meta["name"], metadata=meta.get("metadata") or {})
     except InvalidInstanceError as exc:
         raise InvalidInstanceError(f"invalid network file {str(path)!r}: {exc}") from None
 
@@ -122,7 +131,7 @@ def save_network_solution(instance: NetworkInstance, solution: NetworkSolution, 
                           metadata: dict[str, Any] | None = None) -> Path:
     """Save a network solution's masks atomically (layer order and lengths in the JSON metadata)."""
     rows, cols = solution.to_flat(instance)
-    meta = {"format": FORMAT_VERSION, "kind": KIND + "-solution", "instance": instance.name,
+    meta = {"format": SOLUTION_FORMAT, "kind": KIND + "-solution", "instance": instance.name,
             "layers": [[li.name, li.rows, li.cols] for li in instance.layers], "metadata": metadata or {}}
     return atomic_write_bytes(path, npz_bytes(rows=rows, cols=cols, metadata=np.array(json.dumps(meta))))
 
@@ -134,7 +143,7 @@ def load_network_solution(path) -> tuple[NetworkSolution, dict[str, Any]]:
     layers = meta.get("layers")
     if meta.get("kind") != KIND + "-solution" or not isinstance(layers, list):
         raise _fail(path, "not a network solution file")
-    check_format(meta, path, "network solution", FORMAT_VERSION)
+    check_format(meta, path, "network solution", SOLUTION_FORMAT)
     rows, cols = arrays["rows"], arrays["cols"]
     try:
         if rows.ndim != 1 or cols.ndim != 1:

@@ -33,7 +33,7 @@ from rcprune.jit import jit
 __all__ = [
     "FlatNetwork", "flatten_network", "State", "Scratch", "new_state", "new_scratch", "move_capacity",
     "init_state", "move_delta", "apply_move", "clear_move",
-    "refresh_state",
+    "refresh_state", "layer_spend", "entries_within", "spend_limit",
 ]
 
 
@@ -65,7 +65,15 @@ class FlatNetwork(NamedTuple):
     totals: np.ndarray      # sum of scores per layer
     max_count: np.ndarray   # per-layer budget (the layer size where there is none)
     min_count: np.ndarray   # per-layer minimum
-    budget: np.ndarray      # (1,) global budget (total entries where there is none)
+    budget: np.ndarray      # (1,) float, the largest global spend allowed (the full spend where none)
+    coef: np.ndarray        # spend per kept entry of each layer (the measure's coefficients)
+    tab_rptr: np.ndarray    # (L+1,) CSR: row knots of each layer's spend table (empty: no table)
+    tab_rows: np.ndarray
+    tab_cptr: np.ndarray    # (L+1,) CSR: column knots
+    tab_cols: np.ndarray
+    tab_vptr: np.ndarray    # (L+1,) CSR: table values, row-major
+    tab_vals: np.ndarray
+    unit: np.ndarray        # average spend per entry of each layer (full spend / size), for proposals
 
 
 def flatten_network(instance) -> FlatNetwork:
@@ -109,7 +117,22 @@ def flatten_network(instance) -> FlatNetwork:
     prod_row = np.array([r for p in prods for r in p], np.int64)
     cons_layer = np.array([l for c in cons for l, _ in c], np.int64)
     cons_col0 = np.array([j for c in cons for _, j in c], np.int64)
-    budget = instance.budget if instance.budget is not None else instance.total_entries
+    measure = instance.measure
+    full = float(np.sum(instance.full_spend))
+    if instance.budget is None:
+        budget = full if measure.is_count else spend_limit(full)
+    else:
+        budget = instance.budget if measure.is_count else spend_limit(instance.budget)
+    coef = np.array([measure.coef.get(li.name, 0.0) for li in layers], np.float64)
+    tables = [measure.tables.get(li.name) for li in layers]
+    tab_rows = [t.rows if t is not None else np.zeros(0, np.int64) for t in tables]
+    tab_cols = [t.cols if t is not None else np.zeros(0, np.int64) for t in tables]
+    tab_vals = [t.values.ravel() if t is not None else np.zeros(0) for t in tables]
+    ptr = lambda parts: np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(np.int64)  # noqa: E731
+    cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
+    sizes = (m * n).astype(np.float64)
+    # floored, so a layer the measure does not count is worth infinitely much per spend, never 0 / 0
+    unit = np.maximum(np.asarray(instance.full_spend, np.float64) / np.maximum(sizes, 1.0), 1e-300)
     return FlatNetwork(
         scores=instance.flat_scores, score_off=instance.score_offsets.astype(np.int64), m=m, n=n, k=k,
         row_off=row_off, col_off=col_off, row_layer=row_layer, row_chan=row_chan, col_layer=col_layer,
@@ -117,7 +140,65 @@ def flatten_network(instance) -> FlatNetwork:
         group_off=group_off, prod_ptr=prod_ptr, prod_row=prod_row, cons_ptr=cons_ptr, cons_layer=cons_layer,
         cons_col0=cons_col0, weights=np.asarray(instance.weights, np.float64),
         totals=np.asarray(instance.totals, np.float64), max_count=instance.layer_budget_array(),
-        min_count=np.asarray(instance.min_counts, np.int64), budget=np.array([budget], np.int64))
+        min_count=np.asarray(instance.min_counts, np.int64), budget=np.array([budget], np.float64),
+        coef=coef, tab_rptr=ptr(tab_rows), tab_rows=cat(tab_rows, np.int64), tab_cptr=ptr(tab_cols),
+        tab_cols=cat(tab_cols, np.int64), tab_vptr=ptr(tab_vals), tab_vals=cat(tab_vals, np.float64), unit=unit)
+
+
+def spend_limit(budget: float) -> float:
+    """The largest spend accepted under a real-valued ``budget``: incremental sums of interpolated
+    times drift by rounding, so a relative slack of 1e-9 separates rounding from overspending."""
+    return float(budget) * (1.0 + 1e-9) + 1e-12
+
+
+@jit(nogil=True)
+def _knot_cell(knots, a, b, x):
+    """Index ``i`` in ``[a, b - 2]`` with ``knots[i] <= x <= knots[i + 1]`` (binary search; clamped)."""
+    lo = a
+    hi = b - 2
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if knots[mid] <= x:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@jit(nogil=True)
+def layer_spend(net, l, r, c):
+    """The measure's spend of layer ``l`` at ``r`` kept rows and ``c`` kept columns:
+    ``coef_l * r * c`` plus its table, interpolated bilinearly. O(log knots)."""
+    s = net.coef[l] * r * c
+    a, b = net.tab_rptr[l], net.tab_rptr[l + 1]
+    if b > a:
+        ca, cb = net.tab_cptr[l], net.tab_cptr[l + 1]
+        x = min(max(float(r), 0.0), float(net.tab_rows[b - 1]))
+        y = min(max(float(c), 0.0), float(net.tab_cols[cb - 1]))
+        i = _knot_cell(net.tab_rows, a, b, x)
+        j = _knot_cell(net.tab_cols, ca, cb, y)
+        r0, r1 = float(net.tab_rows[i]), float(net.tab_rows[i + 1])
+        c0, c1 = float(net.tab_cols[j]), float(net.tab_cols[j + 1])
+        nc = cb - ca
+        v0 = net.tab_vptr[l] + (i - a) * nc + (j - ca)
+        v00, v01 = net.tab_vals[v0], net.tab_vals[v0 + 1]
+        v10, v11 = net.tab_vals[v0 + nc], net.tab_vals[v0 + nc + 1]
+        s += (v00 * (r1 - x) * (c1 - y) + v10 * (x - r0) * (c1 - y) + v01 * (r1 - x) * (y - c0)
+              + v11 * (x - r0) * (y - c0)) / ((r1 - r0) * (c1 - c0))
+    return s
+
+
+@jit(nogil=True)
+def entries_within(net, l, slack):
+    """Kept entries of layer ``l`` that ``slack`` spend pays for at the layer's average spend per entry
+    (a proposal size, never a feasibility test), capped at the layer's size."""
+    size = net.m[l] * net.n[l]
+    if net.unit[l] <= 0.0:
+        return size
+    if slack <= 0.0:
+        return 0
+    x = slack / net.unit[l]
+    return size if x >= size else int(x)
 
 
 def move_capacity(net: FlatNetwork) -> int:
@@ -128,7 +209,8 @@ def move_capacity(net: FlatNetwork) -> int:
 
 
 class State(NamedTuple):
-    """Mutable search state (see the module docstring); ``count[0]`` is the total kept entries."""
+    """Mutable search state (see the module docstring); ``count[0]`` is the total kept entries and
+    ``spend[0]`` the measure's total spend."""
 
     rows: np.ndarray
     cols: np.ndarray
@@ -139,6 +221,7 @@ class State(NamedTuple):
     n_rows: np.ndarray
     n_cols: np.ndarray
     count: np.ndarray
+    spend: np.ndarray
 
 
 class Scratch(NamedTuple):
@@ -163,7 +246,7 @@ def new_state(net: FlatNetwork) -> State:
     return State(np.zeros(net.row_off[-1], bool), np.zeros(net.col_off[-1], bool),
                  np.zeros(net.chan_input.shape[0], np.int64), np.zeros(net.row_off[-1]),
                  np.zeros(net.col_off[-1]), np.zeros(n_layers), np.zeros(n_layers, np.int64),
-                 np.zeros(n_layers, np.int64), np.zeros(1, np.int64))
+                 np.zeros(n_layers, np.int64), np.zeros(1, np.int64), np.zeros(1))
 
 
 def new_scratch(net: FlatNetwork, max_rows: int = 64, max_cols: int | None = None) -> Scratch:
@@ -200,8 +283,9 @@ def init_state(net, st):
 
 @jit(nogil=True)
 def refresh_state(net, st):
-    """Recompute the restricted sums, kept sums and counts exactly from the masks (removes drift)."""
+    """Recompute the restricted sums, kept sums, counts and spend exactly from the masks (removes drift)."""
     total = 0
+    spend = 0.0
     for l in range(net.m.shape[0]):
         m, n, s0, r0, c0 = net.m[l], net.n[l], net.score_off[l], net.row_off[l], net.col_off[l]
         for j in range(n):
@@ -228,7 +312,9 @@ def refresh_state(net, st):
         st.n_rows[l] = r
         st.n_cols[l] = e
         total += r * e
+        spend += layer_spend(net, l, r, e)
     st.count[0] = total
+    st.spend[0] = spend
 
 
 # --- moves ---------------------------------------------------------------------------------------
@@ -259,7 +345,7 @@ def _add_col_change(net, st, sc, j):
 def move_delta(net, st, sc):
     """Exact change of the weighted cost of the move in ``sc.mv_rows[:sizes[0]]`` / ``sc.mv_cols[:sizes[1]]``.
 
-    Returns ``(delta_cost, new_total_count, feasible)``; feasible checks the global and per-layer budgets,
+    Returns ``(delta_cost, new_spend, feasible)``; feasible checks the global and per-layer budgets,
     the per-layer minima and fixed rows. Leaves the implied changes in ``sc`` for :func:`apply_move`;
     call :func:`clear_move` (or ``apply_move``) before the next move. Precondition: every added column's
     channel is alive after the move, and no row or column appears twice.
@@ -333,17 +419,19 @@ def move_delta(net, st, sc):
                 sc.dkept[l] += si * sj * net.scores[base + j]
     # cost and constraints
     delta = 0.0
-    count = st.count[0]
+    spend = st.spend[0]
     for u in range(sc.sizes[4]):
         l = sc.layers[u]
         delta -= net.weights[l] * sc.dkept[l]
-        new = (st.n_rows[l] + sc.drows[l]) * (st.n_cols[l] + sc.dcols[l])
-        count += new - st.n_rows[l] * st.n_cols[l]
+        r1 = st.n_rows[l] + sc.drows[l]
+        c1 = st.n_cols[l] + sc.dcols[l]
+        new = r1 * c1
+        spend += layer_spend(net, l, r1, c1) - layer_spend(net, l, st.n_rows[l], st.n_cols[l])
         if new > net.max_count[l] or new < net.min_count[l]:
             feasible = False
-    if count > net.budget[0]:
+    if spend > net.budget[0]:
         feasible = False
-    return delta, count, feasible
+    return delta, spend, feasible
 
 
 @jit(nogil=True)
@@ -364,7 +452,7 @@ def clear_move(sc):
 
 
 @jit(nogil=True)
-def apply_move(net, st, sc, new_count):
+def apply_move(net, st, sc, new_spend):
     """Apply the move last priced by :func:`move_delta` and clear the scratch. O(n_l) per row toggle,
     O(m_l) per column change."""
     for t in range(sc.sizes[0]):
@@ -402,7 +490,9 @@ def apply_move(net, st, sc, new_count):
     for u in range(sc.sizes[4]):
         l = sc.layers[u]
         st.kept[l] += sc.dkept[l]
+        before = st.n_rows[l] * st.n_cols[l]
         st.n_rows[l] += sc.drows[l]
         st.n_cols[l] += sc.dcols[l]
-    st.count[0] = new_count
+        st.count[0] += st.n_rows[l] * st.n_cols[l] - before
+    st.spend[0] = new_spend
     clear_move(sc)

@@ -35,7 +35,8 @@ import numpy as np
 
 from rcprune.matrix import kernels
 from rcprune.matrix.model import Solution
-from rcprune.network.kernels import flatten_network
+from rcprune.network.kernels import flatten_network, spend_limit
+from rcprune.network.measure import Measure, measure_for
 from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_fraction, check_mask,
                                 check_metadata, check_name, check_scores)
 
@@ -67,6 +68,7 @@ class LayerInfo:
     inputs: tuple[tuple[str, int], ...]
     kernel: tuple[int, ...] | None = None
     spatial: tuple[int, ...] | None = None
+    positions: int = 1
 
     @property
     def size(self) -> int:
@@ -166,8 +168,15 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
             if shape is not None and int(np.prod(shape)) != block:
                 raise InvalidInstanceError(f"layer {name!r}: {label} {list(shape)} has {int(np.prod(shape))} "
                                            f"positions but each input channel has {block} columns")
+        positions = d.get("positions", 1)
+        if positions is None:
+            positions = 1
+        if isinstance(positions, bool) or not isinstance(positions, numbers.Integral) or positions < 1:
+            raise InvalidInstanceError(f"layer {name!r}: positions (output positions per sample) must be a "
+                                       f"positive integer, got {positions!r}")
         infos.append(LayerInfo(name=name, index=index, rows=s.shape[0], cols=s.shape[1], block=block,
-                               in_channels=c_in, output=out, inputs=tuple(ins), kernel=kernel, spatial=spatial))
+                               in_channels=c_in, output=out, inputs=tuple(ins), kernel=kernel, spatial=spatial,
+                               positions=int(positions)))
         group_info[out]["producers"].append(name)
         for g, off in ins:
             group_info[g]["consumers"].append((name, off))
@@ -226,6 +235,31 @@ def _check_weighting(weighting, layer_names: list[str]):
     return out
 
 
+def _spend_budget(measure: Measure, full: float, budget, density, sparsity) -> float:
+    """A global budget in the measure's units: ``budget`` as given, or a fraction of the full spend."""
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not (0 < float(budget) < math.inf):
+            raise InvalidInstanceError(f"budget must be a positive number of {measure.unit}, got {budget!r}")
+        return float(budget)
+    if density is not None:
+        return check_fraction(density, "density", allow_zero=False, allow_one=True) * full
+    return (1.0 - check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)) * full
+
+
+def _min_spend(measure: Measure, li: LayerInfo, min_count: int, fixed: bool) -> float:
+    """The least spend of a shape ``r x c`` with ``r * c >= min_count`` (all rows when ``fixed``)."""
+    if min_count <= 0 and not fixed:
+        return 0.0
+    r = np.array([li.rows]) if fixed else np.arange(1, li.rows + 1)
+    c = np.maximum(1, -(-min_count // r))
+    r, c = r[c <= li.cols], c[c <= li.cols]
+    spend = measure.coef.get(li.name, 0.0) * r * c
+    table = measure.tables.get(li.name)
+    if table is not None:
+        spend = spend + table(r, c)
+    return float(spend.min()) if r.size else math.inf
+
+
 class NetworkInstance:
     """An immutable whole-network RC pruning instance.
 
@@ -245,6 +279,11 @@ class NetworkInstance:
         Per-layer maxima of kept entries (with or instead of the global budget).
     min_density : float
         Every layer keeps at least ``ceil(min_density * C_out * C_in * block)`` entries.
+    measure : "weights", "macs" or Measure
+        What the global budget counts (:mod:`rcprune.network.measure`): kept entries (default),
+        multiply-adds per sample (layer node attribute ``positions``), or a measured latency table. With
+        another measure than weights, ``budget`` is a number in its units and ``density`` / ``sparsity``
+        are fractions of the full spend; per-layer budgets and minima stay in kept entries.
     weighting : "none", "total", "mean" or mapping layer -> weight
         ``w_l`` in the objective ``sum_l w_l * pruned_cost_l``: 1; ``1 / total_l``; ``1 / mean_l``
         (``mean_l = total_l / size_l``); a layer whose scores are all zero gets weight 0.
@@ -262,8 +301,10 @@ class NetworkInstance:
 
     def __init__(self, graph: nx.DiGraph, scores: Mapping[str, Any], *, budget=None, density=None,
                  sparsity=None, layer_budgets: Mapping[str, int] | None = None, min_density: float = 0.0,
-                 weighting="none", name: str = "network", metadata: Mapping[str, Any] | None = None):
+                 weighting="none", measure="weights", name: str = "network",
+                 metadata: Mapping[str, Any] | None = None):
         infos, groups, matrices = _check_graph(graph, scores)
+        measure = measure_for(measure, infos)
         name = check_name(name)
         meta = check_metadata(metadata)
         names = [li.name for li in infos]
@@ -282,12 +323,15 @@ class NetworkInstance:
         if len(given) > 1:
             raise InvalidInstanceError(f"give at most one of budget, density or sparsity; got {', '.join(given)}")
         k_global = None
-        if given:
+        full_spend = np.array([measure.spend(li.name, li.rows, li.cols) for li in infos])
+        if given and measure.is_count:
             if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral)
                                        or not 1 <= budget <= total_entries):
                 raise InvalidInstanceError(f"budget must be an integer between 1 and the network's {total_entries} "
                                            f"entries, got {budget!r}")
             k_global, _ = check_budget(1, total_entries, budget, density=density, sparsity=sparsity)
+        elif given:
+            k_global = _spend_budget(measure, float(full_spend.sum()), budget, density, sparsity)
         lb = None
         if layer_budgets is not None:
             if not isinstance(layer_budgets, Mapping):
@@ -319,10 +363,16 @@ class NetworkInstance:
                     raise InvalidInstanceError(
                         f"layer budget {lb[li.name]} of {li.name!r} is below its minimum {mc} kept entries "
                         f"({'protected rows need a column each' if fixed[li.name] else 'min_density'})")
-        if k_global is not None and k_global < int(min_counts.sum()):
+        min_spend = np.array([_min_spend(measure, li, int(mc), fixed[li.name]) for li, mc in zip(infos, min_counts)])
+        if k_global is not None and measure.is_count and k_global < int(min_counts.sum()):
             raise InvalidInstanceError(
                 f"budget {k_global} is below the protected minimum {int(min_counts.sum())} kept entries "
                 "(protected rows need at least one column each; min_density needs its share of every layer)")
+        if k_global is not None and not measure.is_count and k_global < min_spend.sum() * (1 - 1e-12):
+            raise InvalidInstanceError(
+                f"budget {k_global:.6g} {measure.unit} is below the least the network can spend, "
+                f"{float(min_spend.sum()):.6g} {measure.unit} (protected rows need at least one column each; "
+                f"min_density needs its share of every layer); the best reachable budget is that minimum")
 
         totals = np.array([float(views[n].sum()) for n in names])
         if isinstance(weighting, str):
@@ -355,6 +405,11 @@ class NetworkInstance:
         d["_totals"] = totals
         d["_sizes"] = sizes
         d["_min_counts"] = min_counts
+        d["_measure"] = measure
+        full_spend.setflags(write=False)
+        min_spend.setflags(write=False)
+        d["_full_spend"] = full_spend
+        d["_min_spend"] = min_spend
         d["_name"] = name
         d["_metadata"] = MappingProxyType(meta)
 
@@ -419,9 +474,25 @@ class NetworkInstance:
 
     # --- objective and constraints ----------------------------------------------------------------
     @property
-    def budget(self) -> int | None:
-        """Global maximum of kept entries over all layers, or None."""
+    def budget(self) -> int | float | None:
+        """Global maximum of the measure's spend over all layers (kept entries, an int, for the
+        weights measure), or None."""
         return self._budget
+
+    @property
+    def measure(self) -> Measure:
+        """What the global budget counts (:mod:`rcprune.network.measure`)."""
+        return self._measure
+
+    @property
+    def full_spend(self) -> np.ndarray:
+        """Per layer, the measure's spend when everything is kept."""
+        return self._full_spend
+
+    @property
+    def min_spend(self) -> np.ndarray:
+        """Per layer, the least spend that meets its minimum count and fixed rows."""
+        return self._min_spend
 
     @property
     def layer_budgets(self) -> Mapping[str, int] | None:
@@ -470,10 +541,13 @@ class NetworkInstance:
         return float(self._weights @ self._totals)
 
     @property
-    def effective_budget(self) -> int:
-        """The global budget, or the sum of layer budgets when there is none."""
+    def effective_budget(self) -> int | float:
+        """The global budget, or, when there is none, the sum of layer budgets (weights measure) or the
+        full spend (other measures)."""
         if self._budget is not None:
             return self._budget
+        if not self._measure.is_count:
+            return float(self._full_spend.sum())
         return int(self.layer_budget_array().sum())
 
     @property
@@ -496,7 +570,7 @@ class NetworkInstance:
     def replace(self, **changes) -> "NetworkInstance":
         """A new instance with some fields changed; a budget keyword replaces the global budget."""
         kw: dict[str, Any] = {"layer_budgets": dict(self._layer_budgets) if self._layer_budgets else None,
-                              "min_density": self._min_density, "name": self._name,
+                              "min_density": self._min_density, "name": self._name, "measure": self._measure,
                               "metadata": dict(self._metadata),
                               "weighting": self._weighting if isinstance(self._weighting, str) else dict(self._weighting)}
         if not {"budget", "density", "sparsity"} & changes.keys():
@@ -520,6 +594,7 @@ class NetworkInstance:
         olb = dict(other._layer_budgets) if other._layer_budgets else None
         return (self._order == other._order and self._budget == other._budget and lb == olb
                 and self._min_density == other._min_density and np.array_equal(self._weights, other._weights)
+                and self._measure == other._measure
                 and self._name == other._name and dict(self._metadata) == dict(other._metadata)
                 and graphs_equal(self._graph, other._graph)
                 and np.array_equal(self._flat_scores, other._flat_scores))
@@ -662,6 +737,7 @@ class LayerEvaluation:
     forced_cols: int
     density: float
     size: int
+    spend: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -677,6 +753,8 @@ class NetworkEvaluation:
     violations: tuple[str, ...]
     layers: tuple[LayerEvaluation, ...]
     dead_channels: dict = field(default_factory=dict)
+    spend: float = 0.0
+    measure: str = "weights"
 
     def layer(self, name: str) -> LayerEvaluation:
         for le in self.layers:
@@ -695,7 +773,10 @@ class NetworkEvaluation:
 
     def summary(self) -> dict:
         """The facts a result summary shows beside the common fields."""
-        return {"density": self.density, "dead_channels": sum(len(v) for v in self.dead_channels.values())}
+        out = {"density": self.density, "dead_channels": sum(len(v) for v in self.dead_channels.values())}
+        if self.measure != "weights":
+            out |= {"measure": self.measure, "spend": self.spend}
+        return out
 
 
 def check_network_solution(instance: NetworkInstance, solution: NetworkSolution) -> None:
@@ -745,8 +826,9 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
     alive = alive_channels(instance, solution)
     layers, violations = [], []
     lb = instance.layer_budgets or {}
-    total_cost = total_pruned = 0.0
+    total_cost = total_pruned = total_spend = 0.0
     total_count = 0
+    measure = instance.measure
     for l, li in enumerate(instance.layers):
         s = solution[li.name]
         in_alive = _input_alive(li, alive)
@@ -756,9 +838,11 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
         cost = max(float(instance.totals[l]) - kept, 0.0)
         w = float(instance.weights[l])
         count = r * e
+        spend = measure.spend(li.name, r, e)
+        total_spend += spend
         layers.append(LayerEvaluation(name=li.name, cost=cost, weighted_cost=w * cost, weight=w, kept_sum=kept,
                                       kept_count=count, n_rows=r, n_cols=e, forced_cols=int((~in_alive).sum()),
-                                      density=count / li.size, size=li.size))
+                                      density=count / li.size, size=li.size, spend=spend))
         total_cost += w * cost
         total_pruned += cost
         total_count += count
@@ -768,10 +852,14 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
             violations.append(f"layer {li.name!r}: keeps {count} entries, below its minimum {int(instance.min_counts[l])}")
         if li.name in lb and count > lb[li.name]:
             violations.append(f"layer {li.name!r}: keeps {count} entries, above its budget {lb[li.name]}")
-    if instance.budget is not None and total_count > instance.budget:
+    if instance.budget is not None and measure.is_count and total_count > instance.budget:
         violations.append(f"total kept entries {total_count} exceed the budget {instance.budget}")
+    elif instance.budget is not None and not measure.is_count and total_spend > spend_limit(instance.budget):
+        violations.append(f"total {measure.name} {total_spend:.6g} {measure.unit} exceeds the budget "
+                          f"{instance.budget:.6g}")
     dead = {g: tuple(int(i) for i in np.flatnonzero(~a)) for g, a in alive.items() if not a.all()}
     return NetworkEvaluation(cost=total_cost, pruned_cost=total_pruned, kept_count=total_count,
                              budget=instance.budget, density=total_count / instance.total_entries,
                              feasible=not violations, violations=tuple(violations), layers=tuple(layers),
-                             dead_channels=dead)
+                             dead_channels=dead, spend=total_spend, measure=measure.name)
+

@@ -147,8 +147,8 @@ def _target_name(node: fx.Node) -> str:
 
 def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", protect: Sequence[str] = (),
             sparsity: float | None = None, density: float | None = None, budget: int | None = None,
-            weighting: Any = "none", min_density: float = 0.0, unsupported: str = "error",
-            name: str | None = None) -> Extraction:
+            weighting: Any = "none", min_density: float = 0.0, measure: Any = "weights",
+            unsupported: str = "error", name: str | None = None) -> Extraction:
     """Trace ``model`` and build its RC pruning instance.
 
     Parameters
@@ -167,6 +167,9 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         The global budget (default: sparsity 0.9). ``weighting`` and ``min_density`` go to the instance;
         the default weighting ``"none"`` (raw scores summed over layers) fine-tuned best of none / total /
         mean on the digits ResNet, and ``"mean"`` worst (``docs/report-card.md``).
+    measure : "weights", "macs" or Measure
+        What the budget counts (:class:`rcprune.NetworkInstance`); a latency measure is made for the
+        extraction (:func:`rcprune.torch.latency_table`), so derive it with ``instance.replace``.
     unsupported : "error" or "exclude"
         An op the adapter cannot follow on a pruned path (or a grouped conv): raise an error naming the node,
         or (``"exclude"``) warn, keep its input channels whole and treat its output as a new input.
@@ -278,12 +281,12 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
                 continue
             s = _score_matrix(scores, lname, original_tensor(mod))
             if isinstance(mod, nn.Conv2d):
-                out = b.layer(lname, s, src.group, kernel=tuple(mod.kernel_size))
                 positions, kind = int(np.prod(shape[2:])), "conv"
+                out = b.layer(lname, s, src.group, kernel=tuple(mod.kernel_size), positions=positions)
             else:
-                spatial = src.spatial if src.flat else (1,)
-                out = b.layer(lname, s, src.group, spatial=spatial)
                 positions, kind = 1, "linear"
+                spatial = src.spatial if src.flat else (1,)
+                out = b.layer(lname, s, src.group, spatial=spatial, positions=positions)
             if lname in pending_protect:
                 protected_raw.append(out)
             layers[lname] = LayerMap(lname, lname, kind, tuple(mod.weight.shape), mod.bias is not None, positions)
@@ -338,7 +341,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
     given = {k: v for k, v in (("budget", budget), ("density", density), ("sparsity", sparsity)) if v is not None}
     if not given:
         given = {"sparsity": 0.9}
-    instance = b.build(weighting=weighting, min_density=min_density,
+    instance = b.build(weighting=weighting, min_density=min_density, measure=measure,
                        metadata={"source": "rcprune.torch.extract", "model": type(model).__name__}, **given)
     root = {}
     for gi in instance.groups:

@@ -275,8 +275,9 @@ def _add_rows(net, st, sc, row_perm, pr, l, count, rng, tour):
 
 @jit(nogil=True)
 def _room(net, st, l):
-    """Entries layer ``l`` may grow by: the global slack, within its own budget."""
-    return min(net.budget[0] - st.count[0], net.max_count[l] - st.n_rows[l] * st.n_cols[l])
+    """Entries layer ``l`` may grow by: what the global slack pays for, within its own budget."""
+    return min(nk.entries_within(net, l, net.budget[0] - st.spend[0]),
+               net.max_count[l] - st.n_rows[l] * st.n_cols[l])
 
 
 @jit(nogil=True)
@@ -361,13 +362,16 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
         want = 1 + random_below(rng, 0, MAX_DROP)
         if drop_row:
             d = _drop_rows(net, st, sc, row_perm, pr, la, want, rng, tour)
-            freed = d * st.n_cols[la]
+            freed = nk.layer_spend(net, la, st.n_rows[la], st.n_cols[la]) - nk.layer_spend(
+                net, la, st.n_rows[la] - d, st.n_cols[la])
         else:
             d = _drop_cols(net, st, sc, col_perm, pc, la, want, rng, tour)
-            freed = d * st.n_rows[la]
+            freed = nk.layer_spend(net, la, st.n_rows[la], st.n_cols[la]) - nk.layer_spend(
+                net, la, st.n_rows[la], st.n_cols[la] - d)
         if d == 0:
             return -1
-        room = min(net.budget[0] - st.count[0] + freed, net.max_count[lb] - st.n_rows[lb] * st.n_cols[lb])
+        room = min(nk.entries_within(net, lb, net.budget[0] - st.spend[0] + freed),
+                   net.max_count[lb] - st.n_rows[lb] * st.n_cols[lb])
         unit = st.n_cols[lb] if add_row else st.n_rows[lb]
         n_add = room // unit if unit > 0 else 1
         got = _add_rows(net, st, sc, row_perm, pr, lb, n_add, rng, tour) if add_row else \
@@ -402,7 +406,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
 
 
 @jit(nogil=True)
-def _apply(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, count):
+def _apply(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, spend):
     """Update the permutations for the priced move, then apply it (which clears the scratch)."""
     for t in range(sc.sizes[0]):
         i = sc.mv_rows[t]
@@ -410,7 +414,7 @@ def _apply(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, count):
     for t in range(sc.sizes[2]):
         j = sc.chg_cols[t]
         _perm_toggle(col_perm, col_pos, net.col_off, pc, net.col_layer[j], j, st.cols[j])
-    nk.apply_move(net, st, sc, count)
+    nk.apply_move(net, st, sc, spend)
 
 
 @jit(nogil=True)
@@ -427,7 +431,7 @@ def _calibrate(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, r
         if kind < 0:
             nk.clear_move(sc)
             continue
-        delta, count, feasible = nk.move_delta(net, st, sc)
+        delta, spend, feasible = nk.move_delta(net, st, sc)
         nk.clear_move(sc)
         if feasible and delta > 0:
             out[k] = delta
@@ -451,7 +455,7 @@ def _chunk(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, free_rows,
         if kind < 0:
             nk.clear_move(sc)
             continue
-        delta, count, feasible = nk.move_delta(net, st, sc)
+        delta, spend, feasible = nk.move_delta(net, st, sc)
         if not feasible or (delta > 0 and random_uniform(rng, 0) >= math.exp(-delta / temp)):
             nk.clear_move(sc)
             continue
@@ -459,7 +463,7 @@ def _chunk(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, free_rows,
             best_rows[:] = st.rows
             best_cols[:] = st.cols
             flags[0] = 0
-        _apply(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, count)
+        _apply(net, st, sc, row_perm, row_pos, pr, col_perm, col_pos, pc, spend)
         costs[0] += delta
         stats[kind] += 1
         stats[5] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from rcprune.jit import jit
+from rcprune.network import kernels as nk
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.validation import InvalidInstanceError, check_int_option
@@ -38,7 +39,7 @@ def channel_order(instance: NetworkInstance) -> tuple[np.ndarray, np.ndarray]:
     """
     f = instance.flat
     w = f.weights[f.row_layer] * _row_sums(instance)
-    entries = f.n[f.row_layer].astype(np.float64)
+    entries = f.n[f.row_layer] * f.unit[f.row_layer]  # a row's average spend at full width
     n_chan = f.chan_input.shape[0]
     owner = np.repeat(np.arange(n_chan), np.diff(f.prod_ptr))
     value = np.bincount(owner, weights=w[f.prod_row], minlength=n_chan)
@@ -74,27 +75,29 @@ def _add_channel_rows(net, order, start, stop, rows, col_sums, n_rows, live):
 
 @jit(nogil=True)
 def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
-    """Take live columns by decreasing ``w_l * col_sums[j] / n_rows[l]`` while the global and per-layer
-    budgets allow, after each layer's minimum (its best columns first). With ``keep_existing`` the
-    kept ``cols`` stay and only additions are made. Returns ``(weighted kept sum, count, feasible)``.
-    O(N log N) for N columns."""
+    """Take live columns by decreasing ``w_l * col_sums[j] / (n_rows[l] * unit_l)`` (worth per spend)
+    while the global and per-layer budgets allow, after each layer's minimum (its best columns first).
+    With ``keep_existing`` the kept ``cols`` stay and only additions are made. Returns
+    ``(weighted kept sum, spend, feasible)``. O(N log N) for N columns."""
     n_layers = net.m.shape[0]
     n_total = cols.shape[0]
     cand = np.empty(n_total, np.int64)
     keys = np.empty(n_total)
     count_l = np.zeros(n_layers, np.int64)
+    n_cols = np.zeros(n_layers, np.int64)
     kept = 0.0
     nc = 0
     for j in range(n_total):
         l = net.col_layer[j]
         if keep_existing and cols[j]:
             count_l[l] += n_rows[l]
+            n_cols[l] += 1
             kept += net.weights[l] * col_sums[j]
             continue
         cols[j] = False
         if n_rows[l] > 0 and live[net.col_chan[j]]:
             cand[nc] = j
-            keys[nc] = -(net.weights[l] * col_sums[j] / n_rows[l])
+            keys[nc] = -(net.weights[l] * col_sums[j] / (n_rows[l] * net.unit[l]))
             nc += 1
     order = np.argsort(keys[:nc], kind="mergesort")
     feasible = True
@@ -113,13 +116,14 @@ def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
                 cols[j] = True
                 need[l] -= 1
                 count_l[l] += n_rows[l]
+                n_cols[l] += 1
                 kept += net.weights[l] * col_sums[j]
         for l in range(n_layers):
             if need[l] > 0 or count_l[l] > net.max_count[l]:
                 feasible = False
-    total = 0
+    total = 0.0
     for l in range(n_layers):
-        total += count_l[l]
+        total += nk.layer_spend(net, l, n_rows[l], n_cols[l])
     if total > net.budget[0]:
         feasible = False
     for t in range(nc):
@@ -128,18 +132,21 @@ def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
             continue
         l = net.col_layer[j]
         r = n_rows[l]
-        if total + r <= net.budget[0] and count_l[l] + r <= net.max_count[l]:
+        more = nk.layer_spend(net, l, r, n_cols[l] + 1) - nk.layer_spend(net, l, r, n_cols[l])
+        if total + more <= net.budget[0] and count_l[l] + r <= net.max_count[l]:
             cols[j] = True
-            total += r
+            total += more
             count_l[l] += r
+            n_cols[l] += 1
             kept += net.weights[l] * col_sums[j]
     return kept, total, feasible
 
 
 @jit(nogil=True)
-def fill_rows(net, rows, cols, n_rows, col_sums, live, count):
-    """Spend leftover budget on pruned rows by decreasing ``w_l * (row sum over kept columns) / e_l``;
-    updates ``rows``, ``n_rows``, ``col_sums`` and ``live``. Returns the new count. O(total entries)."""
+def fill_rows(net, rows, cols, n_rows, col_sums, live, spend):
+    """Spend leftover budget on pruned rows by decreasing ``w_l * (row sum over kept columns) /
+    (e_l * unit_l)``; updates ``rows``, ``n_rows``, ``col_sums`` and ``live``. Returns the new spend.
+    O(total entries)."""
     n_layers = net.m.shape[0]
     n_cols = np.zeros(n_layers, np.int64)
     for j in range(cols.shape[0]):
@@ -161,7 +168,7 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, count):
             if cols[c0 + j]:
                 s += net.scores[base + j]
         cand[nc] = i
-        keys[nc] = -(net.weights[l] * s / n_cols[l])
+        keys[nc] = -(net.weights[l] * s / (n_cols[l] * net.unit[l]))
         nc += 1
     order = np.argsort(keys[:nc], kind="mergesort")
     count_l = n_rows * n_cols
@@ -169,10 +176,11 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, count):
         i = cand[order[t]]
         l = net.row_layer[i]
         e = n_cols[l]
-        if keys[order[t]] < 0.0 and count + e <= net.budget[0] and count_l[l] + e <= net.max_count[l]:
+        more = nk.layer_spend(net, l, n_rows[l] + 1, e) - nk.layer_spend(net, l, n_rows[l], e)
+        if keys[order[t]] < 0.0 and spend + more <= net.budget[0] and count_l[l] + e <= net.max_count[l]:
             rows[i] = True
             n_rows[l] += 1
-            count += e
+            spend += more
             count_l[l] += e
             live[net.row_chan[i]] = True
             n = net.n[l]
@@ -180,7 +188,7 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, count):
             c0 = net.col_off[l]
             for j in range(n):
                 col_sums[c0 + j] += net.scores[base + j]
-    return count
+    return spend
 
 
 class _Sweep:
@@ -314,9 +322,9 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     f = instance.flat
     rows, n_rows, col_sums, live = (a.copy() for a in sweep.state_at(best))
     cols = np.zeros(f.col_off[-1], bool)
-    _, count, _ = fill_columns(f, n_rows, col_sums, live, cols, False)
+    _, spend, _ = fill_columns(f, n_rows, col_sums, live, cols, False)
     if fill:
-        count = fill_rows(f, rows, cols, n_rows, col_sums, live, count)
+        spend = fill_rows(f, rows, cols, n_rows, col_sums, live, spend)
         fill_columns(f, n_rows, col_sums, live, cols, True)
     solution = NetworkSolution.from_flat(instance, rows, cols)
     info = {"kept_channels": int(best), "rankable_channels": int(n),
