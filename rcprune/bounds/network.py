@@ -16,6 +16,9 @@ optimum grows to a maximal shape: OPT_l(k) >= total_l - max_r U_l[r, min(n, k //
 are made non-increasing by a running maximum from the right (OPT_l(k_t) >= OPT_l(k_t') >= L_l(k_t') for
 t' > t), and for k in (k_{t-1}, k_t] OPT_l(k) >= L_l(k_t).
 So a layer choosing the interval t uses at least k_{t-1} + 1 entries (k_0 = 0 uses none, bound total_l).
+Measures. Under a spend budget ``sum_l f_l(r_l, c_l) <= B`` (:mod:`rcprune.network.measure`), a layer
+keeping at least k entries spends at least ``g_l(k) = min { f_l(r, ceil(k / r)) }`` over its row counts
+(the spend grows with the columns), so each interval is charged ``g_l(k_{t-1} + 1)`` against ``B``.
 Allocation. The minimum over one interval per layer with sum of (k_{t-1} + 1) <= K is a multiple-choice
 knapsack; for every lambda >= 0 its Lagrangian relaxation
     sum_l min_t [w_l L_l(t) + lambda (k_{t-1} + 1)] - lambda K
@@ -140,7 +143,12 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
         curves[name] = (grid, low)
         used = np.concatenate(([0], grid[:-1] + 1))  # least count in each interval (k_{t-1}, k_t]
         ok = used <= caps[l]
-        options.append((used[ok].astype(np.float64), weights[l] * low[ok]))
+        if instance.measure.is_count:
+            spend = used[ok].astype(np.float64)
+        else:  # the least spend of any shape keeping that many entries
+            li = instance.layer(name)
+            spend = instance.measure.least_spend(name, li.rows, li.cols, used[ok], instance.fixed_rows(name))
+        options.append((spend, weights[l] * low[ok]))
 
     def dual(lam: float):
         value, picks = -lam * budget, []
@@ -150,7 +158,8 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
             value += low[t] + lam * used[t]
         return value, picks
 
-    hi = max((float(low.max()) for _, low in options), default=0.0) + 1.0
+    step = min((float(u[u > 0].min()) for u, _ in options if np.any(u > 0)), default=1.0)
+    hi = (max((float(low.max()) for _, low in options), default=0.0) + 1.0) / min(step, 1.0)
     a, b = 0.0, hi
     best_val, best_lam = dual(0.0)[0], 0.0
     g = (math.sqrt(5) - 1) / 2
@@ -169,7 +178,9 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
     per_layer = []
     for l, name in enumerate(names):
         used, low = options[l]
-        per_layer.append({"layer": name, "weight": float(weights[l]), "allocated": int(used[picks[l]]),
+        spent = used[picks[l]]
+        per_layer.append({"layer": name, "weight": float(weights[l]),
+                          "allocated": int(spent) if instance.measure.is_count else float(spent),
                           "lower_bound": float(low[picks[l]])})
     proof = (f"network bound: dropping the channel coupling and the minimum counts leaves independent layers "
              f"under the global budget {budget}; per-layer non-increasing bound curves (about {points} budgets "

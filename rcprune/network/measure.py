@@ -175,6 +175,23 @@ class Measure:
         t = self.tables.get(layer)
         return s + (float(t(r, c)) if t is not None else 0.0)
 
+    def least_spend(self, layer: str, rows: int, cols: int, counts, fixed: bool = False) -> np.ndarray:
+        """Per count ``k``, the least spend of a kept shape ``r x c`` of the ``rows x cols`` layer with
+        ``r * c >= k`` (``r = rows`` when ``fixed``); ``inf`` where none exists. Since the spend grows
+        with ``c``, the least shape per ``r`` has ``c = ceil(k / r)``. O(rows * len(counts))."""
+        k = np.asarray(counts, dtype=np.int64)
+        best = np.where(k <= 0, 0.0, np.inf)
+        if not np.any(k > 0):
+            return best
+        coef = self.coef.get(layer, 0.0)
+        table = self.tables.get(layer)
+        for r in ([rows] if fixed else range(1, rows + 1)):
+            c = np.maximum(-(-k // r), 1 if fixed else 0)
+            ok = c <= cols
+            spend = coef * r * c + (table(r, np.minimum(c, cols)) if table is not None else 0.0)
+            best = np.where(ok & (spend < best), spend, best)
+        return best
+
     def check_layers(self, shapes: Mapping[str, tuple[int, int]]) -> None:
         """Raise unless every named layer exists and every table covers its layer's ``rows x cols``."""
         unknown = sorted((set(self.coef) | set(self.tables)) - set(shapes))

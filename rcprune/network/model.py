@@ -246,20 +246,6 @@ def _spend_budget(measure: Measure, full: float, budget, density, sparsity) -> f
     return (1.0 - check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)) * full
 
 
-def _min_spend(measure: Measure, li: LayerInfo, min_count: int, fixed: bool) -> float:
-    """The least spend of a shape ``r x c`` with ``r * c >= min_count`` (all rows when ``fixed``)."""
-    if min_count <= 0 and not fixed:
-        return 0.0
-    r = np.array([li.rows]) if fixed else np.arange(1, li.rows + 1)
-    c = np.maximum(1, -(-min_count // r))
-    r, c = r[c <= li.cols], c[c <= li.cols]
-    spend = measure.coef.get(li.name, 0.0) * r * c
-    table = measure.tables.get(li.name)
-    if table is not None:
-        spend = spend + table(r, c)
-    return float(spend.min()) if r.size else math.inf
-
-
 class NetworkInstance:
     """An immutable whole-network RC pruning instance.
 
@@ -363,7 +349,8 @@ class NetworkInstance:
                     raise InvalidInstanceError(
                         f"layer budget {lb[li.name]} of {li.name!r} is below its minimum {mc} kept entries "
                         f"({'protected rows need a column each' if fixed[li.name] else 'min_density'})")
-        min_spend = np.array([_min_spend(measure, li, int(mc), fixed[li.name]) for li, mc in zip(infos, min_counts)])
+        min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], fixed[li.name])[0]
+                              for li, mc in zip(infos, min_counts)])
         if k_global is not None and measure.is_count and k_global < int(min_counts.sum()):
             raise InvalidInstanceError(
                 f"budget {k_global} is below the protected minimum {int(min_counts.sum())} kept entries "

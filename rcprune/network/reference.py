@@ -35,7 +35,8 @@ def init_state_reference(instance, rows: np.ndarray, cols: np.ndarray) -> dict:
 def move_delta_reference(instance, rows: np.ndarray, cols: np.ndarray, mv_rows, mv_cols):
     """The move by the definition: toggle the rows, clear the kept columns of channels that died,
     toggle the explicit columns; evaluate before and after with :func:`rcprune.evaluate_network`.
-    Returns ``(delta_cost, new_total_count, feasible_after, new_rows, new_cols)``."""
+    Returns ``(delta_cost, new_spend, feasible_after, new_rows, new_cols)`` (the spend is the kept count
+    under the weights measure)."""
     before = NetworkSolution.from_flat(instance, rows, cols)
     f = instance.flat
     r2 = rows.copy()
@@ -51,4 +52,4 @@ def move_delta_reference(instance, rows: np.ndarray, cols: np.ndarray, mv_rows, 
     c2[explicit] ^= True
     e0 = evaluate_network(instance, before)
     e1 = evaluate_network(instance, NetworkSolution.from_flat(instance, r2, c2))
-    return e1.cost - e0.cost, e1.kept_count, e1.feasible, r2, c2
+    return e1.cost - e0.cost, e1.spend, e1.feasible, r2, c2

@@ -15,10 +15,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rcprune.jit import jit
+from rcprune.network import kernels as nk
 from rcprune.network.model import NetworkInstance, NetworkSolution, evaluate_network
 from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers import check_options, solver
+from rcprune.solvers.network.greedy import fill_columns, fill_rows
+from rcprune.solvers.network.shape_options import allocate_shapes
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 ALLOCATIONS = ("uniform", "proportional", "marginal")
@@ -167,8 +170,9 @@ def _water_fill(share: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) 
 
 
 def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budget: int, method: str, seed: int,
-                 time_limit: float | None, options: dict):
-    """Rows and columns (full length) of layer ``l`` under ``budget``, columns among ``live_cols``."""
+                 time_limit: float | None, options: dict, shape: tuple[int, int] | None = None):
+    """Rows and columns (full length) of layer ``l`` under ``budget`` kept entries, or at most the
+    kept ``shape`` (rows, columns: a measure's spend grows with both), columns among ``live_cols``."""
     li = instance.layers[l]
     s = instance.scores[li.name]
     rows = np.zeros(li.rows, bool)
@@ -180,12 +184,14 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
     sub = s[:, idx]
     if instance.fixed_rows(li.name):  # all rows stay: the best columns are the top column sums
         rows[:] = True
-        c = min(idx.size, budget // li.rows)
+        c = min(idx.size, budget // li.rows if shape is None else shape[1])
         cols[idx[np.argsort(-sub.sum(axis=0), kind="stable")[:c]]] = True
         return rows, cols
-    budget = min(budget, sub.size)
-    res = solver("matrix", method)(Instance(sub, budget=budget, name=f"{instance.name}/{li.name}"), seed=seed,
-                                   time_limit=time_limit, **options)
+    if shape is None:
+        sub_instance = Instance(sub, budget=min(budget, sub.size), name=f"{instance.name}/{li.name}")
+    else:
+        sub_instance = Instance(sub, shape=(shape[0], min(shape[1], idx.size)), name=f"{instance.name}/{li.name}")
+    res = solver("matrix", method)(sub_instance, seed=seed, time_limit=time_limit, **options)
     rows[:] = res.solution.rows
     cols[idx[res.solution.cols]] = True
     return rows, cols
@@ -222,7 +228,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     Returns
     -------
     SolveResult
-        ``info``: ``allocation``, ``budgets`` (per layer), ``pass_costs``.
+        ``info``: ``allocation``, ``budgets`` (per layer kept entries), ``pass_costs``.
 
     Notes
     -----
@@ -230,6 +236,9 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     concave envelopes of the curves (the classic separable concave allocation), not for the true curves.
     Each layer's budget is an upper bound on its kept count, so the global budget holds; a channel that
     dies after its consumers were solved wastes their columns (the evaluation counts what is kept).
+    Under another measure than weights (:mod:`rcprune.network.measure`), the allocation is one kept
+    shape per layer (:func:`rcprune.solvers.network.shape_options.allocate_shapes`) and each layer is
+    solved at most at that shape, so the global spend holds by the measure's monotonicity.
 
     >>> from rcprune.solvers.network.allocation import network_allocation  # the cached, canonical module
     >>> from rcprune.network.generate import chain_network
@@ -246,7 +255,14 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
         raise InvalidInstanceError(f"layer_options must be a dict of options of {layer_method!r}, got {layer_options!r}")
     options = dict(layer_options or {})
     check_options(solver("matrix", layer_method), layer_method, options)
-    budgets = allocate(instance, allocation, points)
+    if allocation not in ALLOCATIONS:
+        raise InvalidInstanceError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    counted = instance.measure.is_count
+    if counted:
+        budgets = allocate(instance, allocation, points)
+    else:
+        shape_rows, shape_cols = allocate_shapes(instance, allocation, points)
+        budgets = shape_rows * shape_cols
     layers = instance.layers
     best, best_key, costs = None, None, []
     previous = None
@@ -274,10 +290,12 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
             live_cols = np.repeat(np.concatenate(live), li.block)
             remaining = len(layers) * passes - (len(costs) * len(layers) + l)
             share = None if time_limit is None else max(clock.remaining(), 0.01) / max(remaining, 1)
-            masks[li.name] = _solve_layer(instance, l, live_cols, int(budgets[l]), layer_method, seed, share, options)
+            shape = None if counted else (int(shape_rows[l]), int(shape_cols[l]))
+            masks[li.name] = _solve_layer(instance, l, live_cols, int(budgets[l]), layer_method, seed, share, options,
+                                          shape)
             solved.add(li.name)
             bar.update(1)
-        sol = NetworkSolution(masks)
+        sol = _fill(instance, NetworkSolution(masks))
         ev = evaluate_network(instance, sol)
         costs.append(ev.cost)
         key = (not ev.feasible, ev.cost)
@@ -292,6 +310,22 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     return make_result(instance, best, method="network-allocation", runtime=clock.elapsed(),
                                iterations=len(costs), seed=seed, info=info,
                                timed_out=time_limit is not None and clock.expired())
+
+
+def _fill(instance: NetworkInstance, sol: NetworkSolution) -> NetworkSolution:
+    """Spend what the layer solves left of the global budget (channels that died after their
+    consumers were solved free some): rows, then columns, as :func:`network_greedy` fills."""
+    f = instance.flat
+    st = nk.new_state(f)
+    st.rows[:], st.cols[:] = sol.to_flat(instance)
+    nk.init_state(f, st)
+    if st.spend[0] > f.budget[0]:
+        return sol
+    rows, cols, n_rows, col_sums = st.rows.copy(), st.cols.copy(), st.n_rows.copy(), st.col_sums.copy()
+    live = (st.alive > 0) | f.chan_input
+    fill_rows(f, rows, cols, n_rows, col_sums, live, st.spend[0])
+    fill_columns(f, n_rows, col_sums, live, cols, True)
+    return NetworkSolution.from_flat(instance, rows, cols)
 
 
 def _alive(instance: NetworkInstance, sol: NetworkSolution, group: str) -> np.ndarray:

@@ -32,6 +32,19 @@ def _scale(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return q.astype(np.int64), scale, float(np.max(np.abs(values - q / scale), initial=0.0))
 
 
+def _integer_coefficients(instance: NetworkInstance) -> list[int]:
+    """The measure's per-entry spends as integers (weights, MACs); a table or a fractional coefficient
+    has no exact linear model, which is refused rather than rounded."""
+    m = instance.measure
+    coef = [m.coef.get(n, 0.0) for n in instance.layer_names]
+    if m.tables or any(c != int(c) for c in coef):
+        raise InvalidInstanceError(
+            f"network-cpsat models measures that count integer units per kept entry (weights, macs); measure "
+            f"{m.name!r} has {'spend tables' if m.tables else 'fractional coefficients'}: use network-annealing, "
+            "network-greedy or network-allocation")
+    return [int(c) for c in coef]
+
+
 def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
                   workers: int = 1, hint: bool = True, max_entries: int = MAX_ENTRIES) -> SolveResult:
     """Solve a small network exactly with CP-SAT.
@@ -61,8 +74,10 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
     -----
     Constraints: ``e <= x``, ``e <= z``, ``e >= x + z - 1`` per entry; ``z <= a`` for a column of a
     non-input channel; ``a <= sum of its producer rows``; protected rows ``x = 1``; per layer
-    ``min_l <= sum e <= budget_l``; ``sum of all e <= K``. Objective: maximize ``sum q e`` with
-    ``q = round(w S * scale)``; the bound is ``weighted total - bound / scale - K * err``.
+    ``min_l <= sum e <= budget_l``; ``sum_l a_l sum e <= K`` with the measure's integer spend per entry
+    ``a_l`` (1 for weights, output positions for MACs; a latency table is refused). Objective: maximize
+    ``sum q e`` with ``q = round(w S * scale)``; the bound is ``weighted total - bound / scale - N * err``
+    with ``N`` the most entries a solution keeps (``K`` for weights, all entries otherwise).
     The model has one Boolean per entry: exponential time in the worst case, for validation only.
 
     >>> from rcprune.solvers.network.cpsat import network_cpsat  # the canonical module
@@ -79,6 +94,7 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
     if instance.total_entries > max_entries:
         raise InvalidInstanceError(f"network-cpsat is for small networks: {instance.total_entries} entries > "
                                    f"max_entries={max_entries} (one Boolean per entry)")
+    per_entry = _integer_coefficients(instance)
     f = instance.flat
     weighted = np.concatenate([instance.weights[l] * instance.scores[n].ravel()
                                for l, n in enumerate(instance.layer_names)])
@@ -124,7 +140,7 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
             model.Add(count >= int(instance.min_counts[l]))
         counts.append(count)
     if instance.budget is not None:
-        model.Add(sum(counts) <= int(instance.budget))
+        model.Add(sum(a * count for a, count in zip(per_entry, counts)) <= math.floor(instance.budget + 1e-9))
     model.Maximize(sum(objective))
 
     greedy = None
@@ -152,7 +168,8 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
     if found or code == cp_model.UNKNOWN:
         bound = solver.BestObjectiveBound()
         if math.isfinite(bound):
-            lower_bound = instance.weighted_total - bound / scale - instance.effective_budget * err
+            kept_max = instance.effective_budget if instance.measure.is_count else instance.total_entries
+            lower_bound = instance.weighted_total - bound / scale - kept_max * err
     if found:
         rows = np.array([solver.BooleanValue(v) for v in x], bool)
         cols = np.array([solver.BooleanValue(v) for v in z], bool)

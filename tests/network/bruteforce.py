@@ -145,3 +145,35 @@ def full_enumeration(net):
             if feasible and cost < best:
                 best = cost
     return best
+
+
+def bilinear(rows, cols, values, r, c):
+    """A spend table at ``(r, c)``, interpolated from the definition (independent of rcprune's code)."""
+    i = max(t for t in range(len(rows) - 1) if rows[t] <= r)
+    j = max(t for t in range(len(cols) - 1) if cols[t] <= c)
+    (r0, r1), (c0, c1) = rows[i:i + 2], cols[j:j + 2]
+    v = values
+    return ((v[i][j] * (r1 - r) * (c1 - c) + v[i + 1][j] * (r - r0) * (c1 - c) + v[i][j + 1] * (r1 - r) * (c - c0)
+             + v[i + 1][j + 1] * (r - r0) * (c - c0)) / ((r1 - r0) * (c1 - c0)))
+
+
+def measured_brute_force(net, spend):
+    """Optimal cost under the global budget on ``sum_l spend(layer, r_l, c_l)`` (``spend`` written by
+    the caller from the definition): every row mask, then every count of best live columns per layer."""
+    layers, w, totals, mins, maxs = _structure(net)
+    best = math.inf
+    for rows in _row_masks(net, layers):
+        alive = _alive(net, rows)
+        per_layer = []
+        for l, li in enumerate(layers):
+            s = net.scores[li.name]
+            r = int(rows[li.name].sum())
+            colsums = np.sort(s[rows[li.name]].sum(axis=0)[_live_cols(li, alive)])[::-1]
+            prefix = np.concatenate([[0.0], np.cumsum(colsums)])
+            opts = [(w[l] * (totals[l] - prefix[e]), spend(li.name, r, e)) for e in range(len(colsums) + 1)
+                    if mins[l] <= r * e <= maxs[l]]
+            per_layer.append(opts)
+        for combo in itertools.product(*per_layer):
+            if sum(sp for _, sp in combo) <= net.budget * (1 + 1e-12):
+                best = min(best, sum(c for c, _ in combo))
+    return best

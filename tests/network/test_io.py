@@ -142,7 +142,7 @@ def _change_metadata(path, change):
     np.savez(path, **arrays)
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1", True])
+@pytest.mark.parametrize("version", [None, 0, 3, "1", True])
 def test_wrong_format_versions_are_refused(tmp_path, version):
     net = residual_network(0, budget=12)
     p, q = tmp_path / "n.npz", tmp_path / "s.npz"
