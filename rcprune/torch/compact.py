@@ -38,7 +38,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from rcprune.network.model import NetworkSolution
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_flag
 
 from rcprune.torch.compact_forms import _CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear
 from rcprune.torch.extract import Extraction, extraction_of
@@ -86,8 +86,10 @@ class _Builder:
     compact model's modules by name."""
 
     def __init__(self, model: nn.Module, extraction: Extraction, solution: NetworkSolution, partial: str,
-                 gather_cost: float):
+                 gather_cost: float, fold_batchnorm: bool = False):
         self.model, self.extraction, self.partial, self.gather_cost = model, extraction, partial, gather_cost
+        self.fold_batchnorm = fold_batchnorm
+        self.folded: set[str] = set()         # BatchNorm nodes folded into the conv before them
         self.inst = extraction.instance
         self.eff = extraction.effective(solution)
         self.modules = dict(model.named_modules())
@@ -228,11 +230,43 @@ def _linear(b: _Builder, node: fx.Node) -> None:
     b.add_layer(node, src, newmod, mod, rows, len(feat), "linear")
 
 
+def _foldable_batchnorm(b: _Builder, node: fx.Node, mod: nn.Module) -> nn.Module | None:
+    """The BatchNorm that alone reads ``node``'s output, when both run in eval mode on running
+    statistics (then it is an affine map per channel, which folds into the conv)."""
+    users = list(node.users)
+    if not b.fold_batchnorm or mod.training or len(users) != 1 or users[0].op != "call_module" \
+            or users[0].target not in b.extraction.batchnorms:
+        return None
+    bn = b.modules[users[0].target]
+    if bn.training or bn.running_mean is None or bn.running_var is None:
+        return None
+    b.folded.add(users[0].name)
+    return bn
+
+
+def _fold(bn: nn.Module, rows: np.ndarray, w4: torch.Tensor, bias: torch.Tensor | None):
+    """``w4``, ``bias`` of the kept rows with ``bn`` applied: ``scale = gamma / sqrt(var + eps)``,
+    ``w * scale``, ``(b - mean) * scale + beta``."""
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    var, mean = bn.running_var.detach()[idx], bn.running_mean.detach()[idx]
+    scale = torch.rsqrt(var + bn.eps)
+    shift = -mean * scale
+    if bn.affine:
+        gamma, beta = bn.weight.detach()[idx], bn.bias.detach()[idx]
+        scale, shift = scale * gamma, shift * gamma + beta
+    b0 = torch.zeros_like(scale) if bias is None else bias
+    w = w4 * scale.to(w4.dtype).reshape(-1, *([1] * (w4.dim() - 1)))
+    return w, (b0 * scale + shift).to(w4.dtype)
+
+
 def _conv(b: _Builder, node: fx.Node) -> None:
     src, mod, rows, in_chan, colmask, bias = _kept(b, node)
     touched = np.flatnonzero(colmask.any(axis=1))
     sub = colmask[touched]
     w4 = layer_weight(mod)[rows][:, in_chan[touched]]
+    bn = _foldable_batchnorm(b, node, mod)
+    if bn is not None:
+        w4, bias = _fold(bn, rows, w4, bias)
     if not len(touched):        # kept rows without a kept column: only their bias (or zeros)
         mode = "empty"
     elif sub.all():
@@ -246,10 +280,16 @@ def _conv(b: _Builder, node: fx.Node) -> None:
     if b.partial == "auto" and mode in PARTIAL_FORMS:
         b.candidates.append((len(b.layers), lambda m, args=args: CONV_FORMS[m](*args)))
     b.add_layer(node, src, CONV_FORMS[mode](*args), mod, rows, int(sub.sum()), mode)
+    if bn is not None:
+        b.layers[-1]["batchnorm"] = "folded"
 
 
 def _batchnorm(b: _Builder, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
+    if node.name in b.folded:
+        b.env[node.name] = b.env[src.name]
+        b.chan[node.name] = b.chan[src.name]
+        return
     mod = b.modules[node.target]
     idx = torch.as_tensor(b.chan[src.name], dtype=torch.long)
     bn = type(mod)(len(idx), eps=mod.eps, momentum=mod.momentum, affine=mod.affine,
@@ -367,7 +407,8 @@ def _choose_by_timing(out: fx.GraphModule, b: _Builder, example_inputs, repeats:
 
 
 def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction | None = None, *, partial: str = "auto",
-            gather_cost: float = 80.0, example_inputs=None, repeats: int = 5) -> tuple[fx.GraphModule, CompactReport]:
+            gather_cost: float = 80.0, example_inputs=None, repeats: int = 5,
+            fold_batchnorm: bool = True) -> tuple[fx.GraphModule, CompactReport]:
     """A new, physically smaller model computing what the masked model computes (up to floating-point
     rounding), holding only the kept weights of the pruned layers.
 
@@ -394,6 +435,10 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
         "im2col" and "conv" is faster on its real input (median of ``repeats`` interleaved runs, so the
         choice can differ between runs where the two are close; the report's ``layers`` list the times).
         Use the batch size the model will run at.
+    fold_batchnorm : bool
+        Fold a BatchNorm that alone reads a pruned conv's output into that conv when both are in eval
+        mode (an inference model: one op less per layer, the same function up to rounding). A model in
+        train mode, or a BatchNorm without running statistics, keeps its BatchNorm.
 
     Returns
     -------
@@ -407,7 +452,8 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
         raise InvalidInstanceError(f"example_inputs times the modes of partial='auto', got partial={partial!r}")
     if partial not in PARTIAL_MODES:
         raise InvalidInstanceError(f"partial must be 'auto', 'im2col' or 'conv', got {partial!r}")
-    b = _Builder(model, extraction_of(model, extraction), solution, partial, gather_cost)
+    fold_batchnorm = check_flag(fold_batchnorm, "fold_batchnorm")
+    b = _Builder(model, extraction_of(model, extraction), solution, partial, gather_cost, fold_batchnorm)
     for node in b.extraction.graph.nodes:
         HANDLERS[node_kind(b, node)](b, node)
     out = fx.GraphModule(b.root, b.graph, class_name="CompactModel")

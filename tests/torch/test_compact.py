@@ -228,3 +228,25 @@ def test_unsupported_ops_error_or_exclude():
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max() <= 1e-5
     assert report.weights_after == res.kept_count
+
+
+def test_batchnorm_folds_into_the_conv_in_eval_mode_only():
+    model, x = _model("cifar")
+    ext = extract(model, x[:1], sparsity=0.8)
+    res = rcprune.solve(ext.instance, method="network-greedy")
+    apply(model, res.solution, ext)
+    with torch.no_grad():
+        masked = model(x)
+    n_bn = lambda m: sum(isinstance(t, torch.nn.modules.batchnorm._BatchNorm) for t in m.modules())  # noqa: E731
+    folded, report = compact(model, res.solution, ext, partial="im2col")
+    kept, _ = compact(model, res.solution, ext, partial="im2col", fold_batchnorm=False)
+    assert n_bn(folded) == 0 < n_bn(kept) and all(l.get("batchnorm") == "folded" for l in report.layers
+                                                   if l["layer"] != "fc")
+    with torch.no_grad():
+        for small in (folded, kept):
+            assert (small(x) - masked).abs().max() <= 1e-5 * masked.abs().max()
+    model.train()
+    trained, _ = compact(model, res.solution, ext)
+    assert n_bn(trained) == n_bn(kept) and trained.training
+    with pytest.raises(InvalidInstanceError, match="fold_batchnorm"):
+        compact(model, res.solution, ext, fold_batchnorm="yes")
