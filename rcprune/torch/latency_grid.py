@@ -1,0 +1,192 @@
+"""Timing a pruned layer's compact forms on a grid of kept shapes: the measurements behind
+:func:`rcprune.torch.latency_table.latency_table`.
+
+A layer is probed once on the example inputs (its real input shape and the ops that run on its output
+channels only); each form is then built at every grid point with the modules :func:`rcprune.torch.compact`
+runs (:mod:`rcprune.torch.compact_forms`), channels-last, and timed on an input of the shape it would get:
+
+- ``"conv"``: ``RCConv2d(mode="conv")``, ``r`` rows over ``t`` whole input channels (grid over ``(r, t)``);
+- ``"im2col"``: ``RCConv2d(mode="im2col")``, ``r`` rows and ``c`` kept columns spread over the input
+  channels (grid over ``(r, c)``; only for kernels larger than 1x1);
+- ``"linear"``: ``RCLinear``, ``r`` rows over ``c`` input features (grid over ``(r, c)``).
+
+The *epilogue* of a layer, BatchNorm and then an activation that consume its output and nothing else, runs
+on the kept rows only, so it is timed with the form (it shrinks as rows are pruned; a constant remainder
+would overestimate pruned models).
+
+>>> grid_knots(64, 8).tolist()
+[0, 1, 5, 9, 16, 26, 41, 64]
+>>> grid_knots(3, 8).tolist()
+[0, 1, 2, 3]
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rcprune.torch.compact_forms import _CL, RCConv2d, RCLinear
+
+__all__ = ["grid_knots", "LayerProbe", "probe_layers", "layer_calls", "time_calls"]
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.ELU)
+_ACTIVATION_FUNCTIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU}
+
+
+def grid_knots(full: int, count: int) -> np.ndarray:
+    """``0``, ``1`` and up to ``count - 2`` more kept sizes up to ``full``, spaced between geometric and
+    linear (the geometric mean of the two spacings: dense near 1, where small shapes change fastest in
+    relative terms, without leaving the top coarse). Every size when ``full < count``. O(count)."""
+    if full + 1 <= count:
+        return np.arange(full + 1)
+    geo = np.geomspace(1, full, count - 1)
+    lin = np.linspace(1, full, count - 1)
+    return np.unique(np.concatenate([[0, 1], np.round(np.sqrt(geo * lin))])).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """What timing a layer needs: the module, its input shape at the example batch, ``in_channels``
+    (``C_in``; features for a linear), ``block`` (columns per input channel) and its epilogue modules."""
+
+    name: str
+    kind: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    in_channels: int
+    block: int
+    epilogue: tuple[nn.Module, ...]
+
+    def signature(self) -> dict:
+        """The facts a cached timing depends on."""
+        m = self.module
+        geo = {k: list(getattr(m, k)) for k in ("kernel_size", "stride", "padding", "dilation")
+               if isinstance(getattr(m, k, None), tuple)}
+        return {"type": type(m).__name__, "weight": list(m.weight.shape), "bias": m.bias is not None,
+                "groups": getattr(m, "groups", 1), "input": list(self.input_shape), "block": self.block,
+                "epilogue": [type(e).__name__ for e in self.epilogue]} | geo
+
+
+def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple[nn.Module, ...]:
+    """BatchNorm consuming only the layer's output, then an activation consuming only that BatchNorm's."""
+    node = next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
+    out: list[nn.Module] = []
+    while node is not None and len(node.users) == 1:
+        user = next(iter(node.users))
+        mod = modules.get(user.target) if user.op == "call_module" else None
+        if not out and mod is not None and user.target in batchnorms:
+            out.append(type(mod)(mod.num_features, eps=mod.eps))
+        elif out and isinstance(mod, _ACTIVATIONS):
+            out.append(copy.deepcopy(mod))
+            break
+        elif out and user.op == "call_function" and user.target in _ACTIVATION_FUNCTIONS:
+            out.append(_ACTIVATION_FUNCTIONS[user.target]())
+            break
+        else:
+            break
+        node = user
+    return tuple(out)
+
+
+def probe_layers(model: nn.Module, extraction, inputs: tuple[torch.Tensor, ...], epilogue: bool) -> list[LayerProbe]:
+    """One forward of ``model`` on ``inputs`` (hooks record each layer's input shape) -> a probe per layer,
+    in the extraction's order. Raises what the model raises."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name):
+        def hook(module, args):   # returning nothing: a pre-hook's return value would replace the inputs
+            shapes.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    hooks = [modules[name].register_forward_pre_hook(record(name)) for name in extraction.layers]
+    try:
+        with torch.inference_mode():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    probes = []
+    for name, lm in extraction.layers.items():
+        info = extraction.instance.layer(name)
+        ep = _epilogue(extraction.graph, modules, lm.module, extraction.batchnorms) if epilogue else ()
+        in_channels = info.cols // info.block if lm.kind == "linear" else lm.weight_shape[1]
+        probes.append(LayerProbe(name, lm.kind, modules[lm.module], shapes[name], in_channels, info.block, ep))
+    return probes
+
+
+def _spread(count: int, full: int) -> np.ndarray:
+    """``count`` distinct columns spread evenly over ``0 .. full - 1`` (channel-major im2col order)."""
+    return np.unique(np.round(np.linspace(0, full - 1, count)).astype(np.int64))
+
+
+def _with_epilogue(form: nn.Module, probe: LayerProbe, rows: int) -> nn.Module:
+    if not probe.epilogue:
+        return form
+    ep = []
+    for m in probe.epilogue:
+        ep.append(type(m)(rows, eps=m.eps) if isinstance(m, nn.modules.batchnorm._BatchNorm) else m)
+    return nn.Sequential(form, *ep)
+
+
+def _form(probe: LayerProbe, form: str, r: int, c: int, device, dtype) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    """The module of ``form`` at ``r`` rows and ``c`` kept columns (channels for ``"conv"``) and its input."""
+    m, shape = probe.module, probe.input_shape
+    bias = None if m.bias is None else torch.zeros(r)
+    if form == "linear":
+        module, x = RCLinear(torch.randn(r, c), bias, None), torch.randn(shape[0], c)
+    elif form == "conv":
+        w = torch.randn(r, c, *m.kernel_size).contiguous(memory_format=_CL)
+        module = RCConv2d(w, bias, None, None, mode="conv", kernel_size=m.kernel_size, stride=m.stride,
+                          padding=m.padding, dilation=m.dilation)
+        x = torch.randn(shape[0], c, *shape[2:]).contiguous(memory_format=_CL)
+    else:
+        module = RCConv2d(torch.randn(r, c), bias, None, _spread(c, probe.in_channels * probe.block),
+                          mode="im2col", kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                          dilation=m.dilation)
+        x = torch.randn(shape).contiguous(memory_format=_CL)
+    module = _with_epilogue(module, probe, r).to(device=device, dtype=dtype).eval()
+    return module, (x.to(device=device, dtype=dtype),)
+
+
+def layer_forms(probe: LayerProbe) -> dict[str, int]:
+    """The forms timed for ``probe`` and the full size of each one's column axis."""
+    if probe.kind == "linear":
+        return {"linear": probe.in_channels * probe.block}
+    forms = {"conv": probe.in_channels}
+    if probe.block > 1:
+        forms["im2col"] = probe.in_channels * probe.block
+    return forms
+
+
+def layer_calls(probe: LayerProbe, form: str, r: int, cols, device, dtype) -> dict:
+    """``{(form, r, c): (module, inputs)}`` at ``r`` rows and each ``c`` of ``cols`` (all > 0)."""
+    return {(form, r, int(c)): _form(probe, form, r, int(c), device, dtype) for c in cols}
+
+
+def time_calls(calls: Mapping, *, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median milliseconds of ``module(*inputs)`` per key of ``calls``, interleaved: ``warmup`` untimed runs
+    of each, then ``repeats`` rounds of one timed run of every call in turn (load hits them alike). On
+    CUDA each timed run is bracketed by synchronizations (kernels run asynchronously).
+    O(len(calls) * (repeats + warmup)) forwards."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: dict = {k: [] for k in calls}
+    with torch.inference_mode():
+        for module, args in calls.values():
+            for _ in range(warmup):
+                module(*args)
+        sync()
+        for _ in range(repeats):
+            for key, (module, args) in calls.items():
+                t = time.perf_counter()
+                module(*args)
+                sync()
+                times[key].append(time.perf_counter() - t)
+    return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
