@@ -3,7 +3,8 @@
 ``extract`` traces the model (torch.fx) into a :class:`rcprune.NetworkInstance` and keeps the mapping back
 to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kept rows and columns;
 ``apply`` masks the model (parametrizations: reversible, bit for bit, until ``bake``); ``compact``
-returns a new, physically smaller model; ``finetune`` trains with the masks fixed (optionally distilling from the dense model, ``teacher=``, and
+returns a new, physically smaller model; ``latency_table`` measures each layer's compact forms (a
+latency budget for the solvers); ``finetune`` trains with the masks fixed (optionally distilling from the dense model, ``teacher=``, and
 regenerating collapsed channels, ``regenerate=True``); ``ls_refit`` refits the
 kept weights by least squares on calibration data; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
@@ -17,8 +18,9 @@ from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.retention import RetentionReport, restore_original, retention_prune  # noqa: F401
+from rcprune.torch.latency_table import LatencyTable, latency_table
 from rcprune.torch.pipeline import PruneReport, prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
-           "retention_prune", "RetentionReport", "prune", "PruneReport"]
+           "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable"]

@@ -86,8 +86,9 @@ class _Builder:
     compact model's modules by name."""
 
     def __init__(self, model: nn.Module, extraction: Extraction, solution: NetworkSolution, partial: str,
-                 gather_cost: float, fold_batchnorm: bool = False):
+                 gather_cost: float, fold_batchnorm: bool = False, table=None):
         self.model, self.extraction, self.partial, self.gather_cost = model, extraction, partial, gather_cost
+        self.table = table
         self.fold_batchnorm = fold_batchnorm
         self.folded: set[str] = set()         # BatchNorm nodes folded into the conv before them
         self.inst = extraction.instance
@@ -267,10 +268,13 @@ def _conv(b: _Builder, node: fx.Node) -> None:
     bn = _foldable_batchnorm(b, node, mod)
     if bn is not None:
         w4, bias = _fold(bn, rows, w4, bias)
-    if not len(touched):        # kept rows without a kept column: only their bias (or zeros)
+    if not len(touched) or not len(rows):  # no kept column (only the bias), or no kept row (no output)
         mode = "empty"
     elif sub.all():
         mode = "conv"
+    elif b.partial == "auto" and b.table is not None:
+        ms = b.table.form_times(node.target, len(rows), int(sub.sum()), len(touched))
+        mode = "im2col" if ms.get("im2col", np.inf) < ms["conv"] else "conv-zeros"
     elif b.partial == "auto":
         fill = sub.sum() / sub.size
         mode = "im2col" if fill * (len(rows) + b.gather_cost) < len(rows) else "conv-zeros"
@@ -286,7 +290,7 @@ def _conv(b: _Builder, node: fx.Node) -> None:
 
 def _batchnorm(b: _Builder, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
-    if node.name in b.folded:
+    if node.name in b.folded or not len(b.chan[src.name]):  # folded, or no channel left to normalize
         b.env[node.name] = b.env[src.name]
         b.chan[node.name] = b.chan[src.name]
         return
@@ -408,7 +412,7 @@ def _choose_by_timing(out: fx.GraphModule, b: _Builder, example_inputs, repeats:
 
 def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction | None = None, *, partial: str = "auto",
             gather_cost: float = 80.0, example_inputs=None, repeats: int = 5,
-            fold_batchnorm: bool = True) -> tuple[fx.GraphModule, CompactReport]:
+            fold_batchnorm: bool = True, latency_table=None) -> tuple[fx.GraphModule, CompactReport]:
     """A new, physically smaller model computing what the masked model computes (up to floating-point
     rounding), holding only the kept weights of the pruned layers.
 
@@ -435,6 +439,10 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
         "im2col" and "conv" is faster on its real input (median of ``repeats`` interleaved runs, so the
         choice can differ between runs where the two are close; the report's ``layers`` list the times).
         Use the batch size the model will run at.
+    latency_table : LatencyTable, optional
+        With ``partial="auto"`` (and no ``example_inputs``): each partial layer gets the form the table
+        (:func:`rcprune.torch.latency_table`) predicts fastest on its kept shape, the form the solver
+        was charged for.
     fold_batchnorm : bool
         Fold a BatchNorm that alone reads a pruned conv's output into that conv when both are in eval
         mode (an inference model: one op less per layer, the same function up to rounding). A model in
@@ -453,7 +461,10 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
     if partial not in PARTIAL_MODES:
         raise InvalidInstanceError(f"partial must be 'auto', 'im2col' or 'conv', got {partial!r}")
     fold_batchnorm = check_flag(fold_batchnorm, "fold_batchnorm")
-    b = _Builder(model, extraction_of(model, extraction), solution, partial, gather_cost, fold_batchnorm)
+    if latency_table is not None and (partial != "auto" or example_inputs is not None):
+        raise InvalidInstanceError("latency_table picks the forms of partial='auto' without example_inputs")
+    b = _Builder(model, extraction_of(model, extraction), solution, partial, gather_cost, fold_batchnorm,
+                 latency_table)
     for node in b.extraction.graph.nodes:
         HANDLERS[node_kind(b, node)](b, node)
     out = fx.GraphModule(b.root, b.graph, class_name="CompactModel")

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from rcprune.network.granularity import check_granularity
 from rcprune.files import atomic_write_bytes, npz_bytes, parse_metadata, read_npz
 from rcprune.network.measure import Measure, SpendTable
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
@@ -47,10 +48,9 @@ from rcprune.torch import latency_grid
 from rcprune.torch.compact import compact
 from rcprune.torch.extract import Extraction, extract
 
-__all__ = ["latency_table", "LatencyTable", "LayerTimes", "FormTimes", "TABLE_FORMAT", "GRANULARITIES"]
+__all__ = ["latency_table", "LatencyTable", "LayerTimes", "FormTimes", "TABLE_FORMAT"]
 
 TABLE_FORMAT = 1
-GRANULARITIES = ("column", "channel")
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -139,8 +139,7 @@ class LatencyTable:
 
     def spend_table(self, layer: str, granularity: str = "column") -> SpendTable:
         """``layer``'s spend over (kept rows, kept columns); see the module docstring."""
-        if granularity not in GRANULARITIES:
-            raise InvalidInstanceError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        check_granularity(granularity)
         lt = self._layer(layer)
         main = lt.forms["linear" if lt.kind == "linear" else "conv"]
         rows, tab = main.rows, main.table()

@@ -21,18 +21,22 @@ from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
-from rcprune.network.model import NetworkSolution
-from rcprune.result import SolveResult
-from rcprune.validation import InvalidInstanceError, check_flag, check_fraction
+from rcprune.network.granularity import check_granularity, coarsen, refine
+from rcprune.network.model import NetworkInstance, NetworkSolution
+from rcprune.result import SolveResult, make_result
+from rcprune.validation import InvalidInstanceError, check_flag, check_fraction, check_real_option
 
 from rcprune.torch.compact import CompactReport, compact as compact_model
 from rcprune.torch.batches import check_loader
 from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
+from rcprune.torch.latency_table import latency_table as build_latency_table
 from rcprune.torch.masking import apply
 from rcprune.torch.refit import RefitReport, ls_refit
 
-__all__ = ["prune", "PruneReport"]
+__all__ = ["prune", "PruneReport", "budgeted_instance", "BUDGETS"]
+
+BUDGETS = ("weights", "macs", "latency")
 
 
 @dataclass
@@ -45,8 +49,15 @@ class PruneReport:
         The traced instance and the mapping back to the (copied) model.
     result : SolveResult
         The network solve (cost, lower bound and certified gap when ``bound=True``, runtime, ...).
-    budget, kept_weights : int
-        The kept-weight budget of the prunable layers and what the solution keeps.
+    budget : int or float
+        The budget of the prunable layers in the measure's units (kept weights, MACs, milliseconds).
+    kept_weights : int
+        What the solution keeps.
+    measure, spend : str, float
+        What the budget counts and what the solution spends of it.
+    predicted_ms, dense_ms : float or None
+        With a latency budget: the table's prediction for the compacted model, and the measured dense
+        model.
     macs_before, macs_after, weights_before, weights_after : int or None
         From :func:`rcprune.torch.compact` (None when ``compact=False``).
     refit : RefitReport or None
@@ -68,6 +79,10 @@ class PruneReport:
     history: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     compacted: CompactReport | None = None
+    measure: str = "weights"
+    spend: float | None = None
+    predicted_ms: float | None = None
+    dense_ms: float | None = None
 
     @property
     def solution(self) -> NetworkSolution:
@@ -75,19 +90,75 @@ class PruneReport:
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly: the solve summary, counts, MACs, last fine-tune epoch and step times."""
-        return {"solve": self.result.summary(), "budget": self.budget, "kept_weights": self.kept_weights,
+        return {"solve": self.result.summary(), "measure": self.measure, "budget": self.budget, "spend": self.spend,
+                "predicted_ms": self.predicted_ms, "dense_ms": self.dense_ms, "kept_weights": self.kept_weights,
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
                 "weights_before": self.weights_before, "weights_after": self.weights_after,
                 "refit_layers": len(self.refit.layers) if self.refit else 0,
                 "finetune": self.history[-1] if self.history else None, "seconds": dict(self.seconds)}
 
 
-def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: str = "network-greedy",
+def _reach(instance: NetworkInstance, granularity: str) -> tuple[float, float]:
+    """(full spend, least spend) of the prunable layers, the least at ``granularity``."""
+    probe = instance.replace(budget=None, density=1.0)
+    least = coarsen(probe, granularity).min_spend.sum() if granularity != "column" else probe.min_spend.sum()
+    return float(probe.full_spend.sum()), float(least)
+
+
+def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | None = None,
+                      speedup: float | None = None, latency_ms: float | None = None, table=None,
+                      granularity: str = "column") -> NetworkInstance:
+    """The extraction's instance under a ``budget`` of ``"weights"``, ``"macs"`` or ``"latency"``
+    (``table`` a :class:`rcprune.torch.latency_table.LatencyTable`), sized by ``sparsity`` (of the
+    prunable spend), ``speedup`` (of the whole model) or ``latency_ms`` (predicted whole model).
+
+    A target below the dense model (speedup under 1) or beyond what keeping only the protected
+    minimum reaches is an :class:`InvalidInstanceError` naming the best reachable value."""
+    instance = extraction.instance
+    if budget == "weights":
+        return instance.replace(sparsity=sparsity)
+    if speedup is not None:
+        speedup = check_real_option(speedup, "speedup")
+        if speedup < 1:
+            raise InvalidInstanceError(f"speedup must be at least 1 (the dense model), got {speedup:g}")
+    if budget == "macs":
+        measured = instance.replace(measure="macs")
+        full, least = _reach(measured, granularity)
+        target = full / speedup if speedup is not None else (1 - sparsity) * full
+        if target < least:
+            raise InvalidInstanceError(
+                f"the MACs target {target:.6g} is unreachable: keeping only the protected minimum needs {least:.6g} "
+                f"MACs, a speedup of at most {full / least if least else float('inf'):.4g}x")
+        return measured.replace(budget=target)
+    if table is None:
+        raise InvalidInstanceError("budget='latency' needs a latency table (rcprune.torch.latency_table)")
+    measure = table.measure(extraction, granularity=granularity)
+    measured = instance.replace(measure=measure)
+    full, least = _reach(measured, granularity)
+    if latency_ms is not None:
+        total = check_real_option(latency_ms, "latency_ms")
+    elif speedup is not None:
+        total = table.dense_ms / speedup
+    else:
+        total = measure.fixed + (1 - sparsity) * full
+    fastest = measure.fixed + least
+    if total - measure.fixed < least:
+        raise InvalidInstanceError(
+            f"the latency target {total:.4g} ms is unreachable on {table.metadata.get('device', 'this device')}: "
+            f"keeping only the protected minimum is predicted at {fastest:.4g} ms (the fixed part alone "
+            f"{measure.fixed:.4g} ms), a speedup of at most {table.dense_ms / fastest:.3g}x over the dense "
+            f"{table.dense_ms:.4g} ms")
+    return measured.replace(budget=total - measure.fixed)
+
+
+def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
+          speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
+          latency_table=None, device: str = "cpu", method: str = "network-greedy",
           scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (), seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
           refit=None, finetune: dict | None = None, compact: bool = True, partial: str = "auto",
           ) -> tuple[nn.Module, PruneReport]:
-    """Prune a copy of ``model`` to ``sparsity`` of its conv + linear weights with a network method.
+    """Prune a copy of ``model`` under a budget on its weights, MACs or measured latency.
 
     Parameters
     ----------
@@ -95,8 +166,25 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
         Left unchanged (the work happens on a deep copy).
     example_inputs : Tensor or tuple of Tensors
         For tracing and shapes (:func:`rcprune.torch.extract`).
-    sparsity : float
-        Fraction of the prunable weights to remove, in (0, 1).
+    sparsity : float, optional
+        Fraction of the budgeted quantity to remove, in [0, 1) (default 0.9 for weights and MACs).
+    budget : "weights", "macs" or "latency"
+        What the budget counts (:mod:`rcprune.network.measure`): kept conv + linear weights; their
+        multiply-adds per sample; or the latency measured on ``device`` (a HALP-style table of each
+        layer's compacted forms, :func:`rcprune.torch.latency_table`, cached on disk).
+    speedup : float, optional
+        With ``"macs"`` or ``"latency"``: the whole model must run ``speedup`` times faster than the
+        dense one (MACs: the prunable MACs shrink by that factor; latency: the table's prediction of
+        the whole compacted model). An unreachable target is an error naming the best reachable one.
+    latency_ms : float, optional
+        With ``"latency"``: the predicted whole-model milliseconds instead of a speedup.
+    granularity : "column" or "channel"
+        The column sets a layer may keep (:mod:`rcprune.network.granularity`); ``"channel"`` is
+        channel pruning's space (Torch-Pruning's), so comparing there compares the optimizers alone.
+    latency_table : LatencyTable, optional
+        A table built before (else one is built, or loaded from the cache, for ``example_inputs``).
+    device : str
+        Where latency is measured.
     method : str
         A network method of :func:`rcprune.solve` (``"network-greedy"``, ``"network-allocation"``,
         ``"network-annealing"``, ...); ``seed``, ``time_limit`` and ``solver_options`` go to it.
@@ -120,7 +208,23 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
     """
     from rcprune.solve import solve
 
-    sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
+    if budget not in BUDGETS:
+        raise InvalidInstanceError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    check_granularity(granularity)
+    targets = [k for k, v in (("sparsity", sparsity), ("speedup", speedup), ("latency_ms", latency_ms)) if v is not None]
+    if len(targets) > 1:
+        raise InvalidInstanceError(f"give one of sparsity, speedup or latency_ms; got {', '.join(targets)}")
+    if speedup is not None and budget == "weights":
+        raise InvalidInstanceError("speedup needs budget='macs' or budget='latency' (kept weights do not say "
+                                   "how fast a model runs)")
+    if latency_ms is not None and budget != "latency":
+        raise InvalidInstanceError("latency_ms needs budget='latency'")
+    if budget == "latency" and not targets:
+        raise InvalidInstanceError("budget='latency' needs a target: speedup=, latency_ms= or sparsity=")
+    if sparsity is None and not targets:
+        sparsity = 0.9
+    if sparsity is not None:
+        sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
     if finetune is not None and not (isinstance(finetune, dict) and {"train_loader", "epochs"} <= finetune.keys()):
         raise InvalidInstanceError("finetune must be a dict of rcprune.torch.finetune arguments with at least "
                                    "'train_loader' and 'epochs'")
@@ -134,16 +238,33 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
     seconds = {}
     t = time.perf_counter()
     work = copy.deepcopy(model).eval()
-    ext = extract(work, example_inputs, scores=scores, protect=protect, sparsity=sparsity, weighting=weighting)
+    ext = extract(work, example_inputs, scores=scores, protect=protect, weighting=weighting,
+                  sparsity=sparsity if budget == "weights" else 0.0)
     seconds["extract"] = time.perf_counter() - t
+    table = None
+    if budget == "latency":
+        t = time.perf_counter()
+        table = latency_table if latency_table is not None else build_latency_table(
+            work, example_inputs, extraction=ext, device=device)
+        seconds["latency_table"] = time.perf_counter() - t
+    instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
+                                 table=table, granularity=granularity)
     t = time.perf_counter()
-    result = solve(ext.instance, method=method, seed=seed, time_limit=time_limit, bound=bound,
+    searched = coarsen(instance, granularity)
+    result = solve(searched, method=method, seed=seed, time_limit=time_limit, bound=bound,
                    **(solver_options or {}))
+    if granularity != "column":
+        result = make_result(instance, refine(instance, result.solution, granularity), method=result.method,
+                             runtime=result.runtime, iterations=result.iterations, seed=seed,
+                             lower_bound=result.lower_bound, info=dict(result.info, granularity=granularity))
     seconds["solve"] = time.perf_counter() - t
     if not result.feasible:
         raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {result.status})")
     apply(work, result.solution, ext)
-    report = PruneReport(ext, result, ext.instance.effective_budget, int(result.kept_count), seconds=seconds)
+    report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,
+                         measure=instance.measure.name, spend=float(result.evaluation.spend),
+                         predicted_ms=(instance.measure.fixed + float(result.evaluation.spend)) if table else None,
+                         dense_ms=table.dense_ms if table is not None else None)
     if refit is not None:
         t = time.perf_counter()
         report.refit = ls_refit(work, result.solution, refit, extraction=ext)
@@ -157,7 +278,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float = 0.9, *, method: st
     if not compact:
         return work, report
     t = time.perf_counter()
-    small, crep = compact_model(work, result.solution, ext, partial=partial)
+    small, crep = compact_model(work, result.solution, ext, partial=partial,
+                                latency_table=table if partial == "auto" else None)
     seconds["compact"] = time.perf_counter() - t
     report.compacted = crep
     report.macs_before, report.macs_after = crep.macs_before, crep.macs_after

@@ -250,3 +250,24 @@ def test_batchnorm_folds_into_the_conv_in_eval_mode_only():
     assert n_bn(trained) == n_bn(kept) and trained.training
     with pytest.raises(InvalidInstanceError, match="fold_batchnorm"):
         compact(model, res.solution, ext, fold_batchnorm="yes")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_layers_without_kept_rows_compact_to_empty_outputs(train):
+    """A latency budget may drop every row of the stem and a whole stage: no conv over zero channels,
+    no BatchNorm over zero channels, in eval (folded) and train mode."""
+    model, x = _model("cifar")
+    ext = extract(model, x[:1], sparsity=0.5)
+    sol = rcprune.solve(ext.instance, method="network-greedy").solution
+    layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in sol.items()}
+    for n in ext.instance.layer_names[:5]:
+        layers[n][0][:] = False
+    dead = NetworkSolution(layers)
+    apply(model, dead, ext)
+    with torch.no_grad():
+        masked = model(x)
+    model.train(train)
+    small, report = compact(model, dead, ext, partial="conv")
+    assert [l["rows"] for l in report.layers[:5]] == [0] * 5 and report.layers[0]["mode"] == "empty"
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(x), masked, atol=1e-6)

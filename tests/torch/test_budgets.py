@@ -1,0 +1,75 @@
+"""prune under MACs and latency budgets, at column and channel granularity, and its named errors."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rcprune import InvalidInstanceError  # noqa: E402
+from rcprune.torch import extract, latency_table, prune  # noqa: E402
+from rcprune.torch.models import cifar_resnet  # noqa: E402
+from rcprune.torch.pipeline import budgeted_instance  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_and_table():
+    model = cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4, seed=0).eval()
+    x = torch.randn(4, 1, 12, 12)
+    table = latency_table(model, x, repeats=3, warmup=2, rows=3, cols=3, cache=False)
+    return model, x, table
+
+
+def test_macs_speedup_bounds_the_prunable_macs(model_and_table):
+    model, x, _ = model_and_table
+    small, report = prune(model, x[:1], budget="macs", speedup=2.0)
+    assert report.measure == "macs" and report.spend <= report.budget
+    assert report.macs_after <= report.macs_before / 2 and report.macs_after == report.spend
+    with torch.no_grad():
+        assert small(x).shape == (4, 4)
+
+
+@pytest.mark.parametrize("granularity", ["column", "channel"])
+def test_latency_speedup_bounds_the_predicted_latency(model_and_table, granularity):
+    model, x, table = model_and_table
+    small, report = prune(model, x, budget="latency", speedup=1.5, latency_table=table, granularity=granularity,
+                          method="network-annealing", solver_options={"moves": 2000})
+    assert report.result.feasible and report.measure == "latency"
+    assert report.predicted_ms <= table.dense_ms / 1.5 * (1 + 1e-9)
+    assert report.predicted_ms == pytest.approx(table.measure(report.extraction, granularity).fixed + report.spend)
+    if granularity == "channel":
+        for li in report.extraction.instance.layers:
+            blocks = report.solution[li.name].cols.reshape(li.in_channels, li.block)
+            assert np.all(blocks.all(axis=1) | ~blocks.any(axis=1))
+            assert all(l["mode"] in ("conv", "empty", "linear") for l in report.compacted.layers)
+
+
+def test_latency_ms_and_sparsity_targets(model_and_table):
+    model, x, table = model_and_table
+    ext = extract(model, x[:1])
+    fixed = table.measure(ext).fixed
+    inst = budgeted_instance(ext, "latency", latency_ms=0.8 * table.dense_ms, table=table)
+    assert inst.budget == pytest.approx(0.8 * table.dense_ms - fixed)
+    inst = budgeted_instance(ext, "latency", sparsity=0.25, table=table)
+    assert inst.budget == pytest.approx(0.75 * inst.full_spend.sum())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"speedup": 2.0}, "speedup needs budget='macs' or budget='latency'"),
+    ({"budget": "flops"}, "budget must be one of"),
+    ({"budget": "latency"}, "needs a target"),
+    ({"budget": "macs", "latency_ms": 3.0}, "latency_ms needs budget='latency'"),
+    ({"budget": "macs", "speedup": 2.0, "sparsity": 0.5}, "give one of"),
+    ({"budget": "macs", "speedup": 0.5}, "speedup must be at least 1"),
+    ({"budget": "macs", "speedup": 1e9}, r"unreachable.*a speedup of at most"),
+    ({"budget": "macs", "speedup": float("nan")}, "speedup must be a finite number"),
+    ({"granularity": "kernel-offset"}, "not built yet"),
+])
+def test_bad_budgets_are_named(model_and_table, kwargs, match):
+    model, x, _ = model_and_table
+    with pytest.raises(InvalidInstanceError, match=match):
+        prune(model, x[:1], **kwargs)
+
+
+def test_unreachable_latency_names_the_best_speedup(model_and_table):
+    model, x, table = model_and_table
+    with pytest.raises(InvalidInstanceError, match=r"unreachable.*a speedup of at most [0-9.]+x"):
+        prune(model, x, budget="latency", latency_ms=1e-9, latency_table=table)
