@@ -13,7 +13,8 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
   :mod:`rcprune.torch.compact_forms`.
 - ``linear``: the kept rows on the kept input features.
 - ``batchnorm``: the statistics and affine parameters of the carried channels.
-- ``add``: a residual add scatters each side into the union of their channels.
+- ``add``: a residual add scatters each side into the union of their channels; a side with no live
+  channel (a branch whose every row was pruned) is dropped, so the add is its other side.
 - ``flatten``, ``channelwise`` (activations, pooling, dropout, ...): run as they are on the carried
   channels.
 - ``untracked`` (excluded or outside the pruned groups): run as in the original on full-size tensors.
@@ -315,6 +316,11 @@ def _add(b: _Builder, node: fx.Node) -> None:
     a, c = node.args[0], node.args[1]
     ia, ic = b.chan[a.name], b.chan[c.name]
     union = np.union1d(ia, ic)
+    if not len(ia) or not len(ic):  # a branch with no live channel adds nothing: the other side as it is
+        live = c if not len(ia) else a
+        b.env[node.name] = b.env[live.name]
+        b.chan[node.name] = b.chan[live.name]
+        return
     if len(ia) == len(union) and len(ic) == len(union):
         b.env[node.name] = b.graph.call_function(torch.add, (b.env[a.name], b.env[c.name]))
     else:

@@ -271,3 +271,19 @@ def test_layers_without_kept_rows_compact_to_empty_outputs(train):
     assert [l["rows"] for l in report.layers[:5]] == [0] * 5 and report.layers[0]["mode"] == "empty"
     with torch.no_grad():
         assert torch.allclose(small.eval()(x), masked, atol=1e-6)
+
+
+def test_a_residual_branch_without_kept_rows_is_dropped_from_its_add():
+    model, x = _model("cifar")
+    ext = extract(model, x[:1], sparsity=0.5)
+    full = NetworkSolution.full(ext.instance)
+    dead = NetworkSolution({n: (np.zeros_like(s.rows) if n == "layer1.0.conv2" else s.rows, s.cols)
+                            for n, s in full.items()})
+    apply(model, dead, ext)
+    with torch.no_grad():
+        masked = model(x)
+    small, _ = compact(model, dead, ext)
+    from rcprune.torch.compact_forms import ChannelScatterAdd
+    assert not any(isinstance(m, ChannelScatterAdd) for m in small.modules())
+    with torch.no_grad():
+        assert (small(x) - masked).abs().max() <= 1e-5 * masked.abs().max()
