@@ -92,6 +92,7 @@ class _Builder:
         self.table = table
         self.fold_batchnorm = fold_batchnorm
         self.folded: set[str] = set()         # BatchNorm nodes folded into the conv before them
+        self.zeros: set[str] = set()          # nodes whose compact tensor is one all-zero channel
         self.inst = extraction.instance
         self.eff = extraction.effective(solution)
         self.modules = dict(model.named_modules())
@@ -269,7 +270,10 @@ def _conv(b: _Builder, node: fx.Node) -> None:
     bn = _foldable_batchnorm(b, node, mod)
     if bn is not None:
         w4, bias = _fold(bn, rows, w4, bias)
-    if not len(touched) or not len(rows):  # no kept column (only the bias), or no kept row (no output)
+    if not len(rows):
+        _no_rows(b, node, src, mod)
+        return
+    if not len(touched):        # kept rows without a kept column: only their bias (or zeros)
         mode = "empty"
     elif sub.all():
         mode = "conv"
@@ -289,9 +293,25 @@ def _conv(b: _Builder, node: fx.Node) -> None:
         b.layers[-1]["batchnorm"] = "folded"
 
 
+def _no_rows(b: _Builder, node: fx.Node, src: fx.Node, mod: nn.Module) -> None:
+    """A conv without kept rows: one all-zero channel (its group's first, dead in the masked model, where
+    the mask zeroes its bias and the BatchNorm after it), since pooling and other ops refuse tensors of
+    no channel. Adds drop it (:func:`_add`)."""
+    w4 = layer_weight(mod)[:1, :0]
+    b.add_layer(node, src, _empty_conv(mod, w4, None, None, None, None), mod, np.array([0]), 0, "empty")
+    b.layers[-1]["rows"] = 0
+    b.zeros.add(node.name)
+    users = list(node.users)
+    if b.fold_batchnorm and len(users) == 1 and users[0].op == "call_module" \
+            and users[0].target in b.extraction.batchnorms and not mod.training:
+        b.folded.add(users[0].name)   # BatchNorm of a dead channel: zero in, zero out
+
+
 def _batchnorm(b: _Builder, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
-    if node.name in b.folded or not len(b.chan[src.name]):  # folded, or no channel left to normalize
+    if src.name in b.zeros:
+        b.zeros.add(node.name)
+    if node.name in b.folded:
         b.env[node.name] = b.env[src.name]
         b.chan[node.name] = b.chan[src.name]
         return
@@ -314,13 +334,15 @@ def _batchnorm(b: _Builder, node: fx.Node) -> None:
 
 def _add(b: _Builder, node: fx.Node) -> None:
     a, c = node.args[0], node.args[1]
-    ia, ic = b.chan[a.name], b.chan[c.name]
-    union = np.union1d(ia, ic)
-    if not len(ia) or not len(ic):  # a branch with no live channel adds nothing: the other side as it is
-        live = c if not len(ia) else a
+    if a.name in b.zeros or c.name in b.zeros:  # a branch with no live channel adds nothing
+        live = c if a.name in b.zeros else a
         b.env[node.name] = b.env[live.name]
         b.chan[node.name] = b.chan[live.name]
+        if live.name in b.zeros:
+            b.zeros.add(node.name)
         return
+    ia, ic = b.chan[a.name], b.chan[c.name]
+    union = np.union1d(ia, ic)
     if len(ia) == len(union) and len(ic) == len(union):
         b.env[node.name] = b.graph.call_function(torch.add, (b.env[a.name], b.env[c.name]))
     else:
@@ -333,12 +355,16 @@ def _add(b: _Builder, node: fx.Node) -> None:
 
 def _flatten(b: _Builder, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
+    if src.name in b.zeros:
+        b.zeros.add(node.name)
     b.env[node.name] = b.graph.call_function(torch.flatten, (b.env[src.name], 1))
     b.chan[node.name] = b.chan[src.name]
 
 
 def _channelwise(b: _Builder, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
+    if src.name in b.zeros:  # the extraction's supports already take these ops to keep zeros zero
+        b.zeros.add(node.name)
     b.env[node.name] = b.copy_node(node, lambda n: b.env[n.name])
     b.chan[node.name] = b.chan[src.name]
 

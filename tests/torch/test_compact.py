@@ -287,3 +287,22 @@ def test_a_residual_branch_without_kept_rows_is_dropped_from_its_add():
     assert not any(isinstance(m, ChannelScatterAdd) for m in small.modules())
     with torch.no_grad():
         assert (small(x) - masked).abs().max() <= 1e-5 * masked.abs().max()
+
+
+def test_a_stem_without_kept_rows_runs_through_pooling():
+    """torchvision's stem (conv, BatchNorm, ReLU, max-pool) with no kept row: pooling needs a channel."""
+    model, x = _model("resnet18")
+    ext = extract(model, x[:1], sparsity=0.5)
+    full = NetworkSolution.full(ext.instance)
+    dead = NetworkSolution({n: (np.zeros_like(s.rows) if n in ("conv1", "layer1.0.conv1") else s.rows, s.cols)
+                            for n, s in full.items()})
+    apply(model, dead, ext)
+    with torch.no_grad():
+        masked = model(x)
+    for train in (False, True):
+        model.train(train)
+        small, report = compact(model, dead, ext)
+        assert report.layers[0]["rows"] == 0 and report.layers[0]["mode"] == "empty"
+        with torch.no_grad():
+            assert (small.eval()(x) - masked).abs().max() <= 1e-5 * masked.abs().max()
+    model.eval()
