@@ -21,11 +21,13 @@ PLANNING_COLUMNS = ["model", "method", "speedup", "plan_s", "feasible", "predict
 
 def bench_planning(model: str = "resnet50", *, size: int = 64, batch: int = 8, speedups: Sequence[float] = (1.5, 2.0, 3.0),
                    methods: Sequence[str] = ("network-greedy", "network-allocation", "network-annealing"),
-                   options: dict | None = None, cache_dir=None, seed: int = 0) -> tuple[list[dict], dict]:
+                   options: dict | None = None, table_options: dict | None = None, cache_dir=None,
+                   seed: int = 0) -> tuple[list[dict], dict]:
     """Rows of planning seconds (budgeted instance + solve) per method and speedup, and the table's facts
     (build seconds, dense ms). ``options``: per method, solver options (default: network-annealing with
-    100,000 moves). The table is cached in ``cache_dir`` (default the rcprune cache), so a second run
-    times the planning alone."""
+    100,000 moves). ``table_options`` go to :func:`rcprune.torch.latency_table` (grid, repeats). The
+    table is cached in ``cache_dir`` (default the rcprune cache), so a second run times the planning
+    alone."""
     import torchvision
 
     torch.manual_seed(seed)
@@ -33,7 +35,7 @@ def bench_planning(model: str = "resnet50", *, size: int = 64, batch: int = 8, s
     x = torch.randn(batch, 3, size, size)
     ext = extract(net, x[:1])
     t = time.perf_counter()
-    table = latency_table(net, x, extraction=ext, cache_dir=cache_dir)
+    table = latency_table(net, x, extraction=ext, cache_dir=cache_dir, **(table_options or {}))
     facts = {"model": model, "input": [batch, 3, size, size], "table_s": time.perf_counter() - t,
              "dense_ms": table.dense_ms, "fixed_ms": table.fixed, "layers": ext.instance.n_layers,
              "device": table.metadata.get("device")}

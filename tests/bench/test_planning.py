@@ -1,0 +1,23 @@
+"""The planning benchmark: rows per method and speedup, every plan within its latency target (no timing
+assertions)."""
+import pytest
+
+pytest.importorskip("torchvision")
+
+from rcprune.bench.planning import PLANNING_COLUMNS, bench_planning  # noqa: E402
+
+
+def test_planning_rows_meet_their_targets(tmp_path):
+    fast = {"rows": 3, "cols": 3, "repeats": 1, "warmup": 1}
+    rows, facts = bench_planning("resnet18", size=16, batch=1, speedups=(1.5, 2.0),
+                                 methods=("network-greedy", "network-annealing"),
+                                 options={"network-annealing": {"moves": 2000}}, table_options=fast,
+                                 cache_dir=tmp_path)
+    assert [(r["method"], r["speedup"]) for r in rows] == [
+        ("network-greedy", 1.5), ("network-greedy", 2.0), ("network-annealing", 1.5), ("network-annealing", 2.0)]
+    assert all(set(PLANNING_COLUMNS) <= set(r) and r["feasible"] for r in rows)
+    assert all(r["predicted_ms"] <= r["target_ms"] * (1 + 1e-9) for r in rows)
+    assert facts["layers"] == 21 and facts["dense_ms"] > 0
+    again, facts2 = bench_planning("resnet18", size=16, batch=1, speedups=(1.5,), methods=("network-greedy",),
+                                   table_options=fast, cache_dir=tmp_path)
+    assert facts2["dense_ms"] == facts["dense_ms"]   # the table came from the cache
