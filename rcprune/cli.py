@@ -61,10 +61,16 @@ def _network_methods(inst, methods: list[str], default: str) -> list[str]:
 
 
 def _print_network(inst, rows: list[dict]) -> None:
-    print(f"network {inst.name}: {inst.n_layers} layers, budget {inst.effective_budget} kept entries of "
-          f"{inst.total_entries} (density {inst.effective_budget / inst.total_entries:.4g})")
-    print(format_table(rows, ["method", "status", "cost", "kept_count", "dead_channels", "lower_bound", "gap",
-                              "runtime"]))
+    if inst.measure.is_count:
+        print(f"network {inst.name}: {inst.n_layers} layers, budget {inst.effective_budget} kept entries of "
+              f"{inst.total_entries} (density {inst.effective_budget / inst.total_entries:.4g})")
+        columns = ["method", "status", "cost", "kept_count", "dead_channels", "lower_bound", "gap", "runtime"]
+    else:
+        full = float(inst.full_spend.sum())
+        print(f"network {inst.name}: {inst.n_layers} layers, budget {inst.effective_budget:.6g} {inst.measure.unit} "
+              f"({inst.measure.name}) of {full:.6g} (share {inst.effective_budget / full:.4g})")
+        columns = ["method", "status", "cost", "spend", "kept_count", "dead_channels", "lower_bound", "gap", "runtime"]
+    print(format_table(rows, columns))
 
 
 def cmd_solve(args) -> int:

@@ -126,6 +126,18 @@ def test_solve_and_bound_a_network_file(capsys, tmp_path):
     assert len(row["per_layer"]) == net.n_layers == 3 and row["per_layer"] == json.loads(json.dumps(bound.per_layer))
 
 
+def test_solve_a_macs_budgeted_network_file(capsys, tmp_path):
+    from rcprune.network.generate import chain_network
+    from rcprune.network.io import save_network
+
+    path = save_network(chain_network(3, budget=18).replace(measure="macs", budget=None, density=0.5),
+                        tmp_path / "macs.npz")
+    code, out, _ = run(capsys, "solve", str(path), "--method", "network-greedy,network-cpsat", "--sparsity", "0.6")
+    assert code == 0 and "MACs (macs)" in out and "spend" in out and "share 0.4" in out
+    code, out, _ = run(capsys, "solve", str(path), "--budget", "1", "--json")
+    assert code == 2
+
+
 def test_network_options_that_do_not_apply_are_refused(capsys):
     assert main(["solve", "chain3", "--shape", "2", "2"]) == 2
     assert "--shape" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def save_network(instance: NetworkInstance, path) -> Path:
     """Save a network instance atomically as ``.npz`` (flat scores + JSON graph and settings)."""
     graph = nx.node_link_data(nx.DiGraph(instance.graph), edges="links")
     weighting = instance.weighting if isinstance(instance.weighting, str) else dict(instance.weighting)
-    counted = instance.measure.name == "weights" and instance.measure.is_count
+    counted = instance.measure.is_count
     meta = {
         "format": 1 if counted else FORMAT_VERSION, "kind": KIND, "name": instance.name, "graph": graph,
         "layer_order": list(instance.layer_names), "budget": instance.budget,

@@ -166,8 +166,10 @@ class Measure:
 
     @property
     def is_count(self) -> bool:
-        """Whether the spend is the kept-entry count (the weights measure)."""
-        return not self.tables and self.fixed == 0 and all(v == 1.0 for v in self.coef.values())
+        """Whether this is the weights measure: the spend is the kept-entry count, the budget an integer
+        (a MACs measure of layers with one output position each counts the same, but in MACs)."""
+        return (self.name == "weights" and not self.tables and self.fixed == 0
+                and all(v == 1.0 for v in self.coef.values()))
 
     def spend(self, layer: str, r, c) -> float:
         """Spend of ``layer`` at ``r`` kept rows and ``c`` kept columns."""
