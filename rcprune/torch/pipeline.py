@@ -128,7 +128,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         if target < least:
             raise InvalidInstanceError(
                 f"the MACs target {target:.6g} is unreachable: keeping only the protected minimum needs {least:.6g} "
-                f"MACs, a speedup of at most {full / least if least else float('inf'):.4g}x")
+                f"MACs, a speedup of at most {full / least if least else float("inf"):.2f}x")
         return measured.replace(budget=target)
     if table is None:
         raise InvalidInstanceError("budget='latency' needs a latency table (rcprune.torch.latency_table)")
@@ -146,7 +146,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         raise InvalidInstanceError(
             f"the latency target {total:.4g} ms is unreachable on {table.metadata.get('device', 'this device')}: "
             f"keeping only the protected minimum is predicted at {fastest:.4g} ms (the fixed part alone "
-            f"{measure.fixed:.4g} ms), a speedup of at most {table.dense_ms / fastest:.3g}x over the dense "
+            f"{measure.fixed:.4g} ms), a speedup of at most {table.dense_ms / fastest:.2f}x over the dense "
             f"{table.dense_ms:.4g} ms")
     return measured.replace(budget=total - measure.fixed)
 
