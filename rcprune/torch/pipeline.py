@@ -128,7 +128,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         if target < least:
             raise InvalidInstanceError(
                 f"the MACs target {target:.6g} is unreachable: keeping only the protected minimum needs {least:.6g} "
-                f"MACs, a speedup of at most {full / least if least else float("inf"):.2f}x")
+                f"MACs, a speedup of at most {full / least if least else float('inf'):.2f}x")
         return measured.replace(budget=target)
     if table is None:
         raise InvalidInstanceError("budget='latency' needs a latency table (rcprune.torch.latency_table)")
