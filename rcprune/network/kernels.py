@@ -8,7 +8,10 @@ consumer column blocks. The local-search state keeps, per layer, the kept rows `
 
 * ``row_sums[i] = sum_{j in C_l} S_l[i, j]`` for every row of every layer,
 * ``col_sums[j] = sum_{i in R_l} S_l[i, j]`` for every column of every layer,
-* ``alive[ch]`` = number of kept producer rows of channel ``ch``; ``kept[l]``, ``n_rows[l]``, ``n_cols[l]``.
+* ``alive[ch]`` = number of kept producer rows of channel ``ch``; ``kept[l]``, ``n_rows[l]``, ``n_cols[l]``;
+* ``count`` (kept entries) and ``spend``, the measure's ``sum_l f_l(n_rows[l], n_cols[l])``
+  (:mod:`rcprune.network.measure`; :func:`layer_spend` evaluates one layer's coefficient and table), which
+  the global budget bounds; a move's spend change is exact, from the two shapes of each layer it touches.
 
 A *move* toggles a list of rows and a list of columns at once. Removing the last producer row of a
 channel kills it and removes its kept consumer columns in every consumer layer; a revived channel's
