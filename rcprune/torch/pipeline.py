@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
+from rcprune.network.cleanup import drop_unread_rows
 from rcprune.network.granularity import check_granularity, coarsen, refine
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.result import SolveResult, make_result
@@ -192,7 +193,13 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         The objective (:func:`rcprune.torch.extract`); weighting ``"none"`` fine-tuned best on the
         digits ResNet (``docs/report-card.md``).
     bound : bool
-        Attach the network lower bound, so ``report.result.gap`` is a certified gap.
+        Attach the network lower bound, so ``report.result.gap`` is a certified gap (with
+        ``granularity="channel"`` the bound holds in the channel space only: it is reported as
+        ``report.result.info["lower_bound_in_granularity"]``).
+
+    The solver's kept rows that no consumer reads are dropped before masking
+    (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work); the result then
+    reports the cost of what is kept and ``info["unread_rows_dropped"]``.
     refit : iterable of batches, optional
         Calibration data for :func:`rcprune.torch.ls_refit` (zero-shot least-squares refit).
     finetune : dict, optional
@@ -253,13 +260,20 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     searched = coarsen(instance, granularity)
     result = solve(searched, method=method, seed=seed, time_limit=time_limit, bound=bound,
                    **(solver_options or {}))
-    if granularity != "column":
+    if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         result = make_result(instance, refine(instance, result.solution, granularity), method=result.method,
                              runtime=result.runtime, iterations=result.iterations, seed=seed,
-                             lower_bound=result.lower_bound, info=dict(result.info, granularity=granularity))
-    seconds["solve"] = time.perf_counter() - t
+                             info=dict(result.info, granularity=granularity,
+                                       lower_bound_in_granularity=result.lower_bound))
     if not result.feasible:
         raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {result.status})")
+    clean = drop_unread_rows(instance, result.solution)
+    if clean != result.solution:
+        dropped = sum(int(result.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
+        result = make_result(instance, clean, method=result.method, runtime=result.runtime,
+                             iterations=result.iterations, seed=seed, lower_bound=result.lower_bound,
+                             info=dict(result.info, unread_rows_dropped=dropped))
+    seconds["solve"] = time.perf_counter() - t
     apply(work, result.solution, ext)
     report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,
                          measure=instance.measure.name, spend=float(result.evaluation.spend),

@@ -73,3 +73,37 @@ def test_unreachable_latency_names_the_best_speedup(model_and_table):
     model, x, table = model_and_table
     with pytest.raises(InvalidInstanceError, match=r"unreachable.*a speedup of at most [0-9.]+x"):
         prune(model, x, budget="latency", latency_ms=1e-9, latency_table=table)
+
+
+def test_unread_rows_are_dropped_without_changing_the_function(model_and_table):
+    from rcprune.network.cleanup import drop_unread_rows
+    from rcprune.network.model import NetworkSolution
+    from rcprune.torch import apply, restore
+
+    model, x, _ = model_and_table
+    ext = extract(model, x[:1])
+    rng = np.random.default_rng(0)
+    sol = NetworkSolution({li.name: (rng.random(li.rows) < 0.7, rng.random(li.cols) < 0.3)
+                           for li in ext.instance.layers})
+    sol = NetworkSolution({n: (np.ones_like(s.rows) if ext.instance.fixed_rows(n) else s.rows, s.cols)
+                           for n, s in sol.items()})
+    clean = drop_unread_rows(ext.instance, sol)
+    assert clean != sol
+    outs = []
+    for s in (sol, clean):
+        apply(model, s, ext)
+        with torch.no_grad():
+            outs.append(model(x))
+        restore(model)
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_prune_reports_dropped_rows_and_keeps_channel_bounds_apart(model_and_table):
+    model, x, _ = model_and_table
+    _, report = prune(model, x[:1], budget="macs", sparsity=0.7, granularity="channel", bound=True)
+    info = report.result.info
+    assert report.result.lower_bound is None and info["lower_bound_in_granularity"] <= report.result.cost + 1e-9
+    from rcprune.network.cleanup import read_channels
+    read = read_channels(report.extraction.instance, report.solution)
+    for li in report.extraction.instance.layers:
+        assert not np.any(report.solution[li.name].rows & ~read[li.output])
