@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch.nn as nn
 
 from rcprune.network.cleanup import drop_unread_rows
+from rcprune.solvers.network.greedy import refill_columns
 from rcprune.network.granularity import check_granularity, coarsen, refine
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.result import SolveResult, make_result
@@ -198,8 +199,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``report.result.info["lower_bound_in_granularity"]``).
 
     The solver's kept rows that no consumer reads are dropped before masking
-    (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work); the result then
-    reports the cost of what is kept and ``info["unread_rows_dropped"]``.
+    (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work) and the budget they
+    free buys columns of the kept rows (:func:`rcprune.solvers.network.greedy.refill_columns`); the
+    result then reports the cost of what is kept and ``info["unread_rows_dropped"]``.
     refit : iterable of batches, optional
         Calibration data for :func:`rcprune.torch.ls_refit` (zero-shot least-squares refit).
     finetune : dict, optional
@@ -258,21 +260,21 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                                  table=table, granularity=granularity)
     t = time.perf_counter()
     searched = coarsen(instance, granularity)
-    result = solve(searched, method=method, seed=seed, time_limit=time_limit, bound=bound,
-                   **(solver_options or {}))
+    found = solve(searched, method=method, seed=seed, time_limit=time_limit, bound=bound,
+                  **(solver_options or {}))
+    if not found.feasible:
+        raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {found.status})")
+    # unread rows out, their budget into columns of the kept rows, in the searched space
+    clean = drop_unread_rows(searched, refill_columns(searched, drop_unread_rows(searched, found.solution)))
+    dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
+    info = dict(found.info, unread_rows_dropped=dropped)
+    lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
-        result = make_result(instance, refine(instance, result.solution, granularity), method=result.method,
-                             runtime=result.runtime, iterations=result.iterations, seed=seed,
-                             info=dict(result.info, granularity=granularity,
-                                       lower_bound_in_granularity=result.lower_bound))
-    if not result.feasible:
-        raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {result.status})")
-    clean = drop_unread_rows(instance, result.solution)
-    if clean != result.solution:
-        dropped = sum(int(result.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
-        result = make_result(instance, clean, method=result.method, runtime=result.runtime,
-                             iterations=result.iterations, seed=seed, lower_bound=result.lower_bound,
-                             info=dict(result.info, unread_rows_dropped=dropped))
+        info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}
+        lower_bound = None
+    result = make_result(instance, refine(instance, clean, granularity), method=found.method,
+                         runtime=found.runtime, iterations=found.iterations, seed=seed, lower_bound=lower_bound,
+                         timed_out=found.status == "time_limit", trace=found.trace, info=info)
     seconds["solve"] = time.perf_counter() - t
     apply(work, result.solution, ext)
     report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,

@@ -20,7 +20,7 @@ from rcprune.validation import InvalidInstanceError, check_int_option
 
 
 
-__all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows"]
+__all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows", "refill_columns"]
 
 
 def _row_sums(instance: NetworkInstance) -> np.ndarray:
@@ -189,6 +189,27 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, spend):
             for j in range(n):
                 col_sums[c0 + j] += net.scores[base + j]
     return spend
+
+
+def refill_columns(instance: NetworkInstance, solution: NetworkSolution) -> NetworkSolution:
+    """``solution`` plus the live columns its left-over budget pays for (:func:`fill_columns` on its
+    kept rows; rows are never added, so no kept row loses its readers). O(N log N) for N columns.
+
+    >>> from rcprune.network.generate import chain_network
+    >>> net = chain_network(budget=20)
+    >>> sol = NetworkSolution({li.name: ([1] * li.rows, [0] * li.cols) for li in net.layers})
+    >>> net.evaluate(refill_columns(net, sol)).kept_count <= 20
+    True
+    """
+    f = instance.flat
+    st = nk.new_state(f)
+    st.rows[:], st.cols[:] = solution.to_flat(instance)
+    nk.init_state(f, st)
+    if st.spend[0] > f.budget[0]:
+        return solution
+    cols = st.cols.copy()
+    fill_columns(f, st.n_rows.copy(), st.col_sums.copy(), (st.alive > 0) | f.chan_input, cols, True)
+    return NetworkSolution.from_flat(instance, st.rows.copy(), cols)
 
 
 class _Sweep:
