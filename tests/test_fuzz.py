@@ -99,6 +99,23 @@ def test_network_builder_and_constructor(scores, channels, budget, sparsity, wei
     only_invalid_instance_error(rcprune.NetworkInstance, graph, scores_, budget=4, weighting=weighting)
     only_invalid_instance_error(rcprune.NetworkInstance, graph, scores_, budget=4, metadata=metadata)
     only_invalid_instance_error(rcprune.NetworkInstance, graph, {"fc": scores}, budget=4)
+    only_invalid_instance_error(rcprune.NetworkInstance, graph, scores_, budget=budget, measure="macs")
+    only_invalid_instance_error(rcprune.NetworkInstance, graph, scores_, budget=4, measure=weighting)
+
+
+@fuzz
+@given(junk, junk, junk, junk, junk, junk)
+def test_measures_and_spend_tables(rows, cols, values, coef, fixed, data):
+    from rcprune.network.measure import Measure, SpendTable
+
+    only_invalid_instance_error(SpendTable, rows, cols, values)
+    only_invalid_instance_error(Measure, "m", coef=coef)
+    only_invalid_instance_error(Measure, "m", fixed=fixed)
+    only_invalid_instance_error(Measure, rows, {"fc": values})
+    only_invalid_instance_error(Measure.from_json, data)
+    table = SpendTable([0, 2], [0, 2], [[0, 0], [0, 1.0]])
+    only_invalid_instance_error(lambda: _network_instance().replace(measure=Measure("m", {"fc": table}, coef=coef),
+                                                                    budget=fixed))
 
 
 @fuzz

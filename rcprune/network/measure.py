@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, as_array
 
 __all__ = ["SpendTable", "Measure", "MEASURES", "measure_for"]
 
@@ -40,7 +40,7 @@ MEASURES = ("weights", "macs", "latency")
 
 
 def _knots(values, what: str) -> np.ndarray:
-    k = np.asarray(values)
+    k = as_array(values, what)
     if k.ndim != 1 or k.size < 2 or not np.issubdtype(k.dtype, np.number):
         raise InvalidInstanceError(f"{what} must be a 1-d list of at least 2 integers, got {values!r}")
     if not np.all(np.isfinite(k)) or not np.array_equal(k, np.round(k)):
@@ -65,7 +65,7 @@ class SpendTable:
     def __init__(self, rows, cols, values):
         r = _knots(rows, "spend table row knots")
         c = _knots(cols, "spend table column knots")
-        v = np.array(values, dtype=np.float64)
+        v = np.array(as_array(values, "spend table values", dtype=np.float64))
         if v.shape != (r.size, c.size):
             raise InvalidInstanceError(f"spend table values have shape {v.shape}, expected {(r.size, c.size)} "
                                        "(row knots x column knots)")
@@ -148,6 +148,10 @@ class Measure:
                  metadata: Mapping[str, Any] | None = None):
         if not isinstance(name, str) or not name:
             raise InvalidInstanceError(f"a measure needs a non-empty name, got {name!r}")
+        for label, given in (("tables", tables), ("coef", coef)):
+            if given is not None and not isinstance(given, Mapping):
+                raise InvalidInstanceError(f"measure {label} must be a mapping layer -> value, got "
+                                           f"{type(given).__name__}")
         tables = dict(tables or {})
         for layer, t in tables.items():
             if not isinstance(t, SpendTable):
