@@ -261,8 +261,9 @@ def _check_args(model, example_inputs, dtype, rows, cols, repeats, warmup) -> tu
         raise InvalidInstanceError("example_inputs must be a tensor or a tuple of tensors")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InvalidInstanceError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    for name, v, low in (("rows", rows, 2), ("cols", cols, 2), ("repeats", repeats, 1), ("warmup", warmup, 0)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+    for name, v, low, optional in (("rows", rows, 2, True), ("cols", cols, 2, True), ("repeats", repeats, 1, False),
+                                   ("warmup", warmup, 0, False)):
+        if (v is not None or not optional) and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise InvalidInstanceError(f"{name} must be an integer >= {low}, got {v!r}")
     return inputs
 

@@ -32,7 +32,7 @@ from rcprune.torch.compact import CompactReport, compact as compact_model
 from rcprune.torch.batches import check_loader
 from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
-from rcprune.torch.latency_table import latency_table as build_latency_table
+from rcprune.torch.latency_table import LatencyTable, latency_table as build_latency_table
 from rcprune.torch.masking import apply
 from rcprune.torch.refit import RefitReport, ls_refit
 
@@ -132,8 +132,9 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
                 f"the MACs target {target:.6g} is unreachable: keeping only the protected minimum needs {least:.6g} "
                 f"MACs, a speedup of at most {full / least if least else float('inf'):.2f}x")
         return measured.replace(budget=target)
-    if table is None:
-        raise InvalidInstanceError("budget='latency' needs a latency table (rcprune.torch.latency_table)")
+    if not isinstance(table, LatencyTable):
+        raise InvalidInstanceError(f"budget='latency' needs a rcprune.torch.LatencyTable "
+                                   f"(rcprune.torch.latency_table), got {type(table).__name__}")
     measure = table.measure(extraction, granularity=granularity)
     measured = instance.replace(measure=measure)
     full, least = _reach(measured, granularity)
@@ -228,6 +229,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                                    "how fast a model runs)")
     if latency_ms is not None and budget != "latency":
         raise InvalidInstanceError("latency_ms needs budget='latency'")
+    if latency_table is not None and not isinstance(latency_table, LatencyTable):
+        raise InvalidInstanceError(f"latency_table must be a rcprune.torch.LatencyTable, got "
+                                   f"{type(latency_table).__name__}")
     if budget == "latency" and not targets:
         raise InvalidInstanceError("budget='latency' needs a target: speedup=, latency_ms= or sparsity=")
     if sparsity is None and not targets:

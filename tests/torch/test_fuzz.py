@@ -106,3 +106,31 @@ def test_finetune_refuses_bad_options(kwargs, message):
     with pytest.raises(rcprune.InvalidInstanceError, match=message):
         rct.finetune(model, loader, progress=False, **kwargs)
     assert _unchanged(model, before)
+
+
+TABLE = rct.latency_table(copy.deepcopy(MODEL), X, repeats=1, warmup=1, rows=3, cols=3, cache=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["budget", "speedup", "latency_ms", "granularity", "latency_table", "device"]), junk)
+def test_budget_options(key, value):
+    model = copy.deepcopy(MODEL)
+    before = _state(model)
+    kw = {"budget": "latency", "latency_table": TABLE, "speedup": 1.2, "compact": False}
+    if key in ("latency_ms", "speedup"):
+        kw.pop("speedup")
+    kw[key] = value
+    only_invalid(rct.prune, model, X[:1], **kw)
+    assert _unchanged(model, before)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["device", "dtype", "rows", "cols", "repeats", "warmup", "extraction", "cache_dir"]), junk)
+def test_latency_table_options(key, value):
+    model = copy.deepcopy(MODEL)
+    before = _state(model)
+    only_invalid(rct.latency_table, model, X[:2], **{"repeats": 1, "warmup": 0, "rows": 2, "cols": 2,
+                                                    "cache": False, key: value})
+    only_invalid(TABLE.measure, EXT, granularity=value)
+    only_invalid(TABLE.predict, EXT, value)
+    assert _unchanged(model, before)
