@@ -23,7 +23,7 @@ import numpy as np
 
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
 
-__all__ = ["drop_unread_rows", "read_channels"]
+__all__ = ["drop_unread_rows", "read_channels", "input_reaches_outputs"]
 
 
 def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[str, np.ndarray]:
@@ -57,3 +57,27 @@ def drop_unread_rows(instance: NetworkInstance, solution: NetworkSolution) -> Ne
                 changed = True
         if not changed:
             return NetworkSolution(layers)
+
+
+def input_reaches_outputs(instance: NetworkInstance, solution: NetworkSolution) -> tuple[bool, list[str]]:
+    """Whether every output group (protected, or consumed by no layer) still depends on a network input:
+    a channel carries input signal when a producer keeps its row and reads some signal-carrying channel
+    through a kept effective column. Returns that and the groups no signal reaches. A solution that fails
+    computes a constant for every input (e.g. a latency budget removed the stem). O(passes x total
+    columns), one pass when the layers are in topological order."""
+    eff = solution.effective(instance)
+    reached = {g.name: np.full(g.size, g.input) for g in instance.groups}
+    changed = True
+    while changed:
+        changed = False
+        for li in instance.layers:
+            s = eff[li.name]
+            if not s.rows.any() or reached[li.output][s.rows].all():
+                continue
+            blocks = s.cols.reshape(li.in_channels, li.block).any(axis=1)
+            carried = np.concatenate([reached[g] for g, _ in li.inputs])
+            if (blocks & carried).any():
+                reached[li.output] |= s.rows
+                changed = True
+    outputs = [g.name for g in instance.groups if (g.protected or not g.consumers) and not g.input]
+    return all(reached[g].any() for g in outputs), [g for g, r in reached.items() if not r.any()]

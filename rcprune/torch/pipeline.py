@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import copy
 import time
+
+import networkx as nx
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
-from rcprune.network.cleanup import drop_unread_rows
+from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs
 from rcprune.solvers.network.greedy import refill_columns
 from rcprune.network.granularity import check_granularity, coarsen, refine
 from rcprune.network.model import NetworkInstance, NetworkSolution
@@ -154,6 +156,45 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
     return measured.replace(budget=total - measure.fixed)
 
 
+def _first_unreached(instance: NetworkInstance, unreached: list[str]) -> str:
+    """The unreached group whose first producer comes first in layer order (the cut nearest the input)."""
+    first = {g: min(instance.layer(p).index for p in instance.group(g).producers) for g in unreached
+             if instance.group(g).producers}
+    return min(first, key=first.get)
+
+
+def _solve_connected(instance: NetworkInstance, granularity: str, method: str, options: dict):
+    """Solve (in the granularity's space), drop unread rows and re-spend their budget on columns; while
+    the solution cuts every path from the input to an output (the importance scores do not see that
+    everything after a layer depends on it, and a latency table makes whole layers tempting), protect the
+    cut group nearest the input and solve again. Returns the (possibly more protected) instance, the
+    searched instance, the solver's result, the cleaned solution and the groups protected on the way."""
+    from rcprune.solve import solve
+
+    protected: list[str] = []
+    while True:
+        searched = coarsen(instance, granularity)
+        found = solve(searched, method=method, **options)
+        if not found.feasible:
+            raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {found.status})")
+        # unread rows out, their budget into columns of the kept rows, in the searched space
+        clean = drop_unread_rows(searched, refill_columns(searched, drop_unread_rows(searched, found.solution)))
+        ok, unreached = input_reaches_outputs(searched, clean)
+        if ok:
+            return instance, searched, found, clean, protected
+        group = _first_unreached(instance, unreached)
+        graph = nx.DiGraph(instance.graph)
+        graph.nodes[group]["protected"] = True
+        try:
+            instance = instance.replace(graph=graph)
+        except InvalidInstanceError as exc:
+            raise InvalidInstanceError(
+                f"every {method} solution found cuts the path from the input to the output (no signal reaches "
+                f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''}), and protecting {group!r} too "
+                f"does not fit the budget ({exc}): ask for less") from None
+        protected.append(group)
+
+
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str = "network-greedy",
@@ -199,6 +240,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``granularity="channel"`` the bound holds in the channel space only: it is reported as
         ``report.result.info["lower_bound_in_granularity"]``).
 
+    A solution that leaves the output without any path from the input (a constant model: the L1 scores
+    do not see that every later layer depends on the stem) is solved again with the cut group nearest the
+    input protected, until connected (``report.result.info["protected_to_connect"]`` lists them).
     The solver's kept rows that no consumer reads are dropped before masking
     (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work) and the budget they
     free buys columns of the kept rows (:func:`rcprune.solvers.network.greedy.refill_columns`); the
@@ -263,15 +307,10 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
                                  table=table, granularity=granularity)
     t = time.perf_counter()
-    searched = coarsen(instance, granularity)
-    found = solve(searched, method=method, seed=seed, time_limit=time_limit, bound=bound,
-                  **(solver_options or {}))
-    if not found.feasible:
-        raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {found.status})")
-    # unread rows out, their budget into columns of the kept rows, in the searched space
-    clean = drop_unread_rows(searched, refill_columns(searched, drop_unread_rows(searched, found.solution)))
+    instance, searched, found, clean, connected = _solve_connected(
+        instance, granularity, method, dict(seed=seed, time_limit=time_limit, bound=bound, **(solver_options or {})))
     dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
-    info = dict(found.info, unread_rows_dropped=dropped)
+    info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected)
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}

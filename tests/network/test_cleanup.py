@@ -33,3 +33,51 @@ def test_dropping_unread_rows_only_removes_waste(seed):
     for li in net.layers:
         if clean[li.name].rows.any():
             assert np.array_equal(eff_a[li.name].cols, eff_b[li.name].cols)
+
+
+def test_a_cut_stem_is_found():
+    from rcprune.network.builder import NetworkBuilder
+    from rcprune.network.cleanup import input_reaches_outputs
+
+    b = NetworkBuilder("res")
+    x = b.input("x", 1)
+    h = b.layer("stem", np.ones((2, 1)), x)
+    h = b.add(h, b.layer("branch", np.ones((2, 2)), h))
+    b.layer("fc", np.ones((1, 2)), h, protected=True)
+    net = b.build(budget=7)
+    full = NetworkSolution.full(net)
+    assert input_reaches_outputs(net, full) == (True, [])
+    no_branch = NetworkSolution({**dict(full.items()), "branch": ([0, 0], [1, 1])})
+    assert input_reaches_outputs(net, no_branch)[0]            # the skip path carries the signal
+    no_stem = NetworkSolution({**dict(full.items()), "stem": ([0, 0], [1])})
+    ok, unreached = input_reaches_outputs(net, no_stem)
+    assert not ok and "stem:out" in unreached and "fc:out" in unreached
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 100_000))
+def test_reachability_matches_a_path_search(seed):
+    import networkx as nx
+    from rcprune.network.cleanup import input_reaches_outputs
+
+    net = random_network(seed, n_layers=5, residual=0.5)
+    rng = np.random.default_rng(seed)
+    sol = NetworkSolution({li.name: (rng.random(li.rows) < 0.5, rng.random(li.cols) < 0.5) for li in net.layers})
+    eff = sol.effective(net)
+    g = nx.DiGraph()
+    for li in net.layers:   # channel-level graph: input channel -> layer row -> output channel
+        s = eff[li.name]
+        cols = s.cols.reshape(li.in_channels, li.block).any(axis=1)
+        for gname, off in li.inputs:
+            for c in range(net.group(gname).size):
+                if cols[off + c] and s.rows.any():
+                    g.add_edge(("ch", gname, c), ("layer", li.name))
+        for r in np.flatnonzero(s.rows):
+            g.add_edge(("layer", li.name), ("ch", li.output, int(r)))
+    ok, _ = input_reaches_outputs(net, sol)
+    inputs = [("ch", gr.name, c) for gr in net.groups if gr.input for c in range(gr.size)]
+    outputs = [gr for gr in net.groups if (gr.protected or not gr.consumers) and not gr.input]
+    def reached(gr):
+        return any(g.has_node(s) and g.has_node(("ch", gr.name, c)) and nx.has_path(g, s, ("ch", gr.name, c))
+                   for s in inputs for c in range(gr.size))
+    assert ok == all(reached(gr) for gr in outputs)

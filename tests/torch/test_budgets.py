@@ -5,22 +5,25 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rcprune import InvalidInstanceError  # noqa: E402
-from rcprune.torch import extract, latency_table, prune  # noqa: E402
+from rcprune.torch import extract, prune  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
 from rcprune.torch.pipeline import budgeted_instance  # noqa: E402
+from tests.torch.cases import flop_timed_latency_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_and_table():
     model = cifar_resnet(depth=8, width=8, in_channels=1, num_classes=4, seed=0).eval()
     x = torch.randn(4, 1, 12, 12)
-    table = latency_table(model, x, repeats=3, warmup=2, rows=3, cols=3, cache=False)
+    table = flop_timed_latency_table(model, x, rows=4, cols=4)
     return model, x, table
 
 
 def test_macs_speedup_bounds_the_prunable_macs(model_and_table):
     model, x, _ = model_and_table
-    small, report = prune(model, x[:1], budget="macs", speedup=2.0)
+    _, cut = prune(model, x[:1], budget="macs", speedup=2.0)   # the L1 objective gives the stem away ...
+    assert cut.result.info["protected_to_connect"] == ["conv1:out"]   # ... so it was protected, and solved again
+    small, report = prune(model, x[:1], budget="macs", speedup=2.0, protect=["conv1"])
     assert report.measure == "macs" and report.spend <= report.budget
     assert report.macs_after <= report.macs_before / 2 and report.macs_after == report.spend
     with torch.no_grad():
@@ -100,10 +103,28 @@ def test_unread_rows_are_dropped_without_changing_the_function(model_and_table):
 
 def test_prune_reports_dropped_rows_and_keeps_channel_bounds_apart(model_and_table):
     model, x, _ = model_and_table
-    _, report = prune(model, x[:1], budget="macs", sparsity=0.7, granularity="channel", bound=True)
+    _, report = prune(model, x[:1], budget="macs", sparsity=0.7, granularity="channel", bound=True,
+                      protect=["conv1"])
     info = report.result.info
     assert report.result.lower_bound is None and info["lower_bound_in_granularity"] <= report.result.cost + 1e-9
     from rcprune.network.cleanup import read_channels
     read = read_channels(report.extraction.instance, report.solution)
     for li in report.extraction.instance.layers:
         assert not np.any(report.solution[li.name].rows & ~read[li.output])
+
+
+def test_every_pruned_model_still_reads_its_input(model_and_table):
+    """Whatever the target, the output depends on the input: two inputs give two outputs."""
+    from rcprune.network.cleanup import input_reaches_outputs
+
+    model, x, table = model_and_table
+    for speedup in (1.5, 3.0, 6.0):
+        try:
+            small, report = prune(model, x, budget="latency", speedup=speedup, latency_table=table)
+        except InvalidInstanceError as exc:
+            assert "unreachable" in str(exc) or "does not fit the budget" in str(exc)
+            continue
+        assert input_reaches_outputs(report.extraction.instance, report.solution)[0]
+        with torch.no_grad():
+            a, b = small(x[:2]), small(x[2:4])
+        assert not torch.allclose(a, b)
