@@ -172,6 +172,8 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
            "target_speedup": speedup, "solver_options": opts}
     if masked is None:
         return None, row | {"note": rep, "acc": None}
+    # a layer with no kept row: on a plain path (the stem, a block and its shortcut) it cuts the network
+    row["dead_layers"] = [le.name for le in rep.result.evaluation.layers if le.density == 0]
     acc0 = evaluate_accuracy(masked, test)
     t = time.perf_counter()
     hist = finetune(masked, train, epochs, lr=0.01, seed=seed, desc=row["method"], progress=progress)
@@ -257,6 +259,12 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
     return rows, models
 
 
+def _table_consistency(table) -> float:
+    """The table's dense layers summed over its measured dense model: well above 1 (its ``fixed`` part is then
+    clipped to 0) means the grid was timed under other load than the dense model, and its targets are off."""
+    return table.metadata["dense_layers_ms"] / table.dense_ms
+
+
 def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
     """Latency only, random weights: TP per-layer vs rcprune asked for TP's measured speedups."""
     import torchvision
@@ -292,7 +300,8 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
     timed = time_forms({str(i): m for i, m in models.items()}, x, cfg["repeats"])
     _attach_latency(rows, {i: str(i) for i in models}, timed | {"dense": timed["0"]})
     log(f"{name} {size}x{size} batch {batch}: targets " + ", ".join(f"{t:.3f}x" for t in targets.values()))
-    return {"model": name, "batch": batch, "size": size, "table_dense_ms": table.dense_ms, "rows": rows}
+    return {"model": name, "batch": batch, "size": size, "table_dense_ms": table.dense_ms,
+            "table_layers_over_dense": _table_consistency(table), "rows": rows}
 
 
 def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
@@ -364,6 +373,8 @@ def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities
         t = time.perf_counter()
         table = latency_table(dense, x, cache_dir=cache_dir)
         table_s = time.perf_counter() - t
+    log(f"latency table: dense {table.dense_ms:.2f} ms, its layers sum to {_table_consistency(table):.2f}x that "
+        f"({table_s:.0f} s)")
     first = time_forms({"dense": dense, **tp}, x, cfg["repeats"])
     targets = _targets(first, cfg["tp_sparsities"])
     log("latency targets (TP per-layer speedups): " + ", ".join(f"{s}: {v:.3f}x" for s, v in targets.items()))
@@ -376,7 +387,8 @@ def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities
     timed = time_forms({str(i): m for i, m in models.items()}, x, cfg["repeats"])
     _attach_latency(rows, {i: str(i) for i in models}, timed | {"dense": timed["0"]})
     result = {"config": cfg, "dense": dense_info | {"accuracy": dense_acc, "table_dense_ms": table.dense_ms,
-                                                     "table_seconds": table_s},
+                                                     "table_seconds": table_s,
+                                                     "table_layers_over_dense": _table_consistency(table)},
               "targets": {"timing": first, "speedups": {str(s): v for s, v in targets.items()}}, "rows": rows}
     if latency_model is not None:
         result["latency_model"] = _latency_model_part(latency_model, cfg, cache_dir, log)
@@ -500,7 +512,8 @@ def _table_rows(summary: list[dict]) -> list[str]:
 
 def _latency_model_lines(part: dict) -> list[str]:
     lines = [f"## Latency only: torchvision {part['model']} at {part['size']}x{part['size']}, batch {part['batch']}, "
-             "random weights", "", "| method | TP sparsity | target speedup | measured speedup | latency ms | form | "
+             f"random weights; table: dense {part['table_dense_ms']:.2f} ms, layers sum to "
+             f"{part['table_layers_over_dense']:.2f}x that", "", "| method | TP sparsity | target speedup | measured speedup | latency ms | form | "
              "predicted ms | predicted / measured as-is |", "|" + "---|" * 8]
     for r in part["rows"]:
         if r.get("latency_ms") is None:
@@ -522,13 +535,21 @@ def format_report(result: dict) -> str:
              f"{cfg['dataset']} {cfg['size']}x{cfg['size']}", "",
              f"Seeds {cfg['seeds']}, {cfg['finetune_epochs']} fine-tune epochs for every model (lr 0.01, cosine), dense "
              f"trained {cfg['train_epochs']} epochs (accuracy {result['dense']['accuracy']:.4f}); TP sparsities "
-             f"{cfg['tp_sparsities']}; rcprune {cfg['granularities']} x {cfg['methods']} (annealing: "
-             f"{cfg['annealing_moves']} moves), asked for TP per-layer's measured speedups. Latency: CPU, batch "
+             f"{cfg['tp_sparsities']}; rcprune {cfg['granularities']} x {cfg['methods']}"
+             + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
+             + f", asked for TP per-layer's measured speedups (phase 1 timing). Latency: CPU, batch "
              f"{cfg['latency_batch']}, {cfg['latency_threads']} thread, median of {cfg['repeats']} interleaved rounds, "
              "all models in one run, each in the faster of as-is and BatchNorm-fused + channels-last; speedups over "
-             f"the dense model's faster form. Torch {cfg['torch']}, runtime {result['runtime_seconds']:.0f} s.", "",
+             f"the dense model's faster form. Latency table: dense {result['dense']['table_dense_ms']:.2f} ms, its "
+             f"layers sum to {result['dense']['table_layers_over_dense']:.2f}x that (about 1 when consistent). Torch "
+             f"{cfg['torch']}, runtime {result['runtime_seconds']:.0f} s.", "",
              *_table_rows(result["summary"]), "", "## Goals", ""]
     lines += [f"- {g['status']} {g['text']}" for g in result["goals"]]
+    dead = [r for r in result["rows"] if r.get("dead_layers")]
+    if dead:
+        lines += ["", "Layers the RC solutions removed entirely (no kept row):", ""]
+        lines += [f"- seed {r['seed']} {r['method']} @{r['target_speedup']:.3f}x: {', '.join(r['dead_layers'])}"
+                  for r in dead]
     if skipped:
         lines += ["", "Not run (unreachable targets):", ""] + [f"- seed {r['seed']} {r['method']}: {r['note']}"
                                                                for r in skipped]
