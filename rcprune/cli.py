@@ -261,6 +261,7 @@ def _bench_pareto(args) -> None:
               "granularities": _split_list(args.granularities or ",".join(GRANULARITIES), str, "--granularities"),
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
               "latency_model": None if args.no_latency_model else "resnet18",
+              "protect": _split_list(args.protect or "", str, "--protect"),
               "log": lambda msg: print(msg, file=sys.stderr)}
     if args.tp_sparsities is not None:
         kwargs["tp_sparsities"] = _split_list(args.tp_sparsities, float, "--tp-sparsities")
@@ -439,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel (default both)")
+    b.add_argument("--protect", default=None,
+                   help="pareto: comma-separated layers whose output channels rcprune keeps (e.g. conv1)")
     b.add_argument("--no-latency-model", action="store_true",
                    help="pareto: skip the latency-only ResNet-18 64x64 part")
     b.set_defaults(func=cmd_bench)

@@ -155,19 +155,19 @@ def _solver_options(method: str, moves: int) -> dict:
     return {"moves": moves} if method == "network-annealing" else {}
 
 
-def _rc_model(dense, x, table, speedup, granularity, method, seed, opts):
+def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=()):
     """The masked RC model asked for ``speedup`` and its report, or ``(None, reason)`` when unreachable."""
     try:
         return prune(dense, x, budget="latency", speedup=speedup, latency_table=table, granularity=granularity,
-                     method=method, seed=seed, solver_options=opts, compact=False)
+                     method=method, seed=seed, solver_options=opts, compact=False, protect=tuple(protect))
     except InvalidInstanceError as exc:
         return None, f"skipped: {exc}"
 
 
-def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress):
+def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=()):
     """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``."""
     train, test, x = data
-    masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts)
+    masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect)
     row = {"method": _label(granularity, method), "granularity": granularity, "solver": method, "seed": seed,
            "target_speedup": speedup, "solver_options": opts}
     if masked is None:
@@ -201,13 +201,13 @@ def _tp_row(model, label, sparsity, data, seed, epochs, progress):
 
 
 def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, moves,
-            repeats, quick) -> dict:
+            repeats, quick, protect=()) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8,
            "train_epochs": train_epochs, "finetune_epochs": epochs, "seeds": list(seeds),
            "tp_sparsities": list(tp_sparsities), "granularities": list(granularities), "methods": list(methods),
            "latency_model": latency_model, "annealing_moves": moves, "repeats": repeats, "quick": quick,
            "latency_batch": 64, "latency_threads": 1, "train_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "seed": seeds[0]}
+           "torch": torch.__version__, "seed": seeds[0], "protect": list(protect)}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, finetune_epochs=min(epochs, 1),
                    seeds=list(seeds)[:1], tp_sparsities=list(tp_sparsities)[-2:], methods=["network-greedy"],
@@ -247,7 +247,8 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
         for g in cfg["granularities"]:
             for m in cfg["methods"]:
                 opts = _solver_options(m, cfg["annealing_moves"])
-                small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress)
+                small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
+                                     cfg["protect"])
                 if small is not None:
                     models[len(rows)] = small
                     log(f"seed {seed} {row['method']} @{speedup:.3f}x: acc {row['acc']:.4f}, predicted "
@@ -288,7 +289,8 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
                 row = {"method": _label(g, m), "sparsity": s, "target_speedup": speedup}
                 try:
                     small, rep = prune(model, x, budget="latency", speedup=speedup, latency_table=table, granularity=g,
-                                       method=m, seed=cfg["seed"], solver_options=_solver_options(m, cfg["annealing_moves"]))
+                                       method=m, seed=cfg["seed"], solver_options=_solver_options(m, cfg["annealing_moves"]),
+                                       protect=tuple(cfg["protect"]))
                 except InvalidInstanceError as exc:
                     rows.append(row | {"note": f"skipped: {exc}"})
                     continue
@@ -308,7 +310,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
                tp_sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.93), epochs: int = 15, train_epochs: int = 15,
                granularities: Sequence[str] = GRANULARITIES, methods: Sequence[str] = METHODS,
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
-               threads: int = 1, quick: bool = False, progress: bool = False,
+               protect: Sequence[str] = (), threads: int = 1, quick: bool = False, progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Run the report card and write ``pareto.json``, ``pareto.md`` and ``pareto.png`` to ``out``.
 
@@ -333,6 +335,9 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         The bounded effort of ``network-annealing`` (proposals).
     repeats : int
         Interleaved timing rounds.
+    protect : sequence of str
+        Layers whose output channels rcprune must keep (``prune(protect=)``), e.g. the stem and the shortcut
+        convs, so that no solution cuts the network's only path; the same names in the latency-only part.
     threads : int
         Torch intra-op threads for training and fine-tuning (latency is always timed on one): on a shared
         machine a second thread that loses its core stalls every parallel region (10x slower epochs).
@@ -351,16 +356,16 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
     with _threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                    annealing_moves, repeats, quick, progress, log)
+                    annealing_moves, repeats, quick, progress, log, protect)
 
 
 def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-         annealing_moves, repeats, quick, progress, log) -> dict:
+         annealing_moves, repeats, quick, progress, log, protect) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                  annealing_moves, repeats, quick)
+                  annealing_moves, repeats, quick, protect)
     cache_dir = out / "latency-tables"
     torch.manual_seed(cfg["seed"])
     train, test = _loaders(cfg, cfg["seed"])
@@ -537,6 +542,7 @@ def format_report(result: dict) -> str:
              f"trained {cfg['train_epochs']} epochs (accuracy {result['dense']['accuracy']:.4f}); TP sparsities "
              f"{cfg['tp_sparsities']}; rcprune {cfg['granularities']} x {cfg['methods']}"
              + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
+             + (f", protecting {', '.join(cfg['protect'])}" if cfg.get("protect") else "")
              + f", asked for TP per-layer's measured speedups (phase 1 timing). Latency: CPU, batch "
              f"{cfg['latency_batch']}, {cfg['latency_threads']} thread, median of {cfg['repeats']} interleaved rounds, "
              "all models in one run, each in the faster of as-is and BatchNorm-fused + channels-last; speedups over "

@@ -16,7 +16,7 @@ from rcprune.validation import InvalidInstanceError  # noqa: E402
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto")
-    assert main(["bench", "pareto", "--quick", "--out", str(out)]) == 0
+    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1"]) == 0
     return out, json.loads((out / "pareto.json").read_text())
 
 
@@ -26,7 +26,7 @@ def test_quick_writes_files_and_every_row(quick):
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     cfg = result["config"]
     assert cfg["quick"] and cfg["dataset"] == "digits" and cfg["seeds"] == [0] and cfg["latency_threads"] == 1
-    assert cfg["tp_sparsities"] == [0.9, 0.93]
+    assert cfg["tp_sparsities"] == [0.9, 0.93] and cfg["protect"] == ["conv1"]
     keys = {(r["method"], r["sparsity"], r["seed"]) for r in result["rows"] if r["method"] != "dense"}
     methods = ["tp-l1-per-layer", "tp-l1-global", "rc-column-greedy", "rc-channel-greedy"]
     assert keys == {(m, s, 0) for m in methods for s in (0.9, 0.93)}
@@ -35,7 +35,7 @@ def test_quick_writes_files_and_every_row(quick):
     for r in result["rows"]:
         if r["method"].startswith("rc-"):
             assert r["target_speedup"] == targets[r["sparsity"]]   # asked for TP per-layer's measured speedup
-            assert "note" in r or isinstance(r["dead_layers"], list)
+            assert "note" in r or "conv1" not in r["dead_layers"]   # protected: its rows all stay
         if r.get("latency_ms") is not None:
             assert r["latency_ms"] == min(r["as_is_ms"], r["fused_cl_ms"])
             assert r["speedup"] == pytest.approx(dense["latency_ms"] / r["latency_ms"], rel=1e-12)
