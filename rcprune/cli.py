@@ -205,6 +205,8 @@ def cmd_bench(args) -> int:
         _bench_bounds(args)
     elif args.what == "latency":
         _bench_latency(args)
+    elif args.what == "pareto":
+        _bench_pareto(args)
     elif args.what == "retention":
         from rcprune.bench.retention import bench_retention
 
@@ -245,6 +247,34 @@ def _bench_bounds(args) -> None:
     print("certified gaps on real-layer-shaped library instances: best solver cost vs the best lower bound "
           "(gap = (cost - bound) / cost, same run)")
     print(format_table(rows))
+
+
+def _split_list(text: str, cast, what: str) -> tuple:
+    try:
+        return tuple(cast(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InvalidInstanceError(f"{what} must be a comma-separated list, got {text!r}") from None
+
+
+def _bench_pareto(args) -> None:
+    try:
+        from rcprune.bench.pareto import GRANULARITIES, METHODS, run_pareto
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench pareto needs the torch and bench extras (pip install "
+                                   f"'rcprune[torch,bench]'): {exc}") from None
+    kwargs = {"dataset": args.dataset, "seeds": _split_list(args.seeds, int, "--seeds"), "epochs": args.epochs,
+              "train_epochs": args.train_epochs, "quick": args.quick,
+              "granularities": _split_list(args.granularities or ",".join(GRANULARITIES), str, "--granularities"),
+              "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
+              "latency_model": None if args.no_latency_model else "resnet18",
+              "protect": _split_list(args.protect or "", str, "--protect"),
+              "log": lambda msg: print(msg, file=sys.stderr)}
+    if args.tp_sparsities is not None:
+        kwargs["tp_sparsities"] = _split_list(args.tp_sparsities, float, "--tp-sparsities")
+    out = args.out or "rcprune-pareto"
+    result = run_pareto(out, **kwargs)
+    print((Path(out) / "pareto.md").read_text())
+    print(f"wrote pareto.json, pareto.md and {result['plot'] or 'no plot'} to {out}")
 
 
 def _bench_latency(args) -> None:
@@ -375,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency", "pareto"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
     b.add_argument("--bound", action="store_true",
@@ -406,6 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")
+    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto)")
+    b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
+    b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")
+    b.add_argument("--epochs", type=int, default=15, help="pareto: fine-tuning epochs, the same for every model")
+    b.add_argument("--train-epochs", type=int, default=15, help="pareto: dense training epochs (cached)")
+    b.add_argument("--tp-sparsities", default=None,
+                   help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
+    b.add_argument("--methods", default=None,
+                   help="pareto: network methods (default network-greedy,network-annealing)")
+    b.add_argument("--granularities", default=None, help="pareto: column,channel (default both)")
+    b.add_argument("--protect", default=None,
+                   help="pareto: comma-separated layers whose output channels rcprune keeps (e.g. conv1)")
+    b.add_argument("--no-latency-model", action="store_true",
+                   help="pareto: skip the latency-only ResNet-18 64x64 part")
     b.set_defaults(func=cmd_bench)
     v = sub.add_parser("verify-bounds", help="check the 2-approximation guarantees on random instances")
     v.add_argument("--n", type=int, default=10000, help="number of random instances")

@@ -71,6 +71,8 @@ def _save_state(model: nn.Module, path: Path) -> None:
 
 def _dense_model(out: Path, cfg: dict, train, test, log) -> tuple[nn.Module, dict]:
     key = "dense-d{depth}-w{width}-s{size}-e{train_epochs}-seed{seed}.pt".format(**cfg)
+    if cfg.get("dataset", "digits") != "digits":   # digits keeps its old name: existing caches still load
+        key = f"{cfg['dataset']}-{key}"
     path = out / key
     model = cifar_resnet(cfg["depth"], cfg["width"], 1, 10, seed=cfg["seed"])
     if path.is_file():
@@ -85,9 +87,9 @@ def _dense_model(out: Path, cfg: dict, train, test, log) -> tuple[nn.Module, dic
     return model.eval(), {"cached": False, "train_seconds": time.perf_counter() - t}
 
 
-def _tp_prune(dense: nn.Module, example: torch.Tensor, target: int, global_pruning: bool):
+def _tp_prune(dense: nn.Module, example: torch.Tensor, target: int, global_pruning: bool, steps: int = 12):
     """Torch-Pruning L1 channel pruning with the ratio whose kept conv/linear weights are the largest
-    not above ``target`` (bisection)."""
+    not above ``target`` (bisection, ``steps`` halvings)."""
     import torch_pruning as tp
 
     def pruned(ratio: float) -> nn.Module:
@@ -99,7 +101,7 @@ def _tp_prune(dense: nn.Module, example: torch.Tensor, target: int, global_pruni
         return m
 
     lo, hi, best = 0.0, 0.99, None
-    for _ in range(12):
+    for _ in range(steps):
         mid = (lo + hi) / 2
         m = pruned(mid)
         if sum(_prunable_weights(m).values()) <= target:

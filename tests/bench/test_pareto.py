@@ -1,0 +1,108 @@
+"""``rcprune bench pareto --quick``: the report card end to end on digits, and its goals and argument checks."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("torch_pruning")
+pytest.importorskip("torchvision")
+
+from rcprune.bench.pareto import evaluate_goals, run_pareto, summarize  # noqa: E402
+from rcprune.cli import main  # noqa: E402
+from rcprune.validation import InvalidInstanceError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pareto")
+    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1"]) == 0
+    return out, json.loads((out / "pareto.json").read_text())
+
+
+def test_quick_writes_files_and_every_row(quick):
+    out, result = quick
+    assert {"pareto.json", "pareto.md", "pareto.png"} <= {p.name for p in out.iterdir()}
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = result["config"]
+    assert cfg["quick"] and cfg["dataset"] == "digits" and cfg["seeds"] == [0] and cfg["latency_threads"] == 1
+    assert cfg["tp_sparsities"] == [0.9, 0.93] and cfg["protect"] == ["conv1"]
+    keys = {(r["method"], r["sparsity"], r["seed"]) for r in result["rows"] if r["method"] != "dense"}
+    methods = ["tp-l1-per-layer", "tp-l1-global", "rc-column-greedy", "rc-channel-greedy"]
+    assert keys == {(m, s, 0) for m in methods for s in (0.9, 0.93)}
+    targets = {float(s): v for s, v in result["targets"]["speedups"].items()}
+    dense = next(r for r in result["rows"] if r["method"] == "dense")
+    for r in result["rows"]:
+        if r["method"].startswith("rc-"):
+            assert r["target_speedup"] == targets[r["sparsity"]]   # asked for TP per-layer's measured speedup
+            assert "note" in r or "conv1" not in r["dead_layers"]   # protected: its rows all stay
+        if r.get("latency_ms") is not None:
+            assert r["latency_ms"] == min(r["as_is_ms"], r["fused_cl_ms"])
+            assert r["speedup"] == pytest.approx(dense["latency_ms"] / r["latency_ms"], rel=1e-12)
+        else:
+            assert r["note"].startswith(("skipped", "compacted model does not run"))
+    part = result["latency_model"]
+    assert part["model"] == "resnet18" and {r["method"] for r in part["rows"]} >= {"dense", "tp-l1-per-layer"}
+
+
+def test_quick_goals_are_computed_from_the_rows(quick):
+    out, result = quick
+    md = (out / "pareto.md").read_text()
+    summary = summarize(result["rows"])
+    goals = evaluate_goals(summary, result["config"]["tp_sparsities"])
+    assert goals == result["goals"]
+    for goal in "abc":
+        assert any(g["goal"] == goal and g["status"] in ("PASS", "FAIL") for g in goals), goal
+    for g in goals:
+        assert f"- {g['status']} {g['text']}" in md
+
+
+def _point(method, sparsity, acc, ms, target=1.5):
+    return {"method": method, "sparsity": sparsity, "target_speedup": target, "n": 1, "acc": acc, "acc_sd": 0.0,
+            "latency_ms": ms, "latency_sd": 0.0, "speedup": 10.0 / ms, "speedup_sd": 0.0}
+
+
+def test_goals_follow_the_numbers():
+    tp = [_point("tp-l1-per-layer", 0.9, 0.95, 5.0), _point("tp-l1-global", 0.9, 0.96, 5.5)]
+    # rcprune at TP's latency but 0.2 point worse, and a faster point 1 point worse: every goal fails
+    worse = tp + [_point("rc-column-greedy", 0.9, 0.948, 5.0), _point("rc-channel-greedy", 0.9, 0.94, 3.0)]
+    status = {(g["goal"], g["status"]) for g in evaluate_goals(worse, [0.9])}
+    assert status == {("a", "FAIL"), ("b", "FAIL"), ("c", "FAIL"), ("c", "SKIP")}
+    # within one test image at 5.0 ms, and 0.1 point better at 4.0 ms (1.25x / 1.375x faster): every goal passes
+    better = tp + [_point("rc-column-greedy", 0.9, 0.949, 5.2), _point("rc-channel-greedy", 0.9, 0.961, 4.0)]
+    goals = evaluate_goals(better, [0.9])
+    assert {(g["goal"], g["status"]) for g in goals} == {("a", "PASS"), ("b", "PASS"), ("c", "PASS"), ("c", "SKIP")}
+    # 1.2x is the line: 4.2 ms against 5.0 ms is 1.19x
+    near = tp + [_point("rc-channel-greedy", 0.9, 0.961, 4.2)]
+    assert [g["status"] for g in evaluate_goals(near, [0.9]) if g["goal"] == "b"] == ["FAIL", "PASS"]
+
+
+def test_summary_mean_and_sd_over_seeds():
+    rows = [{"method": "rc-column-greedy", "sparsity": 0.9, "seed": s, "acc": a, "latency_ms": ms, "speedup": 10 / ms,
+             "target_speedup": 2.0} for s, a, ms in ((0, 0.9, 4.0), (1, 0.8, 6.0))]
+    rows.append({"method": "rc-column-greedy", "sparsity": 0.9, "seed": 2, "acc": None, "note": "skipped: x"})
+    (g,) = summarize(rows)
+    assert g["n"] == 2 and g["acc"] == pytest.approx(0.85) and g["acc_sd"] == pytest.approx(0.0707107, rel=1e-5)
+    assert g["latency_ms"] == 5.0 and g["latency_sd"] == pytest.approx(2 ** 0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dataset": "cifar"}, "dataset must be one of mnist, digits"),
+    ({"seeds": ()}, "seeds must be a non-empty sequence"),
+    ({"tp_sparsities": (0.5, 1.0)}, "tp_sparsities must be in (0, 1), got 1.0"),
+    ({"tp_sparsities": (0.0,)}, "tp_sparsities must be in (0, 1), got 0.0"),
+    ({"methods": ("network-magic",)}, "methods must be a non-empty subset"),
+    ({"epochs": -1}, "epochs must be a non-negative integer"),
+    ({"threads": 0}, "threads must be a positive integer"),
+])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises(InvalidInstanceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_pareto(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_bad_arguments(tmp_path, capsys):
+    assert main(["bench", "pareto", "--out", str(tmp_path), "--seeds", ""]) == 2
+    assert "seeds must be a non-empty sequence" in capsys.readouterr().err
+    assert main(["bench", "pareto", "--out", str(tmp_path), "--dataset", "imagenet"]) == 2
+    assert "dataset must be one of mnist, digits" in capsys.readouterr().err
