@@ -207,6 +207,8 @@ def cmd_bench(args) -> int:
         _bench_latency(args)
     elif args.what == "pareto":
         _bench_pareto(args)
+    elif args.what in ("table", "plan"):
+        _bench_table(args)
     elif args.what == "retention":
         from rcprune.bench.retention import bench_retention
 
@@ -275,6 +277,34 @@ def _bench_pareto(args) -> None:
     result = run_pareto(out, **kwargs)
     print((Path(out) / "pareto.md").read_text())
     print(f"wrote pareto.json, pareto.md and {result['plot'] or 'no plot'} to {out}")
+
+
+def _bench_table(args) -> None:
+    """``bench table``: the latency table's predicted vs measured ms of compacted models; ``bench plan``:
+    seconds to plan a latency-budgeted ResNet-50 once its table is built."""
+    try:
+        import torch  # noqa: F401
+
+        from rcprune.bench.latency_table import run_table_check
+        from rcprune.bench.planning import PLANNING_COLUMNS, bench_planning
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench {args.what} needs the torch extra (pip install 'rcprune[torch]'): "
+                                   f"{exc}") from None
+    if args.what == "table":
+        densities = (0.5, 0.85) if args.quick else (0.3, 0.5, 0.7, 0.85)
+        models = ("resnet20-28x28-b64",) if args.quick else None
+        result = run_table_check(args.out, seed=args.seed, densities=densities, models=models,
+                                 repeats=args.repeats or (3 if args.quick else 15))
+        print("latency table: predicted vs measured ms of compacted models (network-greedy at each share of "
+              "the full latency spend; one thread; interleaved in this run)")
+        print(format_table(result["rows"]))
+        return
+    quick = {"size": 32, "batch": 2, "speedups": (2.0,), "table_options": {"rows": 3, "cols": 3, "repeats": 1}}
+    rows, facts = bench_planning("resnet18" if args.quick else "resnet50", seed=args.seed,
+                                 **(quick if args.quick else {}))
+    print(f"planning a latency budget: {facts['model']} {facts['input']}, table built in {facts['table_s']:.1f} s "
+          f"(dense {facts['dense_ms']:.2f} ms on {facts['device']}); seconds of budgeted instance + solve")
+    print(format_table(rows, PLANNING_COLUMNS))
 
 
 def _bench_latency(args) -> None:
@@ -405,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency", "pareto"])
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency", "pareto",
+                                    "table", "plan"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
     b.add_argument("--bound", action="store_true",
@@ -436,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")
-    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto)")
+    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto); table: folder "
+                   "for latency_table_check.json and .md")
     b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")
     b.add_argument("--epochs", type=int, default=15, help="pareto: fine-tuning epochs, the same for every model")

@@ -21,3 +21,28 @@ def test_planning_rows_meet_their_targets(tmp_path):
     again, facts2 = bench_planning("resnet18", size=16, batch=1, speedups=(1.5,), methods=("network-greedy",),
                                    table_options=fast, cache_dir=tmp_path)
     assert facts2["dense_ms"] == facts["dense_ms"]   # the table came from the cache
+
+
+def test_cli_plan_and_table_quick(capsys, tmp_path, monkeypatch):
+    from rcprune.cli import main
+
+    monkeypatch.setenv("RCPRUNE_CACHE", str(tmp_path / "cache"))
+    assert main(["bench", "plan", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "planning a latency budget: resnet18" in out and "network-greedy" in out
+
+
+def test_cli_table_passes_its_options(capsys, monkeypatch):
+    import rcprune.bench.latency_table as lt
+    from rcprune.cli import main
+
+    seen = {}
+
+    def fake(out, **kwargs):
+        seen.update(kwargs, out=out)
+        return {"rows": [{"model": "m", "density": 0.5, "ratio": 1.0}], "tables": []}
+
+    monkeypatch.setattr(lt, "run_table_check", fake)
+    assert main(["bench", "table", "--quick", "--out", "dir"]) == 0
+    assert seen["densities"] == (0.5, 0.85) and seen["models"] == ("resnet20-28x28-b64",) and seen["out"] == "dir"
+    assert "predicted vs measured" in capsys.readouterr().out
