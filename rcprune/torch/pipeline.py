@@ -156,10 +156,29 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
     return measured.replace(budget=total - measure.fixed)
 
 
-def _first_unreached(instance: NetworkInstance, unreached: list[str]) -> str:
-    """The unreached group whose first producer comes first in layer order (the cut nearest the input)."""
-    first = {g: min(instance.layer(p).index for p in instance.group(g).producers) for g in unreached
-             if instance.group(g).producers}
+def _cut_to_protect(instance: NetworkInstance, unreached: list[str]) -> str:
+    """The unreached group nearest the input among those every input-to-output path passes through (a
+    ResNet's stem and stage groups, not a removed branch's inside), else the unreached group produced
+    first in layer order."""
+    g = nx.DiGraph()
+    for gi in instance.groups:
+        if gi.input:
+            g.add_edge("<source>", gi.name)
+        if (gi.protected or not gi.consumers) and not gi.input:
+            g.add_edge(gi.name, "<sink>")
+    for li in instance.layers:
+        for src, _ in li.inputs:
+            g.add_edge(src, li.output)
+    chain, node = [], "<sink>"
+    idom = nx.immediate_dominators(g, "<source>") if g.has_node("<sink>") else {}
+    while node in idom and idom[node] != node:
+        node = idom[node]
+        chain.append(node)
+    for group in reversed(chain):   # from the input towards the output
+        if group in unreached and instance.group(group).producers:
+            return group
+    first = {u: min(instance.layer(p).index for p in instance.group(u).producers) for u in unreached
+             if instance.group(u).producers}
     return min(first, key=first.get)
 
 
@@ -182,7 +201,7 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
         ok, unreached = input_reaches_outputs(searched, clean)
         if ok:
             return instance, searched, found, clean, protected
-        group = _first_unreached(instance, unreached)
+        group = _cut_to_protect(instance, unreached)
         graph = nx.DiGraph(instance.graph)
         graph.nodes[group]["protected"] = True
         try:
