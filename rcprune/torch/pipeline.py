@@ -202,6 +202,11 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
         if ok:
             return instance, searched, found, clean, protected
         group = _cut_to_protect(instance, unreached)
+        if instance.group(group).protected or len(protected) >= len(instance.groups):
+            raise InvalidInstanceError(
+                f"every {method} solution found cuts the path from the input to the output (no signal reaches "
+                f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''}) although {group!r} is "
+                "protected: its producers keep rows but read no live input; ask for less")
         graph = nx.DiGraph(instance.graph)
         graph.nodes[group]["protected"] = True
         try:
