@@ -394,7 +394,7 @@ def cmd_demo(args) -> int:
     sparsities = tuple(float(v) for v in args.sparsity.split(",") if v.strip())
     result = run_demo(args.out, seed=args.seed, epochs=args.epochs, train_epochs=args.train_epochs,
                       sparsities=sparsities, quick=args.quick, progress=not args.no_progress,
-                      retention=not args.no_retention)
+                      retention=not args.no_retention, pareto=not args.no_pareto)
     print(f"wrote results.json, results.md and {', '.join(result['plots']) or 'no plots'} to {args.out}")
     return 0
 
@@ -505,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--quick", action="store_true", help="smoke run: tiny model, one epoch, one sparsity")
     dm.add_argument("--no-progress", action="store_true", help="no progress bars")
     dm.add_argument("--no-retention", action="store_true", help="skip the small-weight retention rows")
+    dm.add_argument("--no-pareto", action="store_true",
+                    help="skip the latency-vs-accuracy report card on digits (out/pareto)")
     dm.set_defaults(func=cmd_demo)
     return p
 

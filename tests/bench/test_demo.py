@@ -47,7 +47,8 @@ def test_demo_quick_writes_table_and_plots(tmp_path, capsys):
     assert "Where the time goes" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.md").read_text().count("| 0.9 |") >= 2
     assert any(p.name.startswith("dense-") for p in tmp_path.iterdir())   # cached weights, loaded next time
-    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--no-retention"]) == 0
+    assert (tmp_path / "pareto" / "pareto.md").is_file() and "## Goals" in (tmp_path / "pareto" / "pareto.md").read_text()
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--no-retention", "--no-pareto"]) == 0
     assert "loaded the trained dense model" in capsys.readouterr().out
 
 
