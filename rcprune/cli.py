@@ -394,8 +394,15 @@ def cmd_demo(args) -> int:
     sparsities = tuple(float(v) for v in args.sparsity.split(",") if v.strip())
     result = run_demo(args.out, seed=args.seed, epochs=args.epochs, train_epochs=args.train_epochs,
                       sparsities=sparsities, quick=args.quick, progress=not args.no_progress,
-                      retention=not args.no_retention, pareto=not args.no_pareto)
+                      retention=not args.no_retention)
     print(f"wrote results.json, results.md and {', '.join(result['plots']) or 'no plots'} to {args.out}")
+    if not args.no_pareto:   # the latency-vs-accuracy card on digits: the demo's sparsities set TP's targets
+        from rcprune.bench.pareto import run_pareto
+
+        out = Path(args.out) / "pareto"
+        run_pareto(out, dataset="digits", seeds=(args.seed,), tp_sparsities=sparsities, epochs=args.epochs,
+                   train_epochs=args.train_epochs, latency_model=None, quick=args.quick, log=print)
+        print(f"wrote pareto.json, pareto.md and pareto.png to {out}")
     return 0
 
 

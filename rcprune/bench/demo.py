@@ -198,7 +198,6 @@ def _plots(out: Path, rows: list[dict], allocation: dict) -> list[str]:
 def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5, train_epochs: int = 15,
              sparsities=(0.9, 0.93), quick: bool = False, methods=None, progress: bool = True,
              weighting: str = DEFAULT_WEIGHTING, refit_before_finetune: bool = False, retention: bool = True,
-             pareto: bool = True,
              log=print) -> dict:
     """Run the demo and write its table and plots to ``out``; returns the results (also ``results.json``).
 
@@ -209,8 +208,6 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     their least-squares refit instead of from the masked trained weights (the zero-shot column is the
     refit's either way). ``retention``: at the first sparsity, add the small-weight retention rows
     (per-row magnitude vs data-aware retention, with and without refit; unstructured, accuracy only).
-    ``pareto``: also the latency-vs-accuracy report card on digits (:func:`rcprune.bench.pareto.run_pareto`,
-    one seed, the demo's sparsities as Torch-Pruning's targets, its epochs), written to ``out/pareto``.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -330,11 +327,5 @@ def run_demo(out: str | Path = "rcprune-demo", *, seed: int = 0, epochs: int = 5
     table = format_markdown(rows, header) + "\n" + format_breakdown(breakdown)
     atomic_write_bytes(out / "results.md", table.encode())
     result["plots"] = _plots(out, rows, allocation)
-    if pareto:
-        from rcprune.bench.pareto import run_pareto
-
-        card = run_pareto(out / "pareto", dataset="digits", seeds=(seed,), tp_sparsities=tuple(sparsities),
-                          epochs=epochs, train_epochs=cfg["train_epochs"], latency_model=None, quick=quick, log=log)
-        result["pareto"] = {"folder": str(out / "pareto"), "plot": card.get("plot")}
     log(table)
     return result

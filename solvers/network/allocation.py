@@ -15,12 +15,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rcprune.jit import jit
-from rcprune.network import kernels as nk
 from rcprune.network.model import NetworkInstance, NetworkSolution, evaluate_network
 from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers import check_options, solver
-from rcprune.solvers.network.greedy import fill_columns, fill_rows
+from rcprune.solvers.network.greedy import fill_columns, fill_rows, solution_state
 from rcprune.solvers.network.shape_options import allocate_shapes
 from rcprune.validation import InvalidInstanceError, check_int_option
 
@@ -315,10 +314,7 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
 def _fill(instance: NetworkInstance, sol: NetworkSolution) -> NetworkSolution:
     """Spend what the layer solves left of the global budget (channels that died after their
     consumers were solved free some): rows, then columns, as :func:`network_greedy` fills."""
-    f = instance.flat
-    st = nk.new_state(f)
-    st.rows[:], st.cols[:] = sol.to_flat(instance)
-    nk.init_state(f, st)
+    f, st = solution_state(instance, sol)
     if st.spend[0] > f.budget[0]:
         return sol
     rows, cols, n_rows, col_sums = st.rows.copy(), st.cols.copy(), st.n_rows.copy(), st.col_sums.copy()

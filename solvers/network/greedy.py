@@ -20,7 +20,7 @@ from rcprune.validation import InvalidInstanceError, check_int_option
 
 
 
-__all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows", "refill_columns"]
+__all__ = ["network_greedy", "channel_order", "fill_columns", "fill_rows", "refill_columns", "solution_state"]
 
 
 def _row_sums(instance: NetworkInstance) -> np.ndarray:
@@ -191,6 +191,15 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, spend):
     return spend
 
 
+def solution_state(instance: NetworkInstance, solution: NetworkSolution):
+    """``(flat network, kernel state)`` of ``solution`` (dead channels' columns cleared). O(total entries)."""
+    f = instance.flat
+    st = nk.new_state(f)
+    st.rows[:], st.cols[:] = solution.to_flat(instance)
+    nk.init_state(f, st)
+    return f, st
+
+
 def refill_columns(instance: NetworkInstance, solution: NetworkSolution) -> NetworkSolution:
     """``solution`` plus the live columns its left-over budget pays for (:func:`fill_columns` on its
     kept rows; rows are never added, so no kept row loses its readers). O(N log N) for N columns.
@@ -201,10 +210,7 @@ def refill_columns(instance: NetworkInstance, solution: NetworkSolution) -> Netw
     >>> net.evaluate(refill_columns(net, sol)).kept_count <= 20
     True
     """
-    f = instance.flat
-    st = nk.new_state(f)
-    st.rows[:], st.cols[:] = solution.to_flat(instance)
-    nk.init_state(f, st)
+    f, st = solution_state(instance, solution)
     if st.spend[0] > f.budget[0]:
         return solution
     cols = st.cols.copy()
