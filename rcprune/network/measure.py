@@ -175,11 +175,14 @@ class Measure:
         return (self.name == "weights" and not self.tables and self.fixed == 0
                 and all(v == 1.0 for v in self.coef.values()))
 
-    def spend(self, layer: str, r, c) -> float:
-        """Spend of ``layer`` at ``r`` kept rows and ``c`` kept columns."""
-        s = self.coef.get(layer, 0.0) * float(r) * float(c)
+    def spend(self, layer: str, r, c):
+        """Spend of ``layer`` at ``r`` kept rows and ``c`` kept columns (a float; arrays broadcast)."""
+        r, c = np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64)
+        s = self.coef.get(layer, 0.0) * r * c
         t = self.tables.get(layer)
-        return s + (float(t(r, c)) if t is not None else 0.0)
+        if t is not None:
+            s = s + t(r, c)
+        return float(s) if s.ndim == 0 else s
 
     def least_spend(self, layer: str, rows: int, cols: int, counts, fixed: bool = False) -> np.ndarray:
         """Per count ``k``, the least spend of a kept shape ``r x c`` of the ``rows x cols`` layer with
@@ -189,12 +192,10 @@ class Measure:
         best = np.where(k <= 0, 0.0, np.inf)
         if not np.any(k > 0):
             return best
-        coef = self.coef.get(layer, 0.0)
-        table = self.tables.get(layer)
         for r in ([rows] if fixed else range(1, rows + 1)):
             c = np.maximum(-(-k // r), 1 if fixed else 0)
             ok = c <= cols
-            spend = coef * r * c + (table(r, np.minimum(c, cols)) if table is not None else 0.0)
+            spend = self.spend(layer, r, np.minimum(c, cols))
             best = np.where(ok & (spend < best), spend, best)
         return best
 

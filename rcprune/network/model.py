@@ -555,13 +555,17 @@ class NetworkInstance:
         return evaluate_network(self, solution)
 
     def replace(self, **changes) -> "NetworkInstance":
-        """A new instance with some fields changed; a budget keyword replaces the global budget."""
+        """A new instance with some fields changed; a budget keyword replaces the global budget. A new
+        ``measure`` without one keeps the global budget's share of the full spend."""
         kw: dict[str, Any] = {"layer_budgets": dict(self._layer_budgets) if self._layer_budgets else None,
                               "min_density": self._min_density, "name": self._name, "measure": self._measure,
                               "metadata": dict(self._metadata),
                               "weighting": self._weighting if isinstance(self._weighting, str) else dict(self._weighting)}
         if not {"budget", "density", "sparsity"} & changes.keys():
-            kw["budget"] = self._budget
+            if "measure" in changes and self._budget is not None:  # the same share, in the new measure's units
+                kw["density"] = min(self._budget / max(float(self._full_spend.sum()), 1e-300), 1.0)
+            else:
+                kw["budget"] = self._budget
         kw.update(changes)
         graph = kw.pop("graph", self._graph)
         scores = kw.pop("scores", self._scores)

@@ -301,10 +301,7 @@ def _no_rows(b: _Builder, node: fx.Node, src: fx.Node, mod: nn.Module) -> None:
     b.add_layer(node, src, _empty_conv(mod, w4, None, None, None, None), mod, np.array([0]), 0, "empty")
     b.layers[-1]["rows"] = 0
     b.zeros.add(node.name)
-    users = list(node.users)
-    if b.fold_batchnorm and len(users) == 1 and users[0].op == "call_module" \
-            and users[0].target in b.extraction.batchnorms and not mod.training:
-        b.folded.add(users[0].name)   # BatchNorm of a dead channel: zero in, zero out
+    _foldable_batchnorm(b, node, mod)   # a foldable BatchNorm of a dead channel: zero in, zero out
 
 
 def _batchnorm(b: _Builder, node: fx.Node) -> None:

@@ -102,11 +102,11 @@ class PruneReport:
                 "finetune": self.history[-1] if self.history else None, "seconds": dict(self.seconds)}
 
 
-def _reach(instance: NetworkInstance, granularity: str) -> tuple[float, float]:
-    """(full spend, least spend) of the prunable layers, the least at ``granularity``."""
-    probe = instance.replace(budget=None, density=1.0)
-    least = coarsen(probe, granularity).min_spend.sum() if granularity != "column" else probe.min_spend.sum()
-    return float(probe.full_spend.sum()), float(least)
+def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
+    """(full spend, least spend) of the prunable layers, the least at ``granularity``; ``measured`` has
+    the full spend as its budget, so coarsening it cannot fail."""
+    least = measured.min_spend.sum() if granularity == "column" else coarsen(measured, granularity).min_spend.sum()
+    return float(measured.full_spend.sum()), float(least)
 
 
 def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | None = None,
@@ -126,7 +126,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         if speedup < 1:
             raise InvalidInstanceError(f"speedup must be at least 1 (the dense model), got {speedup:g}")
     if budget == "macs":
-        measured = instance.replace(measure="macs")
+        measured = instance.replace(measure="macs", density=1.0)
         full, least = _reach(measured, granularity)
         target = full / speedup if speedup is not None else (1 - sparsity) * full
         if target < least:
@@ -138,7 +138,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         raise InvalidInstanceError(f"budget='latency' needs a rcprune.torch.LatencyTable "
                                    f"(rcprune.torch.latency_table), got {type(table).__name__}")
     measure = table.measure(extraction, granularity=granularity)
-    measured = instance.replace(measure=measure)
+    measured = instance.replace(measure=measure, density=1.0)
     full, least = _reach(measured, granularity)
     if latency_ms is not None:
         total = check_real_option(latency_ms, "latency_ms")

@@ -53,8 +53,7 @@ def layer_options(instance: NetworkInstance, l: int, points: int = 32) -> np.nda
         prefix = np.concatenate(([0.0], np.cumsum(-np.sort(-cum[r - 1]))))
         cs = np.unique(np.concatenate((col_grid, [min(li.cols, -(-lo // r))]))) if lo > 0 else col_grid
         cs = cs[(cs >= 1) & (r * cs >= lo) & (r * cs <= hi)]
-        for c in cs:
-            out.append((r, c, w * prefix[c], instance.measure.spend(li.name, r, c)))
+        out += zip([r] * cs.size, cs, w * prefix[cs], np.atleast_1d(instance.measure.spend(li.name, r, cs)))
     if lo == 0:
         out.append((li.rows, 0, 0.0, 0.0))
     opts = np.array(out, dtype=np.float64).reshape(-1, 4)

@@ -243,3 +243,10 @@ def test_cpsat_is_optimal_under_macs(seed):
     for method in HEURISTICS:
         r = rcprune.solve(net, method=method, seed=seed)
         assert r.feasible and r.cost >= opt - 1e-9
+
+
+def test_a_new_measure_keeps_the_budget_share():
+    net = _conv_net(sparsity=0.5)                       # 15 of 30 entries
+    macs = net.replace(measure="macs")
+    assert macs.budget == pytest.approx(0.5 * macs.full_spend.sum())
+    assert macs.replace(measure="weights").budget == 15
