@@ -27,10 +27,10 @@ __all__ = ["drop_unread_rows", "read_channels", "input_reaches_outputs"]
 
 
 def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[str, np.ndarray]:
-    """Per group, which channels some consumer reads through a kept effective column (all channels of a
-    protected group, and of a group no layer consumes: a network output)."""
+    """Per group, which channels some consumer reads through a kept effective column (counting as read:
+    fixed channels, which must stay, and every channel of a group no layer consumes: a network output)."""
     eff = solution.effective(instance)
-    read = {g.name: np.full(g.size, g.protected or not g.consumers) for g in instance.groups}
+    read = {g.name: g.fixed_mask | (not g.consumers) for g in instance.groups}
     for li in instance.layers:
         blocks = eff[li.name].cols.reshape(li.in_channels, li.block).any(axis=1)
         if not eff[li.name].rows.any():

@@ -184,16 +184,18 @@ class Measure:
             s = s + t(r, c)
         return float(s) if s.ndim == 0 else s
 
-    def least_spend(self, layer: str, rows: int, cols: int, counts, fixed: bool = False) -> np.ndarray:
+    def least_spend(self, layer: str, rows: int, cols: int, counts, min_rows: int = 0) -> np.ndarray:
         """Per count ``k``, the least spend of a kept shape ``r x c`` of the ``rows x cols`` layer with
-        ``r * c >= k`` (``r = rows`` when ``fixed``); ``inf`` where none exists. Since the spend grows
-        with ``c``, the least shape per ``r`` has ``c = ceil(k / r)``. O(rows * len(counts))."""
+        ``r * c >= k`` and ``r >= min_rows`` (fixed rows, which need a column each); ``inf`` where none
+        exists. Since the spend grows with ``c``, the least shape per ``r`` has ``c = ceil(k / r)``.
+        O(rows * len(counts))."""
         k = np.asarray(counts, dtype=np.int64)
-        best = np.where(k <= 0, 0.0, np.inf)
-        if not np.any(k > 0):
+        min_rows = int(min_rows)
+        best = np.where((k <= 0) & (min_rows == 0), 0.0, np.inf)
+        if not np.any(k > 0) and min_rows == 0:
             return best
-        for r in ([rows] if fixed else range(1, rows + 1)):
-            c = np.maximum(-(-k // r), 1 if fixed else 0)
+        for r in range(max(min_rows, 1), rows + 1):
+            c = np.maximum(-(-k // r), 1 if min_rows else 0)
             ok = c <= cols
             spend = self.spend(layer, r, np.minimum(c, cols))
             best = np.where(ok & (spend < best), spend, best)

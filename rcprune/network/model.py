@@ -78,7 +78,9 @@ class LayerInfo:
 @dataclass(frozen=True)
 class GroupInfo:
     """Static facts about one channel group: its size, producers (layers whose rows are its channels)
-    and consumers (layers that read it, with the input-channel offset there)."""
+    and consumers (layers that read it, with the input-channel offset there). ``fixed`` lists the
+    channels that must stay alive (every producer keeps their rows): all of them when ``protected``,
+    a floor of chosen channels otherwise (:mod:`rcprune.network.floor`)."""
 
     name: str
     size: int
@@ -87,6 +89,27 @@ class GroupInfo:
     producers: tuple[str, ...]
     consumers: tuple[tuple[str, int], ...]
     members: tuple[str, ...] = ()
+    fixed: tuple[int, ...] = ()
+
+    @property
+    def fixed_mask(self) -> np.ndarray:
+        """Per channel, whether it must stay alive."""
+        m = np.zeros(self.size, bool)
+        m[list(self.fixed)] = True
+        return m
+
+
+def _fixed_channels(group: str, data: Mapping, size: int) -> tuple[int, ...]:
+    """The group node's ``fixed`` attribute: distinct channel indices in ``[0, size)``, sorted."""
+    raw = data.get("fixed", ()) or ()
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, np.ndarray)) or any(
+            isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < size for c in raw):
+        raise InvalidInstanceError(f"group {group!r}: fixed must be a list of channel indices in [0, {size}), "
+                                   f"got {raw!r}")
+    out = tuple(sorted(int(c) for c in raw))
+    if len(set(out)) != len(out):
+        raise InvalidInstanceError(f"group {group!r}: fixed lists a channel twice: {list(raw)!r}")
+    return out
 
 
 def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[LayerInfo], dict[str, GroupInfo], dict]:
@@ -123,7 +146,7 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
             raise InvalidInstanceError(f"group {g!r}: size must be a positive integer, got {size!r}")
         group_info[g] = {"size": int(size), "input": bool(d.get("input", False)),
                          "protected": bool(d.get("protected", False)), "producers": [], "consumers": [],
-                         "members": tuple(d.get("members", ()) or ())}
+                         "members": tuple(d.get("members", ()) or ()), "fixed": _fixed_channels(g, d, int(size))}
 
     infos, matrices = [], {}
     for index, name in enumerate(order):
@@ -186,9 +209,12 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
         if not gi["input"] and not gi["producers"]:
             raise InvalidInstanceError(f"group {g!r} has no producer layer and is not a network input: "
                                        "its channels could never be alive")
+        if gi["input"] and gi["fixed"]:
+            raise InvalidInstanceError(f"group {g!r} is a network input (always alive): it cannot have fixed channels")
+        fixed = tuple(range(gi["size"])) if gi["protected"] else gi["fixed"]
         out_groups[g] = GroupInfo(name=g, size=gi["size"], input=gi["input"], protected=gi["protected"],
                                   producers=tuple(gi["producers"]), consumers=tuple(gi["consumers"]),
-                                  members=gi["members"])
+                                  members=gi["members"], fixed=fixed)
     return infos, out_groups, matrices
 
 
@@ -253,7 +279,8 @@ class NetworkInstance:
     ----------
     graph : networkx.DiGraph
         Nodes are layers (``kind="layer"``; optional ``order``, ``kernel``, ``spatial``, ``block``) and
-        channel groups (``kind="group"``, ``size``; optional ``input``, ``protected``, ``members``). An edge
+        channel groups (``kind="group"``, ``size``; optional ``input``, ``protected``, ``members``, ``fixed``:
+        channel indices that must stay alive, see :mod:`rcprune.network.floor`). An edge
         layer -> group says the layer's rows are the group's channels (identity index map; exactly one per
         layer); an edge group -> layer (attribute ``offset``, default 0) says the group's channels are the
         layer's input channels ``offset ..``. :class:`rcprune.network.builder.NetworkBuilder` builds such graphs.
@@ -278,9 +305,10 @@ class NetworkInstance:
 
     Notes
     -----
-    A group marked ``protected`` keeps every producer row (rows fixed); a layer with fixed rows must keep
-    at least one column (its outputs must be computed from something), so its minimum kept count is its
-    number of fixed rows. The budget must cover the sum of these minima.
+    A group marked ``protected`` keeps every producer row (rows fixed), a group with ``fixed`` channels
+    the producer rows of those; a layer with fixed rows must keep at least one column (its outputs must
+    be computed from something), so its minimum kept count is its number of fixed rows. The budget must
+    cover the sum of these minima.
     """
 
     kind = "network"
@@ -337,19 +365,16 @@ class NetworkInstance:
         min_density = check_fraction(min_density, "min_density", allow_zero=True, allow_one=True)
         weighting = _check_weighting(weighting, names)
 
-        fixed = {}
-        for li in infos:
-            fixed[li.name] = groups[li.output].protected
-        min_counts = np.array([
-            max(math.ceil(min_density * li.size - 1e-9), li.rows if fixed[li.name] else 0) for li in infos],
-            dtype=np.int64)
+        fixed = {li.name: len(groups[li.output].fixed) for li in infos}
+        min_counts = np.array([max(math.ceil(min_density * li.size - 1e-9), fixed[li.name]) for li in infos],
+                              dtype=np.int64)
         if lb is not None:
             for li, mc in zip(infos, min_counts):
                 if li.name in lb and lb[li.name] < mc:
                     raise InvalidInstanceError(
                         f"layer budget {lb[li.name]} of {li.name!r} is below its minimum {mc} kept entries "
                         f"({'protected rows need a column each' if fixed[li.name] else 'min_density'})")
-        min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], fixed[li.name])[0]
+        min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], min_rows=fixed[li.name])[0]
                               for li, mc in zip(infos, min_counts)])
         if k_global is not None and measure.is_count and k_global < int(min_counts.sum()):
             raise InvalidInstanceError(
@@ -455,9 +480,9 @@ class NetworkInstance:
         """``flat_scores[score_offsets[l]:score_offsets[l+1]]`` is layer l's matrix, raveled."""
         return self._score_offsets
 
-    def fixed_rows(self, layer: str) -> bool:
-        """Whether every row of ``layer`` is fixed (its output group is protected)."""
-        return self._groups[self.layer(layer).output].protected
+    def fixed_rows(self, layer: str) -> np.ndarray:
+        """Per row of ``layer``, whether it is fixed (its channel is protected or in its group's floor)."""
+        return self._groups[self.layer(layer).output].fixed_mask
 
     # --- objective and constraints ----------------------------------------------------------------
     @property
@@ -670,8 +695,9 @@ class NetworkSolution:
                 alive[g] = m
             if gi.input and not alive[g].all():
                 raise InvalidInstanceError(f"group {g!r} is a network input: its channels cannot be removed")
-            if gi.protected and not alive[g].all():
-                raise InvalidInstanceError(f"group {g!r} is protected: its channels cannot be removed")
+            if (gi.fixed_mask & ~alive[g]).any():
+                raise InvalidInstanceError(f"group {g!r} is protected (or has a channel floor): its fixed channels "
+                                           f"{list(gi.fixed)} cannot be removed")
         return cls({li.name: (alive.get(li.output, np.ones(li.rows, bool)), np.ones(li.cols, bool))
                     for li in instance.layers})
 
@@ -837,8 +863,9 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
         total_cost += w * cost
         total_pruned += cost
         total_count += count
-        if instance.fixed_rows(li.name) and not s.rows.all():
-            violations.append(f"layer {li.name!r}: {int((~s.rows).sum())} protected row(s) pruned")
+        lost = int((instance.fixed_rows(li.name) & ~s.rows).sum())
+        if lost:
+            violations.append(f"layer {li.name!r}: {lost} fixed row(s) pruned (protected, or in a channel floor)")
         if count < instance.min_counts[l]:
             violations.append(f"layer {li.name!r}: keeps {count} entries, below its minimum {int(instance.min_counts[l])}")
         if li.name in lb and count > lb[li.name]:

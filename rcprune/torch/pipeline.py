@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs
 from rcprune.solvers.network.greedy import refill_columns
+from rcprune.network.floor import channel_floor
 from rcprune.network.granularity import check_granularity, coarsen, refine
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.result import SolveResult, make_result
@@ -111,14 +112,16 @@ def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
 
 def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | None = None,
                       speedup: float | None = None, latency_ms: float | None = None, table=None,
-                      granularity: str = "column") -> NetworkInstance:
+                      granularity: str = "column", min_channels: float = 0.0) -> NetworkInstance:
     """The extraction's instance under a ``budget`` of ``"weights"``, ``"macs"`` or ``"latency"``
     (``table`` a :class:`rcprune.torch.latency_table.LatencyTable`), sized by ``sparsity`` (of the
     prunable spend), ``speedup`` (of the whole model) or ``latency_ms`` (predicted whole model).
 
+    ``min_channels`` fixes that share of every prunable channel group (:func:`rcprune.network.floor.channel_floor`).
     A target below the dense model (speedup under 1) or beyond what keeping only the protected
-    minimum reaches is an :class:`InvalidInstanceError` naming the best reachable value."""
-    instance = extraction.instance
+    minimum (and the floor) reaches is an :class:`InvalidInstanceError` naming the best reachable value."""
+    instance = channel_floor(extraction.instance, min_channels)
+    minimum = "the protected minimum" + (f" and the channel floor of {min_channels:g}" if min_channels else "")
     if budget == "weights":
         return instance.replace(sparsity=sparsity)
     if speedup is not None:
@@ -131,7 +134,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         target = full / speedup if speedup is not None else (1 - sparsity) * full
         if target < least:
             raise InvalidInstanceError(
-                f"the MACs target {target:.6g} is unreachable: keeping only the protected minimum needs {least:.6g} "
+                f"the MACs target {target:.6g} is unreachable: keeping only {minimum} needs {least:.6g} "
                 f"MACs, a speedup of at most {full / least if least else float('inf'):.2f}x")
         return measured.replace(budget=target)
     if not isinstance(table, LatencyTable):
@@ -150,7 +153,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
     if total - measure.fixed < least:
         raise InvalidInstanceError(
             f"the latency target {total:.4g} ms is unreachable on {table.metadata.get('device', 'this device')}: "
-            f"keeping only the protected minimum is predicted at {fastest:.4g} ms (the fixed part alone "
+            f"keeping only {minimum} is predicted at {fastest:.4g} ms (the fixed part alone "
             f"{measure.fixed:.4g} ms), a speedup of at most {table.dense_ms / fastest:.2f}x over the dense "
             f"{table.dense_ms:.4g} ms")
     return measured.replace(budget=total - measure.fixed)
@@ -222,7 +225,8 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str = "network-greedy",
-          scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (), seed: int = 0,
+          scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (),
+          min_channels: float = 0.0, seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
           refit=None, finetune: dict | None = None, compact: bool = True, partial: str = "auto",
           ) -> tuple[nn.Module, PruneReport]:
@@ -263,6 +267,11 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         Attach the network lower bound, so ``report.result.gap`` is a certified gap (with
         ``granularity="channel"`` the bound holds in the channel space only: it is reported as
         ``report.result.info["lower_bound_in_granularity"]``).
+    min_channels : float
+        Every prunable channel group keeps at least this share of its channels, its top ones by score
+        (:func:`rcprune.network.floor.channel_floor`; Torch-Pruning's per-layer cap as a constraint):
+        under a latency budget the importance scores alone remove whole layers, which fine-tuning
+        cannot recover (``docs/pareto-mnist.md``).
 
     A solution that leaves the output without any path from the input (a constant model: the L1 scores
     do not see that every later layer depends on the stem) is solved again with the cut group nearest the
@@ -329,7 +338,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             work, example_inputs, extraction=ext, device=device)
         seconds["latency_table"] = time.perf_counter() - t
     instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
-                                 table=table, granularity=granularity)
+                                 table=table, granularity=granularity, min_channels=min_channels)
     t = time.perf_counter()
     instance, searched, found, clean, connected = _solve_connected(
         instance, granularity, method, dict(seed=seed, time_limit=time_limit, bound=bound, **(solver_options or {})))

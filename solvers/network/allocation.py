@@ -20,7 +20,7 @@ from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers import check_options, solver
 from rcprune.solvers.network.greedy import fill_columns, fill_rows, solution_state
-from rcprune.solvers.network.shape_options import allocate_shapes
+from rcprune.solvers.network.shape_options import allocate_shapes, fixed_first_order
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 ALLOCATIONS = ("uniform", "proportional", "marginal")
@@ -32,10 +32,10 @@ __all__ = ["network_allocation", "allocate", "layer_curve", "ALLOCATIONS"]
 
 
 @jit(nogil=True)
-def _curve(scores, row_order, budgets, out):
-    """``out[g]`` = the best kept sum of the row-then-column greedy at budget ``budgets[g]``: over r,
-    the top r rows (``row_order``) and the top ``min(n, b // r)`` columns restricted to them.
-    O(m n log n + m G)."""
+def _curve(scores, row_order, r_min, budgets, out):
+    """``out[g]`` = the best kept sum of the row-then-column greedy at budget ``budgets[g]``: over
+    ``r >= r_min``, the first r rows of ``row_order`` and the top ``min(n, b // r)`` columns restricted
+    to them. O(m n log n + m G)."""
     m, n = scores.shape
     col_sums = np.zeros(n)
     for g in range(budgets.shape[0]):
@@ -44,6 +44,8 @@ def _curve(scores, row_order, budgets, out):
         row = scores[row_order[r - 1]]
         for j in range(n):
             col_sums[j] += row[j]
+        if r < r_min:
+            continue
         prefix = np.empty(n + 1)
         prefix[0] = 0.0
         srt = np.sort(col_sums)
@@ -55,8 +57,9 @@ def _curve(scores, row_order, budgets, out):
                 out[g] = prefix[c]
 
 
-def layer_curve(scores: np.ndarray, budgets: np.ndarray, fixed_rows: bool = False) -> np.ndarray:
-    """Kept sum of the single-layer row-then-column greedy at each budget (all rows if ``fixed_rows``).
+def layer_curve(scores: np.ndarray, budgets: np.ndarray, fixed_rows=False) -> np.ndarray:
+    """Kept sum of the single-layer row-then-column greedy at each budget: all rows if ``fixed_rows``
+    is True; with a row mask, the fixed rows always and the others by decreasing row sum.
 
     >>> from rcprune.solvers.network.allocation import layer_curve  # the cached, canonical module
     >>> layer_curve(np.array([[4.0, 1.0], [0.0, 3.0]]), np.array([0, 1, 2, 4])).tolist()
@@ -64,11 +67,12 @@ def layer_curve(scores: np.ndarray, budgets: np.ndarray, fixed_rows: bool = Fals
     """
     s = np.ascontiguousarray(scores, dtype=np.float64)
     budgets = np.asarray(budgets, dtype=np.int64)
-    if fixed_rows:
+    fixed = np.broadcast_to(np.asarray(fixed_rows, bool), (s.shape[0],))
+    if fixed.all():
         tops = np.concatenate(([0.0], np.cumsum(-np.sort(-s.sum(axis=0)))))
         return tops[np.minimum(s.shape[1], budgets // s.shape[0])]
     out = np.empty(budgets.shape[0])
-    _curve(s, np.argsort(-s.sum(axis=1), kind="stable").astype(np.int64), budgets, out)
+    _curve(s, fixed_first_order(s, fixed).astype(np.int64), int(fixed.sum()), budgets, out)
     return out
 
 
@@ -168,6 +172,24 @@ def _water_fill(share: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) 
     return alloc
 
 
+def _fixed_first_shape(sub: np.ndarray, fixed: np.ndarray, budget: int, shape) -> tuple[int, int]:
+    """``(r, c)`` of the fixed-first row-then-column greedy: ``shape`` when given (its rows cover the
+    fixed ones), else the ``r >= fixed.sum()`` whose top ``budget // r`` columns keep most.
+    O(m n log n)."""
+    m, n = sub.shape
+    r_min = max(int(fixed.sum()), 1)
+    if shape is not None:
+        return max(int(shape[0]), r_min), min(int(shape[1]), n)
+    col_sums = np.cumsum(sub[fixed_first_order(sub, fixed)], axis=0)
+    best, best_r = -1.0, r_min
+    for r in range(r_min, m + 1):
+        c = min(n, budget // r)
+        value = float(np.sort(col_sums[r - 1])[n - c:].sum()) if c > 0 else 0.0
+        if value > best:
+            best, best_r = value, r
+    return best_r, max(min(n, budget // best_r), 1)
+
+
 def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budget: int, method: str, seed: int,
                  time_limit: float | None, options: dict, shape: tuple[int, int] | None = None):
     """Rows and columns (full length) of layer ``l`` under ``budget`` kept entries, or at most the
@@ -181,10 +203,11 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
         rows[:] = True
         return rows, cols
     sub = s[:, idx]
-    if instance.fixed_rows(li.name):  # all rows stay: the best columns are the top column sums
-        rows[:] = True
-        c = min(idx.size, budget // li.rows if shape is None else shape[1])
-        cols[idx[np.argsort(-sub.sum(axis=0), kind="stable")[:c]]] = True
+    fixed = instance.fixed_rows(li.name)
+    if fixed.any():  # the single-matrix methods know no fixed rows: the fixed-first greedy
+        r, c = _fixed_first_shape(sub, fixed, budget, shape)
+        rows[fixed_first_order(sub, fixed)[:r]] = True
+        cols[idx[np.argsort(-sub[rows].sum(axis=0), kind="stable")[:c]]] = True
         return rows, cols
     if shape is None:
         sub_instance = Instance(sub, budget=min(budget, sub.size), name=f"{instance.name}/{li.name}")
@@ -313,8 +336,21 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
 
 def _fill(instance: NetworkInstance, sol: NetworkSolution) -> NetworkSolution:
     """Spend what the layer solves left of the global budget (channels that died after their
-    consumers were solved free some): rows, then columns, as :func:`network_greedy` fills."""
+    consumers were solved free some): first the best live columns of a layer left below its minimum
+    count (its columns read channels that died later), then rows, then columns, as
+    :func:`network_greedy` fills."""
     f, st = solution_state(instance, sol)
+    short = np.flatnonzero((st.n_rows * st.n_cols < f.min_count) & (st.n_rows > 0))
+    if short.size:
+        rows, cols = st.rows.copy(), st.cols.copy()
+        live = (st.alive > 0) | f.chan_input
+        for l in short:
+            seg = slice(f.col_off[l], f.col_off[l + 1])
+            free = np.flatnonzero(~cols[seg] & live[f.col_chan[seg]])
+            need = -(-(int(f.min_count[l]) - int(st.n_rows[l] * st.n_cols[l])) // int(st.n_rows[l]))
+            cols[f.col_off[l] + free[np.argsort(-st.col_sums[seg][free], kind="stable")[:need]]] = True
+        sol = NetworkSolution.from_flat(instance, rows, cols)
+        f, st = solution_state(instance, sol)
     if st.spend[0] > f.budget[0]:
         return sol
     rows, cols, n_rows, col_sums = st.rows.copy(), st.cols.copy(), st.n_rows.copy(), st.col_sums.copy()

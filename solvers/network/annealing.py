@@ -81,13 +81,15 @@ def _row_loss(net, st, i):
 @jit(nogil=True)
 def _worst_kept_row(net, st, row_perm, pr, l, rng, tour):
     """The kept row losing least when dropped (:func:`_row_loss`) among ``tour`` random kept rows of
-    layer l, or -1."""
-    if pr[l] == 0 or net.fixed_row[net.row_off[l]]:
+    layer l that are not fixed, or -1."""
+    if pr[l] == 0:
         return -1
     best = -1
     best_loss = 0.0
     for _ in range(tour):
         i = row_perm[net.row_off[l] + random_below(rng, 0, pr[l])]
+        if net.fixed_row[i]:
+            continue
         loss = _row_loss(net, st, i)
         if best < 0 or loss < best_loss:
             best = i
@@ -343,7 +345,7 @@ def _propose(net, st, sc, row_perm, pr, col_perm, pc, free_rows, chans, mix, rng
                 sc.sizes[0] = 0
                 return -1
         else:  # drop a few columns, add the rows the freed entries pay for
-            if net.fixed_row[net.row_off[l]]:
+            if pr[l] == net.m[l]:  # no row left to add (all kept, or all fixed)
                 return -1
             d = _drop_cols(net, st, sc, col_perm, pc, l, 1 + random_below(rng, 0, MAX_DROP), rng, tour)
             if d == 0 or d >= e:

@@ -1,7 +1,8 @@
 """Per-layer kept shapes under a measure's budget: a multiple-choice knapsack over shape options.
 
-Each layer offers shapes ``(r, c)`` on a grid (all rows when its rows are fixed); a shape is worth the
-row-then-column greedy's kept sum at that shape (the top ``r`` rows by row sum, then the top ``c``
+Each layer offers shapes ``(r, c)`` on a grid (at least its fixed rows); a shape is worth the
+row-then-column greedy's kept sum at that shape (the fixed rows, then the top rows by row sum, ``r`` in
+all, then the top ``c``
 column sums over them), weighted by ``w_l``, and costs the measure's spend ``f_l(r, c)``. One shape per
 layer under ``sum_l f_l(r_l, c_l) <= budget`` is a multiple-choice knapsack; it is solved as HALP does
 (Shen et al. 2022) up to the envelope: each layer's options are reduced to the upper concave envelope of
@@ -26,7 +27,13 @@ import numpy as np
 
 from rcprune.network.model import NetworkInstance
 
-__all__ = ["layer_options", "allocate_shapes"]
+__all__ = ["layer_options", "allocate_shapes", "fixed_first_order"]
+
+
+def fixed_first_order(scores: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Row order of the row-then-column greedy: the fixed rows first, then by decreasing row sum
+    (ties to the lower index), so every prefix of at least ``fixed.sum()`` rows holds the fixed ones."""
+    return np.lexsort((-scores.sum(axis=1), ~np.asarray(fixed, bool)))
 
 
 def _grid(hi: int, points: int, lo: int = 0) -> np.ndarray:
@@ -44,8 +51,8 @@ def layer_options(instance: NetworkInstance, l: int, points: int = 32) -> np.nda
     w = float(instance.weights[l])
     lo, hi = int(instance.min_counts[l]), int(instance.layer_budget_array()[l])
     fixed = instance.fixed_rows(li.name)
-    row_counts = np.array([li.rows]) if fixed else _grid(li.rows, max(points // 2, 2), lo=1)
-    order = np.argsort(-s.sum(axis=1), kind="stable")
+    row_counts = _grid(li.rows, max(points // 2, 2), lo=max(int(fixed.sum()), 1))
+    order = fixed_first_order(s, fixed)
     cum = np.cumsum(s[order], axis=0)
     col_grid = _grid(li.cols, points)
     out = []

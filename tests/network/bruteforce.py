@@ -24,8 +24,8 @@ def _structure(net):
     lb = net.layer_budgets or {}
     maxs = []
     for li in layers:
-        protected = net.group(li.output).protected
-        mins.append(max(math.ceil(net.min_density * li.rows * li.cols - 1e-9), li.rows if protected else 0))
+        fixed = len(net.group(li.output).fixed)   # protected: all channels; a floor: some
+        mins.append(max(math.ceil(net.min_density * li.rows * li.cols - 1e-9), fixed))
         maxs.append(lb.get(li.name, li.rows * li.cols))
     return layers, w, totals, mins, maxs
 
@@ -54,10 +54,10 @@ def _row_masks(net, layers):
     """Every combination of row masks respecting fixed rows."""
     options = []
     for li in layers:
-        if net.group(li.output).protected:
-            options.append([np.ones(li.rows, bool)])
-        else:
-            options.append([np.array(b, bool) for b in itertools.product((False, True), repeat=li.rows)])
+        fixed = np.zeros(li.rows, bool)
+        fixed[list(net.group(li.output).fixed)] = True
+        options.append([m for m in (np.array(b, bool) for b in itertools.product((False, True), repeat=li.rows))
+                        if m[fixed].all()])
     for combo in itertools.product(*options):
         yield {li.name: r for li, r in zip(layers, combo)}
 
@@ -119,7 +119,7 @@ def evaluate_by_definition(net, rows, cols):
     alive = _alive(net, rows)
     cost, count, feasible = 0.0, 0, True
     for l, li in enumerate(layers):
-        if net.group(li.output).protected and not rows[li.name].all():
+        if not rows[li.name][list(net.group(li.output).fixed)].all():
             feasible = False
         eff = cols[li.name] & _live_cols(li, alive)
         s = net.scores[li.name]

@@ -43,8 +43,8 @@ def _channel_optimum(net):
     layers = net.layers
     options = []
     for li in layers:
-        rows = [np.ones(li.rows, bool)] if net.fixed_rows(li.name) else \
-            [np.array(r, bool) for r in itertools.product((0, 1), repeat=li.rows)]
+        fixed = net.fixed_rows(li.name)
+        rows = [np.array(r, bool) for r in itertools.product((0, 1), repeat=li.rows) if np.all(np.array(r)[fixed])]
         cols = [np.repeat(np.array(c, bool), li.block) for c in itertools.product((0, 1), repeat=li.in_channels)]
         options.append([(r, c) for r in rows for c in cols])
     for combo in itertools.product(*options):

@@ -88,7 +88,7 @@ def test_unread_rows_are_dropped_without_changing_the_function(model_and_table):
     rng = np.random.default_rng(0)
     sol = NetworkSolution({li.name: (rng.random(li.rows) < 0.7, rng.random(li.cols) < 0.3)
                            for li in ext.instance.layers})
-    sol = NetworkSolution({n: (np.ones_like(s.rows) if ext.instance.fixed_rows(n) else s.rows, s.cols)
+    sol = NetworkSolution({n: (ext.instance.fixed_rows(n) | s.rows, s.cols)
                            for n, s in sol.items()})
     clean = drop_unread_rows(ext.instance, sol)
     assert clean != sol
@@ -128,3 +128,34 @@ def test_every_pruned_model_still_reads_its_input(model_and_table):
         with torch.no_grad():
             a, b = small(x[:2]), small(x[2:4])
         assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("granularity", ["column", "channel"])
+def test_a_channel_floor_keeps_every_block_alive(model_and_table, granularity):
+    model, x, table = model_and_table
+    small, report = prune(model, x, budget="latency", speedup=1.5, latency_table=table, granularity=granularity,
+                          min_channels=0.25, compact=True)
+    ext = report.extraction
+    ev = report.result.evaluation
+    assert report.result.feasible and report.predicted_ms <= table.dense_ms / 1.5 * (1 + 1e-9)
+    for g in ext.instance.groups:
+        if g.input or g.protected:
+            continue
+        alive = np.zeros(g.size, bool)
+        for p in g.producers:
+            alive |= report.solution[p].rows
+        assert alive.sum() >= np.ceil(0.25 * g.size - 1e-9), g.name
+    assert all(le.n_rows > 0 and le.n_cols > 0 for le in ev.layers)   # no layer removed whole
+    assert report.result.info["protected_to_connect"] == []
+    masked, _ = prune(model, x, budget="latency", speedup=1.5, latency_table=table, granularity=granularity,
+                      min_channels=0.25, compact=False)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unpayable_floor_is_named(model_and_table):
+    model, x, table = model_and_table
+    with pytest.raises(InvalidInstanceError, match="unreachable"):
+        prune(model, x, budget="latency", speedup=50.0, latency_table=table, min_channels=0.5)
+    with pytest.raises(InvalidInstanceError, match="min_channels"):
+        prune(model, x, budget="latency", speedup=1.5, latency_table=table, min_channels=-0.1)

@@ -49,7 +49,7 @@ def test_resnet18_groups_one_per_stage():
         expected = {f"layer{stage}.0.conv2", f"layer{stage}.1.conv2"}
         expected |= {"conv1"} if stage == 1 else {f"layer{stage}.0.downsample.0"}
         assert producers == expected
-    assert inst.group("fc:out").protected and inst.fixed_rows("fc")
+    assert inst.group("fc:out").protected and inst.fixed_rows("fc").all()
     assert inst.layer("fc").block == 1 and inst.layer("conv1").kernel == (7, 7)
 
 
@@ -109,7 +109,7 @@ def test_masked_equals_compacted_on_random_masks(kind):
     ext = extract(model, x[:1])
     inst = ext.instance
     rng = np.random.default_rng(0)
-    sol = NetworkSolution({li.name: (np.ones(li.rows, bool) if inst.fixed_rows(li.name) else rng.random(li.rows) < 0.8,
+    sol = NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < 0.8),
                                      rng.random(li.cols) < 0.5) for li in inst.layers})
     apply(model, sol, ext)
     with torch.no_grad():
