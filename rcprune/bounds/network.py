@@ -140,7 +140,7 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
     curves, options = {}, []
     for l, name in enumerate(names):
         fixed = instance.fixed_rows(name)
-        # a partial floor of fixed rows is relaxed away (a valid bound); all rows fixed is exact
+        # a partial floor of fixed rows, and fixed columns, are relaxed away (a valid bound); all rows fixed is exact
         grid, low = layer_bound_curve(instance.scores[name], points, bool(fixed.all()))
         curves[name] = (grid, low)
         used = np.concatenate(([0], grid[:-1] + 1))  # least count in each interval (k_{t-1}, k_t]
@@ -149,7 +149,8 @@ def network_lower_bound(instance, *, points: int = 4096, iterations: int = 100) 
             spend = used[ok].astype(np.float64)
         else:  # the least spend of any shape keeping that many entries
             li = instance.layer(name)
-            spend = instance.measure.least_spend(name, li.rows, li.cols, used[ok], min_rows=int(fixed.sum()))
+            spend = instance.measure.least_spend(name, li.rows, li.cols, used[ok], min_rows=int(fixed.sum()),
+                                                 min_cols=int(instance.fixed_cols(name).sum()))
         options.append((spend, weights[l] * low[ok]))
 
     def dual(lam: float):

@@ -56,6 +56,7 @@ class FlatNetwork(NamedTuple):
     col_layer: np.ndarray   # global column -> layer
     col_chan: np.ndarray    # global column -> global channel of its input
     fixed_row: np.ndarray   # bool, global row must stay
+    fixed_col: np.ndarray   # bool, global column must stay (it reads a channel floor)
     chan_input: np.ndarray  # bool, channel always alive
     chan_group: np.ndarray  # global channel -> group index
     group_off: np.ndarray   # (G+1,)
@@ -95,6 +96,7 @@ def flatten_network(instance) -> FlatNetwork:
     row_chan = np.empty(row_off[-1], np.int64)
     col_chan = np.empty(col_off[-1], np.int64)
     fixed_row = np.zeros(row_off[-1], bool)
+    fixed_col = np.zeros(col_off[-1], bool)
     n_chan = int(group_off[-1])
     prods: list[list[int]] = [[] for _ in range(n_chan)]
     cons: list[list[tuple[int, int]]] = [[] for _ in range(n_chan)]
@@ -103,6 +105,7 @@ def flatten_network(instance) -> FlatNetwork:
         rows = np.arange(row_off[l], row_off[l + 1])
         row_chan[rows] = g0 + np.arange(li.rows)
         fixed_row[rows] = instance.fixed_rows(li.name)
+        fixed_col[col_off[l]:col_off[l + 1]] = instance.fixed_cols(li.name)
         for r, ch in zip(rows, row_chan[rows]):
             prods[ch].append(int(r))
         for g, off in li.inputs:
@@ -139,7 +142,7 @@ def flatten_network(instance) -> FlatNetwork:
     return FlatNetwork(
         scores=instance.flat_scores, score_off=instance.score_offsets.astype(np.int64), m=m, n=n, k=k,
         row_off=row_off, col_off=col_off, row_layer=row_layer, row_chan=row_chan, col_layer=col_layer,
-        col_chan=col_chan, fixed_row=fixed_row, chan_input=chan_input, chan_group=chan_group,
+        col_chan=col_chan, fixed_row=fixed_row, fixed_col=fixed_col, chan_input=chan_input, chan_group=chan_group,
         group_off=group_off, prod_ptr=prod_ptr, prod_row=prod_row, cons_ptr=cons_ptr, cons_layer=cons_layer,
         cons_col0=cons_col0, weights=np.asarray(instance.weights, np.float64),
         totals=np.asarray(instance.totals, np.float64), max_count=instance.layer_budget_array(),
@@ -349,7 +352,7 @@ def move_delta(net, st, sc):
     """Exact change of the weighted cost of the move in ``sc.mv_rows[:sizes[0]]`` / ``sc.mv_cols[:sizes[1]]``.
 
     Returns ``(delta_cost, new_spend, feasible)``; feasible checks the global and per-layer budgets,
-    the per-layer minima and fixed rows. Leaves the implied changes in ``sc`` for :func:`apply_move`;
+    the per-layer minima and fixed rows and columns. Leaves the implied changes in ``sc`` for :func:`apply_move`;
     call :func:`clear_move` (or ``apply_move``) before the next move. Precondition: every added column's
     channel is alive after the move, and no row or column appears twice.
     """
@@ -383,6 +386,8 @@ def move_delta(net, st, sc):
         ch = net.col_chan[j]
         if not st.cols[j] and not (net.chan_input[ch] or st.alive[ch] + sc.chan_delta[ch] > 0):
             feasible = False  # an added column must read a live channel
+        if st.cols[j] and net.fixed_col[j]:
+            feasible = False
         _add_col_change(net, st, sc, j)
     for u in range(sc.sizes[3]):
         ch = sc.chans[u]

@@ -184,18 +184,20 @@ class Measure:
             s = s + t(r, c)
         return float(s) if s.ndim == 0 else s
 
-    def least_spend(self, layer: str, rows: int, cols: int, counts, min_rows: int = 0) -> np.ndarray:
+    def least_spend(self, layer: str, rows: int, cols: int, counts, min_rows: int = 0,
+                    min_cols: int = 0) -> np.ndarray:
         """Per count ``k``, the least spend of a kept shape ``r x c`` of the ``rows x cols`` layer with
-        ``r * c >= k`` and ``r >= min_rows`` (fixed rows, which need a column each); ``inf`` where none
-        exists. Since the spend grows with ``c``, the least shape per ``r`` has ``c = ceil(k / r)``.
-        O(rows * len(counts))."""
+        ``r * c >= k``, ``r >= min_rows`` and ``c >= min_cols`` (fixed rows and columns; then ``r, c >= 1``:
+        a fixed row needs a column, a fixed column a row); ``inf`` where none exists. Since the spend grows
+        with ``c``, the least shape per ``r`` has the least ``c`` allowed. O(rows * len(counts))."""
         k = np.asarray(counts, dtype=np.int64)
-        min_rows = int(min_rows)
-        best = np.where((k <= 0) & (min_rows == 0), 0.0, np.inf)
-        if not np.any(k > 0) and min_rows == 0:
+        min_rows, min_cols = int(min_rows), int(min_cols)
+        pinned = min_rows > 0 or min_cols > 0
+        best = np.where((k <= 0) & (not pinned), 0.0, np.inf)
+        if not np.any(k > 0) and not pinned:
             return best
         for r in range(max(min_rows, 1), rows + 1):
-            c = np.maximum(-(-k // r), 1 if min_rows else 0)
+            c = np.maximum(-(-k // r), max(min_cols, 1) if pinned else 0)
             ok = c <= cols
             spend = self.spend(layer, r, np.minimum(c, cols))
             best = np.where(ok & (spend < best), spend, best)

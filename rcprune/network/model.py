@@ -79,8 +79,9 @@ class LayerInfo:
 class GroupInfo:
     """Static facts about one channel group: its size, producers (layers whose rows are its channels)
     and consumers (layers that read it, with the input-channel offset there). ``fixed`` lists the
-    channels that must stay alive (every producer keeps their rows): all of them when ``protected``,
-    a floor of chosen channels otherwise (:mod:`rcprune.network.floor`)."""
+    channels that must stay alive (every producer keeps their rows): all of them when ``protected``;
+    otherwise a floor of chosen channels (:mod:`rcprune.network.floor`), which every consumer also reads
+    (their columns are fixed)."""
 
     name: str
     size: int
@@ -305,10 +306,11 @@ class NetworkInstance:
 
     Notes
     -----
-    A group marked ``protected`` keeps every producer row (rows fixed), a group with ``fixed`` channels
-    the producer rows of those; a layer with fixed rows must keep at least one column (its outputs must
-    be computed from something), so its minimum kept count is its number of fixed rows. The budget must
-    cover the sum of these minima.
+    A group marked ``protected`` keeps every producer row (rows fixed); a group with ``fixed`` channels
+    keeps the producer rows of those and every consumer keeps their columns. A layer with fixed rows
+    must keep at least one column (its outputs must be computed from something) and one with fixed
+    columns at least one row, so its minimum kept count is ``max(fixed rows, 1) * max(fixed columns, 1)``
+    when it has either. The budget must cover the sum of these minima.
     """
 
     kind = "network"
@@ -366,15 +368,20 @@ class NetworkInstance:
         weighting = _check_weighting(weighting, names)
 
         fixed = {li.name: len(groups[li.output].fixed) for li in infos}
-        min_counts = np.array([max(math.ceil(min_density * li.size - 1e-9), fixed[li.name]) for li in infos],
-                              dtype=np.int64)
+        fixed_cols = {li.name: li.block * sum(len(groups[g].fixed) for g, _ in li.inputs if not groups[g].protected)
+                      for li in infos}
+        # fixed rows need a column each and fixed columns a row each: at least a fixed-rows x fixed-columns core
+        min_counts = np.array([max(math.ceil(min_density * li.size - 1e-9),
+                                   max(fixed[li.name], 1) * max(fixed_cols[li.name], 1)
+                                   if fixed[li.name] or fixed_cols[li.name] else 0) for li in infos], dtype=np.int64)
         if lb is not None:
             for li, mc in zip(infos, min_counts):
                 if li.name in lb and lb[li.name] < mc:
                     raise InvalidInstanceError(
                         f"layer budget {lb[li.name]} of {li.name!r} is below its minimum {mc} kept entries "
                         f"({'protected rows need a column each' if fixed[li.name] else 'min_density'})")
-        min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], min_rows=fixed[li.name])[0]
+        min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], min_rows=fixed[li.name],
+                                                    min_cols=fixed_cols[li.name])[0]
                               for li, mc in zip(infos, min_counts)])
         if k_global is not None and measure.is_count and k_global < int(min_counts.sum()):
             raise InvalidInstanceError(
@@ -483,6 +490,14 @@ class NetworkInstance:
     def fixed_rows(self, layer: str) -> np.ndarray:
         """Per row of ``layer``, whether it is fixed (its channel is protected or in its group's floor)."""
         return self._groups[self.layer(layer).output].fixed_mask
+
+    def fixed_cols(self, layer: str) -> np.ndarray:
+        """Per column of ``layer``, whether it is fixed: the columns of fixed channels of a group that is
+        not protected (a channel floor is a channel-pruned core: its channels stay alive and every
+        consumer reads them; a protected group fixes its producers' rows only)."""
+        li = self.layer(layer)
+        chans = [self._groups[g].fixed_mask & (not self._groups[g].protected) for g, _ in li.inputs]
+        return np.repeat(np.concatenate(chans), li.block)
 
     # --- objective and constraints ----------------------------------------------------------------
     @property
@@ -866,6 +881,9 @@ def evaluate_network(instance: NetworkInstance, solution: NetworkSolution) -> Ne
         lost = int((instance.fixed_rows(li.name) & ~s.rows).sum())
         if lost:
             violations.append(f"layer {li.name!r}: {lost} fixed row(s) pruned (protected, or in a channel floor)")
+        lost = int((instance.fixed_cols(li.name) & ~eff).sum())
+        if lost:
+            violations.append(f"layer {li.name!r}: {lost} fixed column(s) pruned (they read a channel floor)")
         if count < instance.min_counts[l]:
             violations.append(f"layer {li.name!r}: keeps {count} entries, below its minimum {int(instance.min_counts[l])}")
         if li.name in lb and count > lb[li.name]:

@@ -268,10 +268,10 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``granularity="channel"`` the bound holds in the channel space only: it is reported as
         ``report.result.info["lower_bound_in_granularity"]``).
     min_channels : float
-        Every prunable channel group keeps at least this share of its channels, its top ones by score
-        (:func:`rcprune.network.floor.channel_floor`; Torch-Pruning's per-layer cap as a constraint):
-        under a latency budget the importance scores alone remove whole layers, which fine-tuning
-        cannot recover (``docs/pareto-mnist.md``).
+        Every prunable channel group keeps at least this share of its channels, its top ones by score,
+        and every consumer reads them (:func:`rcprune.network.floor.channel_floor`: a channel-pruned core,
+        Torch-Pruning's per-layer cap as a constraint): under a latency budget the importance scores
+        alone remove whole layers, which fine-tuning cannot recover (``docs/pareto-mnist.md``).
 
     A solution that leaves the output without any path from the input (a constant model: the L1 scores
     do not see that every later layer depends on the stem) is solved again with the cut group nearest the

@@ -172,22 +172,38 @@ def _water_fill(share: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) 
     return alloc
 
 
-def _fixed_first_shape(sub: np.ndarray, fixed: np.ndarray, budget: int, shape) -> tuple[int, int]:
-    """``(r, c)`` of the fixed-first row-then-column greedy: ``shape`` when given (its rows cover the
-    fixed ones), else the ``r >= fixed.sum()`` whose top ``budget // r`` columns keep most.
-    O(m n log n)."""
+def _fixed_first_layer(sub: np.ndarray, fixed: np.ndarray, fixed_cols: np.ndarray, budget: int,
+                       shape) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column masks of the fixed-first row-then-column greedy on ``sub``: the fixed rows, then
+    rows by decreasing sum, ``r`` in all; the fixed columns, then columns by decreasing sum over those
+    rows, ``c`` in all. ``(r, c)`` is ``shape`` when given, else the ``r`` (at least the fixed rows, and
+    leaving room for the fixed columns) whose ``c = budget // r`` keeps most. O(m n log n)."""
     m, n = sub.shape
-    r_min = max(int(fixed.sum()), 1)
+    order = fixed_first_order(sub, fixed)
+    r_min, c_min = max(int(fixed.sum()), 1), int(fixed_cols.sum())
+    cum = np.cumsum(sub[order], axis=0)
+
+    def top(r: int, c: int) -> tuple[float, np.ndarray]:
+        free = np.flatnonzero(~fixed_cols)
+        pick = free[np.argsort(-cum[r - 1][free], kind="stable")[:max(c - c_min, 0)]]
+        cols = fixed_cols.copy()
+        cols[pick] = True
+        return float(cum[r - 1][cols].sum()), cols
+
     if shape is not None:
-        return max(int(shape[0]), r_min), min(int(shape[1]), n)
-    col_sums = np.cumsum(sub[fixed_first_order(sub, fixed)], axis=0)
-    best, best_r = -1.0, r_min
-    for r in range(r_min, m + 1):
-        c = min(n, budget // r)
-        value = float(np.sort(col_sums[r - 1])[n - c:].sum()) if c > 0 else 0.0
-        if value > best:
-            best, best_r = value, r
-    return best_r, max(min(n, budget // best_r), 1)
+        r, c = max(int(shape[0]), r_min), max(min(int(shape[1]), n), c_min)
+    else:
+        best, r, c = -1.0, r_min, max(budget // r_min, c_min, 1)
+        for rr in range(r_min, m + 1):
+            cc = min(n, budget // rr)
+            if cc < max(c_min, 1):
+                break
+            value = top(rr, cc)[0]
+            if value > best:
+                best, r, c = value, rr, cc
+    rows = np.zeros(m, bool)
+    rows[order[:r]] = True
+    return rows, top(r, c)[1]
 
 
 def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budget: int, method: str, seed: int,
@@ -203,11 +219,10 @@ def _solve_layer(instance: NetworkInstance, l: int, live_cols: np.ndarray, budge
         rows[:] = True
         return rows, cols
     sub = s[:, idx]
-    fixed = instance.fixed_rows(li.name)
-    if fixed.any():  # the single-matrix methods know no fixed rows: the fixed-first greedy
-        r, c = _fixed_first_shape(sub, fixed, budget, shape)
-        rows[fixed_first_order(sub, fixed)[:r]] = True
-        cols[idx[np.argsort(-sub[rows].sum(axis=0), kind="stable")[:c]]] = True
+    fixed, fixed_cols = instance.fixed_rows(li.name), instance.fixed_cols(li.name)[idx]
+    if fixed.any() or fixed_cols.any():  # the single-matrix methods know neither: the fixed-first greedy
+        rows[:], kept = _fixed_first_layer(sub, fixed, fixed_cols, budget, shape)
+        cols[idx[kept]] = True
         return rows, cols
     if shape is None:
         sub_instance = Instance(sub, budget=min(budget, sub.size), name=f"{instance.name}/{li.name}")

@@ -115,11 +115,15 @@ def _best_pruned_row(net, st, sc, row_perm, pr, l, rng, tour):
 
 @jit(nogil=True)
 def _worst_kept_col(net, st, col_perm, pc, l, rng, tour):
+    """The kept column with the smallest restricted sum among ``tour`` random kept columns of layer l
+    that are not fixed, or -1."""
     if pc[l] == 0:
         return -1
     best = -1
     for _ in range(tour):
         j = col_perm[net.col_off[l] + random_below(rng, 0, pc[l])]
+        if net.fixed_col[j]:
+            continue
         if best < 0 or st.col_sums[j] < st.col_sums[best]:
             best = j
     return best

@@ -115,6 +115,8 @@ def network_cpsat(instance: NetworkInstance, *, seed: int = 0, time_limit: float
         alive[ch] = a
     for i in np.flatnonzero(f.fixed_row):
         model.Add(x[i] == 1)
+    for j in np.flatnonzero(f.fixed_col):
+        model.Add(z[j] == 1)
     for j in range(f.col_off[-1]):
         ch = int(f.col_chan[j])
         if ch in alive:

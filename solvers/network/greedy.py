@@ -102,17 +102,25 @@ def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
     order = np.argsort(keys[:nc], kind="mergesort")
     feasible = True
     if not keep_existing:
+        for t in range(nc):  # fixed columns (they read a channel floor) first
+            j = cand[order[t]]
+            if net.fixed_col[j]:
+                l = net.col_layer[j]
+                cols[j] = True
+                count_l[l] += n_rows[l]
+                n_cols[l] += 1
+                kept += net.weights[l] * col_sums[j]
         need = np.zeros(n_layers, np.int64)
         for l in range(n_layers):
             if net.min_count[l] > 0:
                 if n_rows[l] == 0:
                     feasible = False
                 else:
-                    need[l] = (net.min_count[l] + n_rows[l] - 1) // n_rows[l]
+                    need[l] = max((net.min_count[l] + n_rows[l] - 1) // n_rows[l] - n_cols[l], 0)
         for t in range(nc):
             j = cand[order[t]]
             l = net.col_layer[j]
-            if need[l] > 0:
+            if need[l] > 0 and not cols[j]:
                 cols[j] = True
                 need[l] -= 1
                 count_l[l] += n_rows[l]

@@ -50,16 +50,18 @@ def layer_options(instance: NetworkInstance, l: int, points: int = 32) -> np.nda
     s = instance.scores[li.name]
     w = float(instance.weights[l])
     lo, hi = int(instance.min_counts[l]), int(instance.layer_budget_array()[l])
-    fixed = instance.fixed_rows(li.name)
+    fixed, fixed_cols = instance.fixed_rows(li.name), instance.fixed_cols(li.name)
+    c_min = int(fixed_cols.sum())
     row_counts = _grid(li.rows, max(points // 2, 2), lo=max(int(fixed.sum()), 1))
     order = fixed_first_order(s, fixed)
     cum = np.cumsum(s[order], axis=0)
     col_grid = _grid(li.cols, points)
     out = []
-    for r in row_counts:
-        prefix = np.concatenate(([0.0], np.cumsum(-np.sort(-cum[r - 1]))))
-        cs = np.unique(np.concatenate((col_grid, [min(li.cols, -(-lo // r))]))) if lo > 0 else col_grid
-        cs = cs[(cs >= 1) & (r * cs >= lo) & (r * cs <= hi)]
+    for r in row_counts:  # the fixed columns first, then the best others
+        prefix = np.concatenate(([0.0], np.cumsum(np.concatenate((cum[r - 1][fixed_cols],
+                                                                  -np.sort(-cum[r - 1][~fixed_cols]))))))
+        cs = np.unique(np.concatenate((col_grid, [min(li.cols, -(-lo // r)), c_min]))) if lo > 0 else col_grid
+        cs = cs[(cs >= max(c_min, 1)) & (r * cs >= lo) & (r * cs <= hi)]
         out += zip([r] * cs.size, cs, w * prefix[cs], np.atleast_1d(instance.measure.spend(li.name, r, cs)))
     if lo == 0:
         out.append((li.rows, 0, 0.0, 0.0))

@@ -25,7 +25,9 @@ def _structure(net):
     maxs = []
     for li in layers:
         fixed = len(net.group(li.output).fixed)   # protected: all channels; a floor: some
-        mins.append(max(math.ceil(net.min_density * li.rows * li.cols - 1e-9), fixed))
+        fixed_cols = int(_fixed_cols(net, li).sum())
+        core = max(fixed, 1) * max(fixed_cols, 1) if fixed or fixed_cols else 0
+        mins.append(max(math.ceil(net.min_density * li.rows * li.cols - 1e-9), core))
         maxs.append(lb.get(li.name, li.rows * li.cols))
     return layers, w, totals, mins, maxs
 
@@ -48,6 +50,22 @@ def _live_cols(li, alive):
     for g, off in li.inputs:
         chans[off:off + len(alive[g])] = alive[g]
     return np.repeat(chans, li.block)
+
+
+def _fixed_cols(net, li):
+    """Columns a layer must keep: the blocks of fixed channels of its non-protected input groups."""
+    chans = np.zeros(li.in_channels, bool)
+    for g, off in li.inputs:
+        gi = net.group(g)
+        if not gi.protected:
+            chans[[off + c for c in gi.fixed]] = True
+    return np.repeat(chans, li.block)
+
+
+def _column_order(li, live, colsums, fixed):
+    """Live columns, the fixed ones first, then by decreasing sum (the best e columns are a prefix)."""
+    idx = np.flatnonzero(live & ~fixed)
+    return np.concatenate([np.flatnonzero(fixed), idx[np.argsort(-colsums[idx], kind="stable")]]).astype(int)
 
 
 def _row_masks(net, layers):
@@ -79,13 +97,13 @@ def network_brute_force(net):
             live = _live_cols(li, alive)
             r = int(rows[li.name].sum())
             colsums = s[rows[li.name]].sum(axis=0)
-            idx = np.flatnonzero(live)
-            order = idx[np.argsort(-colsums[idx], kind="stable")]
+            fixed = _fixed_cols(net, li)
+            order = _column_order(li, live, colsums, fixed)
             orders.append(order)
             prefix = np.concatenate([[0.0], np.cumsum(colsums[order])])
             new = np.full(budget + 1, -np.inf)
             choice = np.full(budget + 1, -1)
-            for e in range(len(order) + 1):
+            for e in range(int(fixed.sum()), len(order) + 1):
                 cnt = r * e
                 if cnt < mins[l] or cnt > maxs[l] or cnt > budget:
                     continue
@@ -122,6 +140,8 @@ def evaluate_by_definition(net, rows, cols):
         if not rows[li.name][list(net.group(li.output).fixed)].all():
             feasible = False
         eff = cols[li.name] & _live_cols(li, alive)
+        if not eff[_fixed_cols(net, li)].all():
+            feasible = False
         s = net.scores[li.name]
         kept = s[np.ix_(rows[li.name], eff)].sum()
         cost += w[l] * (totals[l] - kept)
@@ -168,10 +188,12 @@ def measured_brute_force(net, spend):
         for l, li in enumerate(layers):
             s = net.scores[li.name]
             r = int(rows[li.name].sum())
-            colsums = np.sort(s[rows[li.name]].sum(axis=0)[_live_cols(li, alive)])[::-1]
-            prefix = np.concatenate([[0.0], np.cumsum(colsums)])
-            opts = [(w[l] * (totals[l] - prefix[e]), spend(li.name, r, e)) for e in range(len(colsums) + 1)
-                    if mins[l] <= r * e <= maxs[l]]
+            sums = s[rows[li.name]].sum(axis=0)
+            fixed = _fixed_cols(net, li)
+            order = _column_order(li, _live_cols(li, alive), sums, fixed)
+            prefix = np.concatenate([[0.0], np.cumsum(sums[order])])
+            opts = [(w[l] * (totals[l] - prefix[e]), spend(li.name, r, e)) for e in range(len(order) + 1)
+                    if mins[l] <= r * e <= maxs[l] and e >= fixed.sum()]
             per_layer.append(opts)
         for combo in itertools.product(*per_layer):
             if sum(sp for _, sp in combo) <= net.budget * (1 + 1e-12):

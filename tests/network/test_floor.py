@@ -73,8 +73,15 @@ def test_the_floor_fixes_the_top_channels_of_every_prunable_group(share):
         worst_fixed = min(scores[g.name][list(g.fixed)], default=np.inf)
         best_free = max(np.delete(scores[g.name], list(g.fixed)), default=-np.inf)
         assert worst_fixed >= best_free
-    for li in fl.layers:   # a fixed row needs a column: the minimum count covers it
-        assert fl.min_counts[fl.layer_names.index(li.name)] >= len(fl.group(li.output).fixed)
+    for li in fl.layers:   # the core (fixed rows x fixed columns) is the minimum count
+        cols = np.zeros(li.in_channels, bool)
+        for g, off in li.inputs:
+            if not fl.group(g).protected:
+                cols[[off + c for c in fl.group(g).fixed]] = True
+        np.testing.assert_array_equal(fl.fixed_cols(li.name), np.repeat(cols, li.block))
+        rows, ncols = len(fl.group(li.output).fixed), int(cols.sum()) * li.block
+        core = max(rows, 1) * max(ncols, 1) if rows or ncols else 0
+        assert fl.min_counts[fl.layer_names.index(li.name)] == core
 
 
 @settings(max_examples=30, deadline=None)
@@ -90,8 +97,10 @@ def test_methods_keep_the_floor_and_cpsat_meets_brute_force(seed):
         r = rcprune.solve(net, method=method, seed=seed, **({"moves": 3000} if method == "network-annealing" else {}))
         assert r.feasible, (method, r.evaluation.violations)
         assert r.cost >= opt - 1e-9
-        for li in net.layers:
+        eff = r.solution.effective(net)
+        for li in net.layers:   # the floor's channels stay alive, and every consumer reads them
             assert r.solution[li.name].rows[net.fixed_rows(li.name)].all(), (method, li.name)
+            assert eff[li.name].cols[net.fixed_cols(li.name)].all(), (method, li.name)
     bound = rcprune.solve(net, method="network-greedy", bound=True).lower_bound
     assert bound <= opt + 1e-9
 
@@ -107,19 +116,20 @@ def test_the_floor_holds_under_a_table_measure(seed):
     assert rcprune.solve(net, method="network-greedy", bound=True).lower_bound <= opt + 1e-9
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_least_spend_respects_min_rows(seed):
-    net = measured(seed, n_layers=2, max_channels=4, max_block=3)
+@pytest.mark.parametrize("seed", range(4))
+def test_least_spend_respects_fixed_rows_and_columns(seed):
+    net = measured(seed, n_layers=2, max_channels=3, max_block=3)
     spend = definition_spend(net.measure)
     for li in net.layers:
-        for min_rows in range(li.rows + 1):
+        for min_rows, min_cols in [(a, b) for a in range(li.rows + 1) for b in range(0, li.cols + 1, 2)]:
             counts = np.arange(li.size + 1)
-            got = net.measure.least_spend(li.name, li.rows, li.cols, counts, min_rows=min_rows)
+            got = net.measure.least_spend(li.name, li.rows, li.cols, counts, min_rows=min_rows, min_cols=min_cols)
+            pinned = min_rows or min_cols
             for k, g in zip(counts, got):
                 shapes = [(r, c) for r in range(li.rows + 1) for c in range(li.cols + 1)
-                          if r * c >= k and r >= min_rows and (c >= 1 or min_rows == 0)]
+                          if r * c >= k and r >= min_rows and c >= min_cols and (not pinned or r * c >= 1)]
                 want = min((spend(li.name, r, c) for r, c in shapes), default=math.inf)
-                assert g == pytest.approx(want, rel=1e-9, abs=1e-12), (li.name, min_rows, k)
+                assert g == pytest.approx(want, rel=1e-9, abs=1e-12), (li.name, min_rows, min_cols, k)
 
 
 @pytest.mark.parametrize("seed", range(5))
