@@ -270,7 +270,7 @@ def _bench_pareto(args) -> None:
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
               "latency_model": None if args.no_latency_model else "resnet18",
               "protect": _split_list(args.protect or "", str, "--protect"),
-              "floors": _split_list(args.floors or "0", float, "--floors"),
+              "floors": tuple(None if f == "default" else float(f) for f in _split_list(args.floors or "default", str, "--floors")),
               "log": lambda msg: print(msg, file=sys.stderr)}
     if args.tp_sparsities is not None:
         kwargs["tp_sparsities"] = _split_list(args.tp_sparsities, float, "--tp-sparsities")
@@ -487,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pareto: network methods (default network-greedy,network-annealing)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel (default both)")
     b.add_argument("--floors", default=None,
-                   help="pareto: comma-separated channel floors (prune(min_channels=)), each RC row with each "
-                        "(default 0)")
+                   help="pareto: comma-separated channel floors (prune(min_channels=)), each RC row with each; "
+                        "'default' is prune's default (the default)")
     b.add_argument("--protect", default=None,
                    help="pareto: comma-separated layers whose output channels rcprune keeps (e.g. conv1)")
     b.add_argument("--no-latency-model", action="store_true",

@@ -147,15 +147,15 @@ def _targets(timed: dict[str, dict], sparsities) -> dict[float, float]:
     return {s: base / timed[f"{TARGET_METHOD}@{s}"]["ms"] for s in sparsities}
 
 
-def _label(granularity: str, method: str, floor: float = 0.0) -> str:
-    return f"rc-{granularity}-{method.removeprefix('network-')}" + (f"-floor{floor:g}" if floor else "")
+def _label(granularity: str, method: str, floor: float | None = None) -> str:
+    return f"rc-{granularity}-{method.removeprefix('network-')}" + (f"-floor{floor:g}" if floor is not None else "")
 
 
 def _solver_options(method: str, moves: int) -> dict:
     return {"moves": moves} if method == "network-annealing" else {}
 
 
-def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=0.0):
+def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=None):
     """The masked RC model asked for ``speedup`` and its report, or ``(None, reason)`` when unreachable."""
     try:
         return prune(dense, x, budget="latency", speedup=speedup, latency_table=table, granularity=granularity,
@@ -165,12 +165,12 @@ def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect
         return None, f"skipped: {exc}"
 
 
-def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=0.0):
+def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=None):
     """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``."""
     train, test, x = data
     masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor)
     row = {"method": _label(granularity, method, floor), "granularity": granularity, "solver": method, "seed": seed,
-           "target_speedup": speedup, "solver_options": opts, "min_channels": floor}
+           "target_speedup": speedup, "solver_options": opts}
     if masked is None:
         return None, row | {"note": rep, "acc": None}
     # a layer with no kept row: on a plain path (the stem, a block and its shortcut) it cuts the network
@@ -185,6 +185,7 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
         return None, row | {"note": f"compacted model does not run: {err}", "acc": None}
     return small, row | {"acc_zero_shot": acc0, "acc_masked": acc_masked, "acc": evaluate_accuracy(small, test),
                          "predicted_ms": rep.predicted_ms, "table_dense_ms": rep.dense_ms,
+                         "min_channels": rep.result.info.get("min_channels"),
                          "kept_weights": crep.weights_after, "macs": crep.macs_after,
                          "solve_seconds": rep.seconds["solve"], "finetune_seconds": ft_s, "history": hist}
 
@@ -202,14 +203,14 @@ def _tp_row(model, label, sparsity, data, seed, epochs, progress):
 
 
 def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, moves,
-            repeats, quick, protect=(), floors=(0.0,)) -> dict:
+            repeats, quick, protect=(), floors=(None,)) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8,
            "train_epochs": train_epochs, "finetune_epochs": epochs, "seeds": list(seeds),
            "tp_sparsities": list(tp_sparsities), "granularities": list(granularities), "methods": list(methods),
            "latency_model": latency_model, "annealing_moves": moves, "repeats": repeats, "quick": quick,
            "latency_batch": 64, "latency_threads": 1, "train_threads": torch.get_num_threads(),
            "torch": torch.__version__, "seed": seeds[0], "protect": list(protect),
-           "floors": [float(f) for f in floors]}
+           "floors": [None if f is None else float(f) for f in floors]}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, finetune_epochs=min(epochs, 1),
                    seeds=list(seeds)[:1], tp_sparsities=list(tp_sparsities)[-2:], methods=["network-greedy"],
@@ -247,7 +248,7 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
         log(f"seed {seed} {key}: acc {row['acc']:.4f} (fine-tune {row['finetune_seconds']:.0f} s)")
     for s, speedup in targets.items():
         for g in cfg["granularities"]:
-            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [0.0])):
+            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [None])):
                 opts = _solver_options(m, cfg["annealing_moves"])
                 small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
                                      cfg["protect"], floor)
@@ -287,7 +288,7 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
     models = {0: model} | {i + 1: m for i, m in enumerate(tp.values())}
     for s, speedup in targets.items():
         for g in cfg["granularities"]:
-            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [0.0])):
+            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [None])):
                 row = {"method": _label(g, m, floor), "sparsity": s, "target_speedup": speedup}
                 try:
                     small, rep = prune(model, x, budget="latency", speedup=speedup, latency_table=table, granularity=g,
@@ -312,7 +313,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
                tp_sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.93), epochs: int = 15, train_epochs: int = 15,
                granularities: Sequence[str] = GRANULARITIES, methods: Sequence[str] = METHODS,
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
-               protect: Sequence[str] = (), floors: Sequence[float] = (0.0,), threads: int = 1, quick: bool = False,
+               protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), threads: int = 1, quick: bool = False,
                progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Run the report card and write ``pareto.json``, ``pareto.md`` and ``pareto.png`` to ``out``.
@@ -341,9 +342,9 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
     protect : sequence of str
         Layers whose output channels rcprune must keep (``prune(protect=)``), e.g. the stem and the shortcut
         convs, so that no solution cuts the network's only path; the same names in the latency-only part.
-    floors : sequence of float in [0, 1]
-        Channel floors (``prune(min_channels=)``): each RC row is repeated with each; a row with a floor
-        is labelled ``...-floor<share>``.
+    floors : sequence of float in [0, 1] or None
+        Channel floors (``prune(min_channels=)``): each RC row is repeated with each; a row with a given
+        floor is labelled ``...-floor<share>``, None is prune's default (0.25, lowered until reachable).
     threads : int
         Torch intra-op threads for training and fine-tuning (latency is always timed on one): on a shared
         machine a second thread that loses its core stalls every parallel region (10x slower epochs).
@@ -358,8 +359,9 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         ``latency_model``, ``runtime_seconds``.
     """
     _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model)
-    if not floors or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1 for f in floors):
-        raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1], got {floors!r}")
+    if not floors or any(f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1)
+                         for f in floors):
+        raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1] or None, got {floors!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
     with _threads(threads):
@@ -368,7 +370,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
 
 
 def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-         annealing_moves, repeats, quick, progress, log, protect, floors=(0.0,)) -> dict:
+         annealing_moves, repeats, quick, progress, log, protect, floors=(None,)) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -551,7 +553,7 @@ def format_report(result: dict) -> str:
              f"{cfg['tp_sparsities']}; rcprune {cfg['granularities']} x {cfg['methods']}"
              + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
              + (f", protecting {', '.join(cfg['protect'])}" if cfg.get("protect") else "")
-             + (f", channel floors {cfg['floors']}" if any(cfg.get("floors", [0.0])) else "")
+             + (f", channel floors {cfg['floors']} (None: prune's default)" if cfg.get("floors", [None]) != [None] else "")
              + f", asked for TP per-layer's measured speedups (phase 1 timing). Latency: CPU, batch "
              f"{cfg['latency_batch']}, {cfg['latency_threads']} thread, median of {cfg['repeats']} interleaved rounds, "
              "all models in one run, each in the faster of as-is and BatchNorm-fused + channels-last; speedups over "

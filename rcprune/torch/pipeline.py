@@ -103,6 +103,9 @@ class PruneReport:
                 "finetune": self.history[-1] if self.history else None, "seconds": dict(self.seconds)}
 
 
+DEFAULT_FLOOR = 0.25   # prune's channel floor under MACs and latency budgets (docs/pareto-mnist.md)
+
+
 def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
     """(full spend, least spend) of the prunable layers, the least at ``granularity``; ``measured`` has
     the full spend as its budget, so coarsening it cannot fail."""
@@ -226,7 +229,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str = "network-greedy",
           scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (),
-          min_channels: float = 0.0, seed: int = 0,
+          min_channels: float | None = None, seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
           refit=None, finetune: dict | None = None, compact: bool = True, partial: str = "auto",
           ) -> tuple[nn.Module, PruneReport]:
@@ -267,11 +270,13 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         Attach the network lower bound, so ``report.result.gap`` is a certified gap (with
         ``granularity="channel"`` the bound holds in the channel space only: it is reported as
         ``report.result.info["lower_bound_in_granularity"]``).
-    min_channels : float
+    min_channels : float, optional
         Every prunable channel group keeps at least this share of its channels, its top ones by score,
         and every consumer reads them (:func:`rcprune.network.floor.channel_floor`: a channel-pruned core,
-        Torch-Pruning's per-layer cap as a constraint): under a latency budget the importance scores
-        alone remove whole layers, which fine-tuning cannot recover (``docs/pareto-mnist.md``).
+        Torch-Pruning's per-layer cap as a constraint). Under a MACs or latency budget the importance
+        scores alone remove whole layers, which fine-tuning cannot recover (``docs/pareto-mnist.md``), so
+        the default (None) is a floor of 0.25 there, halved until the target is reachable (the floor
+        used is ``report.result.info["min_channels"]``), and none under a weights budget.
 
     A solution that leaves the output without any path from the input (a constant model: the L1 scores
     do not see that every later layer depends on the stem) is solved again with the cut group nearest the
@@ -337,13 +342,21 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         table = latency_table if latency_table is not None else build_latency_table(
             work, example_inputs, extraction=ext, device=device)
         seconds["latency_table"] = time.perf_counter() - t
-    instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
-                                 table=table, granularity=granularity, min_channels=min_channels)
+    floors = [min_channels] if min_channels is not None else \
+        [0.0] if budget == "weights" else [DEFAULT_FLOOR / 2 ** k for k in range(4)] + [0.0]
+    for floor in floors:
+        try:
+            instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
+                                         table=table, granularity=granularity, min_channels=floor)
+            break
+        except InvalidInstanceError:
+            if floor == floors[-1]:
+                raise
     t = time.perf_counter()
     instance, searched, found, clean, connected = _solve_connected(
         instance, granularity, method, dict(seed=seed, time_limit=time_limit, bound=bound, **(solver_options or {})))
     dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
-    info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected)
+    info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}

@@ -16,7 +16,7 @@ from rcprune.validation import InvalidInstanceError  # noqa: E402
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto")
-    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1"]) == 0
+    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1", "--floors", "default,0"]) == 0
     return out, json.loads((out / "pareto.json").read_text())
 
 
@@ -28,7 +28,8 @@ def test_quick_writes_files_and_every_row(quick):
     assert cfg["quick"] and cfg["dataset"] == "digits" and cfg["seeds"] == [0] and cfg["latency_threads"] == 1
     assert cfg["tp_sparsities"] == [0.9, 0.93] and cfg["protect"] == ["conv1"]
     keys = {(r["method"], r["sparsity"], r["seed"]) for r in result["rows"] if r["method"] != "dense"}
-    methods = ["tp-l1-per-layer", "tp-l1-global", "rc-column-greedy", "rc-channel-greedy"]
+    methods = ["tp-l1-per-layer", "tp-l1-global", "rc-column-greedy", "rc-channel-greedy", "rc-column-greedy-floor0",
+               "rc-channel-greedy-floor0"]
     assert keys == {(m, s, 0) for m in methods for s in (0.9, 0.93)}
     targets = {float(s): v for s, v in result["targets"]["speedups"].items()}
     dense = next(r for r in result["rows"] if r["method"] == "dense")
@@ -36,6 +37,9 @@ def test_quick_writes_files_and_every_row(quick):
         if r["method"].startswith("rc-"):
             assert r["target_speedup"] == targets[r["sparsity"]]   # asked for TP per-layer's measured speedup
             assert "note" in r or "conv1" not in r["dead_layers"]   # protected: its rows all stay
+            if "note" not in r:   # the floor used: 0 when asked for, else prune's default (0.25, or lower)
+                assert r["min_channels"] == 0.0 if r["method"].endswith("floor0") else r["min_channels"] in (
+                    0.25, 0.125, 0.0625, 0.03125, 0.0)
         if r.get("latency_ms") is not None:
             assert r["latency_ms"] == min(r["as_is_ms"], r["fused_cl_ms"])
             assert r["speedup"] == pytest.approx(dense["latency_ms"] / r["latency_ms"], rel=1e-12)
@@ -94,6 +98,7 @@ def test_summary_mean_and_sd_over_seeds():
     ({"methods": ("network-magic",)}, "methods must be a non-empty subset"),
     ({"epochs": -1}, "epochs must be a non-negative integer"),
     ({"threads": 0}, "threads must be a positive integer"),
+    ({"floors": (1.5,)}, "floors must be a non-empty sequence of shares"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(InvalidInstanceError, match=message.replace("(", r"\(").replace(")", r"\)")):

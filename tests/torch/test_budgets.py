@@ -21,8 +21,11 @@ def model_and_table():
 
 def test_macs_speedup_bounds_the_prunable_macs(model_and_table):
     model, x, _ = model_and_table
-    _, cut = prune(model, x[:1], budget="macs", speedup=2.0)   # the L1 objective gives the stem away ...
+    # without a channel floor the L1 objective gives the stem away ...
+    _, cut = prune(model, x[:1], budget="macs", speedup=2.0, min_channels=0)
     assert cut.result.info["protected_to_connect"] == ["conv1:out"]   # ... so it was protected, and solved again
+    _, floored = prune(model, x[:1], budget="macs", speedup=2.0)       # the default floor keeps every group
+    assert floored.result.info["min_channels"] == 0.25 and floored.result.info["protected_to_connect"] == []
     small, report = prune(model, x[:1], budget="macs", speedup=2.0, protect=["conv1"])
     assert report.measure == "macs" and report.spend <= report.budget
     assert report.macs_after <= report.macs_before / 2 and report.macs_after == report.spend
@@ -159,3 +162,22 @@ def test_an_unpayable_floor_is_named(model_and_table):
         prune(model, x, budget="latency", speedup=50.0, latency_table=table, min_channels=0.5)
     with pytest.raises(InvalidInstanceError, match="min_channels"):
         prune(model, x, budget="latency", speedup=1.5, latency_table=table, min_channels=-0.1)
+
+
+def test_the_default_floor_is_lowered_until_the_target_is_reachable(model_and_table):
+    model, x, table = model_and_table
+    ext = extract(model, x[:1])
+    reach = {}
+    for floor in (0.25, 0.125, 0.0625, 0.03125, 0.0):
+        inst = budgeted_instance(ext, "latency", speedup=1.01, table=table, min_channels=floor)
+        reach[floor] = table.dense_ms / (inst.measure.fixed + inst.min_spend.sum())
+    assert all(reach[a] <= reach[b] + 1e-9 for a, b in zip(list(reach), list(reach)[1:]))
+    # a speedup between the 0.25 floor's limit and the next one's: the default falls back to 0.125
+    target = (reach[0.25] + reach[0.125]) / 2
+    assert reach[0.125] > reach[0.25] * 1.01
+    _, report = prune(model, x, budget="latency", speedup=target, latency_table=table, compact=False)
+    assert report.result.info["min_channels"] == 0.125
+    with pytest.raises(InvalidInstanceError, match="channel floor of 0.25"):
+        prune(model, x, budget="latency", speedup=target, latency_table=table, min_channels=0.25)
+    _, report = prune(model, x[:1], sparsity=0.5)                        # weights: no floor by default
+    assert report.result.info["min_channels"] == 0.0
