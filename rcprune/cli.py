@@ -270,7 +270,7 @@ def _bench_pareto(args) -> None:
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
               "latency_model": None if args.no_latency_model else "resnet18",
               "protect": _split_list(args.protect or "", str, "--protect"),
-              "floors": tuple(None if f == "default" else float(f) for f in _split_list(args.floors or "default", str, "--floors")),
+              "floors": _split_list(args.floors or "default", lambda f: None if f == "default" else float(f), "--floors"),
               "log": lambda msg: print(msg, file=sys.stderr)}
     if args.tp_sparsities is not None:
         kwargs["tp_sparsities"] = _split_list(args.tp_sparsities, float, "--tp-sparsities")

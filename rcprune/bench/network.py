@@ -46,8 +46,8 @@ def channel_pruning_baseline(instance: NetworkInstance) -> tuple[NetworkSolution
         keep[order[:t]] = True
         masks = {}
         for i, g in enumerate(groups):
-            if not g.input and not g.protected:
-                masks[g.name] = keep[f.group_off[i]:f.group_off[i + 1]]
+            if not g.input and not g.protected:   # a floor's channels always stay
+                masks[g.name] = keep[f.group_off[i]:f.group_off[i + 1]] | g.fixed_mask
         return NetworkSolution.from_channels(instance, masks)
 
     def fits(t: int) -> bool:

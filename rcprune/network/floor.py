@@ -5,8 +5,8 @@ layers) the cheapest move, while the importance sum charges a thinned layer almo
 one (keeping a third of the channels keeps a ninth of the entries); the network then loses depth that
 fine-tuning cannot recover (``docs/pareto-mnist.md``). Channel pruning avoids this by construction
 (Torch-Pruning prunes every layer by the same ratio, or caps each layer's ratio in global mode). The floor
-is that cap as a constraint of the instance: in every group that is neither a network input nor
-protected, the ``ceil(share * size)`` channels with the largest *channel score* are fixed: they stay alive
+is that cap as a constraint of the instance: in every group that is not a network input, the
+``ceil(share * size)`` channels with the largest *channel score* are fixed: they stay alive
 (every producer keeps their rows) and every consumer reads them (their column blocks are fixed), so the
 floor is a channel-pruned core network, and the solvers choose everything above it under the budget.
 Fixing rows alone is not enough: measured on the MNIST ResNet-20 at 2.9x, the solver then kept the
@@ -20,8 +20,8 @@ keeps every solver, bound and evaluation exact: the floor is fixed rows and colu
 
 >>> from rcprune.network.generate import chain_network
 >>> net = channel_floor(chain_network(budget=30), 0.5)
->>> [(g.name, g.fixed) for g in net.groups if g.fixed and not g.protected]
-[('conv1:out', (0, 2)), ('conv2:out', (0, 1))]
+>>> [(g.name, g.floor) for g in net.groups if g.floor]
+[('conv1:out', (0, 2)), ('conv2:out', (0, 1)), ('conv3:out', (0,))]
 """
 from __future__ import annotations
 
@@ -51,24 +51,28 @@ def channel_scores(instance: NetworkInstance) -> dict[str, np.ndarray]:
 
 
 def fix_channels(instance: NetworkInstance, channels: Mapping[str, Sequence[int]]) -> NetworkInstance:
-    """``instance`` with the given channels of each named group fixed (added to those fixed already).
-    Fixing more than the budget pays for is an :class:`InvalidInstanceError` naming the least spend."""
+    """``instance`` with the given channels (indices) of each named group added to its floor: they stay
+    alive and every consumer reads them. A floor the budget cannot pay for is an
+    :class:`InvalidInstanceError` naming the least spend."""
     graph = nx.DiGraph(instance.graph)
     for g, idx in channels.items():
         gi = instance.group(g)
         if gi.input:
             raise InvalidInstanceError(f"group {g!r} is a network input: its channels are always alive")
-        idx = np.asarray(idx, dtype=np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= gi.size):
+        arr = np.asarray(idx).ravel()
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidInstanceError(f"channels of group {g!r} must be integer indices, got {idx!r}")
+        if arr.size and (arr.min() < 0 or arr.max() >= gi.size):
             raise InvalidInstanceError(f"channel indices of group {g!r} must be in [0, {gi.size})")
-        graph.nodes[g]["fixed"] = sorted(set(gi.fixed) | set(idx.tolist()))
+        graph.nodes[g]["floor"] = sorted(set(gi.floor) | {int(c) for c in arr})
     return instance.replace(graph=graph)
 
 
 def channel_floor(instance: NetworkInstance, share: float) -> NetworkInstance:
-    """``instance`` where every group that is neither an input nor protected keeps at least
-    ``ceil(share * size)`` channels: its top channels by :func:`channel_scores` (ties to the lower index)
-    are fixed. ``share = 0`` returns ``instance`` unchanged. O(total entries + channels log channels).
+    """``instance`` where every group that is not a network input keeps at least ``ceil(share * size)``
+    channels read by every consumer: its top channels by :func:`channel_scores` (ties to the lower index)
+    form its floor (a protected group keeps all its channels alive; its floor fixes what its consumers
+    read). ``share = 0`` returns ``instance`` unchanged. O(total entries + channels log channels).
 
     A floor the budget cannot pay for is an :class:`InvalidInstanceError` naming the least spend."""
     share = check_fraction(share, "min_channels", allow_zero=True, allow_one=True)
@@ -77,7 +81,7 @@ def channel_floor(instance: NetworkInstance, share: float) -> NetworkInstance:
     scores = channel_scores(instance)
     fixed = {}
     for g in instance.groups:
-        if g.input or g.protected or not g.producers:
+        if g.input or not g.producers:
             continue
         k = math.ceil(share * g.size - 1e-9)
         fixed[g.name] = np.argsort(-scores[g.name], kind="stable")[:k]

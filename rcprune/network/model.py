@@ -78,10 +78,10 @@ class LayerInfo:
 @dataclass(frozen=True)
 class GroupInfo:
     """Static facts about one channel group: its size, producers (layers whose rows are its channels)
-    and consumers (layers that read it, with the input-channel offset there). ``fixed`` lists the
-    channels that must stay alive (every producer keeps their rows): all of them when ``protected``;
-    otherwise a floor of chosen channels (:mod:`rcprune.network.floor`), which every consumer also reads
-    (their columns are fixed)."""
+    and consumers (layers that read it, with the input-channel offset there). ``floor`` lists the
+    channels of a channel floor (:mod:`rcprune.network.floor`): they stay alive and every consumer
+    reads them (their columns are fixed). ``fixed`` is what must stay alive: every channel of a
+    ``protected`` group, else the floor."""
 
     name: str
     size: int
@@ -90,7 +90,12 @@ class GroupInfo:
     producers: tuple[str, ...]
     consumers: tuple[tuple[str, int], ...]
     members: tuple[str, ...] = ()
-    fixed: tuple[int, ...] = ()
+    floor: tuple[int, ...] = ()
+
+    @property
+    def fixed(self) -> tuple[int, ...]:
+        """Channels that must stay alive (every producer keeps their rows)."""
+        return tuple(range(self.size)) if self.protected else self.floor
 
     @property
     def fixed_mask(self) -> np.ndarray:
@@ -99,17 +104,25 @@ class GroupInfo:
         m[list(self.fixed)] = True
         return m
 
+    @property
+    def floor_mask(self) -> np.ndarray:
+        """Per channel, whether every consumer must read it."""
+        m = np.zeros(self.size, bool)
+        m[list(self.floor)] = True
+        return m
 
-def _fixed_channels(group: str, data: Mapping, size: int) -> tuple[int, ...]:
-    """The group node's ``fixed`` attribute: distinct channel indices in ``[0, size)``, sorted."""
-    raw = data.get("fixed", ()) or ()
+
+def _floor_channels(group: str, data: Mapping, size: int) -> tuple[int, ...]:
+    """The group node's ``floor`` attribute: distinct channel indices in ``[0, size)``, sorted."""
+    raw = data.get("floor")
+    raw = () if raw is None else raw
     if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, np.ndarray)) or any(
-            isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < size for c in raw):
-        raise InvalidInstanceError(f"group {group!r}: fixed must be a list of channel indices in [0, {size}), "
+            isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral) or not 0 <= c < size for c in raw):
+        raise InvalidInstanceError(f"group {group!r}: floor must be a list of channel indices in [0, {size}), "
                                    f"got {raw!r}")
     out = tuple(sorted(int(c) for c in raw))
     if len(set(out)) != len(out):
-        raise InvalidInstanceError(f"group {group!r}: fixed lists a channel twice: {list(raw)!r}")
+        raise InvalidInstanceError(f"group {group!r}: floor lists a channel twice: {list(raw)!r}")
     return out
 
 
@@ -147,7 +160,7 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
             raise InvalidInstanceError(f"group {g!r}: size must be a positive integer, got {size!r}")
         group_info[g] = {"size": int(size), "input": bool(d.get("input", False)),
                          "protected": bool(d.get("protected", False)), "producers": [], "consumers": [],
-                         "members": tuple(d.get("members", ()) or ()), "fixed": _fixed_channels(g, d, int(size))}
+                         "members": tuple(d.get("members", ()) or ()), "floor": _floor_channels(g, d, int(size))}
 
     infos, matrices = [], {}
     for index, name in enumerate(order):
@@ -210,12 +223,11 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
         if not gi["input"] and not gi["producers"]:
             raise InvalidInstanceError(f"group {g!r} has no producer layer and is not a network input: "
                                        "its channels could never be alive")
-        if gi["input"] and gi["fixed"]:
-            raise InvalidInstanceError(f"group {g!r} is a network input (always alive): it cannot have fixed channels")
-        fixed = tuple(range(gi["size"])) if gi["protected"] else gi["fixed"]
+        if gi["input"] and gi["floor"]:
+            raise InvalidInstanceError(f"group {g!r} is a network input (always alive): it cannot have a floor")
         out_groups[g] = GroupInfo(name=g, size=gi["size"], input=gi["input"], protected=gi["protected"],
                                   producers=tuple(gi["producers"]), consumers=tuple(gi["consumers"]),
-                                  members=gi["members"], fixed=fixed)
+                                  members=gi["members"], floor=gi["floor"])
     return infos, out_groups, matrices
 
 
@@ -280,8 +292,8 @@ class NetworkInstance:
     ----------
     graph : networkx.DiGraph
         Nodes are layers (``kind="layer"``; optional ``order``, ``kernel``, ``spatial``, ``block``) and
-        channel groups (``kind="group"``, ``size``; optional ``input``, ``protected``, ``members``, ``fixed``:
-        channel indices that must stay alive, see :mod:`rcprune.network.floor`). An edge
+        channel groups (``kind="group"``, ``size``; optional ``input``, ``protected``, ``members``, ``floor``:
+        channel indices that stay alive and are read by every consumer, see :mod:`rcprune.network.floor`). An edge
         layer -> group says the layer's rows are the group's channels (identity index map; exactly one per
         layer); an edge group -> layer (attribute ``offset``, default 0) says the group's channels are the
         layer's input channels ``offset ..``. :class:`rcprune.network.builder.NetworkBuilder` builds such graphs.
@@ -306,8 +318,8 @@ class NetworkInstance:
 
     Notes
     -----
-    A group marked ``protected`` keeps every producer row (rows fixed); a group with ``fixed`` channels
-    keeps the producer rows of those and every consumer keeps their columns. A layer with fixed rows
+    A group marked ``protected`` keeps every producer row (rows fixed); a group with ``floor`` channels
+    keeps the producer rows of those and every consumer keeps their columns (columns fixed). A layer with fixed rows
     must keep at least one column (its outputs must be computed from something) and one with fixed
     columns at least one row, so its minimum kept count is ``max(fixed rows, 1) * max(fixed columns, 1)``
     when it has either. The budget must cover the sum of these minima.
@@ -368,8 +380,7 @@ class NetworkInstance:
         weighting = _check_weighting(weighting, names)
 
         fixed = {li.name: len(groups[li.output].fixed) for li in infos}
-        fixed_cols = {li.name: li.block * sum(len(groups[g].fixed) for g, _ in li.inputs if not groups[g].protected)
-                      for li in infos}
+        fixed_cols = {li.name: li.block * sum(len(groups[g].floor) for g, _ in li.inputs) for li in infos}
         # fixed rows need a column each and fixed columns a row each: at least a fixed-rows x fixed-columns core
         min_counts = np.array([max(math.ceil(min_density * li.size - 1e-9),
                                    max(fixed[li.name], 1) * max(fixed_cols[li.name], 1)
@@ -379,18 +390,20 @@ class NetworkInstance:
                 if li.name in lb and lb[li.name] < mc:
                     raise InvalidInstanceError(
                         f"layer budget {lb[li.name]} of {li.name!r} is below its minimum {mc} kept entries "
-                        f"({'protected rows need a column each' if fixed[li.name] else 'min_density'})")
+                        f"({'fixed rows and columns (protected channels, a channel floor) need their core' if mc and (fixed[li.name] or fixed_cols[li.name]) else 'min_density'})")
         min_spend = np.array([measure.least_spend(li.name, li.rows, li.cols, [int(mc)], min_rows=fixed[li.name],
                                                     min_cols=fixed_cols[li.name])[0]
                               for li, mc in zip(infos, min_counts)])
         if k_global is not None and measure.is_count and k_global < int(min_counts.sum()):
             raise InvalidInstanceError(
                 f"budget {k_global} is below the protected minimum {int(min_counts.sum())} kept entries "
-                "(protected rows need at least one column each; min_density needs its share of every layer)")
+                "(protected rows need at least one column each, a channel floor its fixed rows and columns; "
+                "min_density needs its share of every layer)")
         if k_global is not None and not measure.is_count and k_global < min_spend.sum() * (1 - 1e-12):
             raise InvalidInstanceError(
                 f"budget {k_global:.6g} {measure.unit} is below the least the network can spend, "
-                f"{float(min_spend.sum()):.6g} {measure.unit} (protected rows need at least one column each; "
+                f"{float(min_spend.sum()):.6g} {measure.unit} (protected rows need at least one column each, a channel floor its fixed rows "
+                f"and columns; "
                 f"min_density needs its share of every layer); the best reachable budget is that minimum")
 
         totals = np.array([float(views[n].sum()) for n in names])
@@ -409,6 +422,11 @@ class NetworkInstance:
         for li in infos:  # normalized: every layer node records its block and position
             graph.nodes[li.name]["block"] = li.block
             graph.nodes[li.name]["order"] = li.index
+        for gi in groups.values():  # a floor as a sorted list of ints (JSON-ready, equal after a round trip)
+            if gi.floor:
+                graph.nodes[gi.name]["floor"] = list(gi.floor)
+            else:
+                graph.nodes[gi.name].pop("floor", None)
         d["_graph"] = nx.freeze(graph)
         d["_layers"] = {li.name: li for li in infos}
         d["_groups"] = groups
@@ -492,12 +510,11 @@ class NetworkInstance:
         return self._groups[self.layer(layer).output].fixed_mask
 
     def fixed_cols(self, layer: str) -> np.ndarray:
-        """Per column of ``layer``, whether it is fixed: the columns of fixed channels of a group that is
-        not protected (a channel floor is a channel-pruned core: its channels stay alive and every
-        consumer reads them; a protected group fixes its producers' rows only)."""
+        """Per column of ``layer``, whether it is fixed: the columns of its input groups' floor channels
+        (a channel floor is a channel-pruned core: its channels stay alive and every consumer reads them;
+        protecting a group fixes its producers' rows, not its consumers' columns)."""
         li = self.layer(layer)
-        chans = [self._groups[g].fixed_mask & (not self._groups[g].protected) for g, _ in li.inputs]
-        return np.repeat(np.concatenate(chans), li.block)
+        return np.repeat(np.concatenate([self._groups[g].floor_mask for g, _ in li.inputs]), li.block)
 
     # --- objective and constraints ----------------------------------------------------------------
     @property
@@ -518,7 +535,7 @@ class NetworkInstance:
 
     @property
     def min_spend(self) -> np.ndarray:
-        """Per layer, the least spend that meets its minimum count and fixed rows."""
+        """Per layer, the least spend that meets its minimum count and fixed rows and columns."""
         return self._min_spend
 
     @property
@@ -536,7 +553,8 @@ class NetworkInstance:
 
     @property
     def min_counts(self) -> np.ndarray:
-        """Minimum kept entries per layer (min_density share; fixed rows need one column each)."""
+        """Minimum kept entries per layer: the min_density share, and ``max(fixed rows, 1) * max(fixed
+        columns, 1)`` where either is fixed (a fixed row needs a column, a fixed column a row)."""
         return self._min_counts
 
     @property

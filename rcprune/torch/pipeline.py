@@ -39,7 +39,7 @@ from rcprune.torch.latency_table import LatencyTable, latency_table as build_lat
 from rcprune.torch.masking import apply
 from rcprune.torch.refit import RefitReport, ls_refit
 
-__all__ = ["prune", "PruneReport", "budgeted_instance", "BUDGETS"]
+__all__ = ["prune", "PruneReport", "budgeted_instance", "BUDGETS", "UnreachableTargetError"]
 
 BUDGETS = ("weights", "macs", "latency")
 
@@ -106,6 +106,11 @@ class PruneReport:
 DEFAULT_FLOOR = 0.25   # prune's channel floor under MACs and latency budgets (docs/pareto-mnist.md)
 
 
+class UnreachableTargetError(InvalidInstanceError):
+    """A MACs or latency target below what keeping only the fixed minimum (protected layers, a channel
+    floor) costs; the message names the best reachable value."""
+
+
 def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
     """(full spend, least spend) of the prunable layers, the least at ``granularity``; ``measured`` has
     the full spend as its budget, so coarsening it cannot fail."""
@@ -136,7 +141,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         full, least = _reach(measured, granularity)
         target = full / speedup if speedup is not None else (1 - sparsity) * full
         if target < least:
-            raise InvalidInstanceError(
+            raise UnreachableTargetError(
                 f"the MACs target {target:.6g} is unreachable: keeping only {minimum} needs {least:.6g} "
                 f"MACs, a speedup of at most {full / least if least else float('inf'):.2f}x")
         return measured.replace(budget=target)
@@ -154,7 +159,7 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
         total = measure.fixed + (1 - sparsity) * full
     fastest = measure.fixed + least
     if total - measure.fixed < least:
-        raise InvalidInstanceError(
+        raise UnreachableTargetError(
             f"the latency target {total:.4g} ms is unreachable on {table.metadata.get('device', 'this device')}: "
             f"keeping only {minimum} is predicted at {fastest:.4g} ms (the fixed part alone "
             f"{measure.fixed:.4g} ms), a speedup of at most {table.dense_ms / fastest:.2f}x over the dense "
@@ -349,7 +354,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             instance = budgeted_instance(ext, budget, sparsity=sparsity, speedup=speedup, latency_ms=latency_ms,
                                          table=table, granularity=granularity, min_channels=floor)
             break
-        except InvalidInstanceError:
+        except UnreachableTargetError:
             if floor == floors[-1]:
                 raise
     t = time.perf_counter()

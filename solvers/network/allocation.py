@@ -265,7 +265,8 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     Returns
     -------
     SolveResult
-        ``info``: ``allocation``, ``budgets`` (per layer kept entries), ``pass_costs``.
+        ``info``: ``allocation``, ``budgets`` (per layer kept entries), ``pass_costs``,
+        ``fixed_first_layers`` (the layers solved by the fixed-first greedy instead of the layer method).
 
     Notes
     -----
@@ -275,7 +276,10 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
     dies after its consumers were solved wastes their columns (the evaluation counts what is kept).
     Under another measure than weights (:mod:`rcprune.network.measure`), the allocation is one kept
     shape per layer (:func:`rcprune.solvers.network.shape_options.allocate_shapes`) and each layer is
-    solved at most at that shape, so the global spend holds by the measure's monotonicity.
+    solved at most at that shape, so the global spend holds by the measure's monotonicity. A layer with
+    fixed rows or columns (protected, a channel floor) is solved by the fixed-first row-then-column
+    greedy, not the layer method (the single-matrix methods know no fixed rows or columns); a layer
+    left below its minimum by channels that died later gets its best live columns back.
 
     >>> from rcprune.solvers.network.allocation import network_allocation  # the cached, canonical module
     >>> from rcprune.network.generate import chain_network
@@ -342,8 +346,9 @@ def network_allocation(instance: NetworkInstance, *, seed: int = 0, time_limit: 
         if time_limit is not None and clock.expired():
             break
     bar.close()
+    pinned = [li.name for li in layers if instance.fixed_rows(li.name).any() or instance.fixed_cols(li.name).any()]
     info = {"allocation": allocation, "layer_method": layer_method, "budgets": budgets.tolist(),
-            "pass_costs": costs}
+            "pass_costs": costs, "fixed_first_layers": pinned}
     return make_result(instance, best, method="network-allocation", runtime=clock.elapsed(),
                                iterations=len(costs), seed=seed, info=info,
                                timed_out=time_limit is not None and clock.expired())

@@ -1,7 +1,8 @@
 """Global row-then-column greedy for whole-network RC pruning.
 
 Channels (not rows) are ranked across all layers by the weighted mean score of their producer rows, so a
-channel keeps or loses all its producer rows together and protected channels are always kept; for a
+channel keeps or loses all its producer rows together and fixed channels (protected, or a channel floor)
+are always kept, their floor columns first; for a
 sweep of "keep the top t channels", the columns of live channels are then ranked across all layers by
 their weighted sum over the kept rows per entry they cost, and taken greedily under the budgets. The best
 t wins. It is a heuristic with no guarantee on networks (a dead channel is charged for its consumer
@@ -318,14 +319,17 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     -----
     A channel's score is ``sum_p w_p rowsum_p(ch) / sum_p n_p`` over its producer rows (weighted mean
     score), so layers of different sizes compare per entry. For each t the kept rows are the producers of
-    the top-t channels plus the protected rows; each live column j of layer l is worth
-    ``w_l colsum_l(j) / r_l`` per entry; each layer first takes its best columns up to its minimum count,
+    the top-t channels plus the fixed rows; each live column j of layer l is worth
+    ``w_l colsum_l(j) / r_l`` per entry; each layer first takes its fixed columns, then its best columns up
+    to its minimum count,
     then columns are taken by decreasing worth while the global and per-layer budgets allow. Rows are
     added incrementally (O(total entries) for the whole sweep); each t costs O(N log N) for N columns:
     O(total entries + (checkpoints + refine) N log N) in all. A layer with a minimum count but no kept
     row at some t gets its best row. Returns the best feasible t, else the cheapest (infeasible, which
-    the result reports). Feasibility guarantee: t = all channels is tried, so the result is feasible
-    whenever ``K >= sum_l m_l * ceil(min_l / m_l)`` and each layer budget ``>= m_l * ceil(min_l / m_l)``.
+    the result reports). Feasibility guarantee: t = all channels is tried, so without fixed columns the
+    result is feasible whenever ``K >= sum_l m_l * ceil(min_l / m_l)`` and each layer budget
+    ``>= m_l * ceil(min_l / m_l)``; with a channel floor, t = 0 keeps only the fixed rows, which is the
+    floor's minimum when every layer with fixed columns has fixed rows (as :func:`channel_floor` makes).
 
     >>> from rcprune.solvers.network.greedy import network_greedy  # the cached, canonical module
     >>> from rcprune.network.generate import chain_network

@@ -111,3 +111,5 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     assert "seeds must be a non-empty sequence" in capsys.readouterr().err
     assert main(["bench", "pareto", "--out", str(tmp_path), "--dataset", "imagenet"]) == 2
     assert "dataset must be one of mnist, digits" in capsys.readouterr().err
+    assert main(["bench", "pareto", "--out", str(tmp_path), "--floors", "abc"]) == 2
+    assert "--floors must be a comma-separated list" in capsys.readouterr().err

@@ -53,12 +53,10 @@ def _live_cols(li, alive):
 
 
 def _fixed_cols(net, li):
-    """Columns a layer must keep: the blocks of fixed channels of its non-protected input groups."""
+    """Columns a layer must keep: the blocks of its input groups' floor channels."""
     chans = np.zeros(li.in_channels, bool)
     for g, off in li.inputs:
-        gi = net.group(g)
-        if not gi.protected:
-            chans[[off + c for c in gi.fixed]] = True
+        chans[[off + c for c in net.group(g).floor]] = True
     return np.repeat(chans, li.block)
 
 

@@ -65,19 +65,18 @@ def test_the_floor_fixes_the_top_channels_of_every_prunable_group(share):
         assert fl is net
     scores = channel_scores(net)
     for g in fl.groups:
-        if g.input or g.protected:
-            assert g.fixed == net.group(g.name).fixed
+        if g.input:
+            assert g.floor == ()
             continue
         k = math.ceil(share * g.size - 1e-9)
-        assert len(g.fixed) == k
-        worst_fixed = min(scores[g.name][list(g.fixed)], default=np.inf)
-        best_free = max(np.delete(scores[g.name], list(g.fixed)), default=-np.inf)
-        assert worst_fixed >= best_free
+        assert len(g.floor) == k and g.fixed == (tuple(range(g.size)) if g.protected else g.floor)
+        worst_kept = min(scores[g.name][list(g.floor)], default=np.inf)
+        best_free = max(np.delete(scores[g.name], list(g.floor)), default=-np.inf)
+        assert worst_kept >= best_free
     for li in fl.layers:   # the core (fixed rows x fixed columns) is the minimum count
         cols = np.zeros(li.in_channels, bool)
         for g, off in li.inputs:
-            if not fl.group(g).protected:
-                cols[[off + c for c in fl.group(g).fixed]] = True
+            cols[[off + c for c in fl.group(g).floor]] = True
         np.testing.assert_array_equal(fl.fixed_cols(li.name), np.repeat(cols, li.block))
         rows, ncols = len(fl.group(li.output).fixed), int(cols.sum()) * li.block
         core = max(rows, 1) * max(ncols, 1) if rows or ncols else 0
@@ -160,7 +159,11 @@ def test_a_pruned_fixed_row_is_a_violation_and_from_channels_refuses_it():
 def test_the_floor_round_trips_through_files(tmp_path):
     net = floored(7)
     back = load_network(save_network(net, tmp_path / "floor.npz"))
-    assert back == net and [g.fixed for g in back.groups] == [g.fixed for g in net.groups]
+    assert back == net and [g.floor for g in back.groups] == [g.floor for g in net.groups]
+    g = next(g.name for g in net.groups if not g.input)   # numpy indices and tuples are normalized
+    tweaked = fix_channels(net.replace(budget=None, density=1.0), {g: np.array([0], np.int64)})
+    again = load_network(save_network(tweaked, tmp_path / "tweaked.npz"))
+    assert again == tweaked and 0 in again.group(g).floor
 
 
 def test_bad_floors_are_named():
@@ -171,15 +174,20 @@ def test_bad_floors_are_named():
         fix_channels(net, {x: [0]})
     with pytest.raises(InvalidInstanceError, match="must be in"):
         fix_channels(net, {h: [99]})
+    with pytest.raises(InvalidInstanceError, match="integer indices"):
+        fix_channels(net, {h: [True, False]})
     with pytest.raises(InvalidInstanceError, match="min_channels"):
         channel_floor(net, 1.5)
     tight = net.replace(budget=1)
     with pytest.raises(InvalidInstanceError, match="channel floor of 1 of every group does not fit"):
         channel_floor(tight, 1.0)
     g = net.graph.copy()
-    g.nodes[h]["fixed"] = [0, 0]
+    g.nodes[h]["floor"] = [0, 0]
     with pytest.raises(InvalidInstanceError, match="twice"):
         net.replace(graph=g, density=1.0)
-    g.nodes[h]["fixed"] = "0"
-    with pytest.raises(InvalidInstanceError, match="list of channel indices"):
-        net.replace(graph=g, density=1.0)
+    for bad in ("0", np.array([True]), [0.5]):
+        g.nodes[h]["floor"] = bad
+        with pytest.raises(InvalidInstanceError, match="list of channel indices"):
+            net.replace(graph=g, density=1.0)
+    g.nodes[h]["floor"] = np.array([0])   # a numpy array is read, not dropped for its truth value
+    assert net.replace(graph=g, density=1.0).group(h).floor == (0,)
