@@ -270,6 +270,7 @@ def _bench_pareto(args) -> None:
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
               "latency_model": None if args.no_latency_model else "resnet18",
               "protect": _split_list(args.protect or "", str, "--protect"),
+              "calibrate": args.calibrate,
               "floors": _split_list(args.floors or "default", lambda f: None if f == "default" else float(f), "--floors"),
               "log": lambda msg: print(msg, file=sys.stderr)}
     if args.tp_sparsities is not None:
@@ -486,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel (default both)")
+    b.add_argument("--calibrate", type=int, default=3,
+                   help="pareto: rounds of measuring each RC model and rescaling the table's budget (0: trust the table)")
     b.add_argument("--floors", default=None,
                    help="pareto: comma-separated channel floors (prune(min_channels=)), each RC row with each; "
                         "'default' is prune's default (the default)")

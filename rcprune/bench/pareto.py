@@ -155,20 +155,22 @@ def _solver_options(method: str, moves: int) -> dict:
     return {"moves": moves} if method == "network-annealing" else {}
 
 
-def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=None):
+def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=None, calibrate=0):
     """The masked RC model asked for ``speedup`` and its report, or ``(None, reason)`` when unreachable."""
     try:
         return prune(dense, x, budget="latency", speedup=speedup, latency_table=table, granularity=granularity,
                      method=method, seed=seed, solver_options=opts, compact=False, protect=tuple(protect),
-                     min_channels=floor)
+                     min_channels=floor, calibrate=calibrate)
     except InvalidInstanceError as exc:
         return None, f"skipped: {exc}"
 
 
-def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=None):
+def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=None,
+            calibrate=0):
     """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``."""
     train, test, x = data
-    masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor)
+    with _threads(1):   # calibration times like the table: one thread
+        masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor, calibrate)
     row = {"method": _label(granularity, method, floor), "granularity": granularity, "solver": method, "seed": seed,
            "target_speedup": speedup, "solver_options": opts}
     if masked is None:
@@ -186,6 +188,7 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
     return small, row | {"acc_zero_shot": acc0, "acc_masked": acc_masked, "acc": evaluate_accuracy(small, test),
                          "predicted_ms": rep.predicted_ms, "table_dense_ms": rep.dense_ms,
                          "min_channels": rep.result.info.get("min_channels"),
+                         "calibration": rep.result.info.get("calibration"),
                          "kept_weights": crep.weights_after, "macs": crep.macs_after,
                          "solve_seconds": rep.seconds["solve"], "finetune_seconds": ft_s, "history": hist}
 
@@ -203,14 +206,14 @@ def _tp_row(model, label, sparsity, data, seed, epochs, progress):
 
 
 def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, moves,
-            repeats, quick, protect=(), floors=(None,)) -> dict:
+            repeats, quick, protect=(), floors=(None,), calibrate=0) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8,
            "train_epochs": train_epochs, "finetune_epochs": epochs, "seeds": list(seeds),
            "tp_sparsities": list(tp_sparsities), "granularities": list(granularities), "methods": list(methods),
            "latency_model": latency_model, "annealing_moves": moves, "repeats": repeats, "quick": quick,
            "latency_batch": 64, "latency_threads": 1, "train_threads": torch.get_num_threads(),
            "torch": torch.__version__, "seed": seeds[0], "protect": list(protect),
-           "floors": [None if f is None else float(f) for f in floors]}
+           "floors": [None if f is None else float(f) for f in floors], "calibrate": calibrate}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, finetune_epochs=min(epochs, 1),
                    seeds=list(seeds)[:1], tp_sparsities=list(tp_sparsities)[-2:], methods=["network-greedy"],
@@ -251,7 +254,7 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
             for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [None])):
                 opts = _solver_options(m, cfg["annealing_moves"])
                 small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
-                                     cfg["protect"], floor)
+                                     cfg["protect"], floor, cfg.get("calibrate", 0))
                 if small is not None:
                     models[len(rows)] = small
                     log(f"seed {seed} {row['method']} @{speedup:.3f}x: acc {row['acc']:.4f}, predicted "
@@ -313,7 +316,8 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
                tp_sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.93), epochs: int = 15, train_epochs: int = 15,
                granularities: Sequence[str] = GRANULARITIES, methods: Sequence[str] = METHODS,
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
-               protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), threads: int = 1, quick: bool = False,
+               protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), calibrate: int = 3,
+               threads: int = 1, quick: bool = False,
                progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Run the report card and write ``pareto.json``, ``pareto.md`` and ``pareto.png`` to ``out``.
@@ -345,6 +349,9 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
     floors : sequence of float in [0, 1] or None
         Channel floors (``prune(min_channels=)``): each RC row is repeated with each; a row with a given
         floor is labelled ``...-floor<share>``, None is prune's default (0.25, lowered until reachable).
+    calibrate : int
+        ``prune(calibrate=)`` for the RC rows of the trained model: rounds of measuring the compacted model
+        and rescaling the table's budget (0 trusts the table).
     threads : int
         Torch intra-op threads for training and fine-tuning (latency is always timed on one): on a shared
         machine a second thread that loses its core stalls every parallel region (10x slower epochs).
@@ -359,6 +366,8 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         ``latency_model``, ``runtime_seconds``.
     """
     _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model)
+    if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
+        raise InvalidInstanceError(f"calibrate must be a non-negative integer, got {calibrate!r}")
     if not floors or any(f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1)
                          for f in floors):
         raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1] or None, got {floors!r}")
@@ -366,16 +375,16 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
     with _threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                    annealing_moves, repeats, quick, progress, log, protect, floors)
+                    annealing_moves, repeats, quick, progress, log, protect, floors, calibrate)
 
 
 def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-         annealing_moves, repeats, quick, progress, log, protect, floors=(None,)) -> dict:
+         annealing_moves, repeats, quick, progress, log, protect, floors=(None,), calibrate=0) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                  annealing_moves, repeats, quick, protect, floors)
+                  annealing_moves, repeats, quick, protect, floors, calibrate)
     cache_dir = out / "latency-tables"
     torch.manual_seed(cfg["seed"])
     train, test = _loaders(cfg, cfg["seed"])
@@ -554,6 +563,7 @@ def format_report(result: dict) -> str:
              + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
              + (f", protecting {', '.join(cfg['protect'])}" if cfg.get("protect") else "")
              + (f", channel floors {cfg['floors']} (None: prune's default)" if cfg.get("floors", [None]) != [None] else "")
+             + (f", latency calibrated by up to {cfg['calibrate']} measured rounds" if cfg.get("calibrate") else "")
              + f", asked for TP per-layer's measured speedups (phase 1 timing). Latency: CPU, batch "
              f"{cfg['latency_batch']}, {cfg['latency_threads']} thread, median of {cfg['repeats']} interleaved rounds, "
              "all models in one run, each in the faster of as-is and BatchNorm-fused + channels-last; speedups over "

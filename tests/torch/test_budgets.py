@@ -181,3 +181,41 @@ def test_the_default_floor_is_lowered_until_the_target_is_reachable(model_and_ta
         prune(model, x, budget="latency", speedup=target, latency_table=table, min_channels=0.25)
     _, report = prune(model, x[:1], sparsity=0.5)                        # weights: no floor by default
     assert report.result.info["min_channels"] == 0.0
+
+
+def test_calibration_rescales_the_budget_by_the_measured_misprediction(model_and_table):
+    model, x, table = model_and_table
+    _, plain = prune(model, x, budget="latency", speedup=1.5, latency_table=table, compact=False)
+    assert "calibration" not in plain.result.info
+    small, report = prune(model, x, budget="latency", speedup=1.5, latency_table=table, calibrate=3)
+    rounds = report.result.info["calibration"]
+    fixed = table.measure(report.extraction).fixed
+    target = table.dense_ms / 1.5
+    assert 1 <= len(rounds) <= 3 and sum(bool(r.get("kept")) for r in rounds) == 1
+    assert rounds[0]["budget_ms"] == pytest.approx(target)
+    inst = budgeted_instance(report.extraction, "latency", speedup=1.5, table=table,
+                             min_channels=report.result.info["min_channels"])
+    lo, hi = float(inst.min_spend.sum()), float(inst.full_spend.sum())
+    for a, b in zip(rounds, rounds[1:]):   # each new budget corrects the last round's misprediction
+        want = target * a["predicted_ms"] / a["measured_ms"] - fixed
+        assert b["budget_ms"] - fixed == pytest.approx(min(max(want, lo), hi), rel=1e-9)
+        assert a["measured_ms"] > 0
+    kept = next(r for r in rounds if r.get("kept"))
+    assert report.predicted_ms == pytest.approx(kept["predicted_ms"])
+    within = [r for r in rounds if r["measured_ms"] <= target * 1.02]
+    if within:
+        assert kept["predicted_ms"] == max(r["predicted_ms"] for r in within)
+    else:
+        assert kept["measured_ms"] == min(r["measured_ms"] for r in rounds)
+    with torch.no_grad():
+        assert small(x).shape == (4, 4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"budget": "macs", "speedup": 1.5, "calibrate": 2}, "calibrate measures compacted models"),
+    ({"budget": "latency", "speedup": 1.5, "calibrate": -1}, "calibrate"),
+])
+def test_bad_calibration_is_named(model_and_table, kwargs, match):
+    model, x, table = model_and_table
+    with pytest.raises(InvalidInstanceError, match=match):
+        prune(model, x, latency_table=table, **kwargs)
