@@ -7,12 +7,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn as nn
 
 from rcprune.solve import solve
 from rcprune.torch.compact import compact
 from rcprune.torch.extract import extract
-from rcprune.torch.latency import latency_breakdown, measure_latency
+from rcprune.torch.latency import ChannelsLast, latency_breakdown, measure_latency
 from rcprune.torch.masking import apply
 
 __all__ = ["bench_resnet18", "BENCH_VARIANTS"]
@@ -43,7 +42,7 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     res = solve(ext.instance, method=method, seed=seed)
     masked = apply(model, res.solution, ext)
     dense = torchvision.models.resnet18(num_classes=10).eval()
-    models = {"dense": dense, "dense-cl": _ChannelsLast(copy.deepcopy(dense).to(memory_format=torch.channels_last))}
+    models = {"dense": dense, "dense-cl": ChannelsLast(copy.deepcopy(dense).to(memory_format=torch.channels_last))}
     reports = {}
     for variant in variants:
         options = {"partial": "auto", "example_inputs": x} if variant == "auto-timed" else {"partial": variant}
@@ -63,12 +62,3 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     return rows
 
 
-class _ChannelsLast(nn.Module):
-    """``model`` on a channels-last copy of its input (the copy is part of the measured time)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=torch.channels_last))

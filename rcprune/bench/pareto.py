@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,7 +34,7 @@ from rcprune.validation import InvalidInstanceError
 from rcprune.torch.compact import compact
 from rcprune.torch.data import digits_loaders, mnist_loaders
 from rcprune.torch.finetune import evaluate_accuracy, finetune
-from rcprune.torch.latency import measure_latency
+from rcprune.torch.latency import time_forms, torch_threads
 from rcprune.torch.latency_table import latency_table
 from rcprune.torch.pipeline import prune
 
@@ -53,14 +52,7 @@ LATENCY_TOL = 0.05                       # goal (c)
 MATCH_SPARSITIES = (0.9, 0.93)           # goal (c)
 
 
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+_threads = torch_threads
 
 
 def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model) -> None:
@@ -82,45 +74,6 @@ def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granulariti
     if latency_model is not None and latency_model not in LATENCY_MODELS:
         raise InvalidInstanceError(f"latency_model must be None or one of {', '.join(LATENCY_MODELS)}, "
                                    f"got {latency_model!r}")
-
-
-class _ChannelsLast(nn.Module):
-    """Runs ``model`` on a channels-last copy of its input (the conversion is part of the timed forward)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.contiguous(memory_format=torch.channels_last))
-
-
-def fused_channels_last(model: nn.Module) -> nn.Module:
-    """An eval copy of ``model`` with BatchNorm fused into the convs (``torch.fx`` fuse) in channels-last."""
-    from torch.fx.experimental.optimization import fuse
-
-    work = copy.deepcopy(model).eval()
-    try:
-        work = fuse(work)
-    except Exception:  # noqa: BLE001 -- not traceable by fx: channels-last alone
-        pass
-    return _ChannelsLast(work.to(memory_format=torch.channels_last)).eval()
-
-
-def time_forms(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, dict]:
-    """Both inference forms of every model timed in one interleaved run on one thread:
-    ``{key: {"as_is_ms", "fused_cl_ms", "ms" (the faster), "form"}}``."""
-    flat = {}
-    for key, m in models.items():
-        flat[f"{key}|as-is"] = m.eval()
-        flat[f"{key}|fused-cl"] = fused_channels_last(m)
-    with _threads(1):
-        ms = measure_latency(flat, x, repeats=repeats)
-    out = {}
-    for key in models:
-        a, f = ms[f"{key}|as-is"], ms[f"{key}|fused-cl"]
-        out[key] = {"as_is_ms": a, "fused_cl_ms": f, "ms": min(a, f), "form": "as-is" if a <= f else "fused-cl"}
-    return out
 
 
 def _tp_models(dense: nn.Module, example: torch.Tensor, sparsities, variants=TP_VARIANTS,

@@ -9,15 +9,18 @@ True
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
+from contextlib import contextmanager
 from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES"]
+__all__ = ["measure_latency", "latency_breakdown", "BREAKDOWN_CATEGORIES", "ChannelsLast", "fused_channels_last",
+           "time_forms", "torch_threads"]
 
 
 def _warm_up(models: Mapping[str, nn.Module], x: torch.Tensor, warmup: int) -> None:
@@ -42,6 +45,57 @@ def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats
             m(x)
             times[k].append(time.perf_counter() - t)
     return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Torch intra-op threads set to ``n`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class ChannelsLast(nn.Module):
+    """``model`` on a channels-last copy of its input (the copy is part of the measured time)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def fused_channels_last(model: nn.Module) -> nn.Module:
+    """An eval copy of ``model`` with BatchNorm fused into the convs (``torch.fx`` fuse) in channels-last."""
+    from torch.fx.experimental.optimization import fuse
+
+    work = copy.deepcopy(model).eval()
+    try:
+        work = fuse(work)
+    except Exception:  # noqa: BLE001 -- not traceable by fx: channels-last alone
+        pass
+    return ChannelsLast(work.to(memory_format=torch.channels_last)).eval()
+
+
+def time_forms(models: Mapping[str, nn.Module], x: torch.Tensor, repeats: int, threads: int = 1) -> dict[str, dict]:
+    """Both inference forms of every model (as it is; BatchNorm-fused in channels-last) timed in one
+    interleaved run on ``threads`` threads: ``{key: {"as_is_ms", "fused_cl_ms", "ms" (the faster), "form"}}``.
+    How a user deploys a model is the faster of the two, so speedups compare those."""
+    flat = {}
+    for key, m in models.items():
+        flat[f"{key}|as-is"] = m.eval()
+        flat[f"{key}|fused-cl"] = fused_channels_last(m)
+    with torch_threads(threads), torch.inference_mode():
+        ms = measure_latency(flat, x, repeats=repeats)
+    out = {}
+    for key in models:
+        a, f = ms[f"{key}|as-is"], ms[f"{key}|fused-cl"]
+        out[key] = {"as_is_ms": a, "fused_cl_ms": f, "ms": min(a, f), "form": "as-is" if a <= f else "fused-cl"}
+    return out
 
 
 BREAKDOWN_CATEGORIES = ("conv/gemm", "batchnorm", "add/relu", "gather/scatter", "other")

@@ -38,7 +38,7 @@ from rcprune.torch.batches import check_loader
 from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
 from rcprune.torch.latency_table import LatencyTable, latency_table as build_latency_table
-from rcprune.torch.latency import measure_latency
+from rcprune.torch.latency import time_forms
 from rcprune.torch.masking import apply
 from rcprune.torch.refit import RefitReport, ls_refit
 
@@ -240,13 +240,14 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
 def _measured_ms(model: nn.Module, work: nn.Module, x, ext: Extraction, table: LatencyTable, solution,
                  partial: str) -> float:
     """The compacted ``solution``'s latency measured against the dense ``model`` in one interleaved run,
-    in the table's milliseconds (``table.dense_ms * small / dense``, so machine load cancels)."""
+    each in its faster deployable form (as it is, or BatchNorm-fused in channels-last:
+    :func:`rcprune.torch.latency.time_forms`), in the table's milliseconds (``table.dense_ms * small /
+    dense``, so machine load cancels)."""
     probe = copy.deepcopy(work)
     apply(probe, solution, ext)
     small, _ = compact_model(probe.eval(), solution, ext, partial=partial, latency_table=table)
-    with torch.inference_mode():
-        ms = measure_latency({"dense": model, "small": small}, x, repeats=CALIBRATION_REPEATS)
-    return table.dense_ms * ms["small"] / ms["dense"]
+    ms = time_forms({"dense": model, "small": small}, x, CALIBRATION_REPEATS)
+    return table.dense_ms * ms["small"]["ms"] / ms["dense"]["ms"]
 
 
 def _calibrate(model, work, x, ext, table, first, granularity, method, options, partial, rounds):
@@ -256,6 +257,7 @@ def _calibrate(model, work, x, ext, table, first, granularity, method, options, 
     fastest measured) and the rounds' records."""
     fixed = first[0].measure.fixed
     target = first[0].budget + fixed
+    least = float(coarsen(first[0], granularity).min_spend.sum())   # what the searched space can reach
     current, rounds_log, solves = first, [], []
     for _ in range(rounds):
         inst, _, _, clean, _ = current
@@ -266,11 +268,13 @@ def _calibrate(model, work, x, ext, table, first, granularity, method, options, 
         solves.append(current)
         if abs(measured / target - 1) <= CALIBRATION_TOL:
             break
-        budget = min(max(target * predicted / measured - fixed, float(inst.min_spend.sum())),
-                     float(inst.full_spend.sum()))
+        budget = min(max(target * predicted / measured - fixed, least), float(inst.full_spend.sum()))
         if budget == inst.budget:
             break
-        current = _solve_connected(inst.replace(budget=budget), granularity, method, options)
+        try:
+            current = _solve_connected(inst.replace(budget=budget), granularity, method, options)
+        except InvalidInstanceError:   # the corrected budget cannot be met (reconnecting does not fit): stop
+            break
     ok = [i for i, r in enumerate(rounds_log) if r["measured_ms"] <= target * (1 + CALIBRATION_TOL)]
     pick = max(ok, key=lambda i: rounds_log[i]["predicted_ms"]) if ok else \
         min(range(len(rounds_log)), key=lambda i: rounds_log[i]["measured_ms"])
@@ -332,7 +336,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         used is ``report.result.info["min_channels"]``), and none under a weights budget.
     calibrate : int
         With ``budget="latency"`` on the CPU: up to this many rounds of compacting the solution, measuring
-        it against the dense model in one interleaved run, and rescaling the table's budget by how far the
+        it against the dense model in one interleaved run (each in its faster form: as it is, or
+        BatchNorm-fused in channels-last), and rescaling the table's budget by how far the
         table mispredicted it, then solving again (``info["calibration"]`` lists the rounds; the kept one
         is the largest measured within 2% of the target, else the fastest). The table is an interpolation
         of per-layer timings; measured on the MNIST ResNet-20 it over-predicted small channel-pruned models
