@@ -4,7 +4,8 @@ A dense CIFAR ResNet-20 (width 16) is trained once (cached) on MNIST-5k or digit
 channel pruning (per-layer and global ratios, :func:`rcprune.bench.demo._tp_prune`) at each share of
 removed weights sets the latency targets: the speedup the per-layer model measures over the dense one.
 rcprune is then asked for exactly that speedup (``prune(budget="latency", speedup=s)``, measured latency
-table) at each granularity with each network method. Every model is fine-tuned with the same recipe and
+table, the given channel floors, ``calibrate`` rounds of measuring and correcting the budget) at each
+granularity with each network method. Every model is fine-tuned with the same recipe and
 epochs (``finetune(lr=0.01)``, seeded), the RC models masked, then compacted; all models are timed in one
 interleaved run (batch 64, CPU, one thread), each in the faster of its as-is form and BatchNorm-fused +
 channels-last form, against the dense model's faster form. Each seed repeats the fine-tunes and the
