@@ -72,7 +72,8 @@ def check_matrix(value, name: str) -> np.ndarray:
 
 
 def check_scores(scores, name: str = "scores") -> np.ndarray:
-    """Return ``scores`` as a read-only, C-contiguous float64 matrix of non-negative finite values."""
+    """Return ``scores`` as a read-only, C-contiguous float64 matrix of non-negative finite values whose sum is
+    finite too."""
     arr = check_matrix(scores, name)
     if (arr < 0).any():
         i, j = np.argwhere(arr < 0)[0]
@@ -80,6 +81,11 @@ def check_scores(scores, name: str = "scores") -> np.ndarray:
             f"{name} must be non-negative; found negative score {arr[i, j]!r} at [{i}, {j}] "
             "(use rcprune.scores(w, kind='l1') to turn weights into scores)"
         )
+    with np.errstate(over="ignore"):
+        total = float(arr.sum())
+    if not np.isfinite(total):   # every cost and bound is a difference of sums: they would be inf or nan
+        raise InvalidInstanceError(f"{name} sum to more than a float64 holds (largest {float(arr.max())!r}); "
+                                   "rescale them")
     arr.setflags(write=False)
     return arr
 

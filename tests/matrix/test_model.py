@@ -163,3 +163,13 @@ def test_baseline_is_feasible_and_consistent(inst_kw):
     res = rcprune.solve(inst, method="top-rows")
     ev = evaluate(inst, res.solution)
     assert res.feasible and ev.feasible and res.cost == ev.cost and res.status == "feasible"
+
+
+def test_scores_whose_sum_overflows_are_named():
+    """Each score finite, their sum not: every cost would be inf - inf."""
+    with pytest.raises(InvalidInstanceError, match="sum to more than a float64 holds"):
+        Instance(np.full((2, 2), 1e308), budget=1)
+    from rcprune.network.builder import NetworkBuilder
+    b = NetworkBuilder()
+    with pytest.raises(InvalidInstanceError, match="scores of layer 'fc' sum to more than a float64 holds"):
+        b.layer("fc", np.full((2, 2), 1e308), b.input("x", 2))
