@@ -53,9 +53,6 @@ LATENCY_TOL = 0.05                       # goal (c)
 MATCH_SPARSITIES = (0.9, 0.93)           # goal (c)
 
 
-_threads = torch_threads
-
-
 def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model) -> None:
     if dataset not in DATASETS:
         raise InvalidInstanceError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
@@ -123,7 +120,7 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
             calibrate=0):
     """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``."""
     train, test, x = data
-    with _threads(1):   # calibration times like the table: one thread
+    with torch_threads(1):   # calibration times like the table: one thread
         masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor, calibrate)
     row = {"method": _label(granularity, method, floor), "granularity": granularity, "solver": method, "seed": seed,
            "target_speedup": speedup, "solver_options": opts}
@@ -237,7 +234,7 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(batch, 3, size, size)
     tp = _tp_models(model, x[:1], sparsities, {TARGET_METHOD: False}, steps)
-    with _threads(1):
+    with torch_threads(1):
         table = latency_table(model, x, rows=grid, cols=grid, cache_dir=cache_dir)
     targets = _targets(time_forms({"dense": model, **tp}, x, cfg["repeats"]), sparsities)
     rows = [{"method": "dense", "sparsity": 0.0}] + [{"method": TARGET_METHOD, "sparsity": s,
@@ -327,7 +324,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1] or None, got {floors!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
-    with _threads(threads):
+    with torch_threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
                     annealing_moves, repeats, quick, progress, log, protect, floors, calibrate)
 
@@ -347,7 +344,7 @@ def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities
     x = torch.cat([b for b, _ in test])[:cfg["latency_batch"]]
     log(f"dense ResNet-{cfg['depth']} (width {cfg['width']}) on {cfg['dataset']}: test accuracy {dense_acc:.4f}")
     tp = _tp_models(dense, x[:1], cfg["tp_sparsities"], steps=6 if quick else 12)
-    with _threads(1):
+    with torch_threads(1):
         t = time.perf_counter()
         table = latency_table(dense, x, cache_dir=cache_dir)
         table_s = time.perf_counter() - t

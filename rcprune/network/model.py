@@ -100,16 +100,12 @@ class GroupInfo:
     @property
     def fixed_mask(self) -> np.ndarray:
         """Per channel, whether it must stay alive."""
-        m = np.zeros(self.size, bool)
-        m[list(self.fixed)] = True
-        return m
+        return np.isin(np.arange(self.size), self.fixed)
 
     @property
     def floor_mask(self) -> np.ndarray:
         """Per channel, whether every consumer must read it."""
-        m = np.zeros(self.size, bool)
-        m[list(self.floor)] = True
-        return m
+        return np.isin(np.arange(self.size), self.floor)
 
 
 def _floor_channels(group: str, data: Mapping, size: int) -> tuple[int, ...]:

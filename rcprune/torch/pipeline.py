@@ -111,6 +111,7 @@ DEFAULT_FLOOR = 0.25   # prune's channel floor under MACs and latency budgets (d
 
 CALIBRATION_TOL = 0.02  # a calibrated latency is accepted within 2% of the target
 CALIBRATION_REPEATS = 20
+CALIBRATION_MAX_ROUNDS = 10
 
 
 class UnreachableTargetError(InvalidInstanceError):
@@ -237,20 +238,19 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
         protected.append(group)
 
 
-def _measured_ms(model: nn.Module, work: nn.Module, x, ext: Extraction, table: LatencyTable, solution,
-                 partial: str) -> float:
-    """The compacted ``solution``'s latency measured against the dense ``model`` in one interleaved run,
+def _measured_ms(work: nn.Module, x, ext: Extraction, table: LatencyTable, solution, partial: str) -> float:
+    """The compacted ``solution``'s latency measured against the dense ``work`` in one interleaved run,
     each in its faster deployable form (as it is, or BatchNorm-fused in channels-last:
     :func:`rcprune.torch.latency.time_forms`), in the table's milliseconds (``table.dense_ms * small /
     dense``, so machine load cancels)."""
     probe = copy.deepcopy(work)
     apply(probe, solution, ext)
     small, _ = compact_model(probe.eval(), solution, ext, partial=partial, latency_table=table)
-    ms = time_forms({"dense": model, "small": small}, x, CALIBRATION_REPEATS)
+    ms = time_forms({"dense": work, "small": small}, x, CALIBRATION_REPEATS)
     return table.dense_ms * ms["small"]["ms"] / ms["dense"]["ms"]
 
 
-def _calibrate(model, work, x, ext, table, first, granularity, method, options, partial, rounds):
+def _calibrate(work, x, ext, table, first, granularity, method, options, partial, rounds):
     """Measure the compacted solution and rescale the table's budget by how far the table mispredicts
     it (``budget' = target * predicted / measured - fixed``), re-solving up to ``rounds`` times. Returns
     the solve of the kept round (the largest predicted spend measured within the target's 2%, else the
@@ -262,7 +262,7 @@ def _calibrate(model, work, x, ext, table, first, granularity, method, options, 
     for _ in range(rounds):
         inst, _, _, clean, _ = current
         solution = refine(inst, clean, granularity)
-        measured = _measured_ms(model, work, x, ext, table, solution, partial)
+        measured = _measured_ms(work, x, ext, table, solution, partial)
         predicted = fixed + float(inst.evaluate(solution).spend)
         rounds_log.append({"budget_ms": inst.budget + fixed, "predicted_ms": predicted, "measured_ms": measured})
         solves.append(current)
@@ -363,8 +363,6 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     -------
     (nn.Module, PruneReport)
     """
-    from rcprune.solve import solve
-
     if budget not in BUDGETS:
         raise InvalidInstanceError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     check_granularity(granularity)
@@ -382,6 +380,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     if budget == "latency" and not targets:
         raise InvalidInstanceError("budget='latency' needs a target: speedup=, latency_ms= or sparsity=")
     calibrate = check_int_option(calibrate, "calibrate", minimum=0)
+    if calibrate > CALIBRATION_MAX_ROUNDS:   # past a few rounds timing noise, not the table, moves the budget
+        raise InvalidInstanceError(f"calibrate must be at most {CALIBRATION_MAX_ROUNDS} rounds, got {calibrate}")
     if calibrate and (budget != "latency" or device != "cpu" or not isinstance(example_inputs, torch.Tensor)):
         raise InvalidInstanceError("calibrate measures compacted models on the CPU against the table: it needs "
                                    "budget='latency', device='cpu' and one example input tensor")
@@ -426,8 +426,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     solved = _solve_connected(instance, granularity, method, options)
     calibration = None
     if calibrate:
-        solved, calibration = _calibrate(model.eval(), work, example_inputs, ext, table, solved, granularity, method,
-                                         options, partial, calibrate)
+        solved, calibration = _calibrate(work, example_inputs, ext, table, solved, granularity, method, options,
+                                         partial, calibrate)   # work is still the dense copy here
     instance, searched, found, clean, connected = solved
     dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
     info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)

@@ -20,7 +20,7 @@ from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.solvers import check_options, solver
 from rcprune.solvers.network.greedy import fill_columns, fill_rows, solution_state
-from rcprune.solvers.network.shape_options import allocate_shapes, fixed_first_order
+from rcprune.solvers.network.shape_options import allocate_shapes, fixed_first
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 ALLOCATIONS = ("uniform", "proportional", "marginal")
@@ -72,7 +72,7 @@ def layer_curve(scores: np.ndarray, budgets: np.ndarray, fixed_rows=False) -> np
         tops = np.concatenate(([0.0], np.cumsum(-np.sort(-s.sum(axis=0)))))
         return tops[np.minimum(s.shape[1], budgets // s.shape[0])]
     out = np.empty(budgets.shape[0])
-    _curve(s, fixed_first_order(s, fixed).astype(np.int64), int(fixed.sum()), budgets, out)
+    _curve(s, fixed_first(s.sum(axis=1), fixed).astype(np.int64), int(fixed.sum()), budgets, out)
     return out
 
 
@@ -179,16 +179,15 @@ def _fixed_first_layer(sub: np.ndarray, fixed: np.ndarray, fixed_cols: np.ndarra
     rows, ``c`` in all. ``(r, c)`` is ``shape`` when given, else the ``r`` (at least the fixed rows, and
     leaving room for the fixed columns) whose ``c = budget // r`` keeps most. O(m n log n)."""
     m, n = sub.shape
-    order = fixed_first_order(sub, fixed)
+    order = fixed_first(sub.sum(axis=1), fixed)
     r_min, c_min = max(int(fixed.sum()), 1), int(fixed_cols.sum())
     cum = np.cumsum(sub[order], axis=0)
 
     def top(r: int, c: int) -> tuple[float, np.ndarray]:
-        free = np.flatnonzero(~fixed_cols)
-        pick = free[np.argsort(-cum[r - 1][free], kind="stable")[:max(c - c_min, 0)]]
-        cols = fixed_cols.copy()
-        cols[pick] = True
-        return float(cum[r - 1][cols].sum()), cols
+        picked = fixed_first(cum[r - 1], fixed_cols)[:max(c, c_min)]
+        cols = np.zeros(n, bool)
+        cols[picked] = True
+        return float(cum[r - 1][picked].sum()), cols
 
     if shape is not None:
         r, c = max(int(shape[0]), r_min), max(min(int(shape[1]), n), c_min)

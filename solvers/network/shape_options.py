@@ -27,13 +27,14 @@ import numpy as np
 
 from rcprune.network.model import NetworkInstance
 
-__all__ = ["layer_options", "allocate_shapes", "fixed_first_order"]
+__all__ = ["layer_options", "allocate_shapes", "fixed_first"]
 
 
-def fixed_first_order(scores: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """Row order of the row-then-column greedy: the fixed rows first, then by decreasing row sum
-    (ties to the lower index), so every prefix of at least ``fixed.sum()`` rows holds the fixed ones."""
-    return np.lexsort((-scores.sum(axis=1), ~np.asarray(fixed, bool)))
+def fixed_first(values: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Order of the row-then-column greedy's rows (``values`` = row sums) or columns (sums over the kept
+    rows): the fixed ones first, then by decreasing value (ties to the lower index), so every prefix of
+    at least ``fixed.sum()`` holds the fixed ones."""
+    return np.lexsort((-np.asarray(values), ~np.asarray(fixed, bool)))
 
 
 def _grid(hi: int, points: int, lo: int = 0) -> np.ndarray:
@@ -53,13 +54,12 @@ def layer_options(instance: NetworkInstance, l: int, points: int = 32) -> np.nda
     fixed, fixed_cols = instance.fixed_rows(li.name), instance.fixed_cols(li.name)
     c_min = int(fixed_cols.sum())
     row_counts = _grid(li.rows, max(points // 2, 2), lo=max(int(fixed.sum()), 1))
-    order = fixed_first_order(s, fixed)
+    order = fixed_first(s.sum(axis=1), fixed)
     cum = np.cumsum(s[order], axis=0)
     col_grid = _grid(li.cols, points)
     out = []
     for r in row_counts:  # the fixed columns first, then the best others
-        prefix = np.concatenate(([0.0], np.cumsum(np.concatenate((cum[r - 1][fixed_cols],
-                                                                  -np.sort(-cum[r - 1][~fixed_cols]))))))
+        prefix = np.concatenate(([0.0], np.cumsum(cum[r - 1][fixed_first(cum[r - 1], fixed_cols)])))
         cs = np.unique(np.concatenate((col_grid, [min(li.cols, -(-lo // r)), c_min]))) if lo > 0 else col_grid
         cs = cs[(cs >= max(c_min, 1)) & (r * cs >= lo) & (r * cs <= hi)]
         out += zip([r] * cs.size, cs, w * prefix[cs], np.atleast_1d(instance.measure.spend(li.name, r, cs)))

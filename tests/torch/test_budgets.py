@@ -214,6 +214,7 @@ def test_calibration_rescales_the_budget_by_the_measured_misprediction(model_and
 @pytest.mark.parametrize("kwargs, match", [
     ({"budget": "macs", "speedup": 1.5, "calibrate": 2}, "calibrate measures compacted models"),
     ({"budget": "latency", "speedup": 1.5, "calibrate": -1}, "calibrate"),
+    ({"budget": "latency", "speedup": 1.5, "calibrate": 11}, "calibrate must be at most 10"),
 ])
 def test_bad_calibration_is_named(model_and_table, kwargs, match):
     model, x, table = model_and_table

@@ -112,7 +112,8 @@ TABLE = rct.latency_table(copy.deepcopy(MODEL), X, repeats=1, warmup=1, rows=3, 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["budget", "speedup", "latency_ms", "granularity", "latency_table", "device"]), junk)
+@given(st.sampled_from(["budget", "speedup", "latency_ms", "granularity", "latency_table", "device", "min_channels",
+                        "calibrate"]), junk)
 def test_budget_options(key, value):
     model = copy.deepcopy(MODEL)
     before = _state(model)
