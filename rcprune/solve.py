@@ -10,23 +10,33 @@ benchmarks (``docs/report-card.md``).
 from __future__ import annotations
 
 from rcprune.result import SolveResult
-from rcprune.solvers import DEFAULT_METHODS, KINDS, METHODS, check_options, kind_of, solver
+from rcprune.solvers import (DEFAULT_METHODS, KINDS, METHODS, RETENTION_OBJECTIVES, check_objective, check_options,
+                             default_method, kind_of, solver)
 from rcprune.validation import InvalidInstanceError, check_seed, check_time_limit
 
-__all__ = ["solve", "evaluate", "method_names", "METHODS", "DEFAULT_METHODS", "KINDS"]
+__all__ = ["solve", "evaluate", "method_names", "METHODS", "DEFAULT_METHODS", "RETENTION_OBJECTIVES", "KINDS"]
 
 
-def method_names(kind: str | None = None) -> list[str]:
-    """Names of the methods of one kind (``"matrix"``, ``"network"``, ``"retention"``), or of every kind.
+def method_names(kind: str | None = None, objective: str | None = None) -> list[str]:
+    """Names of the methods of one kind (``"matrix"``, ``"network"``, ``"retention"``), or of every kind;
+    for retention, optionally only those optimizing ``objective`` (``"compensated"`` or ``"masked"``).
 
     >>> method_names("retention")[:2]
     ['magnitude', 'diagonal']
+    >>> method_names("retention", objective="compensated")
+    ['magnitude', 'diagonal', 'obc', 'compensated-swap', 'compensated-exact']
     """
     if kind is None:
         return [name for registry in METHODS.values() for name in registry]
     if not isinstance(kind, str) or kind not in METHODS:
         raise InvalidInstanceError(f"unknown instance kind {kind!r}; kinds: {', '.join(METHODS)}")
-    return list(METHODS[kind])
+    if objective is None:
+        return list(METHODS[kind])
+    objectives = {o for objs in RETENTION_OBJECTIVES.values() for o in objs}
+    if kind != "retention" or objective not in objectives:
+        raise InvalidInstanceError(f"objective {objective!r} does not select {kind} methods; retention objectives: "
+                                   f"{', '.join(sorted(objectives))}")
+    return [m for m in METHODS[kind] if objective in RETENTION_OBJECTIVES[m]]
 
 
 def evaluate(instance, solution):
@@ -50,7 +60,8 @@ def solve(instance, method: str | None = None, *, seed: int | None = 0, time_lim
     ----------
     instance : Instance, NetworkInstance or RetentionInstance
     method : str, optional
-        One of ``method_names(instance.kind)``; ``None`` runs :data:`DEFAULT_METHODS` of the kind.
+        One of ``method_names(instance.kind)``; ``None`` runs the kind's default (:data:`DEFAULT_METHODS`;
+        for a retention instance with the masked objective, ``retention-greedy``).
     seed : int
         Seed for randomized methods (ignored by deterministic ones); same seed, same answer.
     time_limit : float, optional
@@ -74,8 +85,9 @@ def solve(instance, method: str | None = None, *, seed: int | None = 0, time_lim
     ('annealing', 'feasible')
     """
     kind = kind_of(instance)
-    method = DEFAULT_METHODS[kind] if method is None else method
+    method = default_method(instance) if method is None else method
     fn = solver(kind, method)
+    check_objective(instance, method)
     keyword = check_options(fn, method, options)
     if not isinstance(progress, bool):
         raise InvalidInstanceError(f"progress must be True or False, got {progress!r}")

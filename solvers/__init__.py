@@ -14,7 +14,8 @@ from rcprune.network.model import NetworkInstance
 from rcprune.retention.model import RetentionInstance
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["METHODS", "DEFAULT_METHODS", "KINDS", "kind_of", "solver", "check_options"]
+__all__ = ["METHODS", "DEFAULT_METHODS", "RETENTION_OBJECTIVES", "KINDS", "kind_of", "solver", "check_options",
+           "check_objective", "default_method"]
 
 SHARED = ("seed", "time_limit", "progress")  # options of solve() itself, never method options
 
@@ -45,15 +46,46 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "retention-annealing": ("retention.annealing", "retention_annealing"),
         "retention-genetic": ("retention.genetic", "retention_genetic"),
         "retention-exact": ("retention.exact", "retention_exact"),
+        "obc": ("retention.obc", "obc"),
+        "compensated-swap": ("retention.swap", "retention_swap"),
+        "compensated-exact": ("retention.compensated_exact", "compensated_exact"),
     },
+}
+
+# The objectives each retention method optimizes (magnitude and diagonal ignore H's correlations: baselines
+# for both); solve() refuses the others.
+RETENTION_OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
+    "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
+    "retention-exact": ("masked",),
+    "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-exact": ("compensated",),
 }
 
 # What method=None runs. matrix: the annealing starts from greedy B (a 2-approximation) and only improves
 # it, within seconds on layer-sized matrices. network: the greedy, in seconds on a ResNet-50; the annealing
 # lowers its cost by about 1.5% in a minute, and did not fine-tune better (docs/report-card.md).
-# retention: the greedy; the annealing and the genetic search start from it and rarely improve on it.
+# retention (compensated, the default objective): the swap search, which starts from OBC and only improves
+# it; masked: the greedy (the annealing and the genetic search start from it and rarely improve on it).
 DEFAULT_METHODS: dict[str, str] = {"matrix": "annealing", "network": "network-greedy",
-                                   "retention": "retention-greedy"}
+                                   "retention": "compensated-swap"}
+DEFAULT_BY_OBJECTIVE: dict[tuple[str, str], str] = {("retention", "masked"): "retention-greedy"}
+
+
+def default_method(instance) -> str:
+    """What ``solve(instance)`` runs: the kind's default, or its objective's."""
+    kind = kind_of(instance)
+    return DEFAULT_BY_OBJECTIVE.get((kind, getattr(instance, "objective", None)), DEFAULT_METHODS[kind])
+
+
+def check_objective(instance, method: str) -> None:
+    """Refuse a method that does not optimize the instance's objective, naming the ones that do."""
+    objective = getattr(instance, "objective", None)
+    if kind_of(instance) != "retention" or objective in RETENTION_OBJECTIVES[method]:
+        return
+    fitting = [m for m, objs in RETENTION_OBJECTIVES.items() if objective in objs]
+    raise InvalidInstanceError(
+        f"method {method!r} optimizes the {' or '.join(RETENTION_OBJECTIVES[method])} objective, not the instance's "
+        f"{objective!r}; methods for it: {', '.join(fitting)}")
 
 
 def kind_of(instance) -> str:

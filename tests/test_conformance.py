@@ -16,13 +16,14 @@ import pytest
 
 import rcprune
 from rcprune.network.generate import random_network, resnet_network
-from rcprune.solvers import DEFAULT_METHODS, METHODS
+from rcprune.solvers import DEFAULT_METHODS, METHODS, RETENTION_OBJECTIVES
 from tests.matrix.bruteforce import brute_force
 from tests.network.bruteforce import network_brute_force
+from tests.retention.bruteforce import compensated_optimum
 from tests.retention.bruteforce import optimum as retention_optimum
 
 CASES = [(kind, method) for kind in METHODS for method in METHODS[kind]]
-EXACT = ("enumeration", "cpsat", "network-cpsat", "retention-exact")
+EXACT = ("enumeration", "cpsat", "network-cpsat", "retention-exact", "compensated-exact")
 TIME_LIMIT = 1.0
 TIME_SLACK = 4.0  # seconds past the limit: a method checks its clock between steps, not inside them
 
@@ -31,7 +32,12 @@ def _tol(total: float) -> float:
     return 1e-9 * (1.0 + abs(total))
 
 
-def small_instances(kind: str):
+def _objective(method: str | None) -> str:
+    """The retention objective a method is checked on: its first (the default objective for None)."""
+    return "compensated" if method is None else RETENTION_OBJECTIVES[method][0]
+
+
+def small_instances(kind: str, method: str | None = None):
     """(instance, optimal cost) pairs; the optimum from brute force, not from rcprune."""
     rng = np.random.default_rng(7)
     if kind == "matrix":
@@ -56,11 +62,13 @@ def small_instances(kind: str):
         x = rng.standard_normal((n, 3 * n))
         x[1] += 0.9 * x[0]  # correlated inputs: the optimum is not magnitude's
         h = x @ x.T / x.shape[1]
-        out.append((rcprune.RetentionInstance(w, h, k=k, scope=scope), retention_optimum(w, h, k, scope)))
+        inst = rcprune.RetentionInstance(w, h, k=k, scope=scope, objective=_objective(method))
+        brute = compensated_optimum if inst.objective == "compensated" else retention_optimum
+        out.append((inst, brute(inst.weights, inst.hessian, k, scope)))
     return out
 
 
-def large_instance(kind: str):
+def large_instance(kind: str, method: str | None = None):
     rng = np.random.default_rng(3)
     if kind == "matrix":
         return rcprune.library.get("laplace-64x576")
@@ -68,7 +76,7 @@ def large_instance(kind: str):
         return resnet_network(18, seed=0, width=1 / 8, num_classes=10, sparsity=0.9)
     w = rng.standard_normal((16, 72))
     x = rng.standard_normal((72, 400))
-    return rcprune.RetentionInstance(w, x @ x.T / 400, sparsity=0.9, damping=0.01)
+    return rcprune.RetentionInstance(w, x @ x.T / 400, sparsity=0.9, damping=0.01, objective=_objective(method))
 
 
 def _flat_mask(solution) -> np.ndarray:
@@ -80,7 +88,7 @@ def _flat_mask(solution) -> np.ndarray:
 
 @pytest.mark.parametrize("kind,method", CASES)
 def test_results_are_feasible_evaluated_and_bounded_by_the_optimum(kind, method):
-    for inst, opt in small_instances(kind):
+    for inst, opt in small_instances(kind, method):
         res = rcprune.solve(inst, method=method, seed=3)
         assert isinstance(res, rcprune.SolveResult) and res.method == method and res.seed == 3
         ev = rcprune.evaluate(inst, res.solution)
@@ -101,7 +109,7 @@ def test_results_are_feasible_evaluated_and_bounded_by_the_optimum(kind, method)
 
 @pytest.mark.parametrize("kind,method", CASES)
 def test_same_seed_same_answer(kind, method):
-    inst = small_instances(kind)[0][0]
+    inst = small_instances(kind, method)[0][0]
     a = rcprune.solve(inst, method=method, seed=11)
     b = rcprune.solve(inst, method=method, seed=11)
     assert np.array_equal(_flat_mask(a.solution), _flat_mask(b.solution)) and a.cost == b.cost
@@ -109,7 +117,7 @@ def test_same_seed_same_answer(kind, method):
 
 @pytest.mark.parametrize("kind,method", CASES)
 def test_time_limit_is_kept(kind, method):
-    inst = large_instance(kind)
+    inst = large_instance(kind, method)
     try:
         res = rcprune.solve(inst, method=method, seed=0, time_limit=TIME_LIMIT)
     except rcprune.InvalidInstanceError as exc:  # an exact method may refuse a size outright, saying why
@@ -121,7 +129,7 @@ def test_time_limit_is_kept(kind, method):
 
 @pytest.mark.parametrize("kind,method", CASES)
 def test_bad_options_are_invalid_instance_errors(kind, method):
-    inst = small_instances(kind)[0][0]
+    inst = small_instances(kind, method)[0][0]
     with pytest.raises(rcprune.InvalidInstanceError, match="unknown option"):
         rcprune.solve(inst, method=method, no_such_option=1)
     for bad in ({"seed": -1}, {"seed": "x"}, {"seed": 1.5}, {"time_limit": "abc"}, {"time_limit": -1.0},

@@ -59,7 +59,7 @@ def _network_instance():
 
 
 def _retention_instance():
-    return rcprune.RetentionInstance([[1.0, -2.0, 0.5]], np.eye(3), k=1)
+    return rcprune.RetentionInstance([[1.0, -2.0, 0.5]], np.eye(3), k=1, objective="masked")
 
 
 @fuzz

@@ -48,7 +48,7 @@ def digits_layer(in_channels: int, out_channels: int, *, sparsity: float = 0.9, 
     """A retention instance: Laplace W (out_channels x 9 in_channels), H from the digits patches."""
     h = hessian_from_inputs(digits_inputs(in_channels, seed=seed))
     w = np.random.default_rng(seed + 1).laplace(size=(out_channels, 9 * in_channels))
-    return RetentionInstance(w, h, sparsity=sparsity, scope=scope, damping=damping,
+    return RetentionInstance(w, h, sparsity=sparsity, scope=scope, damping=damping, objective="masked",
                              name=f"digits-conv-cin{in_channels}-cout{out_channels}")
 
 

@@ -81,7 +81,7 @@ def bench_trained_retention(cache: str | Path = "rcprune-demo", *, depth: int = 
     for name in convs:
         w = model.get_submodule(name).weight.detach()
         inst = RetentionInstance(w.reshape(w.shape[0], -1).double().numpy(), hessians[name], sparsity=sparsity,
-                                 damping=damping, name=name)
+                                 objective="masked", damping=damping, name=name)
         energy = float((inst.weights @ inst.hessian * inst.weights).sum())
         for method in methods:
             if method == "retention-exact" and inst.n > exact_max_n:

@@ -1,13 +1,20 @@
 """Small-weight retention: which weights of a layer to keep so that its output changes least.
 
-Keep exactly k weights per row of W (or k in the whole layer) and minimize the reconstruction error
-E(M) = sum_i d_i^T H d_i, where d_i = (1 - M_i) * W_i is the pruned part of row i and H = X X^T / N the
-second moment of the layer inputs. With H = I this is magnitude pruning; with correlated inputs the
-optimum may keep small weights.
+Keep exactly k weights per row of W (or k in the whole layer) and minimize the layer's output error on
+calibration data, H = X X^T / N the second moment of the layer inputs. Two objectives:
+
+* ``"compensated"`` (default): the error after the optimal least-squares refit of the kept weights
+  (Optimal Brain Surgeon), E(M) = sum_i min_{v_i = 0 off M_i} (w_i - v_i)^T H (w_i - v_i); what the pruned
+  layer gives once its kept weights are refit (:mod:`rcprune.retention.compensated`).
+* ``"masked"``: the error of the masked weights as they are, E(M) = sum_i d_i^T H d_i with
+  d_i = (1 - M_i) * W_i the pruned part of row i.
+
+With H = I the masked optimum is magnitude pruning; with correlated inputs the optimum of either may keep
+small weights.
 
 >>> import numpy as np, rcprune
 >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]   # inputs 0 and 1 anti-correlated
->>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1)
+>>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1, objective="masked")
 >>> round(rcprune.evaluate(inst, rcprune.RetentionSolution([[True, False, False]])).cost, 6)  # magnitude keeps w = 1.0
 1.13
 >>> ev = rcprune.evaluate(inst, rcprune.RetentionSolution([[False, False, True]]))              # keeps the smallest
@@ -22,17 +29,23 @@ from typing import Iterable
 import numpy as np
 
 from rcprune.retention import kernels as rk
+from rcprune.retention.compensated import compensated_refit
 from rcprune.validation import (InvalidInstanceError, as_array, check_count, check_matrix, check_name,
                                 check_nonnegative, kept_from_fraction)
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
-    "refit", "refit_error", "magnitude_mask", "SCOPES",
+    "refit", "refit_error", "magnitude_mask", "require_objective", "SCOPES", "OBJECTIVES", "DEFAULT_DAMPING",
 ]
 
 SCOPES = ("row", "layer")
+OBJECTIVES = ("compensated", "masked")
+# lambda of H + lambda * mean(diag H) * I when none is given: OBC's and SparseGPT's 1% for the compensated
+# objective (it inverts H_SS, which damping keeps positive definite); none for the masked one (no inverse)
+DEFAULT_DAMPING = {"compensated": 0.01, "masked": 0.0}
 SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
 PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
+DEFINITE_TOLERANCE = 1e-10  # compensated: smallest eigenvalue > DEFINITE_TOLERANCE * largest
 
 
 def _damped(h: np.ndarray, damping: float) -> np.ndarray:
@@ -42,7 +55,7 @@ def _damped(h: np.ndarray, damping: float) -> np.ndarray:
     return h
 
 
-def _check_hessian(hessian, n: int | None, damping: float) -> np.ndarray:
+def _check_hessian(hessian, n: int | None, damping: float, definite: bool = False) -> np.ndarray:
     h = check_matrix(hessian, "hessian")
     if h.shape[0] != h.shape[1]:
         raise InvalidInstanceError(f"hessian must be square, got shape {h.shape}")
@@ -60,6 +73,11 @@ def _check_hessian(hessian, n: int | None, damping: float) -> np.ndarray:
     if eig[0] < -PSD_TOLERANCE * max(abs(eig[0]), abs(eig[-1])):
         raise InvalidInstanceError(
             f"hessian must be positive semi-definite (after damping {damping}); smallest eigenvalue {eig[0]:.3g}")
+    if definite and not eig[0] > DEFINITE_TOLERANCE * max(abs(eig[-1]), 1e-300):
+        raise InvalidInstanceError(
+            f"the compensated objective needs a positive definite hessian (it refits on every kept set), but "
+            f"after damping {damping} the smallest eigenvalue is {eig[0]:.3g} of {eig[-1]:.3g}: too few calibration "
+            "samples for this damping; give damping > 0 (default 0.01) or more samples")
     return np.ascontiguousarray(h)
 
 
@@ -82,22 +100,29 @@ class RetentionInstance:
         :func:`rcprune.validation.kept_from_fraction`).
     scope : {"row", "layer"}
         Per-row budget (every row keeps exactly k) or a layer budget (k in total).
-    damping : float
-        lambda >= 0: the instance uses H + lambda * mean(diag H) * I.
+    objective : {"compensated", "masked"}
+        The error after the least-squares refit of the kept weights (default; needs H positive definite
+        after damping) or the error of the masked weights as they are.
+    damping : float, optional
+        lambda >= 0: the instance uses H + lambda * mean(diag H) * I. Default :data:`DEFAULT_DAMPING`:
+        0.01 for the compensated objective (OBC's and SparseGPT's choice), 0 for the masked one.
     name : str
     """
 
-    __slots__ = ("weights", "hessian", "k", "scope", "damping", "name", "m", "n", "_threshold", "_magnitude_cost")
+    __slots__ = ("weights", "hessian", "k", "scope", "objective", "damping", "name", "m", "n", "_threshold",
+                 "_magnitude_cost")
 
     kind = "retention"
 
     def __init__(self, weights, hessian, k: int | None = None, *, budget: int | None = None,
                  density: float | None = None, sparsity: float | None = None, scope: str = "row",
-                 damping: float = 0.0, name: str = "retention"):
+                 objective: str = "compensated", damping: float | None = None, name: str = "retention"):
         w = check_matrix(weights, "weights")
         m, n = w.shape
-        damping = check_nonnegative(damping, "damping")
-        h = _check_hessian(hessian, n, damping)
+        if objective not in OBJECTIVES:
+            raise InvalidInstanceError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        damping = DEFAULT_DAMPING[objective] if damping is None else check_nonnegative(damping, "damping")
+        h = _check_hessian(hessian, n, damping, definite=objective == "compensated")
         if scope not in SCOPES:
             raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
         size = n if scope == "row" else m * n
@@ -113,7 +138,8 @@ class RetentionInstance:
         k = check_count(k, "k (kept weights per row)" if scope == "row" else "k (kept weights in the layer)", size)
         w.setflags(write=False)
         h.setflags(write=False)
-        for key, value in (("weights", w), ("hessian", h), ("k", k), ("scope", scope), ("damping", damping),
+        for key, value in (("weights", w), ("hessian", h), ("k", k), ("scope", scope), ("objective", objective),
+                           ("damping", damping),
                            ("name", check_name(name)), ("m", m), ("n", n)):
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_threshold", None)
@@ -124,7 +150,7 @@ class RetentionInstance:
 
     def __repr__(self) -> str:
         return (f"RetentionInstance(name={self.name!r}, shape=({self.m}, {self.n}), k={self.k}, "
-                f"scope={self.scope!r}, damping={self.damping})")
+                f"scope={self.scope!r}, objective={self.objective!r}, damping={self.damping})")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,9 +170,16 @@ class RetentionInstance:
     def magnitude_cost(self) -> float:
         """E of the magnitude mask (top-k |w|): the error magnitude pruning gives under the same budget."""
         if self._magnitude_cost is None:
-            cost = float(rk.row_errors(self.weights, self.hessian, magnitude_mask(self)).sum())
+            cost = float(self.row_costs(magnitude_mask(self))[0].sum())
             object.__setattr__(self, "_magnitude_cost", cost)
         return self._magnitude_cost
+
+    def row_costs(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(per-row E, refit weights)`` of a keep-mask under the objective (refit: None if masked)."""
+        if self.objective == "masked":
+            return rk.row_errors(self.weights, self.hessian, mask), None
+        refit_weights, errors = compensated_refit(self.weights, self.hessian, mask)
+        return errors, refit_weights
 
     def evaluate(self, solution) -> "RetentionEvaluation":
         """What ``solution`` achieves here (see :func:`evaluate_retention`)."""
@@ -167,6 +200,16 @@ class RetentionInstance:
             t.setflags(write=False)
             object.__setattr__(self, "_threshold", t)
         return self._threshold
+
+
+def require_objective(instance: RetentionInstance, method: str, objectives: tuple[str, ...]) -> None:
+    """Refuse an instance whose objective ``method`` does not optimize (its bound or its moves would be
+    those of another objective)."""
+    if instance.objective not in objectives:
+        raise InvalidInstanceError(
+            f"method {method!r} optimizes the {' or '.join(objectives)} objective, but the instance's objective is "
+            f"{instance.objective!r}; rcprune.method_names('retention', objective={instance.objective!r}) lists "
+            "its methods")
 
 
 def magnitude_mask(instance: RetentionInstance, scores: np.ndarray | None = None) -> np.ndarray:
@@ -222,7 +265,8 @@ class RetentionEvaluation:
 
     ``kept_sum`` is the sum of the kept ``|w|`` (the magnitude objective, for comparison),
     ``magnitude_cost`` the error of the magnitude mask under the same budget, ``retained_small`` the kept
-    weights below the magnitude threshold (weights magnitude pruning would drop).
+    weights below the magnitude threshold (weights magnitude pruning would drop); ``weights`` the refit
+    weights (compensated objective: zero where pruned; None for the masked objective).
     """
 
     cost: float
@@ -232,6 +276,7 @@ class RetentionEvaluation:
     feasible: bool
     retained_small: int
     magnitude_cost: float
+    weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def improvement(self) -> float:
@@ -256,10 +301,11 @@ def _mask_of(instance: RetentionInstance, solution) -> np.ndarray:
 def evaluate_retention(instance: RetentionInstance, solution) -> RetentionEvaluation:
     """E(M), per-row errors, kept count, feasibility and retained small weights of a keep-mask.
 
-    Feasible means exactly k kept in every row (row scope) or in total (layer scope). O(m n^2).
+    Feasible means exactly k kept in every row (row scope) or in total (layer scope). O(m n^2), plus the
+    refit's Cholesky factorizations under the compensated objective (O(k^3) per distinct row mask).
     """
     mask = _mask_of(instance, solution)
-    row_costs = rk.row_errors(instance.weights, instance.hessian, mask)
+    row_costs, weights = instance.row_costs(mask)
     row_kept = mask.sum(axis=1)
     if instance.scope == "row":
         feasible = bool((row_kept == instance.k).all())
@@ -268,7 +314,8 @@ def evaluate_retention(instance: RetentionInstance, solution) -> RetentionEvalua
     small = mask & (np.abs(instance.weights) < instance.magnitude_threshold[:, None])
     return RetentionEvaluation(cost=float(row_costs.sum()), row_costs=row_costs, kept_count=int(row_kept.sum()),
                                kept_sum=float(np.abs(instance.weights)[mask].sum()), feasible=feasible,
-                               retained_small=int(small.sum()), magnitude_cost=instance.magnitude_cost)
+                               retained_small=int(small.sum()), magnitude_cost=instance.magnitude_cost,
+                               weights=weights)
 
 
 def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
@@ -336,7 +383,7 @@ def refit_error(instance: RetentionInstance, solution) -> float:
     """E after the least-squares refit of the kept weights (:func:`refit`): never above ``evaluate``'s cost.
     O(m (k^3 + n^2)).
 
-    >>> inst = RetentionInstance([[1.0, 1.0]], [[1.0, 0.5], [0.5, 1.0]], k=1)
+    >>> inst = RetentionInstance([[1.0, 1.0]], [[1.0, 0.5], [0.5, 1.0]], k=1, damping=0)
     >>> refit_error(inst, RetentionSolution([[True, False]]))
     0.75
     """

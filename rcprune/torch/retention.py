@@ -218,8 +218,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         Pruned fraction in [0, 1]: k = round((1 - sparsity) n) kept per row (``scope="row"``) or
         round((1 - sparsity) m n) in the layer (``scope="layer"``).
     method : str
-        A retention method of :func:`rcprune.solve` ("magnitude", "diagonal", "retention-greedy",
-        "retention-annealing", "retention-genetic", "retention-exact"); ``**options`` go to it.
+        A retention method of :func:`rcprune.solve`; ``**options`` go to it. The masked-objective methods
+        ("retention-greedy", "retention-annealing", "retention-genetic", "retention-exact") and the
+        baselines ("magnitude", "diagonal") solve the masked objective; "obc", "compensated-swap" and
+        "compensated-exact" the compensated one (the error after the refit: pair them with ``refit=True``).
     refit : bool
         Replace the kept weights by their least-squares refit (:func:`rcprune.retention.model.refit`, damped H):
         written into the mask's trainable values, beside the stored originals.
@@ -246,12 +248,13 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     ``weight`` only (the bias is not pruned); :func:`rcprune.torch.restore` gives the original weights
     back, bit for bit, with or without refit.
     """
-    from rcprune.solve import METHODS, solve
+    from rcprune.solve import METHODS, RETENTION_OBJECTIVES, solve
 
     sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
     if not isinstance(method, str) or method not in METHODS["retention"]:
         raise InvalidInstanceError(f"unknown retention method {method!r}; choose one of {list(METHODS['retention'])}")
     damping = check_nonnegative(damping, "damping")
+    objective = "masked" if "masked" in RETENTION_OBJECTIVES[method] else "compensated"
     seed, time_limit = check_seed(seed), check_time_limit(time_limit)
     if max_batches is not None:
         max_batches = check_int_option(max_batches, "max_batches", minimum=1)
@@ -270,7 +273,8 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         module = modules[name]
         w = module.weight.detach()
         w2 = w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
-        inst = RetentionInstance(w2, hessians[name], sparsity=sparsity, scope=scope, damping=damping, name=name)
+        inst = RetentionInstance(w2, hessians[name], sparsity=sparsity, scope=scope, damping=damping, name=name,
+                                 objective=objective)
         t = time.perf_counter()
         res = solve(inst, method=method, seed=seed, time_limit=time_limit, **options)
         runtime = time.perf_counter() - t

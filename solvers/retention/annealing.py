@@ -18,7 +18,7 @@ from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -264,11 +264,12 @@ def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limi
 
     >>> import rcprune
     >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    >>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1)
+    >>> inst = rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1, objective="masked")
     >>> res = retention_annealing(inst, seed=1)
     >>> res.solution.mask.tolist(), round(res.cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.2, 1)
     """
+    require_objective(instance, "retention-annealing", ("masked",))
     clock = Stopwatch(time_limit)
     if start not in STARTS:
         raise InvalidInstanceError(f"start must be one of {STARTS}, got {start!r}")

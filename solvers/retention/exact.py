@@ -13,7 +13,7 @@ from numba import prange
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution
+from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
 from rcprune.validation import InvalidInstanceError, check_fraction
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -209,10 +209,11 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
 
     >>> import rcprune
     >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    >>> res = retention_exact(rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1))
+    >>> res = retention_exact(rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1, objective="masked"))
     >>> res.status, res.solution.mask.tolist(), round(res.cost, 6)
     ('optimal', [[False, False, True]], 0.2)
     """
+    require_objective(instance, "retention-exact", ("masked",))
     clock = Stopwatch(time_limit)
     if backend not in BACKENDS:
         raise InvalidInstanceError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -16,7 +16,7 @@ from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution
+from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.greedy import greedy_mask
@@ -131,10 +131,11 @@ def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit:
 
     >>> import rcprune
     >>> H = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    >>> res = retention_genetic(rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1), seed=1)
+    >>> res = retention_genetic(rcprune.RetentionInstance([[1.0, 0.8, 0.7]], H, k=1, objective="masked"), seed=1)
     >>> res.solution.mask.tolist(), round(res.cost, 6)
     ([[False, False, True]], 0.2)
     """
+    require_objective(instance, "retention-genetic", ("masked",))
     clock = Stopwatch(time_limit)
     for name, value, low in (("population", population, 2), ("generations", generations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

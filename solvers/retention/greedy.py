@@ -12,7 +12,7 @@ from numba import prange
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
 from rcprune.validation import InvalidInstanceError
 
 __all__ = ["retention_greedy", "greedy_mask"]
@@ -82,7 +82,8 @@ def greedy_mask(instance: RetentionInstance, *, start: str = "full", clock: Stop
         keep = np.ones((m, n), dtype=bool)
     else:
         pool = RetentionInstance(w, h, k=min(instance.total_kept if instance.scope == "layer" else n,
-                                             2 * instance.k), scope=instance.scope)
+                                             2 * instance.k), scope=instance.scope,
+                                 objective="masked", damping=0.0)
         keep = magnitude_mask(pool)
     if instance.scope == "row":
         fallback = magnitude_mask(instance)
@@ -127,10 +128,11 @@ def retention_greedy(instance: RetentionInstance, *, seed: int = 0, time_limit: 
 
     >>> import rcprune
     >>> H = [[1.0, -0.9, -0.9], [-0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]]
-    >>> res = retention_greedy(rcprune.RetentionInstance([[0.5, 0.8, -0.7]], H, k=1))
+    >>> res = retention_greedy(rcprune.RetentionInstance([[0.5, 0.8, -0.7]], H, k=1, objective="masked"))
     >>> res.solution.mask.tolist(), round(res.cost, 6), round(res.evaluation.magnitude_cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.17, 1.37, 1)
     """
+    require_objective(instance, "retention-greedy", ("masked",))
     clock = Stopwatch(time_limit)
     keep, timed_out = greedy_mask(instance, start=start, clock=clock)
     return make_result(instance, RetentionSolution(keep), method="retention-greedy", runtime=clock.elapsed(),

@@ -20,7 +20,7 @@ def magnitude(instance: RetentionInstance, *, seed: int = 0, time_limit: float |
     Optimal when H = c I (c >= 0). O(m n log n).
 
     >>> import rcprune
-    >>> inst = rcprune.RetentionInstance([[0.5, -2.0, 1.0]], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], k=2)
+    >>> inst = rcprune.RetentionInstance([[0.5, -2.0, 1.0]], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], k=2, objective="masked")
     >>> magnitude(inst).solution.mask.tolist(), magnitude(inst).cost
     ([[False, True, True]], 0.25)
     """
@@ -35,7 +35,7 @@ def diagonal(instance: RetentionInstance, *, seed: int = 0, time_limit: float | 
     Optimal when H is diagonal. O(m n log n).
 
     >>> import rcprune
-    >>> inst = rcprune.RetentionInstance([[0.5, -2.0, 1.0]], [[9, 0, 0], [0, 1, 0], [0, 0, 1]], k=2)
+    >>> inst = rcprune.RetentionInstance([[0.5, -2.0, 1.0]], [[9, 0, 0], [0, 1, 0], [0, 0, 1]], k=2, objective="masked")
     >>> diagonal(inst).solution.mask.tolist()
     [[True, True, False]]
     """

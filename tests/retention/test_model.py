@@ -15,32 +15,32 @@ from tests.retention.strategies import layers
 def test_validation_messages():
     w, h = np.ones((2, 3)), np.eye(3)
     with pytest.raises(InvalidInstanceError, match="shape mismatch"):
-        RetentionInstance(w, np.eye(4), k=1)
+        RetentionInstance(w, np.eye(4), k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="square"):
-        RetentionInstance(w, np.ones((3, 2)), k=1)
+        RetentionInstance(w, np.ones((3, 2)), k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="NaN"):
-        RetentionInstance(np.array([[1.0, np.nan, 0.0]]), h, k=1)
+        RetentionInstance(np.array([[1.0, np.nan, 0.0]]), h, k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="inf"):
-        RetentionInstance(w, np.diag([1.0, np.inf, 1.0]), k=1)
+        RetentionInstance(w, np.diag([1.0, np.inf, 1.0]), k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="symmetric"):
-        RetentionInstance(w, [[1, 0.5, 0], [0, 1, 0], [0, 0, 1]], k=1)
+        RetentionInstance(w, [[1, 0.5, 0], [0, 1, 0], [0, 0, 1]], k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="positive semi-definite"):
-        RetentionInstance(w, np.diag([1.0, -1.0, 1.0]), k=1)
+        RetentionInstance(w, np.diag([1.0, -1.0, 1.0]), k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="between 0 and 3"):
-        RetentionInstance(w, h, k=4)
+        RetentionInstance(w, h, k=4, objective="masked")
     with pytest.raises(InvalidInstanceError, match="between 0 and 6"):
-        RetentionInstance(w, h, k=7, scope="layer")
+        RetentionInstance(w, h, k=7, scope="layer", objective="masked")
     with pytest.raises(InvalidInstanceError, match="exactly one of k .* got none"):
-        RetentionInstance(w, h)
+        RetentionInstance(w, h, objective="masked")
     with pytest.raises(InvalidInstanceError, match="got k, sparsity"):
-        RetentionInstance(w, h, k=1, sparsity=0.5)
+        RetentionInstance(w, h, k=1, sparsity=0.5, objective="masked")
     with pytest.raises(InvalidInstanceError, match="scope"):
-        RetentionInstance(w, h, k=1, scope="column")
+        RetentionInstance(w, h, k=1, scope="column", objective="masked")
     with pytest.raises(InvalidInstanceError, match="damping"):
-        RetentionInstance(w, h, k=1, damping=-1)
+        RetentionInstance(w, h, k=1, damping=-1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="2-D"):
-        RetentionInstance(np.ones(3), h, k=1)
-    inst = RetentionInstance(w, h, k=1)
+        RetentionInstance(np.ones(3), h, k=1, objective="masked")
+    inst = RetentionInstance(w, h, k=1, objective="masked")
     with pytest.raises(InvalidInstanceError, match="shape mismatch"):
         evaluate_retention(inst, np.ones((3, 3), bool))
     with pytest.raises(AttributeError):
@@ -49,31 +49,31 @@ def test_validation_messages():
 
 def test_damping_makes_indefinite_noise_and_singular_h_acceptable():
     h = np.array([[1.0, 1.0], [1.0, 1.0]])  # singular: allowed as it is
-    assert RetentionInstance(np.ones((1, 2)), h, k=1).hessian.tolist() == h.tolist()
-    inst = RetentionInstance(np.ones((1, 2)), h, k=1, damping=0.1)
+    assert RetentionInstance(np.ones((1, 2)), h, k=1, objective="masked").hessian.tolist() == h.tolist()
+    inst = RetentionInstance(np.ones((1, 2)), h, k=1, damping=0.1, objective="masked")
     assert np.allclose(inst.hessian, h + 0.1 * np.eye(2))
     with pytest.raises(InvalidInstanceError, match="semi-definite"):
-        RetentionInstance(np.ones((1, 2)), [[1.0, 1.5], [1.5, 1.0]], k=1)
+        RetentionInstance(np.ones((1, 2)), [[1.0, 1.5], [1.5, 1.0]], k=1, objective="masked")
 
 
 def test_sparsity_resolves_k():
     w, h = np.ones((4, 10)), np.eye(10)
-    assert RetentionInstance(w, h, sparsity=0.9).k == 1
-    assert RetentionInstance(w, h, sparsity=0.9, scope="layer").k == 4
-    assert RetentionInstance(w, h, sparsity=0.0).total_kept == 40
+    assert RetentionInstance(w, h, sparsity=0.9, objective="masked").k == 1
+    assert RetentionInstance(w, h, sparsity=0.9, scope="layer", objective="masked").k == 4
+    assert RetentionInstance(w, h, sparsity=0.0, objective="masked").total_kept == 40
     # one rounding rule for every kind: floor(density * size), as for a matrix of the same size
     for s in (0.05, 0.35, 0.66, 0.9, 0.999):
-        row, layer = RetentionInstance(w, h, sparsity=s), RetentionInstance(w, h, sparsity=s, scope="layer")
-        assert row.k == RetentionInstance(w, h, density=1 - s).k == kept_from_fraction(10, sparsity=s)
+        row, layer = RetentionInstance(w, h, sparsity=s, objective="masked"), RetentionInstance(w, h, sparsity=s, scope="layer", objective="masked")
+        assert row.k == RetentionInstance(w, h, density=1 - s, objective="masked").k == kept_from_fraction(10, sparsity=s)
         assert layer.budget == layer.k == (rcprune.Instance(np.ones((4, 10)), sparsity=s).budget if s < 0.99 else 0)
-    assert RetentionInstance(w, h, budget=3).k == 3
+    assert RetentionInstance(w, h, budget=3, objective="masked").k == 3
 
 @given(layers())
 def test_evaluation_matches_definition(layer):
     w, h = layer
     m, n = w.shape
     k = n // 2
-    inst = RetentionInstance(w, h, k=k)
+    inst = RetentionInstance(w, h, k=k, objective="masked")
     mask = np.random.default_rng(0).permuted(np.arange(n) < k)[None, :].repeat(m, axis=0)
     ev = evaluate_retention(inst, mask)
     d = np.where(mask, 0.0, w)
@@ -107,7 +107,7 @@ def test_refit_never_worse_and_optimal(layer):
     w, h = layer
     m, n = w.shape
     k = max(1, n // 2)
-    inst = RetentionInstance(w, h, k=k, damping=0.01)
+    inst = RetentionInstance(w, h, k=k, damping=0.01, objective="masked")
     mask = magnitude_mask(inst)
     v, errors = refit(w, inst.hessian, mask)
     before = evaluate_retention(inst, mask).row_costs
@@ -119,7 +119,7 @@ def test_refit_never_worse_and_optimal(layer):
 
 
 def test_result_fields():
-    inst = RetentionInstance([[1.0, 0.8, 0.7]], [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]], k=1)
+    inst = RetentionInstance([[1.0, 0.8, 0.7]], [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]], k=1, objective="masked")
     sol = rcprune.RetentionSolution([[False, False, True]])
     res = make_result(inst, sol, method="manual", runtime=0.0)
     assert isinstance(res, rcprune.SolveResult) and res.evaluation.cost == rcprune.evaluate(inst, sol).cost

@@ -60,7 +60,7 @@ def test_split_budget_against_all_splits():
 def _time_limit_case():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(18, 60))
-    return RetentionInstance(rng.laplace(size=(40, 18)), x @ x.T / 60, k=4)
+    return RetentionInstance(rng.laplace(size=(40, 18)), x @ x.T / 60, k=4, objective="masked")
 
 
 def test_time_limit_keeps_proven_rows_and_a_valid_bound(monkeypatch):
@@ -111,7 +111,7 @@ def test_cpsat_time_limit_is_the_time_left_and_its_bound_is_valid(monkeypatch):
 
 
 def test_option_errors():
-    inst = RetentionInstance(np.ones((1, 21)), np.eye(21), k=2)
+    inst = RetentionInstance(np.ones((1, 21)), np.eye(21), k=2, objective="masked")
     with pytest.raises(InvalidInstanceError, match="n <= 20"):
         rcprune.solve(inst, method="retention-exact", backend="enumeration")
     with pytest.raises(InvalidInstanceError, match="backend"):
@@ -122,7 +122,7 @@ def test_a_time_out_before_any_proof_still_reports_the_trivial_bound():
     """E >= 0 for a positive semi-definite H, so a stopped exact solve always has a bound (0 at worst)."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(18, 60))
-    layer = RetentionInstance(rng.laplace(size=(40, 18)), x @ x.T / 60, k=160, scope="layer")
+    layer = RetentionInstance(rng.laplace(size=(40, 18)), x @ x.T / 60, k=160, scope="layer", objective="masked")
     res = rcprune.solve(layer, method="retention-exact", time_limit=1e-9)
     assert res.status == "time_limit" and res.lower_bound == 0.0 and res.gap == 1.0
     assert res.cost == rcprune.evaluate(layer, res.solution).cost

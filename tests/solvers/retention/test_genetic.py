@@ -27,7 +27,7 @@ def test_identity_hessian_gives_magnitude_optimum(layer, scope, data):
     w, _ = layer
     m, n = w.shape
     k = data.draw(st.integers(0, n if scope == "row" else m * n))
-    res = rcprune.solve(RetentionInstance(w, np.eye(n), k=k, scope=scope), method="retention-genetic",
+    res = rcprune.solve(RetentionInstance(w, np.eye(n), k=k, scope=scope, objective="masked"), method="retention-genetic",
                         population=4, generations=3)
     assert abs(res.cost - res.evaluation.magnitude_cost) <= tol(res.cost)
 
@@ -37,7 +37,7 @@ def test_reproducible_and_options():
     x = rng.normal(size=(10, 30))
     x = x + rng.normal(size=(10, 10)) @ x
     for scope, k in (("row", 3), ("layer", 12)):
-        inst = RetentionInstance(rng.laplace(size=(4, 10)), x @ x.T / 30, k=k, scope=scope)
+        inst = RetentionInstance(rng.laplace(size=(4, 10)), x @ x.T / 30, k=k, scope=scope, objective="masked")
         a = rcprune.solve(inst, method="retention-genetic", seed=3, generations=10)
         b = rcprune.solve(inst, method="retention-genetic", seed=3, generations=10)
         assert a.solution == b.solution and a.cost == b.cost

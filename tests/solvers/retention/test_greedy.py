@@ -25,7 +25,7 @@ def instances(draw, max_m=3, max_n=7):
         w = w[:1]
         m = 1
     k = draw(st.integers(0, n if scope == "row" else m * n))
-    return RetentionInstance(w, h, k=k, scope=scope)
+    return RetentionInstance(w, h, k=k, scope=scope, objective="masked")
 
 
 @given(instances(), st.sampled_from(FAST))
@@ -43,7 +43,7 @@ def test_identity_hessian_gives_magnitude_optimum(layer, scale, scope, data):
     w, _ = layer
     m, n = w.shape
     k = data.draw(st.integers(0, n if scope == "row" else m * n))
-    inst = RetentionInstance(w, scale * np.eye(n), k=k, scope=scope)
+    inst = RetentionInstance(w, scale * np.eye(n), k=k, scope=scope, objective="masked")
     mag = rcprune.solve(inst, method="magnitude").cost
     for method in FAST:
         res = rcprune.solve(inst, method=method)
@@ -57,7 +57,7 @@ def test_diagonal_hessian_is_solved_exactly(layer, data):
     n = w.shape[1]
     diag = np.array(data.draw(st.lists(st.floats(0.0, 5.0), min_size=n, max_size=n)))
     k = data.draw(st.integers(0, n))
-    inst = RetentionInstance(w, np.diag(diag), k=k)
+    inst = RetentionInstance(w, np.diag(diag), k=k, objective="masked")
     opt = optimum(inst.weights, inst.hessian, k)
     for method in ("diagonal", "retention-greedy"):
         assert abs(rcprune.solve(inst, method=method).cost - opt) <= tol(opt)
@@ -65,7 +65,7 @@ def test_diagonal_hessian_is_solved_exactly(layer, data):
 
 def test_greedy_keeps_small_weight_when_it_pays():
     h = [[1.0, -0.9, -0.9], [-0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]]
-    inst = RetentionInstance([[0.5, 0.8, -0.7]], h, k=1)
+    inst = RetentionInstance([[0.5, 0.8, -0.7]], h, k=1, objective="masked")
     res = rcprune.solve(inst, method="retention-greedy")
     assert res.evaluation.retained_small == 1 and res.cost < 0.2 * res.evaluation.magnitude_cost and res.evaluation.improvement > 0.8
 
@@ -74,13 +74,13 @@ def test_greedy_keeps_small_weight_when_it_pays():
 def test_greedy_magnitude_start_is_feasible(layer, scope):
     w, h = layer
     m, n = w.shape
-    inst = RetentionInstance(w, h, k=max(0, (n if scope == "row" else m * n) // 3), scope=scope)
+    inst = RetentionInstance(w, h, k=max(0, (n if scope == "row" else m * n) // 3), scope=scope, objective="masked")
     res = rcprune.solve(inst, method="retention-greedy", start="magnitude")
     assert res.feasible and res.info["start"] == "magnitude"
 
 
 def test_solve_dispatch_errors_and_refit():
-    inst = RetentionInstance(np.ones((2, 4)), np.eye(4), k=2)
+    inst = RetentionInstance(np.ones((2, 4)), np.eye(4), k=2, objective="masked")
     with pytest.raises(InvalidInstanceError, match="unknown method 'annealing'"):
         rcprune.solve(inst, method="annealing")
     with pytest.raises(InvalidInstanceError, match="unknown option"):
@@ -94,12 +94,12 @@ def test_solve_dispatch_errors_and_refit():
 def test_time_limit_returns_feasible():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 200))
-    inst = RetentionInstance(rng.laplace(size=(300, 60)), x @ x.T / 200, k=6)
+    inst = RetentionInstance(rng.laplace(size=(300, 60)), x @ x.T / 200, k=6, objective="masked")
     res = rcprune.solve(inst, method="retention-greedy", time_limit=1e-9)
     # out of time before the first block of rows: every row keeps its magnitude mask
     assert res.feasible and res.status == "time_limit"
     assert res.solution == rcprune.solve(inst, method="magnitude").solution and res.evaluation.improvement == 0
-    layer = RetentionInstance(inst.weights, inst.hessian, k=1000, scope="layer")
+    layer = RetentionInstance(inst.weights, inst.hessian, k=1000, scope="layer", objective="masked")
     res = rcprune.solve(layer, method="retention-greedy", time_limit=1e-9)
     assert res.feasible and res.status == "time_limit"
     assert res.solution == rcprune.solve(layer, method="magnitude").solution and res.evaluation.improvement == 0

@@ -1,0 +1,121 @@
+"""Solvers of the compensated objective: OBC against an elimination written from the definition, the swap
+search never above its start and locally optimal, the exact enumeration equal to brute force."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import rcprune
+from rcprune import InvalidInstanceError, RetentionInstance
+from rcprune.retention.compensated import swap_deltas_reference
+from rcprune.solvers.retention.compensated_exact import compensated_exact
+from rcprune.solvers.retention.obc import obc
+from rcprune.solvers.retention.swap import retention_swap
+
+from tests.retention.bruteforce import compensated_optimum, refit_error
+
+SOLVERS = ("obc", "compensated-swap", "compensated-exact")
+
+
+def tol(x):
+    return 1e-8 * (1.0 + abs(x))
+
+
+@st.composite
+def instances(draw, max_m=3, max_n=6, scope=None):
+    """Continuous weights and correlated inputs (no ties), a row or layer budget."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m, n = draw(st.integers(1, max_m)), draw(st.integers(1, max_n))
+    x = rng.normal(size=(n, 3 * n + 2))
+    x += rng.normal(size=(n, n)) @ x * draw(st.floats(0.0, 1.5))
+    w = rng.laplace(size=(m, n))
+    scope = scope or draw(st.sampled_from(["row", "layer"]))
+    if scope == "layer" and m * n > 12:
+        m, w = 1, w[:1]
+    k = draw(st.integers(0, n if scope == "row" else m * n))
+    return RetentionInstance(w, x @ x.T / x.shape[1], k=k, scope=scope)
+
+
+def obs_elimination(w, h, k):
+    """Drop, one at a time, the weight whose removal (others refit) raises the error least."""
+    kept = list(range(w.shape[0]))
+    while len(kept) > k:
+        kept.remove(min(kept, key=lambda p: refit_error(w, h, [j for j in kept if j != p])))
+    return kept
+
+
+@settings(deadline=None)
+@given(instances(scope="row"))
+def test_obc_is_the_obs_elimination(inst):
+    res = obc(inst)
+    for i in range(inst.m):
+        assert sorted(np.flatnonzero(res.solution.mask[i])) == sorted(obs_elimination(inst.weights[i], inst.hessian, inst.k))
+
+
+@settings(deadline=None)
+@given(instances(), st.sampled_from(SOLVERS))
+def test_feasible_never_below_the_optimum_and_exact_proves_it(inst, method):
+    res = rcprune.solve(inst, method=method)
+    opt = compensated_optimum(inst.weights, inst.hessian, inst.k, inst.scope)
+    assert res.feasible and res.kept_count == inst.total_kept
+    assert res.cost >= opt - tol(opt)
+    if method == "compensated-exact":
+        assert res.status == "optimal" and res.cost == pytest.approx(opt, rel=1e-7, abs=1e-9)
+    else:
+        assert res.status == "feasible"
+
+
+@settings(deadline=None)
+@given(instances(), st.sampled_from(["obc", "magnitude"]))
+def test_swap_improves_its_start_to_a_local_optimum(inst, start):
+    res = retention_swap(inst, start=start)
+    begin = rcprune.solve(inst, method=start).cost
+    assert res.cost <= begin + tol(begin)
+    mask = res.solution.mask
+    for i in range(inst.m):    # no improving swap left in any row
+        if 0 < mask[i].sum() < inst.n:
+            assert swap_deltas_reference(inst.weights[i], inst.hessian, mask[i]).min() >= -1e-7 * (1 + res.cost)
+    if inst.scope == "layer":  # nor an improving move of one kept weight to another row
+        ev = rcprune.evaluate(inst, mask)
+        for a in range(inst.m):
+            for b in range(inst.m):
+                if a == b:
+                    continue
+                for p in np.flatnonzero(mask[a]):
+                    for q in np.flatnonzero(~mask[b]):
+                        trial = mask.copy()
+                        trial[a, p], trial[b, q] = False, True
+                        assert rcprune.evaluate(inst, trial).cost >= ev.cost - 1e-7 * (1 + ev.cost)
+
+
+def test_swap_max_moves_and_bad_options():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 40))
+    x[1] += x[0]
+    inst = RetentionInstance(rng.laplace(size=(3, 8)), x @ x.T / 40, k=3)
+    assert retention_swap(inst, start="magnitude", max_moves=1).iterations <= 1
+    with pytest.raises(InvalidInstanceError, match="start must be one of"):
+        retention_swap(inst, start="greedy")
+    with pytest.raises(InvalidInstanceError, match="max_moves"):
+        retention_swap(inst, max_moves=-1)
+
+
+def test_exact_refuses_long_rows_and_a_time_limit_keeps_a_valid_bound():
+    rng = np.random.default_rng(1)
+    with pytest.raises(InvalidInstanceError, match="n <= 16"):
+        compensated_exact(RetentionInstance(rng.normal(size=(1, 17)), np.eye(17), k=3))
+    x = rng.normal(size=(16, 60))
+    inst = RetentionInstance(rng.laplace(size=(40, 16)), x @ x.T / 60, k=8)
+    res = compensated_exact(inst, time_limit=0.05)
+    assert res.feasible and res.lower_bound <= res.cost
+    assert res.info["proven_rows"] < inst.m and res.status == "time_limit"
+
+
+def test_obc_layer_budget_splits_over_rows_by_its_curves():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 30))
+    x[2] += 0.9 * x[1]
+    w = rng.laplace(size=(3, 6)) * np.array([[10.0], [1.0], [0.1]])    # rows of very different energy
+    inst = RetentionInstance(w, x @ x.T / 30, k=9, scope="layer")
+    res = obc(inst)
+    counts = res.solution.mask.sum(axis=1)
+    assert counts.sum() == 9 and counts[0] > counts[2]
