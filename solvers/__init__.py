@@ -48,6 +48,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "retention-exact": ("retention.exact", "retention_exact"),
         "obc": ("retention.obc", "obc"),
         "compensated-swap": ("retention.swap", "retention_swap"),
+        "compensated-tabu": ("retention.tabu", "compensated_tabu"),
         "compensated-exact": ("retention.compensated_exact", "compensated_exact"),
     },
 }
@@ -58,7 +59,8 @@ RETENTION_OBJECTIVES: dict[str, tuple[str, ...]] = {
     "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
     "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
     "retention-exact": ("masked",),
-    "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-exact": ("compensated",),
+    "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
+    "compensated-exact": ("compensated",),
 }
 
 # What method=None runs. matrix: the annealing starts from greedy B (a 2-approximation) and only improves

@@ -19,7 +19,7 @@ from rcprune.validation import InvalidInstanceError
 
 from rcprune.solvers.retention.obc import obc_mask
 
-__all__ = ["retention_swap", "STARTS"]
+__all__ = ["retention_swap", "descend", "STARTS"]
 
 STARTS = ("obc", "magnitude")
 TOLERANCE = 1e-10   # a move must lower the row's error by more than this share of the row's energy w^T H w
@@ -78,6 +78,46 @@ def _best_transfer(rows: list[_Row]) -> tuple[float, int, int]:
     return best
 
 
+def descend(instance: RetentionInstance, keep: np.ndarray, *, clock: Stopwatch, max_moves: int | None = None,
+            progress: bool = False) -> tuple[np.ndarray, int, bool]:
+    """Apply the best improving swap (or, with a layer budget, transfer between rows) until none is left:
+    ``(mask, moves, timed out)``."""
+    keep = keep.copy()
+    timed_out = False
+    moves = 0
+    limit = np.inf if max_moves is None else max_moves
+    w, h = instance.weights, instance.hessian
+    bar = tqdm(total=instance.m, desc="swap rows", disable=not progress, leave=False)
+    if instance.scope == "row":
+        for i in range(instance.m):
+            row = _Row(w[i], h, keep[i])
+            while moves < limit and row.swap[0] < -row.tol and not (timed_out := timed_out or clock.expired()):
+                row.apply(row.swap[1], row.swap[2])
+                moves += 1
+            keep[i] = row.support.mask
+            bar.update()
+    else:
+        rows = [_Row(w[i], h, keep[i]) for i in range(instance.m)]
+        bar.update(instance.m)
+        while moves < limit and not (timed_out := timed_out or clock.expired()):
+            within = min(range(len(rows)), key=lambda i: rows[i].swap[0])
+            transfer = _best_transfer(rows)
+            if rows[within].swap[0] <= transfer[0]:
+                if not rows[within].swap[0] < -rows[within].tol:
+                    break
+                rows[within].apply(rows[within].swap[1], rows[within].swap[2])
+            else:
+                a, b = transfer[1], transfer[2]
+                if not transfer[0] < -max(rows[a].tol, rows[b].tol):
+                    break
+                rows[a].apply(p=rows[a].remove[1])
+                rows[b].apply(q=rows[b].add[2])
+            moves += 1
+        keep = np.array([r.support.mask for r in rows])
+    bar.close()
+    return keep, moves, timed_out
+
+
 def retention_swap(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
                    progress: bool = False, start: str = "obc", max_moves: int | None = None) -> SolveResult:
     """Best-improvement swap search on the compensated objective (deterministic: ``seed`` is unused).
@@ -112,36 +152,7 @@ def retention_swap(instance: RetentionInstance, *, seed: int = 0, time_limit: fl
         keep, timed_out = obc_mask(instance, clock=clock, progress=progress)
     else:
         keep, timed_out = magnitude_mask(instance), False
-    moves = 0
-    limit = np.inf if max_moves is None else max_moves
-    w, h = instance.weights, instance.hessian
-    bar = tqdm(total=instance.m, desc="swap rows", disable=not progress, leave=False)
-    if instance.scope == "row":
-        for i in range(instance.m):
-            row = _Row(w[i], h, keep[i])
-            while moves < limit and row.swap[0] < -row.tol and not (timed_out := timed_out or clock.expired()):
-                row.apply(row.swap[1], row.swap[2])
-                moves += 1
-            keep[i] = row.support.mask
-            bar.update()
-    else:
-        rows = [_Row(w[i], h, keep[i]) for i in range(instance.m)]
-        bar.update(instance.m)
-        while moves < limit and not (timed_out := timed_out or clock.expired()):
-            within = min(range(len(rows)), key=lambda i: rows[i].swap[0])
-            transfer = _best_transfer(rows)
-            if rows[within].swap[0] <= transfer[0]:
-                if not rows[within].swap[0] < -rows[within].tol:
-                    break
-                rows[within].apply(rows[within].swap[1], rows[within].swap[2])
-            else:
-                a, b = transfer[1], transfer[2]
-                if not transfer[0] < -max(rows[a].tol, rows[b].tol):
-                    break
-                rows[a].apply(p=rows[a].remove[1])
-                rows[b].apply(q=rows[b].add[2])
-            moves += 1
-        keep = np.array([r.support.mask for r in rows])
-    bar.close()
+    keep, moves, stopped = descend(instance, keep, clock=clock, max_moves=max_moves, progress=progress)
+    timed_out = timed_out or stopped
     return make_result(instance, RetentionSolution(keep), method="compensated-swap", runtime=clock.elapsed(),
                        iterations=moves, seed=seed, timed_out=timed_out, info={"start": start, "moves": moves})

@@ -2,12 +2,13 @@
 definition, the batched refit against the reference, and the instance's objective option."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance
 from rcprune.retention.compensated import (RowSupport, compensated_refit, row_errors_reference,
                                            swap_deltas_reference)
+from rcprune.retention.compensated_kernels import row_state, swap_row, tabu_rows
 
 from tests.retention.bruteforce import refit_error
 from tests.retention.strategies import layers
@@ -113,3 +114,45 @@ def test_methods_refuse_the_other_objective_naming_the_right_ones():
         "retention-greedy", "retention-annealing", "retention-genetic", "retention-exact"]
     with pytest.raises(InvalidInstanceError, match="does not select"):
         rcprune.method_names("matrix", objective="masked")
+
+
+@settings(deadline=None)
+@given(rows(), st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
+def test_kernel_state_and_swaps_match_the_reference(row, picks):
+    w, h, keep = row
+    if not 0 < keep.sum() < w.size:
+        return
+    slots = np.flatnonzero(keep)
+    inv, mm, schur, v, g, error = row_state(w, h, slots)
+    ref = RowSupport(w, h, keep)
+    scale = float(w @ h @ w)
+    for pick in picks:
+        assert close(error, ref.error, scale) and close(v, ref.refit, scale) and close(g, ref.residual, scale)
+        order = np.argsort(slots)          # the kernel's slots vs the reference's kept order
+        assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(slots[order], slots[order])]), 1.0)
+        pruned = np.flatnonzero(~ref.mask)
+        assert close(schur[pruned], ref._cross(pruned)[1], scale)
+        j, q = pick % slots.size, int(pruned[pick % pruned.size])
+        p = int(slots[j])
+        deltas, kept_ref, pruned_ref = ref.swap_deltas()
+        expected = deltas[list(kept_ref).index(p), list(pruned_ref).index(q)]
+        swap_row(w, h, slots, inv, mm, schur, v, g, j, q)
+        error += expected
+        ref.remove(p)
+        ref.add(q)
+        assert close(error, ref.error, scale)
+
+
+@settings(deadline=None)
+@given(rows(max_n=8), st.integers(0, 5))
+def test_tabu_kernel_keeps_the_best_visited_and_descent_ends_locally_optimal(row, tenure):
+    w, h, keep = row
+    errors, steps = np.zeros(1), np.zeros(1, dtype=np.int64)
+    start = RowSupport(w, h, keep).error
+    found = keep.copy()[None]
+    tabu_rows(w[None], h, found, np.zeros(1, dtype=np.int64), 30, tenure, 4, np.full(1, 1e-12), errors, steps)
+    assert found.sum() == keep.sum()
+    assert close(errors[0], refit_error(w, h, np.flatnonzero(found[0])), float(w @ h @ w))
+    assert errors[0] <= start + 1e-9 * (1 + start)
+    if tenure == 0 and 0 < keep.sum() < w.size and steps[0] < 30:
+        assert swap_deltas_reference(w, h, found[0]).min() >= -1e-7 * (1 + errors[0])

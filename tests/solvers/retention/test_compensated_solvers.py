@@ -13,7 +13,7 @@ from rcprune.solvers.retention.swap import retention_swap
 
 from tests.retention.bruteforce import compensated_optimum, refit_error
 
-SOLVERS = ("obc", "compensated-swap", "compensated-exact")
+SOLVERS = ("obc", "compensated-swap", "compensated-tabu", "compensated-exact")
 
 
 def tol(x):
@@ -87,6 +87,14 @@ def test_swap_improves_its_start_to_a_local_optimum(inst, start):
                         assert rcprune.evaluate(inst, trial).cost >= ev.cost - 1e-7 * (1 + ev.cost)
 
 
+@settings(deadline=None)
+@given(instances())
+def test_tabu_is_never_worse_than_obc(inst):
+    res = rcprune.solve(inst, method="compensated-tabu", iterations=20)
+    start = rcprune.solve(inst, method="obc").cost
+    assert res.feasible and res.cost <= start + tol(start)
+
+
 def test_swap_max_moves_and_bad_options():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 40))
@@ -97,6 +105,9 @@ def test_swap_max_moves_and_bad_options():
         retention_swap(inst, start="greedy")
     with pytest.raises(InvalidInstanceError, match="max_moves"):
         retention_swap(inst, max_moves=-1)
+    for bad in ({"iterations": -1}, {"tenure": 1.5}):
+        with pytest.raises(InvalidInstanceError, match="iterations|tenure"):
+            rcprune.solve(inst, method="compensated-tabu", **bad)
 
 
 def test_exact_refuses_long_rows_and_a_time_limit_keeps_a_valid_bound():
