@@ -19,14 +19,16 @@ from tests.network.test_measure import definition_spend, measured, random_measur
 
 
 def group_sets(net, solution) -> dict[str, np.ndarray]:
-    """Per group, the one channel set every producer keeps and every consumer reads whole; fails the test
-    unless the solution lies in the group space."""
+    """Per group, the one channel set every producer keeps and every consumer reads whole (through
+    effective columns: a dead channel is read by no one); fails the test unless the solution lies in the
+    group space."""
     sets = {}
+    eff = solution.effective(net)
     for g in net.groups:
         seen = [solution[p].rows for p in g.producers]
         for layer, off in g.consumers:
             li = net.layer(layer)
-            blocks = solution[layer].cols.reshape(li.in_channels, li.block)[off:off + g.size]
+            blocks = eff[layer].cols.reshape(li.in_channels, li.block)[off:off + g.size]
             assert np.all(blocks.all(axis=1) | ~blocks.any(axis=1)), (g.name, layer)
             seen.append(blocks.all(axis=1))
         for s in seen[1:]:
