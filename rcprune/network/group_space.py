@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rcprune.network.floor import channel_scores
 from rcprune.network.kernels import spend_limit
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.validation import InvalidInstanceError
@@ -38,14 +39,8 @@ __all__ = ["GroupSpace", "group_rankings"]
 
 def group_rankings(instance: NetworkInstance) -> dict[str, np.ndarray]:
     """Per group, its channels in keeping order: floor channels first, then by decreasing importance
-    (weighted scores of the producer rows plus the consumer column blocks), ties to the lower index."""
-    importance = {g.name: np.zeros(g.size) for g in instance.groups}
-    for l, li in enumerate(instance.layers):
-        s = instance.scores[li.name] * float(instance.weights[l])
-        importance[li.output] += s.sum(axis=1)
-        blocks = s.reshape(li.rows, li.in_channels, li.block).sum(axis=(0, 2))
-        for g, off in li.inputs:
-            importance[g] += blocks[off:off + instance.group(g).size]
+    (weighted score sums of the producer rows plus the consumer column blocks), ties to the lower index."""
+    importance = channel_scores(instance, mean=False)
     return {g.name: np.lexsort((-importance[g.name], ~g.floor_mask)) for g in instance.groups}
 
 
