@@ -114,10 +114,10 @@ def _grow(space: GroupSpace, n: np.ndarray, spend: float, tol: float) -> tuple[f
         added += 1
 
 
-def _best_swap(space: GroupSpace, n: np.ndarray, spend: float, tol: float):
+def _best_swap(space: GroupSpace, n: np.ndarray, spend: float, tol: float, shared: np.ndarray):
     """The improving one-channel swap (shrink ``g``, grow ``h``) that fits, or None. Candidates are
     ranked by the sum of the two single-group deltas, which is exact unless ``g`` and ``h`` share a
-    layer; every candidate is checked exactly before it is taken."""
+    layer (``shared[g, h]``); every candidate is checked exactly before it is taken."""
     size = len(n)
     down = np.full((size, 2), np.inf)
     up = np.full((size, 2), np.inf)
@@ -130,8 +130,6 @@ def _best_swap(space: GroupSpace, n: np.ndarray, spend: float, tol: float):
             up[g] = dc, ds
     gain = -(down[:, 0][:, None] + up[:, 0][None, :])
     fits = spend + down[:, 1][:, None] + up[:, 1][None, :] <= space.limit
-    shared = np.array([[bool(np.intersect1d(space.layers_of[g], space.layers_of[h]).size) for h in range(size)]
-                       for g in range(size)])
     finite = np.isfinite(gain)
     np.fill_diagonal(finite, False)
     candidates = np.argwhere(finite & ((fits & (gain > tol)) | shared))
@@ -190,9 +188,10 @@ def network_group(instance: NetworkInstance, *, seed: int = 0, time_limit: float
     tol = 1e-12 * (1.0 + float(np.sum(space.full_cost)))
     added = done = 0
     if space.feasible(n):
+        shared = np.array([[bool(np.intersect1d(a, b).size) for b in space.layers_of] for a in space.layers_of])
         spend, added = _grow(space, n, space.spend(n), tol)
         while done < swaps and not clock.expired():
-            swap = _best_swap(space, n, spend, tol)
+            swap = _best_swap(space, n, spend, tol, shared)
             if swap is None:
                 break
             n, spend = swap
