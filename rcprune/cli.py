@@ -260,13 +260,14 @@ def _split_list(text: str, cast, what: str) -> tuple:
 
 def _bench_pareto(args) -> None:
     try:
-        from rcprune.bench.pareto import GRANULARITIES, METHODS, run_pareto
+        from rcprune.bench.pareto import DEFAULT_GRANULARITIES, METHODS, run_pareto
     except ImportError as exc:
         raise InvalidInstanceError(f"bench pareto needs the torch and bench extras (pip install "
                                    f"'rcprune[torch,bench]'): {exc}") from None
     kwargs = {"dataset": args.dataset, "seeds": _split_list(args.seeds, int, "--seeds"), "epochs": args.epochs,
               "train_epochs": args.train_epochs, "quick": args.quick,
-              "granularities": _split_list(args.granularities or ",".join(GRANULARITIES), str, "--granularities"),
+              "granularities": _split_list(args.granularities or ",".join(DEFAULT_GRANULARITIES), str,
+                                            "--granularities"),
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
               "latency_model": None if args.no_latency_model else "resnet18",
               "protect": _split_list(args.protect or "", str, "--protect"),
@@ -486,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing)")
-    b.add_argument("--granularities", default=None, help="pareto: column,channel (default both)")
+    b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
+                   "rows run network-group)")
     b.add_argument("--calibrate", type=int, default=3,
                    help="pareto: rounds of measuring each RC model and rescaling the table's budget (0: trust the table)")
     b.add_argument("--floors", default=None,

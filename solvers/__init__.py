@@ -38,6 +38,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "network-allocation": ("network.allocation", "network_allocation"),
         "network-annealing": ("network.annealing", "network_annealing"),
         "network-cpsat": ("network.cpsat", "network_cpsat"),
+        "network-group": ("network.group", "network_group"),
     },
     "retention": {
         "magnitude": ("retention.magnitude", "magnitude"),

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from rcprune.bench.demo import _dense_model, _prunable_weights, _save_png, _tp_prune
 from rcprune.files import atomic_write_bytes
+from rcprune.network.granularity import GROUP_METHODS
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.compact import compact
@@ -42,7 +43,8 @@ from rcprune.torch.pipeline import prune
 __all__ = ["run_pareto", "summarize", "evaluate_goals", "format_report", "write_report", "DATASETS"]
 
 DATASETS = ("mnist", "digits")
-GRANULARITIES = ("column", "channel")
+GRANULARITIES = ("column", "channel", "group")
+DEFAULT_GRANULARITIES = ("column", "channel")
 METHODS = ("network-greedy", "network-annealing")
 LATENCY_MODELS = ("resnet18",)
 TP_VARIANTS = {"tp-l1-per-layer": False, "tp-l1-global": True}
@@ -100,6 +102,13 @@ def _targets(timed: dict[str, dict], sparsities) -> dict[float, float]:
 
 def _label(granularity: str, method: str, floor: float | None = None) -> str:
     return f"rc-{granularity}-{method.removeprefix('network-')}" + (f"-floor{floor:g}" if floor is not None else "")
+
+
+def _rc_runs(cfg: dict) -> list[tuple[str, str, float | None]]:
+    """``(granularity, method, floor)`` of every RC row: each granularity with each method and floor,
+    except that the group space is searched by its own methods (``GROUP_METHODS``) whatever ``methods`` says."""
+    return [(g, m, f) for g in cfg["granularities"] for m in (GROUP_METHODS if g == "group" else cfg["methods"])
+            for f in cfg.get("floors", [None])]
 
 
 def _solver_options(method: str, moves: int) -> dict:
@@ -201,19 +210,18 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
         rows.append(row | {"target_speedup": targets[float(s)] if label == TARGET_METHOD else None})
         log(f"seed {seed} {key}: acc {row['acc']:.4f} (fine-tune {row['finetune_seconds']:.0f} s)")
     for s, speedup in targets.items():
-        for g in cfg["granularities"]:
-            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [None])):
-                opts = _solver_options(m, cfg["annealing_moves"])
-                small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
-                                     cfg["protect"], floor, cfg.get("calibrate", 0))
-                if small is not None:
-                    models[len(rows)] = small
-                    log(f"seed {seed} {row['method']} @{speedup:.3f}x: acc {row['acc']:.4f}, predicted "
-                        f"{row['predicted_ms']:.2f} ms (solve {row['solve_seconds']:.1f} s, fine-tune "
-                        f"{row['finetune_seconds']:.0f} s)")
-                else:
-                    log(f"seed {seed} {row['method']} @{speedup:.3f}x: {row['note']}")
-                rows.append(row | {"sparsity": s})
+        for g, m, floor in _rc_runs(cfg):
+            opts = _solver_options(m, cfg["annealing_moves"])
+            small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
+                                 cfg["protect"], floor, cfg.get("calibrate", 0))
+            if small is not None:
+                models[len(rows)] = small
+                log(f"seed {seed} {row['method']} @{speedup:.3f}x: acc {row['acc']:.4f}, predicted "
+                    f"{row['predicted_ms']:.2f} ms (solve {row['solve_seconds']:.1f} s, fine-tune "
+                    f"{row['finetune_seconds']:.0f} s)")
+            else:
+                log(f"seed {seed} {row['method']} @{speedup:.3f}x: {row['note']}")
+            rows.append(row | {"sparsity": s})
     return rows, models
 
 
@@ -241,21 +249,20 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
                                                       "target_speedup": targets[s]} for s in sparsities]
     models = {0: model} | {i + 1: m for i, m in enumerate(tp.values())}
     for s, speedup in targets.items():
-        for g in cfg["granularities"]:
-            for m, floor in ((m, f) for m in cfg["methods"] for f in cfg.get("floors", [None])):
-                row = {"method": _label(g, m, floor), "sparsity": s, "target_speedup": speedup}
-                try:
-                    small, rep = prune(model, x, budget="latency", speedup=speedup, latency_table=table, granularity=g,
-                                       method=m, seed=cfg["seed"], solver_options=_solver_options(m, cfg["annealing_moves"]),
-                                       protect=tuple(cfg["protect"]), min_channels=floor)
-                except InvalidInstanceError as exc:
-                    rows.append(row | {"note": f"skipped: {exc}"})
-                    continue
-                if (err := _run_error(small, x)) is not None:
-                    rows.append(row | {"note": f"compacted model does not run: {err}"})
-                    continue
-                models[len(rows)] = small
-                rows.append(row | {"predicted_ms": rep.predicted_ms, "table_dense_ms": rep.dense_ms})
+        for g, m, floor in _rc_runs(cfg):
+            row = {"method": _label(g, m, floor), "sparsity": s, "target_speedup": speedup}
+            try:
+                small, rep = prune(model, x, budget="latency", speedup=speedup, latency_table=table, granularity=g,
+                                   method=m, seed=cfg["seed"], solver_options=_solver_options(m, cfg["annealing_moves"]),
+                                   protect=tuple(cfg["protect"]), min_channels=floor)
+            except InvalidInstanceError as exc:
+                rows.append(row | {"note": f"skipped: {exc}"})
+                continue
+            if (err := _run_error(small, x)) is not None:
+                rows.append(row | {"note": f"compacted model does not run: {err}"})
+                continue
+            models[len(rows)] = small
+            rows.append(row | {"predicted_ms": rep.predicted_ms, "table_dense_ms": rep.dense_ms})
     timed = time_forms({str(i): m for i, m in models.items()}, x, cfg["repeats"])
     _attach_latency(rows, {i: str(i) for i in models}, timed | {"dense": timed["0"]})
     log(f"{name} {size}x{size} batch {batch}: targets " + ", ".join(f"{t:.3f}x" for t in targets.values()))
@@ -265,7 +272,7 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
 
 def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                tp_sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.93), epochs: int = 15, train_epochs: int = 15,
-               granularities: Sequence[str] = GRANULARITIES, methods: Sequence[str] = METHODS,
+               granularities: Sequence[str] = DEFAULT_GRANULARITIES, methods: Sequence[str] = METHODS,
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
                protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), calibrate: int = 3,
                threads: int = 1, quick: bool = False,
@@ -287,7 +294,8 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
     epochs, train_epochs : int
         Fine-tuning epochs (the same for every model) and dense training epochs.
     granularities, methods : sequences of str
-        The RC rows: each granularity with each network method.
+        The RC rows: each granularity (``"column"``, ``"channel"``, ``"group"``; default the first two) with
+        each network method; ``"group"`` rows run ``network-group``, the group space's own method.
     latency_model : "resnet18" or None
         The latency-only part (torchvision ResNet-18, 64x64, batch 16, random weights); None skips it.
     annealing_moves : int

@@ -37,14 +37,16 @@ from rcprune.validation import InvalidInstanceError, check_fraction
 __all__ = ["channel_floor", "channel_scores", "fix_channels"]
 
 
-def channel_scores(instance: NetworkInstance) -> dict[str, np.ndarray]:
+def channel_scores(instance: NetworkInstance, mean: bool = True) -> dict[str, np.ndarray]:
     """Per group, each channel's score: the weighted mean score of its producer rows plus that of its
-    consumer column blocks, summed over those layers. O(total entries)."""
+    consumer column blocks, summed over those layers; with ``mean=False`` their weighted sums
+    (Torch-Pruning's L1 group importance). O(total entries)."""
     out = {g.name: np.zeros(g.size) for g in instance.groups}
+    reduce = np.mean if mean else np.sum
     for l, li in enumerate(instance.layers):
         s = instance.scores[li.name] * float(instance.weights[l])
-        out[li.output] += s.mean(axis=1)
-        blocks = s.reshape(li.rows, li.in_channels, li.block).mean(axis=(0, 2))
+        out[li.output] += reduce(s, axis=1)
+        blocks = reduce(s.reshape(li.rows, li.in_channels, li.block), axis=(0, 2))
         for g, off in li.inputs:
             out[g] += blocks[off:off + instance.group(g).size]
     return out

@@ -1,8 +1,11 @@
 """Granularity: which column sets a solution may keep. ``"column"`` is the full RC space (any column
-of the im2col view); ``"channel"`` keeps or drops an input channel's whole column block, which is
-Torch-Pruning's space (a pruned layer stays a plain conv over fewer channels).
+of the im2col view); ``"channel"`` keeps or drops an input channel's whole column block (a pruned layer
+stays a plain conv over fewer channels), each producer choosing its rows and each consumer its input
+channels apart; ``"group"`` is Torch-Pruning's space (:mod:`rcprune.network.group_space`): one channel set
+per channel group, the rows of every producer and the whole blocks read by every consumer, so residual
+adds need no index gathers. Only ``network-group`` searches the group space (:func:`check_method`).
 
-The channel space is solved exactly as an RC problem on a *coarse* instance: each layer's column block
+The channel and group spaces are solved exactly as an RC problem on a *coarse* instance: each layer's column block
 (``block`` columns of one input channel) becomes one column whose score is the block's sum, and the
 measure's spend of ``t`` coarse columns is the spend of ``t * block`` columns, so every coarse solution
 refines (:func:`refine`) to a channel-granular solution of the original instance with the same cost,
@@ -26,13 +29,15 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from rcprune.network.group_space import GroupSpace
 from rcprune.network.measure import Measure, SpendTable
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["GRANULARITIES", "coarsen", "refine", "check_granularity"]
+__all__ = ["GRANULARITIES", "GROUP_METHODS", "coarsen", "refine", "check_granularity", "check_method", "least_spend"]
 
-GRANULARITIES = ("column", "channel")
+GRANULARITIES = ("column", "channel", "group")
+GROUP_METHODS = ("network-group",)   # the other network methods choose each layer's rows and columns apart
 
 
 def check_granularity(granularity) -> str:
@@ -41,6 +46,33 @@ def check_granularity(granularity) -> str:
                                    + (" (kernel-offset granularity is not built yet)"
                                       if granularity == "kernel-offset" else ""))
     return granularity
+
+
+def check_method(granularity: str, method: str | None) -> str:
+    """The network method that searches ``granularity``'s space: ``method``, or by default
+    ``network-group`` for ``"group"`` and ``network-greedy`` otherwise. The group space is searched by
+    :data:`GROUP_METHODS` only; they search every granularity (their solutions lie in all three spaces)."""
+    if check_granularity(granularity) != "group":
+        return "network-greedy" if method is None else method
+    if method is None:
+        return GROUP_METHODS[0]
+    if method not in GROUP_METHODS:
+        raise InvalidInstanceError(f"granularity 'group' is searched by {', '.join(GROUP_METHODS)} only (the other "
+                                   f"network methods choose each layer's rows and columns apart), got {method!r}")
+    return method
+
+
+def least_spend(instance: NetworkInstance, granularity: str) -> float:
+    """The least spend of the prunable layers in ``granularity``'s space: the instance's minimum
+    (``"column"``), its channel-coarse minimum (``"channel"``), or the spend of the group space's smallest
+    state (``"group"``, :meth:`GroupSpace.least_sizes`)."""
+    if check_granularity(granularity) == "column":
+        return float(instance.min_spend.sum())
+    coarse = coarsen(instance.replace(density=1.0), granularity)   # any budget: it plays no part
+    if granularity == "channel":
+        return float(coarse.min_spend.sum())
+    space = GroupSpace(coarse)
+    return space.spend(space.least_sizes())
 
 
 def _coarse_measure(instance: NetworkInstance) -> Measure:
@@ -65,7 +97,7 @@ def _coarse_measure(instance: NetworkInstance) -> Measure:
 
 def coarsen(instance: NetworkInstance, granularity: str = "channel") -> NetworkInstance:
     """The instance whose columns are the units ``granularity`` keeps (the instance itself for
-    ``"column"``). Per-layer budgets and minima stay in kept entries (rounded to whole blocks: down
+    ``"column"``; the channel-coarse instance for ``"channel"`` and ``"group"``). Per-layer budgets and minima stay in kept entries (rounded to whole blocks: down
     for a budget, up for a minimum, which the coarse instance enforces in its own entries)."""
     if check_granularity(granularity) == "column":
         return instance
@@ -98,7 +130,7 @@ def _weighting(instance: NetworkInstance):
 
 def refine(instance: NetworkInstance, solution: NetworkSolution, granularity: str = "channel") -> NetworkSolution:
     """A coarse solution of ``coarsen(instance, granularity)`` as a solution of ``instance``: each kept
-    coarse column keeps its whole block."""
+    coarse column keeps its whole block (a group-space solution stays one: same channels, whole blocks)."""
     if check_granularity(granularity) == "column":
         return solution
     return NetworkSolution({li.name: (solution[li.name].rows, np.repeat(solution[li.name].cols, li.block))

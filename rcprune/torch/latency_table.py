@@ -6,7 +6,7 @@ A layer's spend is an upper bound of what :func:`rcprune.torch.compact` runs (at
 in between): with ``granularity="column"``, ``f(r, c) = max(min(im2col(r, c), conv(r, min(C_in, c))),
 conv(r, c / block))``: partially kept channels run as the faster of the im2col GEMM and a conv over the
 touched channels (``c`` kept columns touch at most ``min(C_in, c)``), whole channels as a conv over
-``c / block`` channels (never more than ``min(C_in, c)``); with ``granularity="channel"`` columns come in whole channels and
+``c / block`` channels (never more than ``min(C_in, c)``); with ``granularity="channel"`` or ``"group"`` columns come in whole channels and
 ``f(r, t * block) = conv(r, t)``. The BatchNorm and activation that run on a conv's kept rows only are timed
 with it (:mod:`rcprune.torch.latency_grid`); ``fixed`` is the rest of the measured dense model (input
 layout, residual adds, pooling, ...), so the predicted whole-model latency is ``fixed + sum_l f_l(r_l, c_l)``.
@@ -143,7 +143,7 @@ class LatencyTable:
         lt = self._layer(layer)
         main = lt.forms["linear" if lt.kind == "linear" else "conv"]
         rows, tab = main.rows, main.table()
-        if granularity == "channel":
+        if granularity != "column":   # whole channels (the group space too)
             chans = main.cols if lt.kind == "conv" else np.unique(np.ceil(main.cols / lt.block)).astype(np.int64)
             c_eval = chans if lt.kind == "conv" else chans * lt.block
             return SpendTable(rows, chans * lt.block, SpendTable.monotone(tab(rows[:, None], c_eval[None, :])))

@@ -26,9 +26,10 @@ import torch.nn as nn
 
 from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs
 from rcprune.solvers.network.greedy import refill_columns
-from rcprune.network.floor import channel_floor
-from rcprune.network.granularity import check_granularity, coarsen, refine
-from rcprune.network.model import NetworkInstance, NetworkSolution
+from rcprune.network.floor import channel_floor, fix_channels
+from rcprune.network.granularity import check_method, coarsen, least_spend, refine
+from rcprune.network.group_space import group_rankings
+from rcprune.network.model import NetworkInstance, NetworkSolution, alive_channels
 from rcprune.result import SolveResult, make_result
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_real_option)
@@ -122,8 +123,7 @@ class UnreachableTargetError(InvalidInstanceError):
 def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
     """(full spend, least spend) of the prunable layers, the least at ``granularity``; ``measured`` has
     the full spend as its budget, so coarsening it cannot fail."""
-    least = measured.min_spend.sum() if granularity == "column" else coarsen(measured, granularity).min_spend.sum()
-    return float(measured.full_spend.sum()), float(least)
+    return float(measured.full_spend.sum()), least_spend(measured, granularity)
 
 
 def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | None = None,
@@ -201,12 +201,25 @@ def _cut_to_protect(instance: NetworkInstance, unreached: list[str]) -> str:
     return min(first, key=first.get)
 
 
+def _reconnect(instance: NetworkInstance, group: str, granularity: str) -> NetworkInstance:
+    """``instance`` with ``group`` kept alive: protected, or in the group space (where protecting keeps
+    every channel, read whole by every consumer) its top-ranked channel fixed. Raises when that does not
+    fit the budget."""
+    if granularity == "group":
+        return fix_channels(instance, {group: group_rankings(instance)[group][:1]})
+    graph = nx.DiGraph(instance.graph)
+    graph.nodes[group]["protected"] = True
+    return instance.replace(graph=graph)
+
+
 def _solve_connected(instance: NetworkInstance, granularity: str, method: str, options: dict):
     """Solve (in the granularity's space), drop unread rows and re-spend their budget on columns; while
     the solution cuts every path from the input to an output (the importance scores do not see that
-    everything after a layer depends on it, and a latency table makes whole layers tempting), protect the
-    cut group nearest the input and solve again. Returns the (possibly more protected) instance, the
-    searched instance, the solver's result, the cleaned solution and the groups protected on the way."""
+    everything after a layer depends on it, and a latency table makes whole layers tempting), keep the
+    cut group nearest the input alive (protected; in the group space, its best channel fixed: a path is
+    cut there only by a group keeping no channel) and solve again. Returns the (possibly more
+    constrained) instance, the searched instance, the solver's result, the cleaned solution and the
+    groups kept alive on the way."""
     from rcprune.solve import solve
 
     protected: list[str] = []
@@ -220,21 +233,21 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
         ok, unreached = input_reaches_outputs(searched, clean)
         if ok:
             return instance, searched, found, clean, protected
+        if granularity == "group":
+            alive = alive_channels(searched, clean)
+            unreached = [g for g in unreached if not alive[g].any()] or unreached
         group = _cut_to_protect(instance, unreached)
-        if instance.group(group).protected or len(protected) >= len(instance.groups):
-            raise InvalidInstanceError(
-                f"every {method} solution found cuts the path from the input to the output (no signal reaches "
-                f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''}) although {group!r} is "
-                "protected: its producers keep rows but read no live input; ask for less")
-        graph = nx.DiGraph(instance.graph)
-        graph.nodes[group]["protected"] = True
+        kept = instance.group(group).fixed if granularity == "group" else instance.group(group).protected
+        cut = (f"every {method} solution found cuts the path from the input to the output (no signal reaches "
+               f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''})")
+        if kept or len(protected) >= len(instance.groups):
+            raise InvalidInstanceError(f"{cut} although {group!r} is kept alive: its producers keep rows but "
+                                       "read no live input; ask for less")
         try:
-            instance = instance.replace(graph=graph)
+            instance = _reconnect(instance, group, granularity)
         except InvalidInstanceError as exc:
-            raise InvalidInstanceError(
-                f"every {method} solution found cuts the path from the input to the output (no signal reaches "
-                f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''}), and protecting {group!r} too "
-                f"does not fit the budget ({exc}): ask for less") from None
+            raise InvalidInstanceError(f"{cut}, and keeping {group!r} alive too does not fit the budget ({exc}): "
+                                       "ask for less") from None
         protected.append(group)
 
 
@@ -257,7 +270,7 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
     fastest measured) and the rounds' records."""
     fixed = first[0].measure.fixed
     target = first[0].budget + fixed
-    least = float(coarsen(first[0], granularity).min_spend.sum())   # what the searched space can reach
+    least = least_spend(first[0], granularity)   # what the searched space can reach
     current, rounds_log, solves = first, [], []
     for _ in range(rounds):
         inst, _, _, clean, _ = current
@@ -284,7 +297,7 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
 
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
-          latency_table=None, device: str = "cpu", method: str = "network-greedy",
+          latency_table=None, device: str = "cpu", method: str | None = None,
           scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (),
           min_channels: float | None = None, calibrate: int = 0, seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
@@ -310,22 +323,28 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         the whole compacted model). An unreachable target is an error naming the best reachable one.
     latency_ms : float, optional
         With ``"latency"``: the predicted whole-model milliseconds instead of a speedup.
-    granularity : "column" or "channel"
-        The column sets a layer may keep (:mod:`rcprune.network.granularity`); ``"channel"`` is
-        channel pruning's space (Torch-Pruning's), so comparing there compares the optimizers alone.
+    granularity : "column", "channel" or "group"
+        The column sets a layer may keep (:mod:`rcprune.network.granularity`): any columns; whole input
+        channels, chosen per layer; or Torch-Pruning's space exactly, one channel set per channel group
+        kept by all its producers and read whole by all its consumers (compacted residual adds need no
+        index gathers), so comparing there compares the optimizers alone.
     latency_table : LatencyTable, optional
         A table built before (else one is built, or loaded from the cache, for ``example_inputs``).
     device : str
         Where latency is measured.
-    method : str
+    method : str, optional
         A network method of :func:`rcprune.solve` (``"network-greedy"``, ``"network-allocation"``,
-        ``"network-annealing"``, ...); ``seed``, ``time_limit`` and ``solver_options`` go to it.
+        ``"network-annealing"``, ``"network-group"``, ...); ``seed``, ``time_limit`` and ``solver_options``
+        go to it. The group space is searched by ``"network-group"`` only (another method with
+        ``granularity="group"`` is an error naming it); None picks ``"network-group"`` there and
+        ``"network-greedy"`` elsewhere.
     scores, weighting, protect
         The objective (:func:`rcprune.torch.extract`); weighting ``"none"`` fine-tuned best on the
         digits ResNet (``docs/report-card.md``).
     bound : bool
         Attach the network lower bound, so ``report.result.gap`` is a certified gap (with
-        ``granularity="channel"`` the bound holds in the channel space only: it is reported as
+        ``granularity="channel"`` or ``"group"`` the bound holds in the channel space, which holds the
+        group space, only: it is reported as
         ``report.result.info["lower_bound_in_granularity"]``).
     min_channels : float, optional
         Every prunable channel group keeps at least this share of its channels, its top ones by score,
@@ -345,7 +364,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
 
     A solution that leaves the output without any path from the input (a constant model: the L1 scores
     do not see that every later layer depends on the stem) is solved again with the cut group nearest the
-    input protected, until connected (``report.result.info["protected_to_connect"]`` lists them).
+    input protected (in the group space: its best channel fixed), until connected
+    (``report.result.info["protected_to_connect"]`` lists them).
     The solver's kept rows that no consumer reads are dropped before masking
     (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work) and the budget they
     free buys columns of the kept rows (:func:`rcprune.solvers.network.greedy.refill_columns`); the
@@ -365,7 +385,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     """
     if budget not in BUDGETS:
         raise InvalidInstanceError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
-    check_granularity(granularity)
+    method = check_method(granularity, method)
     targets = [k for k, v in (("sparsity", sparsity), ("speedup", speedup), ("latency_ms", latency_ms)) if v is not None]
     if len(targets) > 1:
         raise InvalidInstanceError(f"give one of sparsity, speedup or latency_ms; got {', '.join(targets)}")

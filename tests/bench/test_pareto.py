@@ -8,7 +8,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("torch_pruning")
 pytest.importorskip("torchvision")
 
-from rcprune.bench.pareto import evaluate_goals, run_pareto, summarize  # noqa: E402
+from rcprune.bench.pareto import _rc_runs, evaluate_goals, run_pareto, summarize  # noqa: E402
 from rcprune.cli import main  # noqa: E402
 from rcprune.validation import InvalidInstanceError  # noqa: E402
 
@@ -96,6 +96,7 @@ def test_summary_mean_and_sd_over_seeds():
     ({"tp_sparsities": (0.5, 1.0)}, "tp_sparsities must be in (0, 1), got 1.0"),
     ({"tp_sparsities": (0.0,)}, "tp_sparsities must be in (0, 1), got 0.0"),
     ({"methods": ("network-magic",)}, "methods must be a non-empty subset"),
+    ({"granularities": ("kernel",)}, "granularities must be a non-empty subset of column, channel, group"),
     ({"epochs": -1}, "epochs must be a non-negative integer"),
     ({"threads": 0}, "threads must be a positive integer"),
     ({"floors": (1.5,)}, "floors must be a non-empty sequence of shares"),
@@ -106,6 +107,14 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_group_rows_run_the_group_method_with_every_floor():
+    cfg = {"granularities": ["channel", "group"], "methods": ["network-greedy", "network-annealing"],
+           "floors": [None, 0.0]}
+    assert _rc_runs(cfg) == [("channel", "network-greedy", None), ("channel", "network-greedy", 0.0),
+                             ("channel", "network-annealing", None), ("channel", "network-annealing", 0.0),
+                             ("group", "network-group", None), ("group", "network-group", 0.0)]
+
+
 def test_cli_reports_bad_arguments(tmp_path, capsys):
     assert main(["bench", "pareto", "--out", str(tmp_path), "--seeds", ""]) == 2
     assert "seeds must be a non-empty sequence" in capsys.readouterr().err
@@ -113,3 +122,6 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     assert "dataset must be one of mnist, digits" in capsys.readouterr().err
     assert main(["bench", "pareto", "--out", str(tmp_path), "--floors", "abc"]) == 2
     assert "--floors must be a comma-separated list" in capsys.readouterr().err
+    # --granularities group passes its check: the error is the next argument's
+    assert main(["bench", "pareto", "--out", str(tmp_path), "--granularities", "group", "--methods", "magic"]) == 2
+    assert "methods must be a non-empty subset" in capsys.readouterr().err

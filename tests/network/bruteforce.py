@@ -197,3 +197,36 @@ def measured_brute_force(net, spend):
             if sum(sp for _, sp in combo) <= net.budget * (1 + 1e-12):
                 best = min(best, sum(c for c, _ in combo))
     return best
+
+
+def group_brute_force(net, spend=None):
+    """Optimal ``(cost, kept channel masks by group)`` over the group space: every producer of a group
+    keeps the rows of one channel set and every consumer all columns of those channels; network inputs
+    and protected groups keep every channel, others any subset holding their floor. ``spend(layer, r,
+    c)``, written by the caller from the definition, is what the global budget bounds (default: kept
+    entries). ``(inf, None)`` if no set is feasible."""
+    layers, w, totals, mins, maxs = _structure(net)
+    options = []
+    for g in net.groups:
+        masks = [np.array(b, bool) for b in itertools.product((False, True), repeat=g.size)]
+        whole = g.input or g.protected
+        options.append([m for m in masks if (m.all() if whole else m[list(g.floor)].all())])
+    best = (math.inf, None)
+    for combo in itertools.product(*options):
+        kept = {g.name: m for g, m in zip(net.groups, combo)}
+        cost, total, feasible = 0.0, 0.0, True
+        for l, li in enumerate(layers):
+            rows = kept[li.output]
+            chans = np.zeros(li.in_channels, bool)
+            for g, off in li.inputs:
+                chans[off:off + len(kept[g])] = kept[g]
+            cols = np.repeat(chans, li.block)
+            r, c = int(rows.sum()), int(cols.sum())
+            cost += w[l] * (totals[l] - net.scores[li.name][np.ix_(rows, cols)].sum())
+            feasible &= mins[l] <= r * c <= maxs[l]
+            total += r * c if spend is None else spend(li.name, r, c)
+        if net.budget is not None:
+            feasible &= total <= net.budget * (1 + 1e-9) + 1e-12
+        if feasible and cost < best[0]:
+            best = (float(cost), kept)
+    return best
