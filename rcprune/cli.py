@@ -181,7 +181,8 @@ def cmd_bench(args) -> int:
     elif args.what == "network":
         from rcprune.bench.network import BENCH_COLUMNS, BOUND_COLUMNS, bench_network
 
-        rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in args.sparsities.split(",")],
+        sparsities = args.sparsities or "0.5,0.8,0.9,0.93"
+        rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in sparsities.split(",")],
                              time_limit=args.time_limit or 60.0, seed=args.seed, bound=args.bound,
                              log=lambda msg: print(msg, file=sys.stderr))
         print("whole-network RC pruning on ResNet-shaped instances (weighting by layer mean; vs_greedy measured in "
@@ -201,6 +202,8 @@ def cmd_bench(args) -> int:
         print(format_table(rows, TRAINED_COLUMNS))
         for line in summarize_trained(rows):
             print(line)
+    elif args.what == "layerwise":
+        _bench_layerwise(args)
     elif args.what == "bounds":
         _bench_bounds(args)
     elif args.what == "latency":
@@ -219,6 +222,22 @@ def cmd_bench(args) -> int:
         print(format_table(rows, ["layer", "n", "k", "method", "cost", "magnitude_cost", "improvement",
                                   "refit_cost", "retained_small", "status", "runtime"]))
     return 0
+
+
+def _bench_layerwise(args) -> None:
+    try:
+        from rcprune.bench.layerwise import LAYERWISE_COLUMNS, bench_layerwise, summarize_layerwise
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench layerwise needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+    sparsities = _split_list(args.sparsities or "0.5,0.7,0.9", float, "--sparsities")
+    rows = bench_layerwise(args.cache, sparsities=sparsities, seed=args.seed, time_limit=args.time_limit or 600.0,
+                           log=lambda msg: print(msg, file=sys.stderr))
+    print(f"weight selection and RC under the compensated objective (error after the least-squares refit) on every layer of "
+          f"the trained digits ResNet-20 ({rows[0]['model']}; H from 512 training images, damping 0.01, per-row "
+          "budgets for weights); vs_anchor = error / the anchor's (OBC, structured-OBS) on the same layer, measured in this run")
+    print(format_table(rows, LAYERWISE_COLUMNS))
+    for line in summarize_layerwise(rows):
+        print(line)
 
 
 def _bench_bounds(args) -> None:
@@ -445,10 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_instances)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    b.add_argument("what", choices=["kernels", "solvers", "retention", "network", "bounds", "latency", "pareto",
+    b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
                                     "table", "plan"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
-    b.add_argument("--sparsities", default="0.5,0.8,0.9,0.93", help="network: comma-separated sparsities")
+    b.add_argument("--sparsities", default=None,
+                   help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9)")
     b.add_argument("--bound", action="store_true",
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
@@ -473,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trained", action="store_true",
                    help="retention, bounds: real layers of the demo's trained digits ResNet-20 (torch extra)")
     b.add_argument("--cache", default="rcprune-demo",
-                   help="--trained: folder of the demo's cached dense model (trained there if missing)")
+                   help="--trained, layerwise: folder of the demo's cached dense model (trained there if missing)")
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")

@@ -10,8 +10,8 @@ benchmarks (``docs/report-card.md``).
 from __future__ import annotations
 
 from rcprune.result import SolveResult
-from rcprune.solvers import (DEFAULT_METHODS, KINDS, METHODS, RETENTION_OBJECTIVES, check_objective, check_options,
-                             default_method, kind_of, solver)
+from rcprune.solvers import (DEFAULT_METHODS, KINDS, METHODS, OBJECTIVES, RETENTION_OBJECTIVES, check_objective,
+                             check_options, default_method, kind_of, solver)
 from rcprune.validation import InvalidInstanceError, check_seed, check_time_limit
 
 __all__ = ["solve", "evaluate", "method_names", "METHODS", "DEFAULT_METHODS", "RETENTION_OBJECTIVES", "KINDS"]
@@ -19,12 +19,13 @@ __all__ = ["solve", "evaluate", "method_names", "METHODS", "DEFAULT_METHODS", "R
 
 def method_names(kind: str | None = None, objective: str | None = None) -> list[str]:
     """Names of the methods of one kind (``"matrix"``, ``"network"``, ``"retention"``), or of every kind;
-    for retention, optionally only those optimizing ``objective`` (``"compensated"`` or ``"masked"``).
+    optionally only those optimizing ``objective`` (matrix: ``"scores"`` or ``"compensated"``; retention:
+    ``"compensated"`` or ``"masked"``).
 
     >>> method_names("retention")[:2]
     ['magnitude', 'diagonal']
     >>> method_names("retention", objective="compensated")
-    ['magnitude', 'diagonal', 'obc', 'compensated-swap', 'compensated-exact']
+    ['magnitude', 'diagonal', 'obc', 'compensated-swap', 'compensated-tabu', 'compensated-exact']
     """
     if kind is None:
         return [name for registry in METHODS.values() for name in registry]
@@ -32,11 +33,12 @@ def method_names(kind: str | None = None, objective: str | None = None) -> list[
         raise InvalidInstanceError(f"unknown instance kind {kind!r}; kinds: {', '.join(METHODS)}")
     if objective is None:
         return list(METHODS[kind])
-    objectives = {o for objs in RETENTION_OBJECTIVES.values() for o in objs}
-    if kind != "retention" or objective not in objectives:
-        raise InvalidInstanceError(f"objective {objective!r} does not select {kind} methods; retention objectives: "
-                                   f"{', '.join(sorted(objectives))}")
-    return [m for m in METHODS[kind] if objective in RETENTION_OBJECTIVES[m]]
+    table = OBJECTIVES.get(kind, {})
+    objectives = {o for objs in table.values() for o in objs}
+    if objective not in objectives:
+        raise InvalidInstanceError(f"objective {objective!r} does not select {kind} methods; {kind} objectives: "
+                                   f"{', '.join(sorted(objectives)) or 'none (one objective)'}")
+    return [m for m in METHODS[kind] if objective in table[m]]
 
 
 def evaluate(instance, solution):

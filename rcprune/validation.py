@@ -15,6 +15,8 @@ import numpy as np
 
 __all__ = [
     "InvalidInstanceError",
+    "check_hessian",
+    "damped",
     "check_scores",
     "check_budget",
     "check_mask",
@@ -292,3 +294,44 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InvalidInstanceError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
+PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
+DEFINITE_TOLERANCE = 1e-10  # positive definite: smallest eigenvalue > DEFINITE_TOLERANCE * largest
+
+
+def damped(h: np.ndarray, damping: float) -> np.ndarray:
+    """H + damping * mean(diag H) * I (damping * I when diag H is all zero)."""
+    if damping > 0:
+        scale = float(np.mean(np.diag(h)))
+        h = h + damping * (scale if scale > 0 else 1.0) * np.eye(h.shape[0])
+    return h
+
+
+def check_hessian(hessian, n: int | None, damping: float, definite: bool = False) -> np.ndarray:
+    """A calibration Gram matrix H (n x n, symmetric, positive semi-definite; positive definite with
+    ``definite``), symmetrized and damped: H + damping * mean(diag H) * I."""
+    h = check_matrix(hessian, "hessian")
+    if h.shape[0] != h.shape[1]:
+        raise InvalidInstanceError(f"hessian must be square, got shape {h.shape}")
+    if n is not None and h.shape[0] != n:
+        raise InvalidInstanceError(
+            f"hessian is {h.shape[0]} x {h.shape[1]} but the weights have n = {n} columns (inputs): shape mismatch")
+    scale = float(np.abs(h).max())
+    asym = float(np.abs(h - h.T).max())
+    if asym > SYMMETRY_TOLERANCE * max(scale, 1e-300):
+        i, j = np.unravel_index(np.argmax(np.abs(h - h.T)), h.shape)
+        raise InvalidInstanceError(
+            f"hessian must be symmetric: H[{i}, {j}] = {h[i, j]!r} but H[{j}, {i}] = {h[j, i]!r}")
+    h = damped((h + h.T) / 2, damping)
+    eig = np.linalg.eigvalsh(h)
+    if eig[0] < -PSD_TOLERANCE * max(abs(eig[0]), abs(eig[-1])):
+        raise InvalidInstanceError(
+            f"hessian must be positive semi-definite (after damping {damping}); smallest eigenvalue {eig[0]:.3g}")
+    if definite and not eig[0] > DEFINITE_TOLERANCE * max(abs(eig[-1]), 1e-300):
+        raise InvalidInstanceError(
+            f"the compensated objective needs a positive definite hessian (it refits on every kept set), but "
+            f"after damping {damping} the smallest eigenvalue is {eig[0]:.3g} of {eig[-1]:.3g}: too few calibration "
+            "samples for this damping; give damping > 0 (default 0.01) or more samples")
+    return np.ascontiguousarray(h)

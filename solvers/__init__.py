@@ -9,17 +9,19 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.model import Instance
 from rcprune.network.model import NetworkInstance
 from rcprune.retention.model import RetentionInstance
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["METHODS", "DEFAULT_METHODS", "RETENTION_OBJECTIVES", "KINDS", "kind_of", "solver", "check_options",
+__all__ = ["METHODS", "DEFAULT_METHODS", "OBJECTIVES", "RETENTION_OBJECTIVES", "KINDS", "kind_of", "solver", "check_options",
            "check_objective", "default_method"]
 
 SHARED = ("seed", "time_limit", "progress")  # options of solve() itself, never method options
 
-KINDS: dict[str, type] = {"matrix": Instance, "network": NetworkInstance, "retention": RetentionInstance}
+KINDS: dict[str, tuple[type, ...]] = {"matrix": (Instance, CompensatedInstance), "network": (NetworkInstance,),
+                                      "retention": (RetentionInstance,)}
 
 # kind -> method name -> (module in rcprune.solvers, function)
 METHODS: dict[str, dict[str, tuple[str, str]]] = {
@@ -32,6 +34,8 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "cpsat": ("matrix.cpsat", "cpsat"),
         "annealing": ("matrix.annealing", "local_annealing"),
         "genetic": ("matrix.genetic", "genetic_search"),
+        "structured-obs": ("matrix.structured_obs", "structured_obs"),
+        "compensated-rc-swap": ("matrix.compensated_swap", "compensated_rc_swap"),
     },
     "network": {
         "network-greedy": ("network.greedy", "network_greedy"),
@@ -54,24 +58,35 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-# The objectives each retention method optimizes (magnitude and diagonal ignore H's correlations: baselines
-# for both); solve() refuses the others.
-RETENTION_OBJECTIVES: dict[str, tuple[str, ...]] = {
-    "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
-    "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
-    "retention-exact": ("masked",),
-    "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
-    "compensated-exact": ("compensated",),
+# The objectives each method optimizes, for the kinds with more than one: solve() refuses the others.
+# matrix: "scores" (the pruned sum of an importance matrix, rcprune.Instance) or "compensated" (the error
+# after the refit, Instance.from_layer(W, hessian=H)); retention: "compensated" or "masked" (magnitude and
+# diagonal ignore H's correlations: baselines for both).
+_SCORES = ("scores",)
+OBJECTIVES: dict[str, dict[str, tuple[str, ...]]] = {
+    "matrix": {**{m: _SCORES for m in ("top-rows", "greedy-independent", "greedy-row-column", "greedy-column-row",
+                                       "enumeration", "cpsat", "annealing", "genetic")},
+               "structured-obs": ("compensated",), "compensated-rc-swap": ("compensated",)},
+    "retention": {
+        "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
+        "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
+        "retention-exact": ("masked",),
+        "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
+        "compensated-exact": ("compensated",),
+    },
 }
+RETENTION_OBJECTIVES = OBJECTIVES["retention"]
 
 # What method=None runs. matrix: the annealing starts from greedy B (a 2-approximation) and only improves
 # it, within seconds on layer-sized matrices. network: the greedy, in seconds on a ResNet-50; the annealing
 # lowers its cost by about 1.5% in a minute, and did not fine-tune better (docs/report-card.md).
-# retention (compensated, the default objective): the swap search, which starts from OBC and only improves
-# it; masked: the greedy (the annealing and the genetic search start from it and rarely improve on it).
+# retention (compensated, the default objective): the tabu search, which starts from OBC and keeps the best
+# it visits (median error 0.87-0.97x OBC's on the demo's trained layers, `rcprune bench layerwise`); masked:
+# the greedy (the annealing and the genetic search start from it and rarely improve on it).
 DEFAULT_METHODS: dict[str, str] = {"matrix": "annealing", "network": "network-greedy",
-                                   "retention": "compensated-swap"}
-DEFAULT_BY_OBJECTIVE: dict[tuple[str, str], str] = {("retention", "masked"): "retention-greedy"}
+                                   "retention": "compensated-tabu"}
+DEFAULT_BY_OBJECTIVE: dict[tuple[str, str], str] = {("retention", "masked"): "retention-greedy",
+                                                     ("matrix", "compensated"): "compensated-rc-swap"}
 
 
 def default_method(instance) -> str:
@@ -82,19 +97,21 @@ def default_method(instance) -> str:
 
 def check_objective(instance, method: str) -> None:
     """Refuse a method that does not optimize the instance's objective, naming the ones that do."""
+    kind = kind_of(instance)
     objective = getattr(instance, "objective", None)
-    if kind_of(instance) != "retention" or objective in RETENTION_OBJECTIVES[method]:
+    table = OBJECTIVES.get(kind)
+    if table is None or objective in table[method]:
         return
-    fitting = [m for m, objs in RETENTION_OBJECTIVES.items() if objective in objs]
+    fitting = [m for m, objs in table.items() if objective in objs]
     raise InvalidInstanceError(
-        f"method {method!r} optimizes the {' or '.join(RETENTION_OBJECTIVES[method])} objective, not the instance's "
+        f"method {method!r} optimizes the {' or '.join(table[method])} objective, not the instance's "
         f"{objective!r}; methods for it: {', '.join(fitting)}")
 
 
 def kind_of(instance) -> str:
     """The kind of ``instance``: ``"matrix"``, ``"network"`` or ``"retention"``."""
-    for kind, cls in KINDS.items():
-        if isinstance(instance, cls):
+    for kind, classes in KINDS.items():
+        if isinstance(instance, classes):
             return kind
     raise InvalidInstanceError(
         f"expected a rcprune.Instance, NetworkInstance or RetentionInstance, got {type(instance).__name__}")

@@ -16,8 +16,9 @@ import pytest
 
 import rcprune
 from rcprune.network.generate import random_network, resnet_network
-from rcprune.solvers import DEFAULT_METHODS, METHODS, RETENTION_OBJECTIVES
+from rcprune.solvers import DEFAULT_METHODS, METHODS, OBJECTIVES, RETENTION_OBJECTIVES
 from tests.matrix.bruteforce import brute_force
+from tests.matrix.bruteforce import compensated_optimum as rc_compensated_optimum
 from tests.network.bruteforce import network_brute_force
 from tests.retention.bruteforce import compensated_optimum
 from tests.retention.bruteforce import optimum as retention_optimum
@@ -40,6 +41,14 @@ def _objective(method: str | None) -> str:
 def small_instances(kind: str, method: str | None = None):
     """(instance, optimal cost) pairs; the optimum from brute force, not from rcprune."""
     rng = np.random.default_rng(7)
+    if kind == "matrix" and method is not None and OBJECTIVES["matrix"][method] == ("compensated",):
+        out = []
+        for m, n, budget in ((2, 3, 2), (3, 3, 4)):
+            x = rng.standard_normal((n, 3 * n))
+            x[1] += 0.9 * x[0]
+            inst = rcprune.Instance.from_layer(rng.laplace(size=(m, n)), hessian=x @ x.T / x.shape[1], budget=budget)
+            out.append((inst, rc_compensated_optimum(inst.weights, inst.hessian, budget)))
+        return out
     if kind == "matrix":
         out = []
         for m, n, budget in ((4, 5, 6), (5, 3, 7), (3, 6, 1)):
@@ -70,6 +79,9 @@ def small_instances(kind: str, method: str | None = None):
 
 def large_instance(kind: str, method: str | None = None):
     rng = np.random.default_rng(3)
+    if kind == "matrix" and OBJECTIVES["matrix"].get(method) == ("compensated",):
+        x = rng.standard_normal((576, 2000))
+        return rcprune.Instance.from_layer(rng.laplace(size=(64, 576)), hessian=x @ x.T / 2000, sparsity=0.9)
     if kind == "matrix":
         return rcprune.library.get("laplace-64x576")
     if kind == "network":

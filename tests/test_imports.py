@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"rcprune": ROOT / "rcprune", "rcprune.solvers": ROOT / "solvers"}
 
 LAYERS = [
-    ("rcprune.validation", "rcprune.jit", "rcprune.random_stream", "rcprune.text"),
+    ("rcprune.validation", "rcprune.jit", "rcprune.random_stream", "rcprune.text", "rcprune.compensation"),
     ("rcprune.files",),
     ("rcprune.matrix",),
     ("rcprune.network", "rcprune.retention", "rcprune.library"),

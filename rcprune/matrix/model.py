@@ -20,8 +20,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from rcprune.matrix import kernels
-from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_metadata, check_name,
-                                check_scores)
+from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.matrix.solution import Solution, check_solution, is_feasible
+from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_matrix, check_metadata,
+                                check_name, check_scores)
 
 __all__ = ["Instance", "Solution", "Evaluation", "evaluate", "maximal_shapes"]
 
@@ -47,6 +49,7 @@ class Instance:
     __slots__ = ("_scores", "_budget", "_shape", "_name", "_metadata", "__dict__")
 
     kind = "matrix"
+    objective = "scores"
 
     def __init__(self, scores, budget=None, *, density=None, sparsity=None, shape=None,
                  name: str = "instance", metadata: Mapping[str, Any] | None = None):
@@ -62,6 +65,25 @@ class Instance:
 
     def __setattr__(self, key, value):
         raise AttributeError("Instance is immutable; use Instance.replace(...) to derive a new one")
+
+    @classmethod
+    def from_layer(cls, weights, hessian=None, budget=None, *, density=None, sparsity=None, shape=None,
+                   damping: float | None = None, name: str = "layer"):
+        """The RC instance of a layer's weights: data-free (scores |W|, an :class:`Instance`) or, given the
+        calibration Gram ``hessian`` (H = X X^T / N), data-aware: a
+        :class:`rcprune.matrix.compensated.CompensatedInstance` whose cost is the error after the
+        least-squares refit of the kept submatrix.
+
+        >>> Instance.from_layer([[1.0, -2.0]], budget=1).scores.tolist()
+        [[1.0, 2.0]]
+        """
+        if hessian is None:
+            if damping is not None:
+                raise InvalidInstanceError("damping applies to a hessian; none was given")
+            return cls(np.abs(check_matrix(weights, "weights")), budget, density=density, sparsity=sparsity,
+                       shape=shape, name=name)
+        return CompensatedInstance(weights, hessian, budget, density=density, sparsity=sparsity, shape=shape,
+                                   damping=damping, name=name)
 
     @property
     def scores(self) -> np.ndarray:
@@ -183,78 +205,6 @@ def maximal_shapes(instance: Instance, transpose: bool = False) -> tuple[np.ndar
     return lead, np.minimum(n, instance.budget // lead)
 
 
-class Solution:
-    """Row and column keep-masks. Kept entries are ``rows x cols``.
-
-    >>> Solution.from_indices(3, 2, rows=[0, 2], cols=[1])
-    Solution(rows=[0, 2], cols=[1])
-    """
-
-    __slots__ = ("_rows", "_cols")
-
-    def __init__(self, rows, cols):
-        r = as_array(rows, "row mask")
-        c = as_array(cols, "column mask")
-        object.__setattr__(self, "_rows", check_mask(r, r.shape[0] if r.ndim == 1 else -1, "row mask"))
-        object.__setattr__(self, "_cols", check_mask(c, c.shape[0] if c.ndim == 1 else -1, "column mask"))
-
-    def __setattr__(self, key, value):
-        raise AttributeError("Solution is immutable")
-
-    @classmethod
-    def from_indices(cls, m: int, n: int, rows, cols) -> "Solution":
-        rmask = np.zeros(m, dtype=bool)
-        cmask = np.zeros(n, dtype=bool)
-        ridx, cidx = as_array(rows, "row indices", np.int64), as_array(cols, "column indices", np.int64)
-        if ridx.size and (ridx.min() < 0 or ridx.max() >= m):
-            raise InvalidInstanceError(f"row indices must be in [0, {m}), got {ridx.tolist()}")
-        if cidx.size and (cidx.min() < 0 or cidx.max() >= n):
-            raise InvalidInstanceError(f"column indices must be in [0, {n}), got {cidx.tolist()}")
-        rmask[ridx] = True
-        cmask[cidx] = True
-        return cls(rmask, cmask)
-
-    @property
-    def rows(self) -> np.ndarray:
-        """Boolean mask of kept rows (read-only)."""
-        return self._rows
-
-    @property
-    def cols(self) -> np.ndarray:
-        """Boolean mask of kept columns (read-only)."""
-        return self._cols
-
-    @property
-    def kept_rows(self) -> np.ndarray:
-        return np.flatnonzero(self._rows)
-
-    @property
-    def kept_cols(self) -> np.ndarray:
-        return np.flatnonzero(self._cols)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(number of kept rows, number of kept columns)."""
-        return int(self._rows.sum()), int(self._cols.sum())
-
-    @property
-    def mask(self) -> np.ndarray:
-        """The (m, n) boolean entry mask ``rows x cols`` (read-only)."""
-        mask = np.outer(self._rows, self._cols)
-        mask.setflags(write=False)
-        return mask
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Solution):
-            return NotImplemented
-        return np.array_equal(self._rows, other._rows) and np.array_equal(self._cols, other._cols)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Solution(rows={self.kept_rows.tolist()}, cols={self.kept_cols.tolist()})"
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """What a solution achieves on an instance."""
@@ -270,24 +220,6 @@ class Evaluation:
     def summary(self) -> dict:
         """The facts a result summary shows beside the common fields."""
         return {"kept_rows": self.n_rows, "kept_cols": self.n_cols, "density": self.density}
-
-
-def check_solution(instance: Instance, solution: Solution) -> None:
-    """Raise if the solution's masks do not match the instance's matrix."""
-    if not isinstance(solution, Solution):
-        raise InvalidInstanceError(f"expected a rcprune.Solution, got {type(solution).__name__}")
-    if solution.rows.shape[0] != instance.m:
-        raise InvalidInstanceError(
-            f"row mask has length {solution.rows.shape[0]} but the instance has {instance.m} rows")
-    if solution.cols.shape[0] != instance.n:
-        raise InvalidInstanceError(
-            f"column mask has length {solution.cols.shape[0]} but the instance has {instance.n} columns")
-
-
-def is_feasible(instance: Instance, n_rows: int, n_cols: int) -> bool:
-    if instance.fixed_shape is not None:
-        return (n_rows, n_cols) == instance.fixed_shape
-    return n_rows * n_cols <= instance.budget
 
 
 def check_start(instance: Instance, start) -> None:

@@ -28,27 +28,8 @@ compare every incremental quantity against it. H must be positive definite (damp
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 
-__all__ = ["RowSupport", "compensated_refit", "row_errors_reference", "swap_deltas_reference"]
-
-
-def compensated_refit(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(refit weights, per-row errors)`` of a keep-mask: v_S = H_SS^-1 H_S: w per row (Cholesky; H
-    positive definite), E_i = (w - v)^T H (w - v). Rows with the same mask share one factorization.
-    O(m n^2 + distinct masks x k^3)."""
-    refit = np.zeros_like(weights)
-    b = weights @ hessian                     # row i: H w_i (H symmetric)
-    groups: dict[bytes, list[int]] = {}
-    for i, keep in enumerate(mask):
-        groups.setdefault(np.packbits(keep).tobytes(), []).append(i)
-    for rows in groups.values():
-        s = np.flatnonzero(mask[rows[0]])
-        if s.size:
-            factor = cho_factor(hessian[np.ix_(s, s)])
-            refit[np.ix_(rows, s)] = cho_solve(factor, b[np.ix_(rows, s)].T).T
-    d = weights - refit
-    return refit, np.maximum(np.einsum("ij,jk,ik->i", d, hessian, d), 0.0)
+__all__ = ["RowSupport", "row_errors_reference", "swap_deltas_reference"]
 
 
 def row_errors_reference(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray) -> np.ndarray:

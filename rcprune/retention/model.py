@@ -29,9 +29,9 @@ from typing import Iterable
 import numpy as np
 
 from rcprune.retention import kernels as rk
-from rcprune.retention.compensated import compensated_refit
-from rcprune.validation import (InvalidInstanceError, as_array, check_count, check_matrix, check_name,
-                                check_nonnegative, kept_from_fraction)
+from rcprune.compensation import DEFAULT_DAMPING as COMPENSATED_DAMPING, compensated_refit
+from rcprune.validation import (InvalidInstanceError, as_array, check_count, check_hessian, check_matrix, check_name,
+                                check_nonnegative, damped, kept_from_fraction)
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
@@ -42,43 +42,7 @@ SCOPES = ("row", "layer")
 OBJECTIVES = ("compensated", "masked")
 # lambda of H + lambda * mean(diag H) * I when none is given: OBC's and SparseGPT's 1% for the compensated
 # objective (it inverts H_SS, which damping keeps positive definite); none for the masked one (no inverse)
-DEFAULT_DAMPING = {"compensated": 0.01, "masked": 0.0}
-SYMMETRY_TOLERANCE = 1e-8   # relative to max |H|
-PSD_TOLERANCE = 1e-8        # smallest eigenvalue >= -PSD_TOLERANCE * largest |eigenvalue|
-DEFINITE_TOLERANCE = 1e-10  # compensated: smallest eigenvalue > DEFINITE_TOLERANCE * largest
-
-
-def _damped(h: np.ndarray, damping: float) -> np.ndarray:
-    if damping > 0:
-        scale = float(np.mean(np.diag(h)))
-        h = h + damping * (scale if scale > 0 else 1.0) * np.eye(h.shape[0])
-    return h
-
-
-def _check_hessian(hessian, n: int | None, damping: float, definite: bool = False) -> np.ndarray:
-    h = check_matrix(hessian, "hessian")
-    if h.shape[0] != h.shape[1]:
-        raise InvalidInstanceError(f"hessian must be square, got shape {h.shape}")
-    if n is not None and h.shape[0] != n:
-        raise InvalidInstanceError(
-            f"hessian is {h.shape[0]} x {h.shape[1]} but the weights have n = {n} columns (inputs): shape mismatch")
-    scale = float(np.abs(h).max())
-    asym = float(np.abs(h - h.T).max())
-    if asym > SYMMETRY_TOLERANCE * max(scale, 1e-300):
-        i, j = np.unravel_index(np.argmax(np.abs(h - h.T)), h.shape)
-        raise InvalidInstanceError(
-            f"hessian must be symmetric: H[{i}, {j}] = {h[i, j]!r} but H[{j}, {i}] = {h[j, i]!r}")
-    h = _damped((h + h.T) / 2, damping)
-    eig = np.linalg.eigvalsh(h)
-    if eig[0] < -PSD_TOLERANCE * max(abs(eig[0]), abs(eig[-1])):
-        raise InvalidInstanceError(
-            f"hessian must be positive semi-definite (after damping {damping}); smallest eigenvalue {eig[0]:.3g}")
-    if definite and not eig[0] > DEFINITE_TOLERANCE * max(abs(eig[-1]), 1e-300):
-        raise InvalidInstanceError(
-            f"the compensated objective needs a positive definite hessian (it refits on every kept set), but "
-            f"after damping {damping} the smallest eigenvalue is {eig[0]:.3g} of {eig[-1]:.3g}: too few calibration "
-            "samples for this damping; give damping > 0 (default 0.01) or more samples")
-    return np.ascontiguousarray(h)
+DEFAULT_DAMPING = {"compensated": COMPENSATED_DAMPING, "masked": 0.0}
 
 
 class RetentionInstance:
@@ -122,7 +86,7 @@ class RetentionInstance:
         if objective not in OBJECTIVES:
             raise InvalidInstanceError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         damping = DEFAULT_DAMPING[objective] if damping is None else check_nonnegative(damping, "damping")
-        h = _check_hessian(hessian, n, damping, definite=objective == "compensated")
+        h = check_hessian(hessian, n, damping, definite=objective == "compensated")
         if scope not in SCOPES:
             raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
         size = n if scope == "row" else m * n
@@ -345,7 +309,7 @@ def hessian_from_inputs(inputs, damping: float = 0.0) -> np.ndarray:
         count += x.shape[1]
     if total is None:
         raise InvalidInstanceError("inputs is empty: no calibration samples")
-    return _damped(total / count, damping)
+    return damped(total / count, damping)
 
 
 def refit(weights, hessian, mask) -> tuple[np.ndarray, np.ndarray]:

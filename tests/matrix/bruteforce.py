@@ -29,3 +29,23 @@ def brute_force(scores, budget: int | None = None, shape: tuple[int, int] | None
     kept = np.where(feasible, kept, -np.inf)
     i, j = np.unravel_index(np.argmax(kept), kept.shape)
     return float(s.sum() - kept[i, j]), br[i].astype(bool), bc[j].astype(bool)
+
+
+def compensated_cost(w, h, rows, cols):
+    """Data-aware RC from the definition: pruned rows lose w^T H w, kept rows keep their error refit on the
+    columns (H positive definite)."""
+    from tests.retention.bruteforce import refit_error
+
+    return sum(refit_error(w[i], h, np.flatnonzero(cols)) if rows[i] else float(w[i] @ h @ w[i])
+               for i in range(w.shape[0]))
+
+
+def compensated_optimum(w, h, budget):
+    """The least compensated cost over every (R, C) with |R| |C| <= budget."""
+    m, n = w.shape
+    best = compensated_cost(w, h, np.zeros(m, bool), np.zeros(n, bool))
+    for r in itertools.product([False, True], repeat=m):
+        for c in itertools.product([False, True], repeat=n):
+            if sum(r) * sum(c) <= budget:
+                best = min(best, compensated_cost(w, h, np.array(r), np.array(c)))
+    return best

@@ -6,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance
-from rcprune.retention.compensated import (RowSupport, compensated_refit, row_errors_reference,
-                                           swap_deltas_reference)
+from rcprune.compensation import compensated_refit
+from rcprune.retention.compensated import RowSupport, row_errors_reference, swap_deltas_reference
 from rcprune.retention.compensated_kernels import row_state, swap_row, tabu_rows
 
 from tests.retention.bruteforce import refit_error
@@ -109,7 +109,7 @@ def test_methods_refuse_the_other_objective_naming_the_right_ones():
         rcprune.solve(comp, method="retention-greedy")
     with pytest.raises(InvalidInstanceError, match="compensated objective.*retention-greedy"):
         rcprune.solve(masked, method="obc")
-    assert rcprune.solve(comp).method == "compensated-swap" and rcprune.solve(masked).method == "retention-greedy"
+    assert rcprune.solve(comp).method == "compensated-tabu" and rcprune.solve(masked).method == "retention-greedy"
     assert rcprune.method_names("retention", objective="masked")[-4:] == [
         "retention-greedy", "retention-annealing", "retention-genetic", "retention-exact"]
     with pytest.raises(InvalidInstanceError, match="does not select"):

@@ -1,0 +1,43 @@
+"""The layer-wise benchmark on a tiny (untrained-epoch) digits ResNet cached in a tmp folder, and its CLI."""
+import functools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from rcprune.cli import main  # noqa: E402
+
+
+def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path):
+    from rcprune.bench.layerwise import bench_layerwise, summarize_layerwise
+
+    rows = bench_layerwise(tmp_path, depth=8, width=4, train_epochs=0, sparsities=(0.5, 0.9), calibration=64,
+                           log=lambda msg: None)
+    layers = {r["layer"] for r in rows}
+    assert "conv1" in layers and "fc" in layers and len(rows) == len(layers) * 2 * (5 + 3)
+    for r in rows:
+        by = {x["method"]: x for x in rows if x["layer"] == r["layer"] and x["sparsity"] == r["sparsity"]
+              and x["problem"] == r["problem"]}
+        anchor = by[r["anchor"]]
+        assert anchor["vs_anchor"] == 1.0 and r["anchor"] == ("obc" if r["problem"] == "weights" else "structured-obs")
+        assert r["vs_anchor"] == pytest.approx(r["error"] / anchor["error"])
+        if r["method"] in ("compensated-swap", "compensated-tabu", "compensated-rc-swap"):   # they start from it
+            assert r["error"] <= anchor["error"] * (1 + 1e-9) + 1e-12
+        assert 0 <= r["relative_error"] <= 1 + 1e-9
+    lines = summarize_layerwise(rows)
+    assert len(lines) == 2 * (5 + 3) and all("median" in line for line in lines)
+    with pytest.raises(ValueError, match="anchor"):
+        bench_layerwise(tmp_path, methods=("magnitude",), depth=8, width=4, train_epochs=0)
+
+
+def test_cli(tmp_path, monkeypatch, capsys):
+    import rcprune.bench.layerwise as lw
+
+    monkeypatch.setattr(lw, "bench_layerwise", functools.partial(lw.bench_layerwise, depth=8, width=4,
+                                                                 train_epochs=0, calibration=32))
+    assert main(["bench", "layerwise", "--cache", str(tmp_path), "--sparsities", "0.7"]) == 0
+    out = capsys.readouterr().out
+    assert "vs_anchor" in out and "weights 0.7, compensated-tabu: error / obc median" in out
+    assert np.isfinite(float(out.split("compensated-rc-swap: error / structured-obs median ")[1].split()[0]))

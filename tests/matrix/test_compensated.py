@@ -1,0 +1,101 @@
+"""Data-aware RC: the instance against the definition, the shared support's swap deltas against a
+recomputation, both solvers against brute force over every (R, C)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import rcprune
+from rcprune import InvalidInstanceError, Instance, Solution
+from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.solvers.matrix.compensated_swap import SharedSupport
+
+from tests.matrix.bruteforce import compensated_cost as cost_of, compensated_optimum as optimum
+from tests.retention.bruteforce import refit_error
+
+METHODS = ("structured-obs", "compensated-rc-swap")
+
+
+@st.composite
+def instances(draw, max_m=3, max_n=4):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m, n = draw(st.integers(1, max_m)), draw(st.integers(1, max_n))
+    x = rng.normal(size=(n, 3 * n + 2))
+    x += rng.normal(size=(n, n)) @ x * draw(st.floats(0.0, 1.5))
+    w = rng.laplace(size=(m, n)) * rng.gamma(1.0, size=(m, 1))
+    return Instance.from_layer(w, hessian=x @ x.T / x.shape[1], budget=draw(st.integers(1, m * n)))
+
+
+@settings(deadline=None)
+@given(instances(), st.data())
+def test_evaluate_is_the_definition(inst, data):
+    rows = np.array(data.draw(st.lists(st.booleans(), min_size=inst.m, max_size=inst.m)))
+    cols = np.array(data.draw(st.lists(st.booleans(), min_size=inst.n, max_size=inst.n)))
+    ev = rcprune.evaluate(inst, Solution(rows, cols))
+    assert ev.cost == pytest.approx(cost_of(inst.weights, inst.hessian, rows, cols), rel=1e-7, abs=1e-9)
+    assert np.all(ev.weights[~(rows[:, None] & cols[None, :])] == 0)
+    assert ev.kept_count == rows.sum() * cols.sum() and ev.feasible == (ev.kept_count <= inst.budget)
+
+
+@settings(deadline=None)
+@given(instances(), st.sampled_from(METHODS))
+def test_solvers_are_feasible_and_never_below_brute_force(inst, method):
+    res = rcprune.solve(inst, method=method)
+    opt = optimum(inst.weights, inst.hessian, inst.budget)
+    assert res.feasible and res.status == "feasible"
+    assert res.cost >= opt - 1e-8 * (1 + opt)
+    assert res.cost == pytest.approx(rcprune.evaluate(inst, res.solution).cost)
+    if method == "compensated-rc-swap":
+        assert res.cost <= rcprune.solve(inst, method="structured-obs").cost * (1 + 1e-9) + 1e-12
+
+
+@settings(deadline=None)
+@given(instances(max_m=4, max_n=6), st.data())
+def test_shared_support_swap_deltas_are_exact(inst, data):
+    n = inst.n
+    k = data.draw(st.integers(1, max(1, n - 1)))
+    if not 0 < k < n:
+        return
+    cols = np.zeros(n, dtype=bool)
+    cols[data.draw(st.permutations(range(n)))[:k]] = True
+    rows = np.array(data.draw(st.lists(st.booleans(), min_size=inst.m, max_size=inst.m)))
+    state = SharedSupport(inst.weights, inst.hessian, cols)
+    w, h = inst.weights, inst.hessian
+    assert np.allclose(state.errors, [refit_error(w[i], h, np.flatnonzero(cols)) for i in range(inst.m)],
+                       rtol=1e-7, atol=1e-9)
+    deltas, pruned = state.swap_deltas(np.flatnonzero(rows))
+    base = cost_of(w, h, rows, cols)
+    for j, p in enumerate(state.slots):
+        for b, q in enumerate(pruned):
+            trial = cols.copy()
+            trial[p], trial[q] = False, True
+            assert deltas[j, b] == pytest.approx(cost_of(w, h, rows, trial) - base, rel=1e-6, abs=1e-8)
+    j, b = data.draw(st.integers(0, k - 1)), data.draw(st.integers(0, n - k - 1))
+    trial = cols.copy()
+    trial[state.slots[j]], trial[pruned[b]] = False, True
+    state.swap(j, int(pruned[b]))
+    fresh = SharedSupport(w, h, trial)
+    assert np.allclose(state.v, fresh.v, rtol=1e-7, atol=1e-9) and np.allclose(state.g, fresh.g, rtol=1e-7, atol=1e-9)
+    assert np.allclose(state.errors, fresh.errors, rtol=1e-7, atol=1e-9)
+
+
+def test_from_layer_and_errors():
+    w = np.array([[1.0, -2.0], [0.5, 0.0]])
+    assert isinstance(Instance.from_layer(w, budget=2), Instance)
+    inst = Instance.from_layer(w, hessian=np.eye(2), sparsity=0.5)
+    assert isinstance(inst, CompensatedInstance) and inst.kind == "matrix" and inst.budget == 2
+    assert rcprune.solve(inst).method == "compensated-rc-swap"
+    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap"):
+        rcprune.solve(inst, method="annealing")
+    with pytest.raises(InvalidInstanceError, match="objective.*scores"):
+        rcprune.solve(Instance.from_layer(w, budget=2), method="structured-obs")
+    with pytest.raises(InvalidInstanceError, match="damping applies to a hessian"):
+        Instance.from_layer(w, budget=1, damping=0.1)
+    with pytest.raises(InvalidInstanceError, match="shape mismatch"):
+        Instance.from_layer(w, hessian=np.eye(3), budget=1)
+    with pytest.raises(InvalidInstanceError, match="positive definite"):
+        Instance.from_layer(w, hessian=np.ones((2, 2)), budget=1, damping=0)
+    with pytest.raises(InvalidInstanceError):
+        Instance.from_layer(w, hessian=[[1.0, np.nan], [np.nan, 1.0]], budget=1)
+    with pytest.raises(InvalidInstanceError, match="max_swaps"):
+        rcprune.solve(inst, method="compensated-rc-swap", max_swaps=-2)
+    assert rcprune.method_names("matrix", objective="compensated") == ["structured-obs", "compensated-rc-swap"]
