@@ -232,9 +232,10 @@ def _bench_layerwise(args) -> None:
     sparsities = _split_list(args.sparsities or "0.5,0.7,0.9", float, "--sparsities")
     rows = bench_layerwise(args.cache, sparsities=sparsities, seed=args.seed, time_limit=args.time_limit or 600.0,
                            log=lambda msg: print(msg, file=sys.stderr))
-    print(f"weight selection and RC under the compensated objective (error after the least-squares refit) on every layer of "
-          f"the trained digits ResNet-20 ({rows[0]['model']}; H from 512 training images, damping 0.01, per-row "
-          "budgets for weights); vs_anchor = error / the anchor's (OBC, structured-OBS) on the same layer, measured in this run")
+    print(f"weight selection and RC under the compensated objective (the error after the least-squares refit) on "
+          f"every layer of the trained digits ResNet-20 ({rows[0]['model']}; H from 512 training images, damping "
+          "0.01, per-row budgets for weights); vs_anchor = error / the anchor's (OBC, structured-OBS) on the same "
+          "layer, measured in this run")
     print(format_table(rows, LAYERWISE_COLUMNS))
     for line in summarize_layerwise(rows):
         print(line)

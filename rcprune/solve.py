@@ -28,6 +28,8 @@ def method_names(kind: str | None = None, objective: str | None = None) -> list[
     ['magnitude', 'diagonal', 'obc', 'compensated-swap', 'compensated-tabu', 'compensated-exact']
     """
     if kind is None:
+        if objective is not None:
+            raise InvalidInstanceError("objective selects the methods of one kind: give kind too")
         return [name for registry in METHODS.values() for name in registry]
     if not isinstance(kind, str) or kind not in METHODS:
         raise InvalidInstanceError(f"unknown instance kind {kind!r}; kinds: {', '.join(METHODS)}")
@@ -95,8 +97,9 @@ def solve(instance, method: str | None = None, *, seed: int | None = 0, time_lim
         raise InvalidInstanceError(f"progress must be True or False, got {progress!r}")
     if not (isinstance(bound, bool) or isinstance(bound, str)):
         raise InvalidInstanceError(f"bound must be True, False or a bound method name, got {bound!r}")
-    if bound is not False and kind == "retention":
-        raise InvalidInstanceError("bound= is available for matrix and network instances only")
+    if bound is not False and (kind == "retention" or getattr(instance, "objective", None) == "compensated"):
+        raise InvalidInstanceError("bound= is available for matrix (score) and network instances only; the "
+                                   "compensated objective has no certified bound yet")
     if isinstance(bound, str) and kind == "network":
         raise InvalidInstanceError(f"network instances take bound=True (the network bound), got {bound!r}")
     if "progress" in keyword:

@@ -36,6 +36,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "genetic": ("matrix.genetic", "genetic_search"),
         "structured-obs": ("matrix.structured_obs", "structured_obs"),
         "compensated-rc-swap": ("matrix.compensated_swap", "compensated_rc_swap"),
+        "compensated-rc-tabu": ("matrix.compensated_tabu", "compensated_rc_tabu"),
     },
     "network": {
         "network-greedy": ("network.greedy", "network_greedy"),
@@ -66,7 +67,8 @@ _SCORES = ("scores",)
 OBJECTIVES: dict[str, dict[str, tuple[str, ...]]] = {
     "matrix": {**{m: _SCORES for m in ("top-rows", "greedy-independent", "greedy-row-column", "greedy-column-row",
                                        "enumeration", "cpsat", "annealing", "genetic")},
-               "structured-obs": ("compensated",), "compensated-rc-swap": ("compensated",)},
+               "structured-obs": ("compensated",), "compensated-rc-swap": ("compensated",),
+               "compensated-rc-tabu": ("compensated",)},
     "retention": {
         "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
         "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
@@ -86,7 +88,7 @@ RETENTION_OBJECTIVES = OBJECTIVES["retention"]
 DEFAULT_METHODS: dict[str, str] = {"matrix": "annealing", "network": "network-greedy",
                                    "retention": "compensated-tabu"}
 DEFAULT_BY_OBJECTIVE: dict[tuple[str, str], str] = {("retention", "masked"): "retention-greedy",
-                                                     ("matrix", "compensated"): "compensated-rc-swap"}
+                                                     ("matrix", "compensated"): "compensated-rc-tabu"}
 
 
 def default_method(instance) -> str:

@@ -22,7 +22,7 @@ from rcprune.retention.model import RetentionInstance
 __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = ("magnitude", "masked-greedy", "obc", "compensated-swap", "compensated-tabu")
-RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap")
+RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
 ANCHOR, RC_ANCHOR = "obc", "structured-obs"
 LAYERWISE_COLUMNS = ["layer", "m", "n", "sparsity", "problem", "method", "error", "vs_anchor", "relative_error",
                      "runtime", "time_vs_anchor"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rcprune.compensation import DEFAULT_DAMPING, compensated_refit
-from rcprune.matrix.solution import Solution, check_solution, is_feasible
+from rcprune.matrix.solution import Evaluation, Solution, check_solution, is_feasible
 from rcprune.validation import check_budget, check_hessian, check_matrix, check_name, check_nonnegative
 
 __all__ = ["CompensatedInstance", "CompensatedEvaluation"]
@@ -93,19 +93,9 @@ class CompensatedInstance:
 
 
 @dataclass(frozen=True)
-class CompensatedEvaluation:
-    """What (R, C) achieves: ``cost`` (the error after the refit), ``weights`` (the refit layer, zero
-    outside R x C), per-row errors, kept counts."""
+class CompensatedEvaluation(Evaluation):
+    """What (R, C) achieves: ``cost`` is the error after the refit, ``weights`` the refit layer (zero outside
+    R x C), ``row_errors`` each row's error."""
 
-    cost: float
-    kept_sum: float
-    kept_count: int
-    density: float
-    feasible: bool
-    n_rows: int
-    n_cols: int
-    row_errors: np.ndarray = field(repr=False)
-    weights: np.ndarray = field(repr=False)
-
-    def summary(self) -> dict:
-        return {"kept_rows": self.n_rows, "kept_cols": self.n_cols, "density": self.density}
+    row_errors: np.ndarray | None = field(default=None, repr=False)
+    weights: np.ndarray | None = field(default=None, repr=False)

@@ -12,7 +12,6 @@ Evaluation(cost=1.0, kept_sum=4.0, kept_count=2, density=0.5, feasible=True, n_r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -21,7 +20,7 @@ import numpy as np
 
 from rcprune.matrix import kernels
 from rcprune.matrix.compensated import CompensatedInstance
-from rcprune.matrix.solution import Solution, check_solution, is_feasible
+from rcprune.matrix.solution import Evaluation, Solution, check_solution, is_feasible
 from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_matrix, check_metadata,
                                 check_name, check_scores)
 
@@ -203,23 +202,6 @@ def maximal_shapes(instance: Instance, transpose: bool = False) -> tuple[np.ndar
         return np.array([r], dtype=np.int64), np.array([c], dtype=np.int64)
     lead = np.arange(1, min(m, instance.budget) + 1, dtype=np.int64)
     return lead, np.minimum(n, instance.budget // lead)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What a solution achieves on an instance."""
-
-    cost: float
-    kept_sum: float
-    kept_count: int
-    density: float
-    feasible: bool
-    n_rows: int
-    n_cols: int
-
-    def summary(self) -> dict:
-        """The facts a result summary shows beside the common fields."""
-        return {"kept_rows": self.n_rows, "kept_cols": self.n_cols, "density": self.density}
 
 
 def check_start(instance: Instance, start) -> None:

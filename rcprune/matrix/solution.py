@@ -1,12 +1,14 @@
 """A solution of RC pruning: row and column keep-masks (kept entries: rows x cols), shared by every
-objective of the matrix kind, and the checks of a solution against an instance."""
+objective of the matrix kind, what it achieves (:class:`Evaluation`) and its checks against an instance."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from rcprune.validation import InvalidInstanceError, as_array, check_mask
 
-__all__ = ["Solution", "check_solution", "is_feasible"]
+__all__ = ["Solution", "Evaluation", "check_solution", "is_feasible"]
 
 
 class Solution:
@@ -79,6 +81,23 @@ class Solution:
 
     def __repr__(self) -> str:
         return f"Solution(rows={self.kept_rows.tolist()}, cols={self.kept_cols.tolist()})"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a solution achieves on an instance."""
+
+    cost: float
+    kept_sum: float
+    kept_count: int
+    density: float
+    feasible: bool
+    n_rows: int
+    n_cols: int
+
+    def summary(self) -> dict:
+        """The facts a result summary shows beside the common fields."""
+        return {"kept_rows": self.n_rows, "kept_cols": self.n_cols, "density": self.density}
 
 
 def check_solution(instance, solution: Solution) -> None:

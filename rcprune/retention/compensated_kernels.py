@@ -97,7 +97,7 @@ def swap_row(w, h, slots, inv, mm, schur, v, g, j, q):
     v[q] = cq
     for r in range(n):
         g[r] += cq * u[r]
-        schur[r] -= u[r] * u[r] / s
+        schur[r] = max(schur[r] - u[r] * u[r] / s, 0.0)
     for b in range(k):
         for c in range(k):
             inv[b, c] += t[b] * t[c] / s
@@ -125,6 +125,7 @@ def _tabu_row(w, h, keep, iterations, tenure, refresh, tol):
     if k == 0 or k == n:
         return row_state(w, h, slots)[5], 0
     inv, mm, schur, v, g, error = row_state(w, h, slots)
+    tol_schur = 1e-12 * max(np.max(np.diag(h)), 1e-300)
     best = error
     best_slots = slots.copy()
     last = np.full(n, -(1 << 30))
@@ -142,8 +143,10 @@ def _tabu_row(w, h, keep, iterations, tenure, refresh, tol):
                 q = pruned[qq]
                 z = mm[q, jj]
                 den = schur[q] + z * z / a
+                if not den > tol_schur:     # q in the span of the others: adding it would divide by ~0
+                    continue
                 num = g[q] + f * z
-                d = rem - (num * num / den if den > 0 else 0.0)
+                d = rem - num * num / den
                 if d < bd and ((not p_tabu and it - last[q] >= tenure) or error + d < best - tol):
                     bd, bj, bq = d, jj, qq
         if bj < 0 or (tenure == 0 and not bd < -tol):

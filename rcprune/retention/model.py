@@ -35,14 +35,14 @@ from rcprune.validation import (InvalidInstanceError, as_array, check_count, che
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
-    "refit", "refit_error", "magnitude_mask", "require_objective", "SCOPES", "OBJECTIVES", "DEFAULT_DAMPING",
+    "refit", "refit_error", "magnitude_mask", "require_objective", "SCOPES", "OBJECTIVES", "OBJECTIVE_DAMPING",
 ]
 
 SCOPES = ("row", "layer")
 OBJECTIVES = ("compensated", "masked")
 # lambda of H + lambda * mean(diag H) * I when none is given: OBC's and SparseGPT's 1% for the compensated
 # objective (it inverts H_SS, which damping keeps positive definite); none for the masked one (no inverse)
-DEFAULT_DAMPING = {"compensated": COMPENSATED_DAMPING, "masked": 0.0}
+OBJECTIVE_DAMPING = {"compensated": COMPENSATED_DAMPING, "masked": 0.0}
 
 
 class RetentionInstance:
@@ -68,7 +68,7 @@ class RetentionInstance:
         The error after the least-squares refit of the kept weights (default; needs H positive definite
         after damping) or the error of the masked weights as they are.
     damping : float, optional
-        lambda >= 0: the instance uses H + lambda * mean(diag H) * I. Default :data:`DEFAULT_DAMPING`:
+        lambda >= 0: the instance uses H + lambda * mean(diag H) * I. Default :data:`OBJECTIVE_DAMPING`:
         0.01 for the compensated objective (OBC's and SparseGPT's choice), 0 for the masked one.
     name : str
     """
@@ -85,7 +85,7 @@ class RetentionInstance:
         m, n = w.shape
         if objective not in OBJECTIVES:
             raise InvalidInstanceError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        damping = DEFAULT_DAMPING[objective] if damping is None else check_nonnegative(damping, "damping")
+        damping = OBJECTIVE_DAMPING[objective] if damping is None else check_nonnegative(damping, "damping")
         h = check_hessian(hessian, n, damping, definite=objective == "compensated")
         if scope not in SCOPES:
             raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")

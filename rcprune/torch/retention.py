@@ -48,7 +48,8 @@ class RetentionReport:
         Per layer: ``name``, ``m`` (rows: output channels / features), ``n`` (inputs: C_in kh kw or in
         features), ``k`` (kept per row, or in the layer with ``scope="layer"``), ``kept``, ``error_magnitude``
         (E of the magnitude mask under the same budget: "E before"), ``error`` (E of the chosen mask),
-        ``error_refit`` (E after the least-squares refit, or None), ``energy`` (w^T H w summed over rows: E of
+        ``error_refit`` (E after the least-squares refit: with ``refit=True`` or a compensated method, else
+        None), ``energy`` (w^T H w summed over rows: E of
         pruning everything), ``relative_error`` (error / energy), ``improvement`` (1 - error /
         error_magnitude), ``retained_small`` (kept weights below the magnitude threshold) and its share of the
         kept weights, ``status``, ``runtime`` (solve seconds). E uses the damped H.
@@ -73,7 +74,8 @@ class RetentionReport:
     def totals(self) -> dict:
         """Sums over the layers of the errors, kept and retained small weights, and of the runtime."""
         s = {key: float(sum(r[key] for r in self.layers)) for key in ("error_magnitude", "error", "energy", "runtime")}
-        s["error_refit"] = float(sum(r["error_refit"] for r in self.layers)) if self.refit else None
+        refits = [r["error_refit"] for r in self.layers]
+        s["error_refit"] = float(sum(refits)) if refits and None not in refits else None
         s["kept"] = int(sum(r["kept"] for r in self.layers))
         s["retained_small"] = int(sum(r["retained_small"] for r in self.layers))
         s["improvement"] = 1.0 - s["error"] / s["error_magnitude"] if s["error_magnitude"] > 0 else 0.0
@@ -220,8 +222,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     method : str
         A retention method of :func:`rcprune.solve`; ``**options`` go to it. The masked-objective methods
         ("retention-greedy", "retention-annealing", "retention-genetic", "retention-exact") and the
-        baselines ("magnitude", "diagonal") solve the masked objective; "obc", "compensated-swap" and
-        "compensated-exact" the compensated one (the error after the refit: pair them with ``refit=True``).
+        baselines ("magnitude", "diagonal") solve the masked objective; "obc", "compensated-swap",
+        "compensated-tabu" and "compensated-exact" the compensated one (the error after the refit: pair
+        them with ``refit=True``, which then writes the solver's own refit; ``error_refit`` reports it
+        either way).
     refit : bool
         Replace the kept weights by their least-squares refit (:func:`rcprune.retention.model.refit`, damped H):
         written into the mask's trainable values, beside the stored originals.
@@ -280,10 +284,15 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         runtime = time.perf_counter() - t
         mask = res.solution.mask
         energy = float(np.einsum("ij,jk,ik->", inst.weights, inst.hessian, inst.weights))
-        error_refit = None
+        # the report's error, magnitude error and improvement are the masked model's (what the layer has
+        # unless the refit is written); a compensated solve's cost is the error after the refit
+        ev = res.evaluation if objective == "masked" else RetentionInstance(
+            w2, inst.hessian, k=inst.k, scope=scope, objective="masked", damping=0, name=name).evaluate(mask)
+        error_refit = None if objective == "masked" else res.cost
         new_w = None
         if refit:
-            fitted, errors = ls_refit_rows(inst.weights, inst.hessian, mask)
+            fitted, errors = (ls_refit_rows(inst.weights, inst.hessian, mask) if objective == "masked"
+                              else (res.evaluation.weights, res.evaluation.row_costs))
             error_refit = float(errors.sum())
             new_w = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)
         keep = torch.from_numpy(mask.copy()).reshape(w.shape).to(w.device)
@@ -292,10 +301,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
             with torch.no_grad():
                 rc.value[keep] = new_w[keep]
         rows.append({"name": name, "m": inst.m, "n": inst.n, "k": inst.k, "kept": res.kept_count,
-                     "error_magnitude": res.evaluation.magnitude_cost, "error": res.cost, "error_refit": error_refit,
-                     "energy": energy, "relative_error": res.cost / energy if energy > 0 else 0.0,
-                     "improvement": res.evaluation.improvement, "retained_small": res.evaluation.retained_small,
-                     "retained_small_share": res.evaluation.retained_small / max(1, res.kept_count),
+                     "error_magnitude": ev.magnitude_cost, "error": ev.cost, "error_refit": error_refit,
+                     "energy": energy, "relative_error": ev.cost / energy if energy > 0 else 0.0,
+                     "improvement": ev.improvement, "retained_small": ev.retained_small,
+                     "retained_small_share": ev.retained_small / max(1, res.kept_count),
                      "status": res.status, "runtime": runtime})
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
                            refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped))

@@ -1,5 +1,5 @@
 """Local search for data-aware RC, started from structured-OBS (the anchor): focused re-eliminations, then
-column swaps.
+column swaps and column-count changes.
 
 Structured-OBS scores each column by its OBS error summed over every row, also the rows it then prunes.
 First the elimination is re-run scoring only the rows the best (R, C) keeps, while that lowers the cost
@@ -11,7 +11,10 @@ With the kept rows R fixed, the exact change of the cost when column p (slot j, 
 enters is sum_{i in R} [v_ip^2 / a - (g_iq + v_ip M_qj / a)^2 / (s_q + M_qj^2 / a)]
 (:mod:`rcprune.retention.compensated`, summed over the rows), all k (n - k) swaps at once in
 O(|R| k (n - k)); the best improving swap is applied to every row in O(m n + n k), then R is chosen again
-(the rows of largest benefit), which can only lower the cost further. Stops at a swap-local optimum.
+(the rows of largest benefit), which can only lower the cost further. Dropping or adding one column
+changes how many rows fit (⌊K / |C|⌋); its exact cost, with R chosen again, is scored for every column at
+once from the same state (row i's error grows by v_ip^2 / a_p, or falls by g_iq^2 / s_q). Each step takes
+the best of both kinds; it stops at a local optimum of both.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from rcprune.validation import InvalidInstanceError, check_int_option
 
 from rcprune.solvers.matrix.structured_obs import best_prefix, best_rows
 
-__all__ = ["compensated_rc_swap", "SharedSupport"]
+__all__ = ["compensated_rc_swap", "SharedSupport", "resize_costs"]
 
 TOLERANCE = 1e-10   # a swap must lower the cost by more than this share of the layer's energy
 REFRESH = 64        # swaps between exact recomputations of the shared state
@@ -105,11 +108,45 @@ class SharedSupport:
         self.schur[s] = 0.0
 
 
+def _cost_with_best_rows(instance: CompensatedInstance, errors: np.ndarray, n_cols: int) -> np.ndarray:
+    """The cost of each column of ``errors`` (rows x candidates) with the best rows for ``n_cols`` (every
+    row pruned when none fits)."""
+    r = instance.rows_for(n_cols)
+    if r == 0 or n_cols == 0:
+        return np.full(errors.shape[1], float(instance.energies.sum()))
+    benefit = instance.energies[:, None] - errors
+    top = -np.partition(-benefit, r - 1, axis=0)[:r] if r < benefit.shape[0] else benefit
+    return instance.energies.sum() - top.sum(axis=0)
+
+
+def resize_costs(instance: CompensatedInstance, state: SharedSupport) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(drop costs per kept slot, add costs per pruned column, pruned columns)``: the exact cost after
+    dropping or adding each column, with the rows chosen again. O(m n log m)."""
+    k = state.slots.size
+    errors = state.errors
+    diag = np.diag(state.a)
+    drop = _cost_with_best_rows(instance, errors[:, None] + state.v[:, state.slots] ** 2 / diag[None, :], k - 1)
+    pruned = np.flatnonzero(~state.cols)
+    schur = state.schur[pruned]
+    gain = np.divide(state.g[:, pruned] ** 2, schur[None, :], out=np.zeros((instance.m, pruned.size)),
+                     where=schur[None, :] > 0)
+    add = _cost_with_best_rows(instance, np.maximum(errors[:, None] - gain, 0.0), k + 1)
+    return drop, add, pruned
+
+
 def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_limit: float | None = None,
-                        rounds: int = 3, max_swaps: int | None = None) -> SolveResult:
-    """Focused re-eliminations and best-improvement column swaps from structured-OBS's (R, C), re-choosing R
-    after each swap (deterministic: ``seed`` is unused). Never above structured-OBS's cost; no
-    approximation guarantee. O(rounds (n^3 + m n^2)) plus O(|R| k (n - k) + m n) per swap.
+                        rounds: int = 3, max_moves: int | None = None) -> SolveResult:
+    """Focused re-eliminations, then best-improvement column swaps and column-count changes from
+    structured-OBS's (R, C), re-choosing R after each move (deterministic: ``seed`` is unused). Never above
+    structured-OBS's cost; no approximation guarantee. O(rounds (n^3 + m n^2)) plus, per move,
+    O(|R| k (n - k) + m n log m) to score and O(m n) (swap) or O(n k^2 + m n k) (resize) to apply.
+
+    Parameters
+    ----------
+    rounds : int
+        Re-eliminations scored over the kept rows (each while it improves).
+    max_moves : int, optional
+        Stop after this many improving moves (swaps and column-count changes).
 
     >>> import numpy as np, rcprune
     >>> rng = np.random.default_rng(0)
@@ -121,7 +158,7 @@ def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_li
     if not isinstance(instance, CompensatedInstance):
         raise InvalidInstanceError("compensated-rc-swap needs a data-aware instance: rcprune.Instance.from_layer(W, "
                                    "hessian=H, ...)")
-    limit = np.inf if max_swaps is None else check_int_option(max_swaps, "max_swaps", minimum=0)
+    limit = np.inf if max_moves is None else check_int_option(max_moves, "max_moves", minimum=0)
     rounds = check_int_option(rounds, "rounds", minimum=0)
     clock = Stopwatch(time_limit)
     (start_cost, rows, cols), steps = best_prefix(instance, clock)
@@ -133,23 +170,42 @@ def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_li
         if not c < cost:
             break
         cost, rows, cols, used = c, r, k, used + 1
-    swaps = 0
+    swaps = resizes = 0
     k = int(cols.sum())
     if 0 < k < instance.n and rows.any() and not timed_out:
         state = SharedSupport(instance.weights, instance.hessian, cols)
         tol = TOLERANCE * max(float(instance.energies.sum()), 1e-300)
-        while swaps < limit and not (timed_out := clock.expired()):
+        resizable = instance.fixed_shape is None
+        while swaps + resizes < limit and not (timed_out := clock.expired()):
+            current = best_rows(instance, state.errors, k)[0]
             deltas, pruned = state.swap_deltas(np.flatnonzero(rows))
             j, b = np.unravel_index(np.argmin(deltas), deltas.shape)
-            if not deltas[j, b] < -tol:
+            step, move = float(deltas[j, b]), ("swap", int(j), int(pruned[b]))
+            if resizable:
+                drop, add, outside = resize_costs(instance, state)
+                if k > 1 and drop.min() - current < step:
+                    step, move = float(drop.min() - current), ("drop", int(np.argmin(drop)), -1)
+                if k < instance.n - 1 and add.min() - current < step:
+                    step, move = float(add.min() - current), ("add", -1, int(outside[np.argmin(add)]))
+            if not step < -tol:
                 break
-            state.swap(int(j), int(pruned[b]))
-            swaps += 1
-            if swaps % REFRESH == 0:
-                state.refresh()
+            if move[0] == "swap":
+                state.swap(move[1], move[2])
+                swaps += 1
+                if swaps % REFRESH == 0:
+                    state.refresh()
+            else:
+                cols = state.cols
+                if move[0] == "drop":
+                    cols[state.slots[move[1]]] = False
+                else:
+                    cols[move[2]] = True
+                state = SharedSupport(instance.weights, instance.hessian, cols)
+                k = int(cols.sum())
+                resizes += 1
             rows = best_rows(instance, state.errors, k)[1]
         cols = state.cols
     return make_result(instance, Solution(rows, cols), method="compensated-rc-swap", runtime=clock.elapsed(),
-                       iterations=swaps, seed=seed, timed_out=timed_out,
-                       info={"swaps": swaps, "rounds": used, "start_cost": start_cost, "columns": k,
+                       iterations=swaps + resizes, seed=seed, timed_out=timed_out,
+                       info={"swaps": swaps, "resizes": resizes, "rounds": used, "start_cost": start_cost, "columns": k,
                              "rows": int(rows.sum())})

@@ -58,9 +58,18 @@ def best_rows(instance: CompensatedInstance, row_errors: np.ndarray, n_cols: int
 
 def best_prefix(instance: CompensatedInstance, clock: Stopwatch | None = None, rows: np.ndarray | None = None):
     """``((cost, row mask, column mask), steps)``: the best (R, C) over every prefix of the column
-    elimination scored over ``rows`` (default all); all pruned when nothing fits."""
-    order, errors = eliminate_columns(instance, clock, rows)
+    elimination scored over ``rows`` (default all); all pruned when nothing fits; a fixed shape takes
+    its prefix (the elimination runs to it even past the clock)."""
     n = instance.n
+    if instance.fixed_shape is not None:
+        # the shape's column count is the only feasible one: reach it whatever the clock says
+        order, errors = eliminate_columns(instance, None, rows)
+        t = n - instance.fixed_shape[1]
+        cols = np.ones(n, dtype=bool)
+        cols[order[:t]] = False
+        cost, keep = best_rows(instance, errors[t], n - t)
+        return (cost, keep, cols), n
+    order, errors = eliminate_columns(instance, clock, rows)
     best = (float(instance.energies.sum()), np.zeros(instance.m, dtype=bool), np.zeros(n, dtype=bool))
     for t in range(len(errors)):
         if instance.rows_for(n - t) > 0 and n - t > 0:

@@ -21,7 +21,7 @@ from rcprune.solvers.retention.exact import split_budget
 
 __all__ = ["obc", "obc_mask", "eliminate"]
 
-ROW_BLOCK = 32   # rows per parallel block between time-limit checks and progress updates
+BLOCK_WORK = 2e9   # about n^3 / 3 multiply-adds per row: rows per block between time-limit checks
 
 
 @jit(parallel=True, nogil=True)
@@ -62,8 +62,8 @@ def eliminate(weights, inverse, rows, stop, order, increments):
 
 
 def obc_mask(instance: RetentionInstance, *, clock: Stopwatch | None = None, progress: bool = False):
-    """OBC's keep-mask and whether the clock ran out (rows not reached keep the magnitude mask; a layer
-    budget then falls back to magnitude entirely)."""
+    """OBC's keep-mask and whether the clock ran out (row budget: rows not reached keep the magnitude mask;
+    a layer budget then falls back to magnitude entirely)."""
     require_objective(instance, "obc", ("compensated",))
     clock = clock or Stopwatch(None)
     w, m, n = instance.weights, instance.m, instance.n
@@ -71,12 +71,18 @@ def obc_mask(instance: RetentionInstance, *, clock: Stopwatch | None = None, pro
     stop = instance.k if instance.scope == "row" else 0
     order = np.zeros((m, n), dtype=np.int64)
     increments = np.zeros((m, n))
+    block = int(max(1, min(64, BLOCK_WORK // max(n, 1) ** 3)))
     bar = tqdm(total=m, desc="obc rows", disable=not progress, leave=False)
-    for lo in range(0, m, ROW_BLOCK):
+    for lo in range(0, m, block):
         if clock.expired():
             bar.close()
-            return magnitude_mask(instance), True
-        rows = np.arange(lo, min(m, lo + ROW_BLOCK), dtype=np.int64)
+            keep = magnitude_mask(instance)
+            if instance.scope == "row":
+                for i in range(lo):
+                    keep[i] = True
+                    keep[i, order[i, :n - stop]] = False
+            return keep, True
+        rows = np.arange(lo, min(m, lo + block), dtype=np.int64)
         eliminate(w, inverse, rows, stop, order, increments)
         bar.update(rows.size)
     bar.close()

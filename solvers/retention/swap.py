@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.compensated import RowSupport
 from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
-from rcprune.validation import InvalidInstanceError
+from rcprune.validation import InvalidInstanceError, check_int_option
 
 from rcprune.solvers.retention.obc import obc_mask
 
@@ -97,8 +97,13 @@ def descend(instance: RetentionInstance, keep: np.ndarray, *, clock: Stopwatch, 
             keep[i] = row.support.mask
             bar.update()
     else:
-        rows = [_Row(w[i], h, keep[i]) for i in range(instance.m)]
-        bar.update(instance.m)
+        rows = []
+        for i in range(instance.m):
+            if timed_out := clock.expired():
+                bar.close()
+                return keep, 0, True
+            rows.append(_Row(w[i], h, keep[i]))
+            bar.update()
         while moves < limit and not (timed_out := timed_out or clock.expired()):
             within = min(range(len(rows)), key=lambda i: rows[i].swap[0])
             transfer = _best_transfer(rows)
@@ -144,9 +149,8 @@ def retention_swap(instance: RetentionInstance, *, seed: int = 0, time_limit: fl
     require_objective(instance, "compensated-swap", ("compensated",))
     if start not in STARTS:
         raise InvalidInstanceError(f"start must be one of {STARTS}, got {start!r}")
-    if max_moves is not None and (isinstance(max_moves, bool) or not isinstance(max_moves, (int, np.integer))
-                                  or max_moves < 0):
-        raise InvalidInstanceError(f"max_moves must be a non-negative integer or None, got {max_moves!r}")
+    if max_moves is not None:
+        max_moves = check_int_option(max_moves, "max_moves", minimum=0)
     clock = Stopwatch(time_limit)
     if start == "obc":
         keep, timed_out = obc_mask(instance, clock=clock, progress=progress)

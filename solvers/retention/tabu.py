@@ -23,7 +23,7 @@ from rcprune.solvers.retention.swap import TOLERANCE, descend
 
 __all__ = ["compensated_tabu"]
 
-ROW_BLOCK = 16   # rows per parallel block between time-limit checks
+BLOCK_WORK = 2e9   # rows per parallel block between time-limit checks: about iterations k (n - k) each
 REFRESH = 64     # swaps of a row between exact recomputations of its state
 
 
@@ -56,10 +56,12 @@ def compensated_tabu(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     tol = TOLERANCE * np.maximum(np.einsum("ij,jk,ik->i", w, h, w), 1e-300)
     errors, steps = np.zeros(m), np.zeros(m, dtype=np.int64)
     bar = tqdm(total=m, desc="tabu rows", disable=not progress, leave=False)
-    for lo in range(0, m, ROW_BLOCK):
+    n, k = instance.n, max(1, int(keep.sum()) // max(m, 1))
+    block = int(max(1, min(64, BLOCK_WORK // max(1, iterations * k * max(n - k, 1)))))
+    for lo in range(0, m, block):
         if timed_out or (timed_out := clock.expired()):
             break
-        rows = np.arange(lo, min(m, lo + ROW_BLOCK), dtype=np.int64)
+        rows = np.arange(lo, min(m, lo + block), dtype=np.int64)
         tabu_rows(w, h, keep, rows, iterations, tenure, REFRESH, tol, errors, steps)
         bar.update(rows.size)
     bar.close()

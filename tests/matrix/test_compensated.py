@@ -1,5 +1,7 @@
 """Data-aware RC: the instance against the definition, the shared support's swap deltas against a
 recomputation, both solvers against brute force over every (R, C)."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -7,12 +9,12 @@ from hypothesis import given, settings, strategies as st
 import rcprune
 from rcprune import InvalidInstanceError, Instance, Solution
 from rcprune.matrix.compensated import CompensatedInstance
-from rcprune.solvers.matrix.compensated_swap import SharedSupport
+from rcprune.solvers.matrix.compensated_swap import SharedSupport, resize_costs
 
 from tests.matrix.bruteforce import compensated_cost as cost_of, compensated_optimum as optimum
 from tests.retention.bruteforce import refit_error
 
-METHODS = ("structured-obs", "compensated-rc-swap")
+METHODS = ("structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
 
 
 @st.composite
@@ -44,8 +46,9 @@ def test_solvers_are_feasible_and_never_below_brute_force(inst, method):
     assert res.feasible and res.status == "feasible"
     assert res.cost >= opt - 1e-8 * (1 + opt)
     assert res.cost == pytest.approx(rcprune.evaluate(inst, res.solution).cost)
-    if method == "compensated-rc-swap":
-        assert res.cost <= rcprune.solve(inst, method="structured-obs").cost * (1 + 1e-9) + 1e-12
+    if method != "structured-obs":   # both start from structured-OBS (the tabu from the swap search)
+        start = "structured-obs" if method == "compensated-rc-swap" else "compensated-rc-swap"
+        assert res.cost <= rcprune.solve(inst, method=start).cost * (1 + 1e-9) + 1e-12
 
 
 @settings(deadline=None)
@@ -69,6 +72,14 @@ def test_shared_support_swap_deltas_are_exact(inst, data):
             trial = cols.copy()
             trial[p], trial[q] = False, True
             assert deltas[j, b] == pytest.approx(cost_of(w, h, rows, trial) - base, rel=1e-6, abs=1e-8)
+    drop, add, outside = resize_costs(inst, state)
+    for costs, changed in ((drop, [cols ^ np.eye(n, dtype=bool)[p] for p in state.slots]),
+                           (add, [cols | np.eye(n, dtype=bool)[q] for q in outside])):
+        for cost, trial in zip(costs, changed):
+            r = inst.rows_for(int(trial.sum())) if trial.any() else 0
+            best = min(cost_of(w, h, np.isin(np.arange(inst.m), kept), trial)
+                       for kept in itertools.combinations(range(inst.m), r))
+            assert cost == pytest.approx(best, rel=1e-6, abs=1e-8)
     j, b = data.draw(st.integers(0, k - 1)), data.draw(st.integers(0, n - k - 1))
     trial = cols.copy()
     trial[state.slots[j]], trial[pruned[b]] = False, True
@@ -83,8 +94,8 @@ def test_from_layer_and_errors():
     assert isinstance(Instance.from_layer(w, budget=2), Instance)
     inst = Instance.from_layer(w, hessian=np.eye(2), sparsity=0.5)
     assert isinstance(inst, CompensatedInstance) and inst.kind == "matrix" and inst.budget == 2
-    assert rcprune.solve(inst).method == "compensated-rc-swap"
-    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap"):
+    assert rcprune.solve(inst).method == "compensated-rc-tabu"
+    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap, compensated-rc-tabu"):
         rcprune.solve(inst, method="annealing")
     with pytest.raises(InvalidInstanceError, match="objective.*scores"):
         rcprune.solve(Instance.from_layer(w, budget=2), method="structured-obs")
@@ -96,6 +107,9 @@ def test_from_layer_and_errors():
         Instance.from_layer(w, hessian=np.ones((2, 2)), budget=1, damping=0)
     with pytest.raises(InvalidInstanceError):
         Instance.from_layer(w, hessian=[[1.0, np.nan], [np.nan, 1.0]], budget=1)
-    with pytest.raises(InvalidInstanceError, match="max_swaps"):
-        rcprune.solve(inst, method="compensated-rc-swap", max_swaps=-2)
-    assert rcprune.method_names("matrix", objective="compensated") == ["structured-obs", "compensated-rc-swap"]
+    with pytest.raises(InvalidInstanceError, match="max_moves"):
+        rcprune.solve(inst, method="compensated-rc-swap", max_moves=-2)
+    assert rcprune.method_names("matrix", objective="compensated") == ["structured-obs", "compensated-rc-swap",
+                                                                        "compensated-rc-tabu"]
+    with pytest.raises(InvalidInstanceError, match="tenure"):
+        rcprune.solve(inst, method="compensated-rc-tabu", tenure=-1)

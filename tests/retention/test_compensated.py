@@ -141,6 +141,11 @@ def test_kernel_state_and_swaps_match_the_reference(row, picks):
         ref.remove(p)
         ref.add(q)
         assert close(error, ref.error, scale)
+    # after the last swap too: the kernel's state against the reference and M against its definition
+    assert close(v, ref.refit, scale) and close(g, ref.residual, scale)
+    assert close(mm, h[:, slots] @ inv, np.abs(mm).max(initial=1.0))
+    order = np.argsort(slots)
+    assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(slots[order], slots[order])]), 1.0)
 
 
 @settings(deadline=None)

@@ -143,6 +143,28 @@ def test_refit_lowers_the_calibration_error_and_restore_gives_the_weights_back()
         assert keep_mask(getattr(fitted, name)) is None and type(getattr(fitted, name)) in (nn.Conv2d, nn.Linear)
 
 
+def test_compensated_methods_report_the_masked_error_and_write_their_own_refit():
+    batches = _batches(3)
+    dense = _tiny()
+    originals = {n: getattr(dense, n).weight.detach().clone() for n in ("conv", "conv2", "fc")}
+    cols = _unfolded(dense, batches)
+    plain, fitted = _tiny(), _tiny()
+    rp = retention_prune(plain, batches, 0.8, method="compensated-tabu")
+    rf = retention_prune(fitted, batches, 0.8, method="compensated-tabu", refit=True)
+    for rep, model in ((rp, plain), (rf, fitted)):
+        for row in rep.layers:
+            name = row["name"]
+            samples = sum(c.shape[1] for c in cols[name])
+            actual = _layer_error(originals[name], getattr(model, name).weight.detach(), cols[name]) / samples
+            # the report's error is the masked layer's, error_refit the refit one's (damped H: approximately)
+            assert row["error_refit"] <= row["error"] * (1 + 1e-9)
+            if model is plain:
+                assert actual == pytest.approx(row["error"], rel=0.05, abs=1e-9)
+            else:
+                assert actual <= row["error"] * (1 + 1e-6) + 1e-12
+    assert rp.totals()["error_refit"] == pytest.approx(rf.totals()["error_refit"])
+
+
 def test_retention_beats_magnitude_on_correlated_inputs_and_bake_keeps_zeros():
     model, batches = _tiny(), _batches(3)
     rep = retention_prune(model, batches, 0.75, method="retention-exact", layers=["conv"])

@@ -114,11 +114,25 @@ def test_exact_refuses_long_rows_and_a_time_limit_keeps_a_valid_bound():
     rng = np.random.default_rng(1)
     with pytest.raises(InvalidInstanceError, match="n <= 16"):
         compensated_exact(RetentionInstance(rng.normal(size=(1, 17)), np.eye(17), k=3))
-    x = rng.normal(size=(16, 60))
-    inst = RetentionInstance(rng.laplace(size=(40, 16)), x @ x.T / 60, k=8)
+    x = rng.normal(size=(10, 60))
+    inst = RetentionInstance(rng.laplace(size=(3000, 10)) * 1e-4, x @ x.T / 60, k=5)   # tiny errors
     res = compensated_exact(inst, time_limit=0.05)
-    assert res.feasible and res.lower_bound <= res.cost
-    assert res.info["proven_rows"] < inst.m and res.status == "time_limit"
+    proven = res.info["proven_rows"]
+    assert res.feasible and 0 < proven < inst.m and res.status == "time_limit"   # never "optimal" unproven
+    optima = [compensated_optimum(inst.weights[i:i + 1], inst.hessian, 5) for i in range(proven)]
+    assert res.lower_bound == pytest.approx(sum(optima), rel=1e-7, abs=1e-18)
+
+
+def test_time_limits_keep_finished_rows_and_stay_feasible():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(256, 600))
+    inst = RetentionInstance(rng.laplace(size=(400, 256)), x @ x.T / 600, sparsity=0.9)
+    for method in ("obc", "compensated-swap", "compensated-tabu"):
+        res = rcprune.solve(inst, method=method, time_limit=0.2)
+        assert res.feasible and res.status == "time_limit" and res.runtime < 5.0, method
+    done = obc(inst, time_limit=0.2).solution.mask
+    full = obc(RetentionInstance(inst.weights[:1], inst.hessian, k=inst.k, damping=0)).solution.mask
+    assert np.array_equal(done[0], full[0])          # the first row was reached: OBC's, not magnitude's
 
 
 def test_obc_layer_budget_splits_over_rows_by_its_curves():
