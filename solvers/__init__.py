@@ -53,6 +53,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "retention-genetic": ("retention.genetic", "retention_genetic"),
         "retention-exact": ("retention.exact", "retention_exact"),
         "obc": ("retention.obc", "obc"),
+        "sparsegpt": ("retention.sparsegpt", "sparsegpt"),
         "compensated-swap": ("retention.swap", "retention_swap"),
         "compensated-tabu": ("retention.tabu", "compensated_tabu"),
         "compensated-exact": ("retention.compensated_exact", "compensated_exact"),
@@ -73,7 +74,7 @@ OBJECTIVES: dict[str, dict[str, tuple[str, ...]]] = {
         "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
         "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
         "retention-exact": ("masked",),
-        "obc": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
+        "obc": ("compensated",), "sparsegpt": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
         "compensated-exact": ("compensated",),
     },
 }

@@ -4,7 +4,8 @@ on every conv and linear layer of the demo's trained digits ResNet, H = X X^T / 
 the same run:
 
 * weight selection (per-row budgets): every method's error / OBC's (exact OBS per row, Frantar & Alistarh
-  2022); ``masked-greedy`` is rcprune's earlier proxy, the greedy mask of the error *before* the refit;
+  2022); ``sparsegpt`` is the fast anchor for large layers (its mask, refit exactly); ``masked-greedy`` is
+  rcprune's earlier proxy, the greedy mask of the error *before* the refit;
 * RC (rows x columns, |R| |C| <= K): error / structured-OBS column elimination's; ``rc-magnitude`` is
   data-free RC (greedy on |w|).
 
@@ -21,7 +22,7 @@ from rcprune.retention.model import RetentionInstance
 
 __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAULT_METHODS"]
 
-DEFAULT_METHODS = ("magnitude", "masked-greedy", "obc", "compensated-swap", "compensated-tabu")
+DEFAULT_METHODS = ("magnitude", "masked-greedy", "sparsegpt", "obc", "compensated-swap", "compensated-tabu")
 RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
 ANCHOR, RC_ANCHOR = "obc", "structured-obs"
 LAYERWISE_COLUMNS = ["layer", "m", "n", "sparsity", "problem", "method", "error", "vs_anchor", "relative_error",
