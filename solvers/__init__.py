@@ -106,8 +106,10 @@ def check_objective(instance, method: str) -> None:
     if table is None or objective in table[method]:
         return
     fitting = [m for m, objs in table.items() if objective in objs]
+    hint = (" (a data-aware instance: rcprune.Instance.from_layer(W, hessian=H, ...))"
+            if kind == "matrix" and "compensated" in table[method] else "")
     raise InvalidInstanceError(
-        f"method {method!r} optimizes the {' or '.join(table[method])} objective, not the instance's "
+        f"method {method!r} optimizes the {' or '.join(table[method])} objective{hint}, not the instance's "
         f"{objective!r}; methods for it: {', '.join(fitting)}")
 
 

@@ -35,7 +35,7 @@ from rcprune.validation import (InvalidInstanceError, as_array, check_count, che
 
 __all__ = [
     "RetentionInstance", "RetentionSolution", "RetentionEvaluation", "evaluate_retention", "hessian_from_inputs",
-    "refit", "refit_error", "magnitude_mask", "require_objective", "SCOPES", "OBJECTIVES", "OBJECTIVE_DAMPING",
+    "refit", "refit_error", "magnitude_mask", "SCOPES", "OBJECTIVES", "OBJECTIVE_DAMPING",
 ]
 
 SCOPES = ("row", "layer")
@@ -164,16 +164,6 @@ class RetentionInstance:
             t.setflags(write=False)
             object.__setattr__(self, "_threshold", t)
         return self._threshold
-
-
-def require_objective(instance: RetentionInstance, method: str, objectives: tuple[str, ...]) -> None:
-    """Refuse an instance whose objective ``method`` does not optimize (its bound or its moves would be
-    those of another objective)."""
-    if instance.objective not in objectives:
-        raise InvalidInstanceError(
-            f"method {method!r} optimizes the {' or '.join(objectives)} objective, but the instance's objective is "
-            f"{instance.objective!r}; rcprune.method_names('retention', objective={instance.objective!r}) lists "
-            "its methods")
 
 
 def magnitude_mask(instance: RetentionInstance, scores: np.ndarray | None = None) -> np.ndarray:

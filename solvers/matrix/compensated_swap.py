@@ -23,8 +23,9 @@ import numpy as np
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError, check_int_option
+from rcprune.validation import check_int_option
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.matrix.structured_obs import best_prefix, best_rows
 
 __all__ = ["compensated_rc_swap", "SharedSupport", "resize_costs"]
@@ -155,9 +156,7 @@ def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_li
     >>> rcprune.solve(inst, method="compensated-rc-swap").cost <= rcprune.solve(inst, method="structured-obs").cost
     True
     """
-    if not isinstance(instance, CompensatedInstance):
-        raise InvalidInstanceError("compensated-rc-swap needs a data-aware instance: rcprune.Instance.from_layer(W, "
-                                   "hessian=H, ...)")
+    check_objective(instance, "compensated-rc-swap")
     limit = np.inf if max_moves is None else check_int_option(max_moves, "max_moves", minimum=0)
     rounds = check_int_option(rounds, "rounds", minimum=0)
     clock = Stopwatch(time_limit)

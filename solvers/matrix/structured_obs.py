@@ -13,7 +13,8 @@ import numpy as np
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError
+
+from rcprune.solvers import check_objective
 
 __all__ = ["structured_obs", "eliminate_columns", "best_rows", "best_prefix"]
 
@@ -94,9 +95,7 @@ def structured_obs(instance: CompensatedInstance, *, seed: int = 0, time_limit: 
     >>> res.solution, round(res.cost, 4)
     (Solution(rows=[0], cols=[0, 2]), 0.1696)
     """
-    if not isinstance(instance, CompensatedInstance):
-        raise InvalidInstanceError("structured-obs needs a data-aware instance: rcprune.Instance.from_layer(W, "
-                                   "hessian=H, ...)")
+    check_objective(instance, "structured-obs")
     clock = Stopwatch(time_limit)
     (cost, rows, cols), steps = best_prefix(instance, clock)
     return make_result(instance, Solution(rows, cols), method="structured-obs", runtime=clock.elapsed(),

@@ -18,9 +18,10 @@ from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import InvalidInstanceError
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.greedy import greedy_mask
 
 __all__ = ["retention_annealing", "anneal_mask"]
@@ -269,7 +270,7 @@ def retention_annealing(instance: RetentionInstance, *, seed: int = 0, time_limi
     >>> res.solution.mask.tolist(), round(res.cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.2, 1)
     """
-    require_objective(instance, "retention-annealing", ("masked",))
+    check_objective(instance, "retention-annealing")
     clock = Stopwatch(time_limit)
     if start not in STARTS:
         raise InvalidInstanceError(f"start must be one of {STARTS}, got {start!r}")

@@ -12,9 +12,10 @@ import itertools
 import numpy as np
 
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import InvalidInstanceError, check_fraction
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.exact import split_budget
 from rcprune.solvers.retention.obc import obc_mask
 
@@ -66,7 +67,7 @@ def compensated_exact(instance: RetentionInstance, *, seed: int = 0, time_limit:
     >>> res.status, res.solution.mask.tolist(), round(res.cost, 4)
     ('optimal', [[True, False, True]], 0.1216)
     """
-    require_objective(instance, "compensated-exact", ("compensated",))
+    check_objective(instance, "compensated-exact")
     if instance.n > MAX_N:
         raise InvalidInstanceError(f"compensated-exact enumerates rows of n <= {MAX_N} weights, got n = {instance.n}")
     proof_tolerance = check_fraction(proof_tolerance, "proof_tolerance", allow_zero=True, allow_one=False)

@@ -13,9 +13,10 @@ from numba import prange
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import InvalidInstanceError, check_fraction
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.greedy import greedy_mask
 
 __all__ = ["retention_exact", "enumerate_rows", "split_budget"]
@@ -213,7 +214,7 @@ def retention_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: f
     >>> res.status, res.solution.mask.tolist(), round(res.cost, 6)
     ('optimal', [[False, False, True]], 0.2)
     """
-    require_objective(instance, "retention-exact", ("masked",))
+    check_objective(instance, "retention-exact")
     clock = Stopwatch(time_limit)
     if backend not in BACKENDS:
         raise InvalidInstanceError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -16,9 +16,10 @@ from rcprune import random_stream as rs
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import InvalidInstanceError
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.greedy import greedy_mask
 
 __all__ = ["retention_genetic"]
@@ -135,7 +136,7 @@ def retention_genetic(instance: RetentionInstance, *, seed: int = 0, time_limit:
     >>> res.solution.mask.tolist(), round(res.cost, 6)
     ([[False, False, True]], 0.2)
     """
-    require_objective(instance, "retention-genetic", ("masked",))
+    check_objective(instance, "retention-genetic")
     clock = Stopwatch(time_limit)
     for name, value, low in (("population", population, 2), ("generations", generations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

@@ -12,8 +12,10 @@ from numba import prange
 from rcprune.retention import kernels as rk
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import InvalidInstanceError
+
+from rcprune.solvers import check_objective
 
 __all__ = ["retention_greedy", "greedy_mask"]
 
@@ -132,7 +134,7 @@ def retention_greedy(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     >>> res.solution.mask.tolist(), round(res.cost, 6), round(res.evaluation.magnitude_cost, 6), res.evaluation.retained_small
     ([[False, False, True]], 0.17, 1.37, 1)
     """
-    require_objective(instance, "retention-greedy", ("masked",))
+    check_objective(instance, "retention-greedy")
     clock = Stopwatch(time_limit)
     keep, timed_out = greedy_mask(instance, start=start, clock=clock)
     return make_result(instance, RetentionSolution(keep), method="retention-greedy", runtime=clock.elapsed(),

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from rcprune.jit import jit
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.exact import split_budget
 
 __all__ = ["obc", "obc_mask", "eliminate"]
@@ -64,7 +65,7 @@ def eliminate(weights, inverse, rows, stop, order, increments):
 def obc_mask(instance: RetentionInstance, *, clock: Stopwatch | None = None, progress: bool = False):
     """OBC's keep-mask and whether the clock ran out (row budget: rows not reached keep the magnitude mask;
     a layer budget then falls back to magnitude entirely)."""
-    require_objective(instance, "obc", ("compensated",))
+    check_objective(instance, "obc")
     clock = clock or Stopwatch(None)
     w, m, n = instance.weights, instance.m, instance.n
     inverse = np.linalg.inv(instance.hessian)

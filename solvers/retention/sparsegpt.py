@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import check_int_option
+
+from rcprune.solvers import check_objective
 
 __all__ = ["sparsegpt", "sparsegpt_mask"]
 
@@ -76,7 +78,7 @@ def sparsegpt(instance: RetentionInstance, *, seed: int = 0, time_limit: float |
     >>> res.solution.mask.tolist(), round(res.cost, 4)      # OBC keeps 1.0 and 0.7: 0.1216
     ([[False, True, True]], 0.19)
     """
-    require_objective(instance, "sparsegpt", ("compensated",))
+    check_objective(instance, "sparsegpt")
     block = check_int_option(block, "block", minimum=1)
     clock = Stopwatch(time_limit)
     keep, timed_out = sparsegpt_mask(instance, block=block, clock=clock)

@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.compensated import RowSupport
-from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
 from rcprune.validation import InvalidInstanceError, check_int_option
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.obc import obc_mask
 
 __all__ = ["retention_swap", "descend", "STARTS"]
@@ -146,7 +147,7 @@ def retention_swap(instance: RetentionInstance, *, seed: int = 0, time_limit: fl
     >>> res.solution.mask.tolist(), round(res.cost, 4), res.iterations
     ([[True, False, True]], 0.1216, 1)
     """
-    require_objective(instance, "compensated-swap", ("compensated",))
+    check_objective(instance, "compensated-swap")
     if start not in STARTS:
         raise InvalidInstanceError(f"start must be one of {STARTS}, got {start!r}")
     if max_moves is not None:

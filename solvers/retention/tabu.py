@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.compensated_kernels import tabu_rows
-from rcprune.retention.model import RetentionInstance, RetentionSolution, require_objective
+from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import check_int_option
 
+from rcprune.solvers import check_objective
 from rcprune.solvers.retention.obc import obc_mask
 from rcprune.solvers.retention.swap import TOLERANCE, descend
 
@@ -47,7 +48,7 @@ def compensated_tabu(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     >>> res.solution.mask.tolist(), round(res.cost, 4)
     ([[True, False, True]], 0.1216)
     """
-    require_objective(instance, "compensated-tabu", ("compensated",))
+    check_objective(instance, "compensated-tabu")
     iterations = check_int_option(iterations, "iterations", minimum=0)
     tenure = check_int_option(tenure, "tenure", minimum=0)
     clock = Stopwatch(time_limit)
