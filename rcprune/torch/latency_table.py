@@ -253,6 +253,9 @@ def device_name(dev: torch.device) -> str:
     return f"cpu: {model}"
 
 
+MAX_REPEATS = 10_000
+
+
 def _check_args(model, example_inputs, dtype, rows, cols, repeats, warmup) -> tuple[torch.Tensor, ...]:
     if not isinstance(model, nn.Module):
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -265,6 +268,9 @@ def _check_args(model, example_inputs, dtype, rows, cols, repeats, warmup) -> tu
                                    ("warmup", warmup, 0, False)):
         if (v is not None or not optional) and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise InvalidInstanceError(f"{name} must be an integer >= {low}, got {v!r}")
+    for name, v in (("repeats", repeats), ("warmup", warmup)):
+        if v > MAX_REPEATS:   # a typo here would time for days
+            raise InvalidInstanceError(f"{name} must be at most {MAX_REPEATS}, got {v!r}")
     return inputs
 
 

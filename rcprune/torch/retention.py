@@ -206,8 +206,8 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
 
 def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, method: str = "retention-annealing",
                     refit: bool = False, damping: float = 0.01, layers=None, scope: str = "row", seed: int = 0,
-                    time_limit: float | None = None, max_batches: int | None = None, progress: bool = False,
-                    **options) -> RetentionReport:
+                    time_limit: float | None = None, max_batches: int | None = None, sequential: bool = False,
+                    progress: bool = False, **options) -> RetentionReport:
     """Prune ``model`` in place, layer by layer, to ``sparsity`` by small-weight retention.
 
     Parameters
@@ -238,6 +238,11 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         Passed to the solver; ``time_limit`` is in seconds per layer.
     max_batches : int, optional
         Use only the first calibration batches.
+    sequential : bool
+        Take each layer's H from the network with the layers before it already pruned (and refit), as OBC
+        and SparseGPT do, so a layer compensates what the earlier ones lost: one calibration pass per
+        layer (``calibration_loader`` must be re-iterable). Default: every H from the unpruned network in
+        one pass.
     progress : bool
         tqdm bars for the calibration pass and over the layers.
 
@@ -271,9 +276,17 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     if masked:
         raise InvalidInstanceError(f"layer(s) {masked} already carry a pruning mask: rcprune.torch.restore(model) "
                                    "or bake(model) first")
-    hessians, counts = layer_hessians(model, calibration_loader, names, max_batches=max_batches, progress=progress)
+    check_flag(sequential, "sequential")
+    if sequential and iter(calibration_loader) is calibration_loader:
+        raise InvalidInstanceError("sequential calibration passes over calibration_loader once per layer: give a "
+                                   "list or a DataLoader, not an iterator")
+    hessians, counts = ({}, {}) if sequential else layer_hessians(model, calibration_loader, names,
+                                                                   max_batches=max_batches, progress=progress)
     rows = []
     for name in tqdm(names, desc=f"{method} layers", leave=False, disable=not progress):
+        if sequential:   # this layer's inputs as the layers pruned so far make them
+            h, c = layer_hessians(model, calibration_loader, [name], max_batches=max_batches)
+            hessians[name], counts[name] = h[name], c[name]
         module = modules[name]
         w = module.weight.detach()
         w2 = w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()

@@ -187,6 +187,9 @@ def test_bad_inputs_are_refused_with_a_reason(built):
         latency_table(model, x, extraction=ext, dtype=torch.int32, cache=False, **FAST)
     with pytest.raises(InvalidInstanceError, match="rows"):
         latency_table(model, x, extraction=ext, cache=False, **(FAST | {"rows": 1}))
+    for key in ("repeats", "warmup"):     # a huge count would time for days
+        with pytest.raises(InvalidInstanceError, match=f"{key} must be at most 10000"):
+            latency_table(model, x, extraction=ext, cache=False, **(FAST | {key: 10**12}))
     with pytest.raises(InvalidInstanceError, match="Module"):
         latency_table("model", x, cache=False)
     with pytest.raises(InvalidInstanceError, match="weight shape"):

@@ -165,6 +165,21 @@ def test_compensated_methods_report_the_masked_error_and_write_their_own_refit()
     assert rp.totals()["error_refit"] == pytest.approx(rf.totals()["error_refit"])
 
 
+def test_sequential_calibration_takes_each_h_from_the_network_pruned_so_far():
+    batches = _batches(3)
+    seq = retention_prune(_tiny(), batches, 0.7, method="compensated-tabu", refit=True, sequential=True)
+    one = retention_prune(_tiny(), batches, 0.7, method="compensated-tabu", refit=True)
+    assert seq.layers[0]["error"] == pytest.approx(one.layers[0]["error"])   # the first layer sees the same inputs
+    # by hand: prune and refit conv alone, then conv2's inputs come from that network
+    by_hand = _tiny()
+    retention_prune(by_hand, batches, 0.7, method="compensated-tabu", refit=True, layers=["conv"])
+    second = retention_prune(by_hand, batches, 0.7, method="compensated-tabu", refit=True, layers=["conv2"])
+    assert seq.layers[1]["error"] == pytest.approx(second.layers[0]["error"])
+    assert seq.layers[1]["error"] != pytest.approx(one.layers[1]["error"])
+    with pytest.raises(InvalidInstanceError, match="not an iterator"):
+        retention_prune(_tiny(), iter(batches), 0.7, sequential=True)
+
+
 def test_retention_beats_magnitude_on_correlated_inputs_and_bake_keeps_zeros():
     model, batches = _tiny(), _batches(3)
     rep = retention_prune(model, batches, 0.75, method="retention-exact", layers=["conv"])
