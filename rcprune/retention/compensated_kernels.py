@@ -56,14 +56,16 @@ def row_state(w, h, slots):
 
 
 @jit(nogil=True)
-def swap_row(w, h, slots, inv, mm, schur, v, g, j, q):
-    """Swap the weight in slot ``j`` for the pruned ``q``, updating every array in place. O(n k)."""
+def swap_row(w, h, slots, inv, mm, schur, v, g, j, q, work):
+    """Swap the weight in slot ``j`` for the pruned ``q``, updating every array in place. O(n k); ``work``
+    (4 x n scratch) keeps the move free of allocations."""
     n, k = w.shape[0], slots.shape[0]
     p = slots[j]
     a = inv[j, j]
     step = v[p] / a
-    colj = inv[:, j].copy()
-    mj = mm[:, j].copy()
+    colj, mj, t, u = work[0, :k], work[1], work[2, :k], work[3]
+    colj[:] = inv[:, j]
+    mj[:] = mm[:, j]
     for b in range(k):
         v[slots[b]] -= step * colj[b]
     v[p] = 0.0
@@ -82,8 +84,7 @@ def swap_row(w, h, slots, inv, mm, schur, v, g, j, q):
         mm[r, j] = 0.0
     # add q into slot j
     s = schur[q]
-    t = mm[q, :].copy()
-    u = np.empty(n)
+    t[:] = mm[q, :]
     for r in range(n):
         acc = -h[r, q]
         for b in range(k):
@@ -130,6 +131,7 @@ def _tabu_row(w, h, keep, iterations, tenure, refresh, tol):
     best_slots = slots.copy()
     last = np.full(n, -(1 << 30))
     pruned = np.flatnonzero(~keep)
+    work = np.empty((4, n))
     steps = 0
     for it in range(iterations):
         bd, bj, bq = np.inf, -1, -1
@@ -152,7 +154,7 @@ def _tabu_row(w, h, keep, iterations, tenure, refresh, tol):
         if bj < 0 or (tenure == 0 and not bd < -tol):
             break
         p, q = slots[bj], pruned[bq]
-        swap_row(w, h, slots, inv, mm, schur, v, g, bj, q)
+        swap_row(w, h, slots, inv, mm, schur, v, g, bj, q, work)
         pruned[bq] = p
         last[p] = last[q] = it
         steps += 1

@@ -175,8 +175,8 @@ def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_li
         state = SharedSupport(instance.weights, instance.hessian, cols)
         tol = TOLERANCE * max(float(instance.energies.sum()), 1e-300)
         resizable = instance.fixed_shape is None
+        current = cost
         while swaps + resizes < limit and not (timed_out := clock.expired()):
-            current = best_rows(instance, state.errors, k)[0]
             deltas, pruned = state.swap_deltas(np.flatnonzero(rows))
             j, b = np.unravel_index(np.argmin(deltas), deltas.shape)
             step, move = float(deltas[j, b]), ("swap", int(j), int(pruned[b]))
@@ -202,7 +202,7 @@ def compensated_rc_swap(instance: CompensatedInstance, *, seed: int = 0, time_li
                 state = SharedSupport(instance.weights, instance.hessian, cols)
                 k = int(cols.sum())
                 resizes += 1
-            rows = best_rows(instance, state.errors, k)[1]
+            current, rows = best_rows(instance, state.errors, k)
         cols = state.cols
     return make_result(instance, Solution(rows, cols), method="compensated-rc-swap", runtime=clock.elapsed(),
                        iterations=swaps + resizes, seed=seed, timed_out=timed_out,

@@ -52,10 +52,10 @@ def compensated_rc_tabu(instance: CompensatedInstance, *, seed: int = 0, time_li
         state = SharedSupport(instance.weights, instance.hessian, cols)
         last = np.full(instance.n, -(1 << 30))
         tol = 1e-12 * max(float(instance.energies.sum()), 1e-300)
+        cost = start.cost
         for step in range(iterations):
             if timed_out := clock.expired():
                 break
-            cost = best_rows(instance, state.errors, k)[0]
             deltas, pruned = state.swap_deltas(np.flatnonzero(rows))
             tabu = (step - last[state.slots] < tenure)[:, None] | (step - last[pruned] < tenure)[None, :]
             deltas = np.where(tabu & ~(cost + deltas < best[0] - tol), np.inf, deltas)

@@ -136,7 +136,7 @@ def test_kernel_state_and_swaps_match_the_reference(row, picks):
         p = int(slots[j])
         deltas, kept_ref, pruned_ref = ref.swap_deltas()
         expected = deltas[list(kept_ref).index(p), list(pruned_ref).index(q)]
-        swap_row(w, h, slots, inv, mm, schur, v, g, j, q)
+        swap_row(w, h, slots, inv, mm, schur, v, g, j, q, np.empty((4, w.size)))
         error += expected
         ref.remove(p)
         ref.add(q)
