@@ -210,6 +210,8 @@ def cmd_bench(args) -> int:
         _bench_latency(args)
     elif args.what == "pareto":
         _bench_pareto(args)
+    elif args.what == "zeroshot":
+        _bench_zeroshot(args)
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -222,6 +224,26 @@ def cmd_bench(args) -> int:
         print(format_table(rows, ["layer", "n", "k", "method", "cost", "magnitude_cost", "improvement",
                                   "refit_cost", "retained_small", "status", "runtime"]))
     return 0
+
+
+def _bench_zeroshot(args) -> None:
+    try:
+        from rcprune.bench.zeroshot import run_zeroshot
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench zeroshot needs the torch and bench extras (pip install "
+                                   f"'rcprune[torch,bench]'): {exc}") from None
+    kw = {}
+    if args.sparsities:
+        kw["sparsities"] = _split_list(args.sparsities, float, "--sparsities")
+    if args.finetune_sparsities is not None:
+        kw["finetune_sparsities"] = _split_list(args.finetune_sparsities, float, "--finetune-sparsities") \
+            if args.finetune_sparsities else ()
+    result = run_zeroshot(args.out or "rcprune-zeroshot", dataset=args.dataset,
+                          seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
+                          log=lambda msg: print(msg, file=sys.stderr), **kw)
+    from rcprune.bench.zeroshot import format_zeroshot
+
+    print(format_zeroshot(result))
 
 
 def _bench_layerwise(args) -> None:
@@ -466,10 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
-                                    "table", "plan"])
+                                    "table", "plan", "zeroshot"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default=None,
-                   help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9)")
+                   help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
+                        "zeroshot (0.5,0.7,0.9,0.93)")
     b.add_argument("--bound", action="store_true",
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
@@ -504,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")
     b.add_argument("--epochs", type=int, default=15, help="pareto: fine-tuning epochs, the same for every model")
     b.add_argument("--train-epochs", type=int, default=15, help="pareto: dense training epochs (cached)")
+    b.add_argument("--finetune-sparsities", default=None,
+                   help="zeroshot: removed shares that are also fine-tuned (default 0.9,0.93; '' for none)")
     b.add_argument("--tp-sparsities", default=None,
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,

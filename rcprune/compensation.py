@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-__all__ = ["DEFAULT_DAMPING", "compensated_refit"]
+__all__ = ["DEFAULT_DAMPING", "compensated_refit", "dense_target", "partial_out"]
 
 # lambda of H + lambda * mean(diag H) * I for the compensated objective: OBC's and SparseGPT's 1% (every
 # refit inverts H_SS, which damping keeps positive definite)
@@ -35,3 +35,23 @@ def compensated_refit(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray
             refit[np.ix_(rows, s)] = cho_solve(factor, b[np.ix_(rows, s)].T).T
     d = weights - refit
     return refit, np.maximum(np.einsum("ij,jk,ik->i", d, hessian, d), 0.0)
+
+
+def dense_target(cross: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+    """W~ = B H^-1 for B = E[(W x_d) x_p^T] and H = E[x_p x_p^T] (positive definite): the dense layer refit
+    to other inputs x_p. The output error of any V against W x_d is the compensated objective of
+    (W~, H) plus sum_i (e_i - w~_i^T H w~_i)
+    (``proofs/compensated.md``, "Network level: the dense output from the pruned inputs")."""
+    return cho_solve(cho_factor(hessian), cross.T).T
+
+
+def partial_out(hessian: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The Schur complement H_NN - H_NF H_FF^-1 H_FN over the columns N outside ``fixed`` (a mask): with the
+    columns F always kept, the error of F u S with weights w equals the error of S with weights w_N and this
+    H (``proofs/compensated.md``, "Network level: the dense output from the pruned inputs")."""
+    free, kept = np.flatnonzero(~fixed), np.flatnonzero(fixed)
+    h = hessian[np.ix_(free, free)]
+    if kept.size:
+        h = h - hessian[np.ix_(free, kept)] @ cho_solve(cho_factor(hessian[np.ix_(kept, kept)]),
+                                                        hessian[np.ix_(kept, free)])
+    return (h + h.T) / 2

@@ -24,7 +24,7 @@ from tests.retention.bruteforce import compensated_optimum
 from tests.retention.bruteforce import optimum as retention_optimum
 
 CASES = [(kind, method) for kind in METHODS for method in METHODS[kind]]
-EXACT = ("enumeration", "cpsat", "network-cpsat", "retention-exact", "compensated-exact")
+EXACT = ("enumeration", "cpsat", "network-cpsat", "retention-exact", "compensated-exact", "compensated-rc-exact")
 TIME_LIMIT = 1.0
 TIME_SLACK = 4.0  # seconds past the limit: a method checks its clock between steps, not inside them
 

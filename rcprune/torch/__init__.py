@@ -6,7 +6,9 @@ to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kep
 returns a new, physically smaller model; ``latency_table`` measures each layer's compact forms (a
 latency budget for the solvers); ``finetune`` trains with the masks fixed (optionally distilling from the dense model, ``teacher=``, and
 regenerating collapsed channels, ``regenerate=True``); ``ls_refit`` refits the
-kept weights by least squares on calibration data; ``prune`` chains them all in one call on a copy of
+kept weights by least squares on calibration data; ``compensate`` re-chooses each layer's columns on the
+compensated objective and refits them layer by layer against the dense model (data-aware pruning without
+training), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
 ``torch`` extra.
@@ -17,10 +19,13 @@ from rcprune.torch.compact import CompactReport, compact
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.refit import RefitReport, ls_refit
+from rcprune.torch.batchnorm import reestimate_batchnorm
+from rcprune.torch.compensate import CompensationReport, compensate
 from rcprune.torch.retention import RetentionReport, restore_original, retention_prune  # noqa: F401
 from rcprune.torch.latency_table import LatencyTable, latency_table
 from rcprune.torch.pipeline import PruneReport, prune
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
-           "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable"]
+           "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable",
+           "compensate", "CompensationReport", "reestimate_batchnorm"]

@@ -42,6 +42,9 @@ from rcprune.torch.latency_table import LatencyTable, latency_table as build_lat
 from rcprune.torch.latency import time_forms
 from rcprune.torch.masking import apply
 from rcprune.torch.refit import RefitReport, ls_refit
+from rcprune.torch.compensate import REFIT_ONLY, CompensationReport, compensate
+from rcprune.torch.hessian_scores import hessian_scores
+from rcprune.compensation import DEFAULT_DAMPING
 
 __all__ = ["prune", "PruneReport", "budgeted_instance", "BUDGETS", "UnreachableTargetError"]
 
@@ -70,6 +73,8 @@ class PruneReport:
     macs_before, macs_after, weights_before, weights_after : int or None
         From :func:`rcprune.torch.compact` (None when ``compact=False``).
     refit : RefitReport or None
+    compensation : CompensationReport or None
+        With ``calibration``: per layer, the output error before and after (:func:`rcprune.torch.compensate`).
     history : list of dict
         Fine-tuning epochs (empty without fine-tuning).
     seconds : dict
@@ -85,6 +90,7 @@ class PruneReport:
     weights_before: int | None = None
     weights_after: int | None = None
     refit: RefitReport | None = None
+    compensation: CompensationReport | None = None
     history: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     compacted: CompactReport | None = None
@@ -104,6 +110,7 @@ class PruneReport:
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
                 "weights_before": self.weights_before, "weights_after": self.weights_after,
                 "refit_layers": len(self.refit.layers) if self.refit else 0,
+                "compensation": self.compensation.medians() if self.compensation else None,
                 "finetune": self.history[-1] if self.history else None, "seconds": dict(self.seconds)}
 
 
@@ -298,10 +305,11 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str | None = None,
-          scores: str | Callable = "l1", weighting: Any = "none", protect: Sequence[str] = (),
+          scores: str | Callable | None = None, weighting: Any = "none", protect: Sequence[str] = (),
           min_channels: float | None = None, calibrate: int = 0, seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
-          refit=None, finetune: dict | None = None, compact: bool = True, partial: str = "auto",
+          refit=None, calibration=None, layer_method: str | None = None, damping: float = DEFAULT_DAMPING,
+          finetune: dict | None = None, compact: bool = True, partial: str = "auto",
           ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` under a budget on its weights, MACs or measured latency.
 
@@ -340,7 +348,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``"network-greedy"`` elsewhere.
     scores, weighting, protect
         The objective (:func:`rcprune.torch.extract`); weighting ``"none"`` fine-tuned best on the
-        digits ResNet (``docs/report-card.md``).
+        digits ResNet (``docs/report-card.md``). ``scores="hessian"`` (the default with ``calibration``)
+        scores w_ij^2 H_jj g_i on the calibration data (:mod:`rcprune.torch.hessian_scores`); otherwise
+        the default is ``"l1"``.
     bound : bool
         Attach the network lower bound, so ``report.result.gap`` is a certified gap (with
         ``granularity="channel"`` or ``"group"`` the bound holds in the channel space, which holds the
@@ -371,7 +381,21 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     free buys columns of the kept rows (:func:`rcprune.solvers.network.greedy.refill_columns`); the
     result then reports the cost of what is kept and ``info["unread_rows_dropped"]``.
     refit : iterable of batches, optional
-        Calibration data for :func:`rcprune.torch.ls_refit` (zero-shot least-squares refit).
+        Calibration data for :func:`rcprune.torch.ls_refit` (the older ridge refit of the network's kept
+        weights, columns unchanged, no BatchNorm re-estimation); not together with ``calibration``.
+    calibration : list of batches or DataLoader, optional
+        Data-aware pruning without training (:func:`rcprune.torch.compensate`): the network budget is
+        allocated on ``"hessian"`` scores, then layer by layer, with each layer's inputs taken from the
+        network pruned so far, ``layer_method`` re-chooses the layer's columns on the compensated
+        objective (the output error after the refit, against the dense layer), the kept weights are refit
+        (reversibly) and the bias corrected, and the BatchNorm statistics are re-estimated;
+        ``report.compensation`` lists the layers.
+    layer_method : str, optional
+        A compensated matrix method (default ``"compensated-rc-tabu"``) or ``"refit"`` (keep the
+        network's columns); a latency budget and ``granularity`` other than ``"column"`` allow
+        ``"refit"`` only (their column structure is priced), which is then the default.
+    damping : float
+        The compensation's H + damping * mean(diag H) * I.
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero.
@@ -418,10 +442,31 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if refit is not None:
         check_loader(refit, "refit (calibration batches)")
+    if calibration is not None:
+        check_loader(calibration, "calibration")
+        if refit is not None:
+            raise InvalidInstanceError("give calibration= (data-aware selection, refit and BatchNorm re-estimation) "
+                                       "or refit= (the ridge refit alone), not both")
+        structured = budget == "latency" or granularity != "column"
+        if structured and layer_method not in (None, REFIT_ONLY):
+            raise InvalidInstanceError(f"layer_method={layer_method!r} re-chooses columns, which a latency budget or "
+                                       f"granularity={granularity!r} prices by their structure: use "
+                                       f"layer_method={REFIT_ONLY!r} (the default there)")
+        layer_method = REFIT_ONLY if structured else layer_method
+    elif layer_method is not None:
+        raise InvalidInstanceError("layer_method needs calibration= (the data the layers are compensated on)")
+    if scores is None:
+        scores = "hessian" if calibration is not None else "l1"
+    if isinstance(scores, str) and scores == "hessian" and calibration is None:
+        raise InvalidInstanceError("scores='hessian' needs calibration= (the data H comes from)")
     compact = check_flag(compact, "compact")
     seconds = {}
     t = time.perf_counter()
     work = copy.deepcopy(model).eval()
+    if isinstance(scores, str) and scores == "hessian":
+        plain = extract(work, example_inputs, protect=protect, sparsity=0.0)
+        table_of_scores = hessian_scores(work, plain, calibration)
+        scores = lambda name, weight: table_of_scores[name]   # noqa: E731
     ext = extract(work, example_inputs, scores=scores, protect=protect, weighting=weighting,
                   sparsity=sparsity if budget == "weights" else 0.0)
     seconds["extract"] = time.perf_counter() - t
@@ -444,15 +489,15 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     t = time.perf_counter()
     options = dict(seed=seed, time_limit=time_limit, bound=bound, **(solver_options or {}))
     solved = _solve_connected(instance, granularity, method, options)
-    calibration = None
+    rounds = None
     if calibrate:
-        solved, calibration = _calibrate(work, example_inputs, ext, table, solved, granularity, method, options,
+        solved, rounds = _calibrate(work, example_inputs, ext, table, solved, granularity, method, options,
                                          partial, calibrate)   # work is still the dense copy here
     instance, searched, found, clean, connected = solved
     dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
     info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)
-    if calibration is not None:
-        info["calibration"] = calibration
+    if rounds is not None:
+        info["calibration"] = rounds
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}
@@ -470,6 +515,18 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         t = time.perf_counter()
         report.refit = ls_refit(work, result.solution, refit, extraction=ext)
         seconds["refit"] = time.perf_counter() - t
+    if calibration is not None:
+        t = time.perf_counter()
+        final, report.compensation = compensate(work, result.solution, calibration, extraction=ext,
+                                                layer_method=layer_method, damping=damping, seed=seed,
+                                                time_limit=time_limit)
+        report.result = result = make_result(instance, final, method=found.method, runtime=found.runtime,
+                                    iterations=found.iterations, seed=seed, lower_bound=result.lower_bound,
+                                    timed_out=found.status == "time_limit", trace=found.trace,
+                                    info=dict(info, compensated=True))
+        report.kept_weights = int(report.result.kept_count)
+        report.spend = float(report.result.evaluation.spend)
+        seconds["compensate"] = time.perf_counter() - t
     if finetune is not None:
         t = time.perf_counter()
         args = dict(finetune)

@@ -95,7 +95,7 @@ def test_from_layer_and_errors():
     inst = Instance.from_layer(w, hessian=np.eye(2), sparsity=0.5)
     assert isinstance(inst, CompensatedInstance) and inst.kind == "matrix" and inst.budget == 2
     assert rcprune.solve(inst).method == "compensated-rc-tabu"
-    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap, compensated-rc-tabu"):
+    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap, compensated-rc-tabu, compensated-rc-exact"):
         rcprune.solve(inst, method="annealing")
     with pytest.raises(InvalidInstanceError, match="objective.*scores"):
         rcprune.solve(Instance.from_layer(w, budget=2), method="structured-obs")
@@ -110,6 +110,39 @@ def test_from_layer_and_errors():
     with pytest.raises(InvalidInstanceError, match="max_moves"):
         rcprune.solve(inst, method="compensated-rc-swap", max_moves=-2)
     assert rcprune.method_names("matrix", objective="compensated") == ["structured-obs", "compensated-rc-swap",
-                                                                        "compensated-rc-tabu"]
+                                                                        "compensated-rc-tabu", "compensated-rc-exact"]
     with pytest.raises(InvalidInstanceError, match="tenure"):
         rcprune.solve(inst, method="compensated-rc-tabu", tenure=-1)
+
+
+@settings(deadline=None)
+@given(instances())
+def test_exact_is_the_brute_force_optimum_and_proves_it(inst):
+    res = rcprune.solve(inst, method="compensated-rc-exact")
+    opt = optimum(inst.weights, inst.hessian, inst.budget)
+    assert res.status == "optimal" and res.feasible
+    assert res.cost == pytest.approx(opt, rel=1e-7, abs=1e-9)
+    assert res.lower_bound <= res.cost + 1e-9 * (1 + res.cost)
+    for method in METHODS:
+        assert rcprune.solve(inst, method=method).cost >= res.cost - 1e-8 * (1 + res.cost)
+
+
+def test_exact_with_a_fixed_shape_a_time_limit_and_a_size_limit():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 30))
+    inst = Instance.from_layer(rng.laplace(size=(3, 5)), hessian=x @ x.T / 30, shape=(2, 3))
+    res = rcprune.solve(inst, method="compensated-rc-exact")
+    best = min(cost_of(inst.weights, inst.hessian, np.array(r), np.array(c))
+               for r in itertools.product([False, True], repeat=3) for c in itertools.product([False, True], repeat=5)
+               if sum(r) == 2 and sum(c) == 3)
+    assert res.status == "optimal" and res.cost == pytest.approx(best, rel=1e-7)
+    assert res.solution.rows.sum() == 2 and res.solution.cols.sum() == 3
+    x = rng.normal(size=(16, 60))
+    big = Instance.from_layer(rng.laplace(size=(8, 16)), hessian=x @ x.T / 60, sparsity=0.5)
+    cut = rcprune.solve(big, method="compensated-rc-exact", time_limit=1e-9)
+    assert cut.status == "time_limit" and cut.lower_bound is None and cut.feasible
+    assert cut.cost <= rcprune.solve(big, method="structured-obs").cost + 1e-12
+    x = rng.normal(size=(17, 60))
+    with pytest.raises(InvalidInstanceError, match="n <= 16"):
+        rcprune.solve(Instance.from_layer(rng.laplace(size=(2, 17)), hessian=x @ x.T / 60, sparsity=0.5),
+                      method="compensated-rc-exact")

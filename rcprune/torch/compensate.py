@@ -1,0 +1,295 @@
+"""Sequential data-aware compensation of a network solution: layer by layer, in the order the data flows,
+re-choose the kept columns on the compensated objective and refit the kept weights, so the pruned layer
+reproduces the *dense* layer's output from the inputs the *pruned* network gives it.
+
+For layer L with dense weights W, dense inputs x_d and pruned-network inputs x_p (only the columns whose
+input channel is alive), calibration gives H = E[x_p x_p^T], B = E[(W x_d) x_p^T] and the target energy
+e_i = E[(w_i x_d)^2] (all centered when a bias or a BatchNorm absorbs the mean). The error of kept weights
+V on rows R and columns C is sum_i e_i - 2 <V_i, B_iC> + V_i H_CC V_i^T, minimized by V = B_RC H_CC^-1;
+with W~ = B H^-1 (the dense layer refit to the pruned inputs) it equals a constant plus the compensated
+objective of (W~, H) (:mod:`rcprune.matrix.compensated`), so any compensated matrix method chooses C
+(the rows stay the network solution's: they are channels other layers read). The network solver's column
+count is kept (so its budget holds), the channel floor's columns are forced in (by solving on the Schur
+complement that partials them out, which is exact), rows are weighted by g_i = gamma_i^2 / (var_i + eps)
+of the BatchNorm after the layer (the error the next layer sees), and the bias is corrected so the mean
+output matches the dense one. Before each layer the BatchNorm statistics are re-estimated on the
+calibration data (:func:`rcprune.torch.batchnorm.reestimate_batchnorm`), so each layer compensates what
+the already-pruned, re-normalized layers before it lost.
+
+See ``proofs/compensated.md``, "Network level: the dense output from the pruned inputs", for the identities.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy.linalg import cho_factor, cho_solve, LinAlgError
+from tqdm.auto import tqdm
+
+from rcprune.compensation import DEFAULT_DAMPING, dense_target, partial_out
+from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.network.cleanup import drop_unread_rows
+from rcprune.network.model import NetworkSolution, alive_channels
+from rcprune.validation import (InvalidInstanceError, check_flag, check_int_option, check_nonnegative, check_seed,
+                                check_time_limit)
+
+from rcprune.torch.batches import check_loader, input_tensor
+from rcprune.torch.batchnorm import following_batchnorm, output_scales, reestimate_batchnorm
+from rcprune.torch.extract import Extraction, extraction_of
+from rcprune.torch.masking import apply, restore
+from rcprune.torch.rcmask import rc_mask
+from rcprune.torch.retention import layer_inputs
+
+__all__ = ["compensate", "CompensationReport", "REFIT_ONLY"]
+
+REFIT_ONLY = "refit"   # layer_method that keeps the network solver's columns and only refits
+
+
+@dataclass(frozen=True)
+class CompensationReport:
+    """What :func:`compensate` did, per layer in order: ``layer``, ``rows`` and ``cols`` kept, ``changed``
+    (columns swapped in), ``error_masked`` (relative output error of the network solution's masked
+    layer, original weights) and ``error`` (after re-choosing and refitting), both against the dense
+    layer's output and over every row (a pruned row loses its whole output), ``norm_ratio`` (Frobenius
+    norm of the kept weights after the refit / of the dense kept rows), ``centered``, ``method`` and
+    ``seconds``; and the settings."""
+
+    layers: tuple[dict, ...]
+    layer_method: str
+    damping: float
+    batchnorm: bool
+    samples: int
+
+    def table(self) -> list[dict]:
+        return [dict(r) for r in self.layers]
+
+    def medians(self) -> dict:
+        """Median over the compensated layers of the masked error, the error and the norm ratio."""
+        keys = ("error_masked", "error", "norm_ratio")
+        return {k: float(np.median([r[k] for r in self.layers])) if self.layers else 0.0 for k in keys}
+
+
+class _Captured(Exception):
+    """Raised by a hook once it has the layer's input: the rest of the forward is not needed."""
+
+
+def _capture(module: nn.Module, store: dict, key: str):
+    def fn(mod, args):
+        store[key] = args[0].detach()
+        raise _Captured
+    return module.register_forward_pre_hook(fn)
+
+
+def _run_to(model: nn.Module, x: torch.Tensor) -> None:
+    try:
+        model(x)
+    except _Captured:
+        pass
+
+
+@torch.no_grad()
+def _statistics(model, dense, name, module, dense_module, weight, alive_idx, loader, max_batches):
+    """Sums over the calibration data: H_p, B = sum (W x_d) x_p^T, the means and the target energy."""
+    store: dict = {}
+    handles = [_capture(module, store, "p"), _capture(dense_module, store, "d")]
+    a, m = len(alive_idx), weight.shape[0]
+    S = torch.zeros(a, a, dtype=torch.float64)
+    B = torch.zeros(m, a, dtype=torch.float64)
+    sp, sy, yy, n = torch.zeros(a, dtype=torch.float64), torch.zeros(m, dtype=torch.float64), \
+        torch.zeros(m, dtype=torch.float64), 0
+    idx = torch.from_numpy(alive_idx)
+    try:
+        for b, batch in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            x = input_tensor(batch, "calibration data")
+            _run_to(model, x)
+            _run_to(dense, x)
+            xp = layer_inputs(module, store["p"], name).index_select(1, idx).to(torch.float64)
+            y = layer_inputs(dense_module, store["d"], name).to(torch.float64) @ weight.T
+            S.addmm_(xp.T, xp)
+            B.addmm_(y.T, xp)
+            sp += xp.sum(0)
+            sy += y.sum(0)
+            yy += (y * y).sum(0)
+            n += xp.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if n == 0:
+        raise InvalidInstanceError("the calibration data yielded no batch")
+    return S.numpy() / n, B.numpy() / n, sp.numpy() / n, sy.numpy() / n, yy.numpy() / n, n
+
+
+def _layer_error(e, Bm, H, rows, kc, V, scale=None) -> float:
+    """sum_i g_i (e_i - [i in R] (2 <V_i, B_iC> - V_i H_CC V_i^T)), the output error of weights V on R x C
+    (g = 1 unless ``scale`` is given)."""
+    g = np.ones(len(e)) if scale is None else scale
+    gain = 2 * np.einsum("ij,ij->i", V, Bm[np.ix_(rows, kc)]) - np.einsum("ij,jk,ik->i", V, H[np.ix_(kc, kc)], V)
+    return float(g @ e - g[rows] @ gain)
+
+
+def _refit(Hd, Bm, rows, cols) -> np.ndarray:
+    """V = B_RC (H_CC + damping)^-1: the kept rows' least-squares weights on the kept columns."""
+    kc = np.flatnonzero(cols)
+    return cho_solve(cho_factor(Hd[np.ix_(kc, kc)]), Bm[np.ix_(rows, kc)].T).T
+
+
+def _choose_columns(name, Wt, Hd, rows, kept, fixed, scale, method, seed, time_limit):
+    """The kept columns (a mask over the alive ones) chosen by ``method`` on the compensated objective of
+    (W~_R scaled by sqrt(g), H), with ``kept.sum()`` columns and every ``fixed`` one."""
+    from rcprune.solve import solve
+
+    c, f = int(kept.sum()), int(fixed.sum())
+    free = np.flatnonzero(~fixed)
+    if method == REFIT_ONLY or c == len(kept) or c - f <= 0 or c - f >= len(free):
+        return kept
+    ws = np.sqrt(scale[rows])[:, None] * Wt[rows]
+    inst = CompensatedInstance(ws[:, free], partial_out(Hd, fixed), shape=(len(rows), c - f), damping=0, name=name)
+    res = solve(inst, method=method, seed=seed, time_limit=time_limit)
+    if not res.solution.rows.all() or int(res.solution.cols.sum()) != c - f:
+        return kept   # a solver that could not keep the shape (cut short): the network's columns stand
+    out = fixed.copy()
+    out[free[res.solution.cols]] = True
+    return out
+
+
+def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extraction: Extraction | None = None,
+               layer_method: str | None = None, damping: float = DEFAULT_DAMPING, batchnorm: bool = True,
+               max_batches: int | None = None, seed: int = 0, time_limit: float | None = None,
+               progress: bool = False) -> tuple[NetworkSolution, CompensationReport]:
+    """Mask ``model`` with ``solution`` and compensate it layer by layer on ``calibration``; in place.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model ``extraction`` was made from; masked with ``solution`` here (:func:`rcprune.torch.apply`),
+        so :func:`rcprune.torch.restore` still gives the original weights back. Its unmasked weights (and
+        current BatchNorm statistics) are the dense reference.
+    solution : NetworkSolution
+        Its rows are kept; each layer's column count is kept (its columns may change).
+    calibration : iterable of batches
+        Re-iterable (a list or a DataLoader): one pass per layer, plus one BatchNorm pass per layer with
+        ``batchnorm=True``.
+    layer_method : str, optional
+        A compensated matrix method of :func:`rcprune.solve` (default: its default for compensated
+        instances) choosing each layer's columns, or ``"refit"`` to keep the solution's columns.
+    damping : float
+        H + damping * mean(diag H) * I in the choice and the refit.
+    batchnorm : bool
+        Re-estimate BatchNorm statistics before each layer and at the end.
+    seed, time_limit :
+        For ``layer_method``; ``time_limit`` in seconds per layer.
+
+    Returns
+    -------
+    (NetworkSolution, CompensationReport)
+        The solution the model is now masked with (the same rows, the chosen columns, rows no consumer
+        reads any more dropped) and the per-layer report.
+
+    Notes
+    -----
+    Cost per layer: two partial forward passes over the calibration data, O(N a^2) for the a alive
+    columns, the method's solve and one a x a factorization.
+    """
+    from rcprune.solve import method_names
+
+    extraction = extraction_of(model, extraction)
+    inst = extraction.instance
+    extraction.effective(solution)   # checks the solution belongs to the instance
+    check_loader(calibration, "calibration")
+    if iter(calibration) is calibration:
+        raise InvalidInstanceError("compensation passes over the calibration data once per layer: give a list or "
+                                   "a DataLoader, not an iterator")
+    methods = method_names("matrix", objective="compensated")
+    layer_method = layer_method or "compensated-rc-tabu"
+    if layer_method != REFIT_ONLY and layer_method not in methods:
+        raise InvalidInstanceError(f"layer_method must be {REFIT_ONLY!r} or a compensated matrix method "
+                                   f"({', '.join(methods)}), got {layer_method!r}")
+    damping = check_nonnegative(damping, "damping")
+    batchnorm = check_flag(batchnorm, "batchnorm")
+    seed, time_limit = check_seed(seed), check_time_limit(time_limit)
+    if max_batches is not None:
+        max_batches = check_int_option(max_batches, "max_batches", minimum=1)
+    apply(model, solution, extraction)
+    dense = restore(copy.deepcopy(model)).eval()
+    was = model.training
+    model.eval()
+    modules, dmodules = dict(model.named_modules()), dict(dense.named_modules())
+    scales = output_scales(dense, extraction)
+    after_bn = following_batchnorm(extraction)
+    layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in solution.items()}
+    alive = alive_channels(inst, solution)   # rows never change, so neither do the alive channels
+    report, samples = [], 0
+    for li in tqdm(inst.layers, desc="compensate", leave=False, disable=not progress):
+        name, lm = li.name, extraction.layers[li.name]
+        t = time.perf_counter()
+        alive_cols = np.repeat(np.concatenate([alive[g] for g, _ in li.inputs]), li.block)
+        alive_idx = np.flatnonzero(alive_cols)
+        rows = np.flatnonzero(layers[name][0])
+        kept = (layers[name][1] & alive_cols)[alive_idx]
+        if rows.size == 0 or not kept.any():
+            continue
+        if batchnorm:
+            reestimate_batchnorm(model, calibration, max_batches=max_batches)
+            model.eval()
+        module, dmodule = modules[lm.module], dmodules[lm.module]
+        weight = dmodule.weight.detach().double().reshape(lm.weight_shape[0], -1)
+        H, Bm, mu_p, mu_y, yy, samples = _statistics(model, dense, name, module, dmodule, weight, alive_idx,
+                                                     calibration, max_batches)
+        centered = lm.has_bias or name in after_bn
+        e = yy - mu_y ** 2 if centered else yy
+        if centered:
+            H, Bm = H - np.outer(mu_p, mu_p), Bm - np.outer(mu_y, mu_p)
+        if not (np.isfinite(H).all() and np.isfinite(Bm).all()):
+            raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite (NaN or inf inputs)")
+        Hd = H + damping * float(np.mean(np.diag(H))) * np.eye(len(alive_idx))
+        try:
+            Wt = dense_target(Bm, Hd)
+        except LinAlgError:
+            raise InvalidInstanceError(f"layer {name!r}: the damped input Gram matrix is not positive definite "
+                                       f"({samples} calibration vectors for {len(alive_idx)} inputs): raise damping "
+                                       "or give more calibration data") from None
+        fixed = inst.fixed_cols(name)[alive_idx]
+        new = _choose_columns(name, Wt, Hd, rows, kept, fixed, scales[name], layer_method, seed, time_limit)
+        kc0 = np.flatnonzero(kept)
+        V0 = weight.numpy()[np.ix_(rows, alive_idx[kc0])]
+        # the best of: the chosen columns refit, the network's columns refit, the network's masked weights
+        # (a damped refit of what is barely pruned can lose to the original), by the objective (g-weighted)
+        options = [(new, _refit(Hd, Bm, rows, new)), (kept, V0)]
+        if (new != kept).any():
+            options.insert(1, (kept, _refit(Hd, Bm, rows, kept)))
+        new, V = min(options, key=lambda o: _layer_error(e, Bm, H, rows, np.flatnonzero(o[0]), o[1], scales[name]))
+        kc = np.flatnonzero(new)
+        before, error = _layer_error(e, Bm, H, rows, kc0, V0), _layer_error(e, Bm, H, rows, kc, V)
+        cols_full = alive_idx[kc]
+        with torch.no_grad():
+            w_val = rc_mask(module, "weight").value.data
+            w2 = w_val.view(w_val.shape[0], -1)
+            w2[torch.from_numpy(rows)[:, None], torch.from_numpy(cols_full)[None, :]] = torch.from_numpy(V).to(w2.dtype)
+            if lm.has_bias:   # centered: the bias restores the dense mean
+                b_val = rc_mask(module, "bias").value.data
+                b_dense = dmodule.bias.detach().double().numpy()
+                b_new = b_dense[rows] + mu_y[rows] - V @ mu_p[kc]
+                b_val[torch.from_numpy(rows)] = torch.from_numpy(b_new).to(b_val.dtype)
+        cols = np.zeros_like(layers[name][1])
+        cols[cols_full] = True
+        layers[name] = (layers[name][0], cols)
+        apply(model, NetworkSolution(layers), extraction)
+        energy = max(float(e.sum()), 1e-300)
+        dense_norm = float(np.linalg.norm(weight.numpy()[rows]))
+        report.append({"layer": name, "rows": int(rows.size), "cols": int(kc.size),
+                       "changed": int((new & ~kept).sum()),
+                       "error_masked": max(before, 0.0) / energy, "error": max(error, 0.0) / energy,
+                       "norm_ratio": float(np.linalg.norm(V)) / dense_norm if dense_norm > 0 else 0.0,
+                       "centered": bool(centered), "method": layer_method, "seconds": time.perf_counter() - t})
+    final = drop_unread_rows(inst, NetworkSolution(layers))
+    apply(model, final, extraction)
+    if batchnorm:
+        reestimate_batchnorm(model, calibration, max_batches=max_batches)
+    model.train(was)
+    return final, CompensationReport(tuple(report), layer_method, float(damping), batchnorm, samples)

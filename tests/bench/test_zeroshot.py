@@ -1,0 +1,53 @@
+"""``rcprune bench zeroshot --quick``: zero-shot and fine-tuned rows end to end on digits; goals; arguments."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("torch_pruning")
+
+from rcprune.bench.zeroshot import FINETUNE_ROWS, ZERO_SHOT_ROWS, evaluate_goals, run_zeroshot  # noqa: E402
+from rcprune.cli import main  # noqa: E402
+from rcprune.validation import InvalidInstanceError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zeroshot")
+    assert main(["bench", "zeroshot", "--quick", "--out", str(out), "--sparsities", "0.5,0.9",
+                 "--finetune-sparsities", "0.9"]) == 0
+    return out, json.loads((out / "zeroshot.json").read_text())
+
+
+def test_quick_writes_every_row(quick):
+    out, result = quick
+    assert {"zeroshot.json", "zeroshot.md"} <= {p.name for p in out.iterdir()}
+    keys = {(r["method"], r["sparsity"]) for r in result["rows"]}
+    assert keys == {(m, s) for m in ZERO_SHOT_ROWS for s in (0.5, 0.9)}
+    budget = {s: next(r["kept_weights"] for r in result["rows"] if r["method"] == "magnitude-rc" and r["sparsity"] == s)
+              for s in (0.5, 0.9)}
+    for r in result["rows"]:
+        assert 0 <= r["acc_zero_shot"] <= 1 and r["kept_weights"] <= budget[r["sparsity"]] + 1
+        assert ("acc" in r) == (r["sparsity"] == 0.9 and r["method"] in FINETUNE_ROWS)
+        if r["method"] == "data-aware-rc":
+            assert r["error"] <= r["error_masked"] * 1.5 and r["norm_ratio"] > 0
+    md = (out / "zeroshot.md").read_text()
+    assert "| data-aware-rc | 0.9 |" in md and "## Goals" in md
+
+
+def test_goals_read_the_summary():
+    summary = [{"method": "data-aware-rc", "sparsity": 0.9, "zero_shot": 0.85, "acc": 0.95},
+               {"method": "magnitude-rc", "sparsity": 0.9, "zero_shot": 0.1, "acc": 0.96},
+               {"method": "data-aware-rc", "sparsity": 0.5, "zero_shot": 0.97}]
+    goals = evaluate_goals(summary, dense_acc=0.985)
+    assert [g["passed"] for g in goals] == [True, False, False, None]
+    assert goals[2]["value"] == pytest.approx(-0.01)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(dataset="imagenet"), "dataset"), (dict(seeds=()), "seed"),
+                                           (dict(sparsities=(1.2,)), "sparsities")])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInstanceError, match=match):
+        run_zeroshot(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
