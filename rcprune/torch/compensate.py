@@ -47,6 +47,10 @@ from rcprune.torch.retention import layer_inputs
 __all__ = ["compensate", "CompensationReport", "REFIT_ONLY"]
 
 REFIT_ONLY = "refit"   # layer_method that keeps the network solver's columns and only refits
+DEFAULT_LAYER_METHOD = "compensated-rc-tabu"
+# By default a layer with more alive columns is refit on the network's columns: structured-OBS, where every
+# compensated RC method starts, takes n rank-1 steps of O(n^2) (minutes at n = 4608 on 2 cores)
+MAX_DEFAULT_COLUMNS = 1152
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,9 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         Re-iterable (a list or a DataLoader): one pass per layer, plus one BatchNorm pass per layer with
         ``batchnorm=True``.
     layer_method : str, optional
-        A compensated matrix method of :func:`rcprune.solve` (default: its default for compensated
-        instances) choosing each layer's columns, or ``"refit"`` to keep the solution's columns.
+        A compensated matrix method of :func:`rcprune.solve` choosing each layer's columns, or ``"refit"``
+        to keep the solution's columns. Default: ``"compensated-rc-tabu"`` for layers of at most
+        :data:`MAX_DEFAULT_COLUMNS` alive columns, ``"refit"`` above (the report says which ran).
     damping : float
         H + damping * mean(diag H) * I in the choice and the refit.
     batchnorm : bool
@@ -206,8 +211,7 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         raise InvalidInstanceError("compensation passes over the calibration data once per layer: give a list or "
                                    "a DataLoader, not an iterator")
     methods = method_names("matrix", objective="compensated")
-    layer_method = layer_method or "compensated-rc-tabu"
-    if layer_method != REFIT_ONLY and layer_method not in methods:
+    if layer_method is not None and layer_method != REFIT_ONLY and layer_method not in methods:
         raise InvalidInstanceError(f"layer_method must be {REFIT_ONLY!r} or a compensated matrix method "
                                    f"({', '.join(methods)}), got {layer_method!r}")
     damping = check_nonnegative(damping, "damping")
@@ -225,7 +229,8 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
     layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in solution.items()}
     alive = alive_channels(inst, solution)   # rows never change, so neither do the alive channels
     report, samples = [], 0
-    for li in tqdm(inst.layers, desc="compensate", leave=False, disable=not progress):
+    bar = tqdm(inst.layers, desc="compensate", leave=False, disable=not progress)
+    for li in bar:
         name, lm = li.name, extraction.layers[li.name]
         t = time.perf_counter()
         alive_cols = np.repeat(np.concatenate([alive[g] for g, _ in li.inputs]), li.block)
@@ -255,7 +260,8 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
                                        f"({samples} calibration vectors for {len(alive_idx)} inputs): raise damping "
                                        "or give more calibration data") from None
         fixed = inst.fixed_cols(name)[alive_idx]
-        new = _choose_columns(name, Wt, Hd, rows, kept, fixed, scales[name], layer_method, seed, time_limit)
+        method = layer_method or (DEFAULT_LAYER_METHOD if len(alive_idx) <= MAX_DEFAULT_COLUMNS else REFIT_ONLY)
+        new = _choose_columns(name, Wt, Hd, rows, kept, fixed, scales[name], method, seed, time_limit)
         kc0 = np.flatnonzero(kept)
         V0 = weight.numpy()[np.ix_(rows, alive_idx[kc0])]
         # the best of: the chosen columns refit, the network's columns refit, the network's masked weights
@@ -281,15 +287,16 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         layers[name] = (layers[name][0], cols)
         apply(model, NetworkSolution(layers), extraction)
         energy = max(float(e.sum()), 1e-300)
+        bar.set_postfix(layer=name, error=f"{max(error, 0.0) / energy:.3g}")
         dense_norm = float(np.linalg.norm(weight.numpy()[rows]))
         report.append({"layer": name, "rows": int(rows.size), "cols": int(kc.size),
                        "changed": int((new & ~kept).sum()),
                        "error_masked": max(before, 0.0) / energy, "error": max(error, 0.0) / energy,
                        "norm_ratio": float(np.linalg.norm(V)) / dense_norm if dense_norm > 0 else 0.0,
-                       "centered": bool(centered), "method": layer_method, "seconds": time.perf_counter() - t})
+                       "centered": bool(centered), "method": method, "seconds": time.perf_counter() - t})
     final = drop_unread_rows(inst, NetworkSolution(layers))
     apply(model, final, extraction)
     if batchnorm:
         reestimate_batchnorm(model, calibration, max_batches=max_batches)
     model.train(was)
-    return final, CompensationReport(tuple(report), layer_method, float(damping), batchnorm, samples)
+    return final, CompensationReport(tuple(report), layer_method or "default", float(damping), batchnorm, samples)

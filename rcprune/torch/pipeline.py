@@ -309,7 +309,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
           min_channels: float | None = None, calibrate: int = 0, seed: int = 0,
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
           refit=None, calibration=None, layer_method: str | None = None, damping: float = DEFAULT_DAMPING,
-          finetune: dict | None = None, compact: bool = True, partial: str = "auto",
+          finetune: dict | None = None, compact: bool = True, partial: str = "auto", progress: bool = False,
           ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` under a budget on its weights, MACs or measured latency.
 
@@ -391,11 +391,14 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         (reversibly) and the bias corrected, and the BatchNorm statistics are re-estimated;
         ``report.compensation`` lists the layers.
     layer_method : str, optional
-        A compensated matrix method (default ``"compensated-rc-tabu"``) or ``"refit"`` (keep the
-        network's columns); a latency budget and ``granularity`` other than ``"column"`` allow
-        ``"refit"`` only (their column structure is priced), which is then the default.
+        A compensated matrix method or ``"refit"`` (keep the network's columns); default
+        ``"compensated-rc-tabu"`` on layers of at most 1152 alive columns, ``"refit"`` on larger ones
+        (:func:`rcprune.torch.compensate`). A latency budget and ``granularity`` other than ``"column"``
+        allow ``"refit"`` only (their column structure is priced), which is then the default.
     damping : float
         The compensation's H + damping * mean(diag H) * I.
+    progress : bool
+        A tqdm bar over the compensated layers (with ``calibration``).
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero.
@@ -519,7 +522,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         t = time.perf_counter()
         final, report.compensation = compensate(work, result.solution, calibration, extraction=ext,
                                                 layer_method=layer_method, damping=damping, seed=seed,
-                                                time_limit=time_limit)
+                                                time_limit=time_limit, progress=check_flag(progress, "progress"))
         report.result = result = make_result(instance, final, method=found.method, runtime=found.runtime,
                                     iterations=found.iterations, seed=seed, lower_bound=result.lower_bound,
                                     timed_out=found.status == "time_limit", trace=found.trace,

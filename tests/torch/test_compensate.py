@@ -152,3 +152,23 @@ def test_nan_and_singular_calibration_name_the_layer():
     with pytest.raises(InvalidInstanceError, match="layer_method"):
         compensate(net, sol, [x], extraction=ext, layer_method="greedy-row-column")
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+
+def test_default_method_refits_large_layers(resnet, monkeypatch):
+    import sys
+
+    comp = sys.modules["rcprune.torch.compensate"]   # the package exports the function under the same name
+    model, x, _ = resnet
+    monkeypatch.setattr(comp, "MAX_DEFAULT_COLUMNS", 40)
+    ext = extract(copy.deepcopy(model), x[:1], sparsity=0.6)
+    from rcprune import solve
+    sol = solve(ext.instance, method="network-greedy").solution
+    work = copy.deepcopy(model)
+    apply(work, sol, ext)
+    _, report = compensate(work, sol, [x], extraction=ext, progress=True)
+    assert report.layer_method == "default"
+    methods = {r["layer"]: r["method"] for r in report.layers}
+    assert set(methods.values()) == {"refit", "compensated-rc-tabu"}
+    for r in report.layers:
+        if r["method"] == "refit":
+            assert r["changed"] == 0
