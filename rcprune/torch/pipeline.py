@@ -392,8 +392,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``report.compensation`` lists the layers.
     layer_method : str, optional
         A compensated matrix method or ``"refit"`` (keep the network's columns); default
-        ``"compensated-rc-tabu"`` on layers of at most 1152 alive columns, ``"refit"`` on larger ones
-        (:func:`rcprune.torch.compensate`). A latency budget and ``granularity`` other than ``"column"``
+        ``"compensated-rc-tabu"`` on layers of at most 1152 alive columns, block structured-OBS on larger
+        ones (:func:`rcprune.torch.compensate`). A latency budget and ``granularity`` other than ``"column"``
         allow ``"refit"`` only (their column structure is priced), which is then the default.
     damping : float
         The compensation's H + damping * mean(diag H) * I.

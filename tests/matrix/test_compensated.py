@@ -146,3 +146,34 @@ def test_exact_with_a_fixed_shape_a_time_limit_and_a_size_limit():
     with pytest.raises(InvalidInstanceError, match="n <= 16"):
         rcprune.solve(Instance.from_layer(rng.laplace(size=(2, 17)), hessian=x @ x.T / 60, sparsity=0.5),
                       method="compensated-rc-exact")
+
+
+@settings(deadline=None)
+@given(instances(max_m=4, max_n=7), st.integers(2, 4))
+def test_block_elimination_is_exact_at_its_boundaries(inst, block):
+    from rcprune.compensation import compensated_refit
+    from rcprune.solvers.matrix.structured_obs import eliminate_columns
+
+    order, errors = eliminate_columns(inst, block=block, stop=1)
+    assert sorted(order.tolist()) == list(range(inst.n))
+    boundaries = [t for t in range(inst.n + 1) if not np.isnan(errors[t]).any()]
+    assert 1 in boundaries and inst.n in boundaries and 0 in boundaries
+    assert all(b - a <= block for a, b in zip(boundaries, boundaries[1:]))
+    for t in boundaries:
+        keep = np.ones(inst.n, bool)
+        keep[order[:t]] = False
+        _, exact = compensated_refit(inst.weights, inst.hessian, np.tile(keep, (inst.m, 1)))
+        np.testing.assert_allclose(errors[t], exact, rtol=1e-6, atol=1e-9 * (1 + inst.energies.max()))
+    res = rcprune.solve(inst, method="structured-obs", block=block)
+    assert res.feasible and res.cost == pytest.approx(rcprune.evaluate(inst, res.solution).cost)
+    assert res.cost >= optimum(inst.weights, inst.hessian, inst.budget) - 1e-8 * (1 + res.cost)
+
+
+def test_block_elimination_lands_on_a_fixed_shape():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 40))
+    inst = Instance.from_layer(rng.laplace(size=(4, 9)), hessian=x @ x.T / 40, shape=(3, 4))
+    res = rcprune.solve(inst, method="structured-obs", block=3)
+    assert res.solution.rows.sum() == 3 and res.solution.cols.sum() == 4 and res.info["block"] == 3
+    with pytest.raises(InvalidInstanceError, match="block"):
+        rcprune.solve(inst, method="structured-obs", block=0)

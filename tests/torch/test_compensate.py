@@ -160,6 +160,7 @@ def test_default_method_refits_large_layers(resnet, monkeypatch):
     comp = sys.modules["rcprune.torch.compensate"]   # the package exports the function under the same name
     model, x, _ = resnet
     monkeypatch.setattr(comp, "MAX_DEFAULT_COLUMNS", 40)
+    monkeypatch.setattr(comp, "BLOCK_STEPS", 8)
     ext = extract(copy.deepcopy(model), x[:1], sparsity=0.6)
     from rcprune import solve
     sol = solve(ext.instance, method="network-greedy").solution
@@ -168,7 +169,9 @@ def test_default_method_refits_large_layers(resnet, monkeypatch):
     _, report = compensate(work, sol, [x], extraction=ext, progress=True)
     assert report.layer_method == "default"
     methods = {r["layer"]: r["method"] for r in report.layers}
-    assert set(methods.values()) == {"refit", "compensated-rc-tabu"}
+    assert set(methods.values()) == {"structured-obs", "compensated-rc-tabu"}
     for r in report.layers:
-        if r["method"] == "refit":
-            assert r["changed"] == 0
+        assert (r["method"] == "structured-obs") == ("block" in r)
+        assert (r["alive_cols"] > 40) == ("block" in r)
+        if "block" in r:
+            assert r["block"] == -(-r["alive_cols"] // 8) and r["block"] > 1
