@@ -17,53 +17,27 @@ They are additive, as the network solvers need; the compensated objective (the e
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn as nn
 
-from rcprune.torch.batches import check_loader, input_tensor
+from rcprune.torch.batches import check_loader
 from rcprune.torch.batchnorm import output_scales
 from rcprune.torch.extract import Extraction
 from rcprune.torch.rcmask import original_tensor
-from rcprune.torch.retention import layer_inputs
+from rcprune.torch.retention import layer_hessians
 from rcprune.validation import InvalidInstanceError, check_int_option
 
 __all__ = ["hessian_scores", "input_energies"]
 
 
-@torch.no_grad()
 def input_energies(model: nn.Module, extraction: Extraction, loader, *, max_batches: int | None = None) -> dict[str, np.ndarray]:
     """diag(H) = mean of x_j^2 over the calibration inputs of every layer (im2col columns for a conv), in
-    float64; the model runs in eval mode (restored after)."""
+    float64 (:func:`rcprune.torch.retention.layer_hessians` with ``diagonal=True``)."""
     check_loader(loader, "calibration data")
     if max_batches is not None:
         max_batches = check_int_option(max_batches, "max_batches", minimum=1)
-    modules = dict(model.named_modules())
-    sums: dict[str, torch.Tensor] = {}
-    counts = dict.fromkeys(extraction.layers, 0)
-
-    def hook(name):
-        def fn(module, args):
-            x = layer_inputs(module, args[0].detach(), name).to(torch.float64)
-            sums[name] = sums.get(name, 0) + (x * x).sum(0)
-            counts[name] += x.shape[0]
-        return fn
-
-    handles = [modules[lm.module].register_forward_pre_hook(hook(name)) for name, lm in extraction.layers.items()]
-    was = model.training
-    model.eval()
-    try:
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            model(input_tensor(batch, "calibration data"))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    missing = [n for n, c in counts.items() if c == 0]
-    if missing:
-        raise InvalidInstanceError(f"no calibration input reached layer(s) {missing[:5]}: is the calibration data empty?")
-    out = {n: (sums[n] / counts[n]).cpu().numpy() for n in extraction.layers}
+    out, _ = layer_hessians(model, loader, [lm.module for lm in extraction.layers.values()], max_batches=max_batches,
+                            diagonal=True)
+    out = {name: out[lm.module] for name, lm in extraction.layers.items()}
     bad = [n for n, v in out.items() if not np.isfinite(v).all()]
     if bad:
         raise InvalidInstanceError(f"the calibration inputs of layer(s) {bad[:5]} are not finite (NaN or inf)")

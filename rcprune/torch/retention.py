@@ -153,7 +153,7 @@ def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str
 
 @torch.no_grad()
 def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_batches: int | None = None,
-                   progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+                   progress: bool = False, diagonal: bool = False) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """H = X X^T / N of every selected layer's input, streamed over the calibration batches in float64.
 
     Parameters
@@ -164,12 +164,14 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
         Batches ``(inputs, ...)`` or input tensors; labels are not used.
     layers : list of str, optional
         See :func:`retention_layers`.
+    diagonal : bool
+        Accumulate diag(H) only (O(n) memory per layer).
 
     Returns
     -------
     (hessians, counts)
-        Undamped n x n float64 arrays and the number N of input vectors per layer (a layer called twice per
-        forward counts both calls).
+        Undamped n x n float64 arrays (length-n diagonals with ``diagonal=True``) and the number N of input
+        vectors per layer (a layer called twice per forward counts both calls).
     """
     names, _ = retention_layers(model, layers)
     modules = dict(model.named_modules())
@@ -179,9 +181,12 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
     def hook(name):
         def fn(module, args):
             x = layer_inputs(module, args[0].detach(), name).to(torch.float64)
-            if name not in sums:
-                sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-            sums[name].addmm_(x.T, x)
+            if diagonal:
+                sums[name] = sums.get(name, 0) + (x * x).sum(0)
+            else:
+                if name not in sums:
+                    sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+                sums[name].addmm_(x.T, x)
             counts[name] += x.shape[0]
         return fn
 
