@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from rcprune.validation import damped
+
 __all__ = ["DEFAULT_DAMPING", "compensated_refit", "dense_target", "partial_out"]
 
 # lambda of H + lambda * mean(diag H) * I for the compensated objective: OBC's and SparseGPT's 1% (every
@@ -37,12 +39,16 @@ def compensated_refit(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray
     return refit, np.maximum(np.einsum("ij,jk,ik->i", d, hessian, d), 0.0)
 
 
-def dense_target(cross: np.ndarray, hessian: np.ndarray) -> np.ndarray:
-    """W~ = B H^-1 for B = E[(W x_d) x_p^T] and H = E[x_p x_p^T] (positive definite): the dense layer refit
-    to other inputs x_p. The output error of any V against W x_d is the compensated objective of
-    (W~, H) plus sum_i (e_i - w~_i^T H w~_i)
-    (``proofs/compensated.md``, "Network level: the dense output from the pruned inputs")."""
-    return cho_solve(cho_factor(hessian), cross.T).T
+def dense_target(cross: np.ndarray, hessian: np.ndarray, weights: np.ndarray, damping: float = 0.0):
+    """``(W~, H_d)``: W~ = (B + lam W) H_d^-1 with H_d = H + lam I, lam = damping * mean(diag H)
+    (:func:`rcprune.validation.damped`), for B = E[(W x_d) x_p^T] and H = E[x_p x_p^T]: the dense layer
+    refit to other inputs x_p, regularized towards its own weights W. The output error of any V against
+    W x_d, plus lam ||V - W||^2, is the compensated objective of (W~, H_d) plus a constant
+    (``proofs/compensated.md``, "Network level: the dense output from the pruned inputs"); with x_p = x_d,
+    W~ = W (OBC's damped objective)."""
+    hd = damped(hessian, damping)
+    shift = float(hd[0, 0] - hessian[0, 0]) if hd.shape[0] else 0.0
+    return cho_solve(cho_factor(hd), (cross + shift * weights).T).T, hd
 
 
 def partial_out(hessian: np.ndarray, fixed: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ def test_dense_target_gives_the_output_error(seed):
     y = xd @ w.T
     N = len(xd)
     H, B, e = xp.T @ xp / N, y.T @ xp / N, (y * y).mean(0)
-    wt = dense_target(B, H)
+    wt, hd = dense_target(B, H, w)
+    assert np.array_equal(hd, H)
     rows, cols = rng.random(4) < 0.7, rng.random(6) < 0.6
     rows[0] = cols[0] = True
     v = np.zeros_like(w)
@@ -57,3 +58,20 @@ def test_partial_out_is_exact(seed):
         _, errors = compensated_refit(w, H, np.tile(full, (3, 1)))
         _, reduced_errors = compensated_refit(w[:, free], reduced, np.tile(s, (3, 1)))
         np.testing.assert_allclose(errors, reduced_errors, rtol=1e-8, atol=1e-10)
+
+
+def test_damped_dense_target_leans_towards_the_dense_weights():
+    rng, xd, xp, w = _data(9)
+    y = xd @ w.T
+    H, B = xp.T @ xp / len(xp), y.T @ xp / len(xp)
+    wt, hd = dense_target(B, H, w, damping=0.05)
+    lam = 0.05 * np.mean(np.diag(H))
+    np.testing.assert_allclose(hd, H + lam * np.eye(len(H)))
+    v = rng.normal(size=w.shape)        # damped objective = output error + lam ||v - w||^2 + a constant
+    def damped_error(v):
+        return ((y - xp @ v.T) ** 2).sum(1).mean() + lam * ((v - w) ** 2).sum()
+    def objective(v):
+        return np.einsum("ij,jk,ik->", wt - v, hd, wt - v)
+    assert damped_error(v) - objective(v) == pytest.approx(damped_error(w) - objective(w), rel=1e-9)
+    same, _ = dense_target(w @ H, H, w, damping=0.05)      # x_p = x_d: the target is the layer itself
+    np.testing.assert_allclose(same, w, atol=1e-10)

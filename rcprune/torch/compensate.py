@@ -37,12 +37,12 @@ from rcprune.network.model import NetworkSolution, alive_channels
 from rcprune.validation import (InvalidInstanceError, check_flag, check_int_option, check_nonnegative, check_seed,
                                 check_time_limit)
 
-from rcprune.torch.batches import check_loader, input_tensor
+from rcprune.torch.batches import check_loader
 from rcprune.torch.batchnorm import following_batchnorm, output_scales, reestimate_batchnorm
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.masking import apply, restore
 from rcprune.torch.rcmask import rc_mask
-from rcprune.torch.retention import layer_inputs
+from rcprune.torch.layer_statistics import layer_statistics
 
 __all__ = ["compensate", "CompensationReport", "REFIT_ONLY"]
 
@@ -79,58 +79,6 @@ class CompensationReport:
         return {k: float(np.median([r[k] for r in self.layers])) if self.layers else 0.0 for k in keys}
 
 
-class _Captured(Exception):
-    """Raised by a hook once it has the layer's input: the rest of the forward is not needed."""
-
-
-def _capture(module: nn.Module, store: dict, key: str):
-    def fn(mod, args):
-        store[key] = args[0].detach()
-        raise _Captured
-    return module.register_forward_pre_hook(fn)
-
-
-def _run_to(model: nn.Module, x: torch.Tensor) -> None:
-    try:
-        model(x)
-    except _Captured:
-        pass
-
-
-@torch.no_grad()
-def _statistics(model, dense, name, module, dense_module, weight, alive_idx, loader, max_batches):
-    """Sums over the calibration data: H_p, B = sum (W x_d) x_p^T, the means and the target energy."""
-    store: dict = {}
-    handles = [_capture(module, store, "p"), _capture(dense_module, store, "d")]
-    a, m = len(alive_idx), weight.shape[0]
-    S = torch.zeros(a, a, dtype=torch.float64)
-    B = torch.zeros(m, a, dtype=torch.float64)
-    sp, sy, yy, n = torch.zeros(a, dtype=torch.float64), torch.zeros(m, dtype=torch.float64), \
-        torch.zeros(m, dtype=torch.float64), 0
-    idx = torch.from_numpy(alive_idx)
-    try:
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            x = input_tensor(batch, "calibration data")
-            _run_to(model, x)
-            _run_to(dense, x)
-            xp = layer_inputs(module, store["p"], name).index_select(1, idx).to(torch.float64)
-            y = layer_inputs(dense_module, store["d"], name).to(torch.float64) @ weight.T
-            S.addmm_(xp.T, xp)
-            B.addmm_(y.T, xp)
-            sp += xp.sum(0)
-            sy += y.sum(0)
-            yy += (y * y).sum(0)
-            n += xp.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-    if n == 0:
-        raise InvalidInstanceError("the calibration data yielded no batch")
-    return S.numpy() / n, B.numpy() / n, sp.numpy() / n, sy.numpy() / n, yy.numpy() / n, n
-
-
 def _layer_error(e, Bm, H, rows, kc, V, scale=None) -> float:
     """sum_i g_i (e_i - [i in R] (2 <V_i, B_iC> - V_i H_CC V_i^T)), the output error of weights V on R x C
     (g = 1 unless ``scale`` is given)."""
@@ -139,10 +87,11 @@ def _layer_error(e, Bm, H, rows, kc, V, scale=None) -> float:
     return float(g @ e - g[rows] @ gain)
 
 
-def _refit(Hd, Bm, rows, cols) -> np.ndarray:
-    """V = B_RC (H_CC + damping)^-1: the kept rows' least-squares weights on the kept columns."""
+def _refit(Hd, pull, rows, cols) -> np.ndarray:
+    """V = (B + lam W)_RC (H_CC + lam I)^-1: the kept rows' least-squares weights on the kept columns,
+    damped towards the dense weights (the compensated refit of W~ = (B + lam W) H_d^-1)."""
     kc = np.flatnonzero(cols)
-    return cho_solve(cho_factor(Hd[np.ix_(kc, kc)]), Bm[np.ix_(rows, kc)].T).T
+    return cho_solve(cho_factor(Hd[np.ix_(kc, kc)]), pull[np.ix_(rows, kc)].T).T
 
 
 def _choose_columns(name, Wt, Hd, rows, kept, fixed, scale, method, options, seed, time_limit):
@@ -247,17 +196,17 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
             model.eval()
         module, dmodule = modules[lm.module], dmodules[lm.module]
         weight = dmodule.weight.detach().double().reshape(lm.weight_shape[0], -1)
-        H, Bm, mu_p, mu_y, yy, samples = _statistics(model, dense, name, module, dmodule, weight, alive_idx,
-                                                     calibration, max_batches)
+        H, Bm, mu_p, mu_y, yy, samples = layer_statistics(model, dense, name, module, dmodule, weight, alive_idx,
+                                                          calibration, max_batches)
         centered = lm.has_bias or name in after_bn
         e = yy - mu_y ** 2 if centered else yy
         if centered:
             H, Bm = H - np.outer(mu_p, mu_p), Bm - np.outer(mu_y, mu_p)
         if not (np.isfinite(H).all() and np.isfinite(Bm).all()):
             raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite (NaN or inf inputs)")
-        Hd = H + damping * float(np.mean(np.diag(H))) * np.eye(len(alive_idx))
+        w_alive = weight.numpy()[:, alive_idx]
         try:
-            Wt = dense_target(Bm, Hd)
+            Wt, Hd = dense_target(Bm, H, w_alive, damping)
         except LinAlgError:
             raise InvalidInstanceError(f"layer {name!r}: the damped input Gram matrix is not positive definite "
                                        f"({samples} calibration vectors for {len(alive_idx)} inputs): raise damping "
@@ -273,9 +222,10 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         V0 = weight.numpy()[np.ix_(rows, alive_idx[kc0])]
         # the best of: the chosen columns refit, the network's columns refit, the network's masked weights
         # (a damped refit of what is barely pruned can lose to the original), by the objective (g-weighted)
-        candidates = [(new, _refit(Hd, Bm, rows, new)), (kept, V0)]
+        pull = Bm + (Hd[0, 0] - H[0, 0]) * w_alive    # B + lam W: the damped refit leans towards W
+        candidates = [(new, _refit(Hd, pull, rows, new)), (kept, V0)]
         if (new != kept).any():
-            candidates.insert(1, (kept, _refit(Hd, Bm, rows, kept)))
+            candidates.insert(1, (kept, _refit(Hd, pull, rows, kept)))
         new, V = min(candidates, key=lambda o: _layer_error(e, Bm, H, rows, np.flatnonzero(o[0]), o[1], scales[name]))
         kc = np.flatnonzero(new)
         before, error = _layer_error(e, Bm, H, rows, kc0, V0), _layer_error(e, Bm, H, rows, kc, V)

@@ -17,20 +17,24 @@ then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
-from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
+from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_hessian, check_int_option,
                                 check_nonnegative, check_seed, check_time_limit)
 
+from rcprune.compensation import dense_target
 from rcprune.torch.batches import check_loader, input_tensor
+from rcprune.torch.batchnorm import reestimate_batchnorm
+from rcprune.torch.layer_inputs import layer_inputs
+from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import register
 
@@ -49,7 +53,8 @@ class RetentionReport:
         features), ``k`` (kept per row, or in the layer with ``scope="layer"``), ``kept``, ``error_magnitude``
         (E of the magnitude mask under the same budget: "E before"), ``error`` (E of the chosen mask),
         ``error_refit`` (E after the least-squares refit: with ``refit=True`` or a compensated method, else
-        None), ``energy`` (w^T H w summed over rows: E of
+        None; with ``sequential`` and ``target="dense"`` the refit's output error against the dense layer on
+        the dense network's inputs, undamped), ``energy`` (w^T H w summed over rows: E of
         pruning everything), ``relative_error`` (error / energy), ``improvement`` (1 - error /
         error_magnitude), ``retained_small`` (kept weights below the magnitude threshold) and its share of the
         kept weights, ``status``, ``runtime`` (solve seconds). E uses the damped H.
@@ -81,42 +86,6 @@ class RetentionReport:
         s["improvement"] = 1.0 - s["error"] / s["error_magnitude"] if s["error_magnitude"] > 0 else 0.0
         s["mean_relative_error"] = float(np.mean([r["relative_error"] for r in self.layers])) if self.layers else 0.0
         return s
-
-
-def _conv_padding(module: nn.Conv2d, name: str) -> tuple[int, int]:
-    if module.padding_mode != "zeros":
-        raise InvalidInstanceError(f"layer {name!r}: padding_mode {module.padding_mode!r} is not supported "
-                                   "(im2col columns assume zero padding)")
-    if module.padding == "valid":
-        return (0, 0)
-    if module.padding == "same":
-        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
-        if any(t % 2 for t in totals):
-            raise InvalidInstanceError(f"layer {name!r}: padding='same' with an asymmetric pad is not supported")
-        return tuple(t // 2 for t in totals)
-    return tuple(module.padding)
-
-
-def layer_inputs(module: nn.Module, x: torch.Tensor, name: str = "layer") -> torch.Tensor:
-    """The layer's input as a (N, n) matrix: im2col columns (ordered C_in, kh, kw like the weight) of a
-    Conv2d, one row per output position; the last dimension of a Linear's input, one row per vector."""
-    if isinstance(module, nn.Conv2d):
-        return _im2col(x, module.kernel_size, _conv_padding(module, name), module.stride, module.dilation)
-    return x.reshape(-1, x.shape[-1])
-
-
-def _im2col(x: torch.Tensor, kernel, padding, stride, dilation) -> torch.Tensor:
-    """``F.unfold(x, ...).transpose(1, 2).reshape(-1, C kh kw)`` as one strided view and one copy: the same
-    numbers, without unfold's fine-grained parallel loop (seconds per call on an oversubscribed CPU)."""
-    if x.dim() == 3:
-        x = x[None]
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = kernel, padding, stride, dilation
-    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    b, c, h, w = xp.shape
-    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    sb, sc, sy, sx = xp.stride()
-    view = xp.as_strided((b, oh, ow, c, kh, kw), (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw))
-    return view.reshape(b * oh * ow, c * kh * kw)
 
 
 def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str]]:
@@ -212,7 +181,7 @@ def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_bat
 def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, method: str = "retention-annealing",
                     refit: bool = False, damping: float = 0.01, layers=None, scope: str = "row", seed: int = 0,
                     time_limit: float | None = None, max_batches: int | None = None, sequential: bool = False,
-                    progress: bool = False, **options) -> RetentionReport:
+                    target: str = "dense", batchnorm: bool = True, progress: bool = False, **options) -> RetentionReport:
     """Prune ``model`` in place, layer by layer, to ``sparsity`` by small-weight retention.
 
     Parameters
@@ -248,6 +217,15 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         and SparseGPT do, so a layer compensates what the earlier ones lost: one calibration pass per
         layer (``calibration_loader`` must be re-iterable). Default: every H from the unpruned network in
         one pass.
+    target : {"dense", "layer"}
+        With ``sequential`` and a compensated method: ``"dense"`` (default) minimizes the error against the
+        *dense* layer's output on the dense network's inputs, so a layer also makes up for what the layers
+        before it lost (the instance is the dense layer refit to the pruned inputs, W~ = B H^-1:
+        :func:`rcprune.compensation.dense_target`); ``"layer"`` against this layer's own dense weights on
+        the pruned inputs (OBC's and SparseGPT's sequential mode).
+    batchnorm : bool
+        With ``sequential``: re-estimate the BatchNorm statistics on the calibration data before each layer
+        and at the end (:func:`rcprune.torch.batchnorm.reestimate_batchnorm`).
     progress : bool
         tqdm bars for the calibration pass and over the layers.
 
@@ -282,6 +260,12 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         raise InvalidInstanceError(f"layer(s) {masked} already carry a pruning mask: rcprune.torch.restore(model) "
                                    "or bake(model) first")
     check_flag(sequential, "sequential")
+    check_flag(batchnorm, "batchnorm")
+    if target not in ("dense", "layer"):
+        raise InvalidInstanceError(f"target must be 'dense' or 'layer', got {target!r}")
+    dense_target_on = sequential and target == "dense" and objective == "compensated"
+    dense = copy.deepcopy(model).eval() if dense_target_on else None
+    dense_modules = dict(dense.named_modules()) if dense is not None else {}
     if sequential and iter(calibration_loader) is calibration_loader:
         raise InvalidInstanceError("sequential calibration passes over calibration_loader once per layer: give a "
                                    "list or a DataLoader, not an iterator")
@@ -289,29 +273,50 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
                                                                    max_batches=max_batches, progress=progress)
     rows = []
     for name in tqdm(names, desc=f"{method} layers", leave=False, disable=not progress):
-        if sequential:   # this layer's inputs as the layers pruned so far make them
-            h, c = layer_hessians(model, calibration_loader, [name], max_batches=max_batches)
-            hessians[name], counts[name] = h[name], c[name]
         module = modules[name]
         w = module.weight.detach()
         w2 = w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
-        inst = RetentionInstance(w2, hessians[name], sparsity=sparsity, scope=scope, damping=damping, name=name,
-                                 objective=objective)
+        target_weights, stats = w2, None
+        if sequential:   # this layer's inputs as the layers pruned so far make them
+            if batchnorm:
+                reestimate_batchnorm(model, calibration_loader, max_batches=max_batches)
+            if dense_target_on:
+                h, b, _, _, e, counts[name] = layer_statistics(
+                    model, dense, name, module, dense_modules[name], torch.from_numpy(w2), np.arange(w2.shape[1]),
+                    calibration_loader, max_batches)
+                try:
+                    check_hessian(h, w2.shape[1], damping, definite=True)   # (returns it damped: only a check)
+                    hessians[name] = (h + h.T) / 2
+                except InvalidInstanceError as exc:
+                    raise InvalidInstanceError(f"layer {name!r}: {exc}") from None
+                if not np.isfinite(b).all():
+                    raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite")
+                target_weights, _ = dense_target(b, hessians[name], w2, damping)
+                stats = (b, e)
+            else:
+                h, c = layer_hessians(model, calibration_loader, [name], max_batches=max_batches)
+                hessians[name], counts[name] = h[name], c[name]
+        inst = RetentionInstance(target_weights, hessians[name], sparsity=sparsity, scope=scope, damping=damping,
+                                 name=name, objective=objective)
         t = time.perf_counter()
         res = solve(inst, method=method, seed=seed, time_limit=time_limit, **options)
         runtime = time.perf_counter() - t
         mask = res.solution.mask
-        energy = float(np.einsum("ij,jk,ik->", inst.weights, inst.hessian, inst.weights))
+        energy = float(np.einsum("ij,jk,ik->", w2, inst.hessian, w2))
         # the report's error, magnitude error and improvement are the masked model's (what the layer has
         # unless the refit is written); a compensated solve's cost is the error after the refit
         ev = res.evaluation if objective == "masked" else RetentionInstance(
             w2, inst.hessian, k=inst.k, scope=scope, objective="masked", damping=0, name=name).evaluate(mask)
         error_refit = None if objective == "masked" else res.cost
+        if stats is not None:   # the refit's output error against the dense layer (undamped statistics)
+            v = res.evaluation.weights
+            error_refit = float(stats[1].sum() - 2 * np.einsum("ij,ij->", v, stats[0])
+                                + np.einsum("ij,jk,ik->", v, hessians[name], v))
         new_w = None
         if refit:
             fitted, errors = (ls_refit_rows(inst.weights, inst.hessian, mask) if objective == "masked"
                               else (res.evaluation.weights, res.evaluation.row_costs))
-            error_refit = float(errors.sum())
+            error_refit = float(errors.sum()) if stats is None else error_refit
             new_w = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)
         keep = torch.from_numpy(mask.copy()).reshape(w.shape).to(w.device)
         rc = register(module, "weight", keep)
@@ -324,6 +329,8 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
                      "improvement": ev.improvement, "retained_small": ev.retained_small,
                      "retained_small_share": ev.retained_small / max(1, res.kept_count),
                      "status": res.status, "runtime": runtime})
+    if sequential and batchnorm:
+        reestimate_batchnorm(model, calibration_loader, max_batches=max_batches)
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
                            refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped))
 

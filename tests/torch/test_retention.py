@@ -167,7 +167,8 @@ def test_compensated_methods_report_the_masked_error_and_write_their_own_refit()
 
 def test_sequential_calibration_takes_each_h_from_the_network_pruned_so_far():
     batches = _batches(3)
-    seq = retention_prune(_tiny(), batches, 0.7, method="compensated-tabu", refit=True, sequential=True)
+    seq = retention_prune(_tiny(), batches, 0.7, method="compensated-tabu", refit=True, sequential=True,
+                          target="layer", batchnorm=False)
     one = retention_prune(_tiny(), batches, 0.7, method="compensated-tabu", refit=True)
     assert seq.layers[0]["error"] == pytest.approx(one.layers[0]["error"])   # the first layer sees the same inputs
     # by hand: prune and refit conv alone, then conv2's inputs come from that network
@@ -178,6 +179,35 @@ def test_sequential_calibration_takes_each_h_from_the_network_pruned_so_far():
     assert seq.layers[1]["error"] != pytest.approx(one.layers[1]["error"])
     with pytest.raises(InvalidInstanceError, match="not an iterator"):
         retention_prune(_tiny(), iter(batches), 0.7, sequential=True)
+
+
+def test_dense_target_solves_the_dense_layer_refit_to_the_pruned_inputs():
+    from rcprune.compensation import dense_target
+    from rcprune.retention.model import RetentionInstance
+    from rcprune.solve import solve
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    dense = copy.deepcopy(net)
+    x = torch.randn(80, 6)
+    x[:, 1] = 0.8 * x[:, 0] + 0.2 * x[:, 1]
+    batches = [x[:40], x[40:]]
+    rep = retention_prune(net, batches, 0.5, method="obc", refit=True, sequential=True)
+    by_hand = copy.deepcopy(dense)
+    retention_prune(by_hand, batches, 0.5, method="obc", refit=True, layers=["0"])
+    with torch.no_grad():
+        torch.testing.assert_close(net[0].weight, by_hand[0].weight)     # the first layer: its own inputs
+        xp = torch.relu(by_hand[0](x)).double().numpy()
+        y = (torch.relu(dense[0](x)) @ dense[2].weight.T).double().numpy()
+    h, b = xp.T @ xp / len(xp), y.T @ xp / len(xp)
+    w = dense[2].weight.detach().double().numpy()
+    wt, _ = dense_target(b, h, w, 0.01)
+    res = solve(RetentionInstance(wt, h, sparsity=0.5, damping=0.01), method="obc")
+    np.testing.assert_allclose(net[2].weight.detach().double().numpy(), res.evaluation.weights, atol=1e-5)
+    v = res.evaluation.weights      # the report: the output error against the dense layer
+    assert rep.layers[1]["error_refit"] == pytest.approx(((y - xp @ v.T) ** 2).sum(1).mean(), rel=1e-6)
+    with pytest.raises(InvalidInstanceError, match="target must be"):
+        retention_prune(copy.deepcopy(dense), batches, 0.5, sequential=True, target="teacher")
 
 
 def test_retention_beats_magnitude_on_correlated_inputs_and_bake_keeps_zeros():
