@@ -175,3 +175,25 @@ def test_default_method_refits_large_layers(resnet, monkeypatch):
         assert (r["alive_cols"] > 40) == ("block" in r)
         if "block" in r:
             assert r["block"] == -(-r["alive_cols"] // 8) and r["block"] > 1
+
+
+def test_finetune_after_calibration_starts_from_the_original_weights(resnet, monkeypatch):
+    import rcprune.torch.pipeline as pipeline
+
+    model, x, y = resnet
+    starts = []
+
+    def record(work, loader, epochs, **kw):     # what the fine-tune is handed, instead of training
+        starts.append({n: m.weight.detach().clone() for n, m in work.named_modules() if isinstance(m, nn.Conv2d)})
+        return []
+
+    monkeypatch.setattr(pipeline, "finetune_model", record)
+    data = {"train_loader": [(x, y)], "epochs": 1}
+    _, rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=[x], finetune=data)
+    _, rep_refit = prune(model, x[:1], sparsity=0.7, compact=False, calibration=[x], finetune=data,
+                         finetune_from_refit=True)
+    dense = dict(model.named_modules())
+    for name, w in starts[0].items():                   # masked originals
+        keep = w != 0
+        assert torch.equal(w[keep], dense[name].weight[keep]), name
+    assert any(not torch.equal(a, b) for a, b in zip(starts[0].values(), starts[1].values()))   # the refit start
