@@ -191,9 +191,8 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         kept = (layers[name][1] & alive_cols)[alive_idx]
         if rows.size == 0 or not kept.any():
             continue
-        if batchnorm:
+        if batchnorm:   # (modes are restored: the model stays in eval mode)
             reestimate_batchnorm(model, calibration, max_batches=max_batches)
-            model.eval()
         module, dmodule = modules[lm.module], dmodules[lm.module]
         weight = dmodule.weight.detach().double().reshape(lm.weight_shape[0], -1)
         H, Bm, mu_p, mu_y, yy, samples = layer_statistics(model, dense, name, module, dmodule, weight, alive_idx,
@@ -222,7 +221,7 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
         V0 = weight.numpy()[np.ix_(rows, alive_idx[kc0])]
         # the best of: the chosen columns refit, the network's columns refit, the network's masked weights
         # (a damped refit of what is barely pruned can lose to the original), by the objective (g-weighted)
-        pull = Bm + (Hd[0, 0] - H[0, 0]) * w_alive    # B + lam W: the damped refit leans towards W
+        pull = Wt @ Hd    # = B + lam W: the damped refit leans towards the dense weights
         candidates = [(new, _refit(Hd, pull, rows, new)), (kept, V0)]
         if (new != kept).any():
             candidates.insert(1, (kept, _refit(Hd, pull, rows, kept)))

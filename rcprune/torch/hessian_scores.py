@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch.nn as nn
 
-from rcprune.torch.batches import check_loader
 from rcprune.torch.batchnorm import output_scales
 from rcprune.torch.extract import Extraction
 from rcprune.torch.rcmask import original_tensor
@@ -32,7 +31,6 @@ __all__ = ["hessian_scores", "input_energies"]
 def input_energies(model: nn.Module, extraction: Extraction, loader, *, max_batches: int | None = None) -> dict[str, np.ndarray]:
     """diag(H) = mean of x_j^2 over the calibration inputs of every layer (im2col columns for a conv), in
     float64 (:func:`rcprune.torch.retention.layer_hessians` with ``diagonal=True``)."""
-    check_loader(loader, "calibration data")
     if max_batches is not None:
         max_batches = check_int_option(max_batches, "max_batches", minimum=1)
     out, _ = layer_hessians(model, loader, [lm.module for lm in extraction.layers.values()], max_batches=max_batches,

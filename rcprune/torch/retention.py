@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg import LinAlgError
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
-from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_hessian, check_int_option,
+from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_nonnegative, check_seed, check_time_limit)
 
 from rcprune.compensation import dense_target
@@ -284,14 +285,14 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
                 h, b, _, _, e, counts[name] = layer_statistics(
                     model, dense, name, module, dense_modules[name], torch.from_numpy(w2), np.arange(w2.shape[1]),
                     calibration_loader, max_batches)
-                try:
-                    check_hessian(h, w2.shape[1], damping, definite=True)   # (returns it damped: only a check)
-                    hessians[name] = (h + h.T) / 2
-                except InvalidInstanceError as exc:
-                    raise InvalidInstanceError(f"layer {name!r}: {exc}") from None
-                if not np.isfinite(b).all():
+                if not (np.isfinite(h).all() and np.isfinite(b).all()):
                     raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite")
-                target_weights, _ = dense_target(b, hessians[name], w2, damping)
+                hessians[name] = (h + h.T) / 2   # the instance below checks it in full
+                try:
+                    target_weights, _ = dense_target(b, hessians[name], w2, damping)
+                except LinAlgError:
+                    raise InvalidInstanceError(f"layer {name!r}: the damped input Gram matrix is not positive "
+                                               "definite: raise damping or give more calibration data") from None
                 stats = (b, e)
             else:
                 h, c = layer_hessians(model, calibration_loader, [name], max_batches=max_batches)

@@ -96,7 +96,7 @@ def best_prefix(instance: CompensatedInstance, clock: Stopwatch | None = None, r
     order, errors = eliminate_columns(instance, clock, rows, block=block)
     best = (float(instance.energies.sum()), np.zeros(instance.m, dtype=bool), np.zeros(n, dtype=bool))
     for t in range(len(errors)):
-        if instance.rows_for(n - t) > 0 and n - t > 0 and not np.isnan(errors[t, 0] if instance.m else 0.0):
+        if instance.rows_for(n - t) > 0 and n - t > 0 and not np.isnan(errors[t]).any():   # a block boundary
             cost, keep = best_rows(instance, errors[t], n - t)
             if cost < best[0]:
                 cols = np.ones(n, dtype=bool)
