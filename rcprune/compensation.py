@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from threadpoolctl import threadpool_limits
 
 from rcprune.validation import damped
 
-__all__ = ["DEFAULT_DAMPING", "compensated_refit", "dense_target", "partial_out"]
+__all__ = ["DEFAULT_DAMPING", "compensated_refit", "dense_target", "partial_out", "quadratic_forms"]
 
 # lambda of H + lambda * mean(diag H) * I for the compensated objective: OBC's and SparseGPT's 1% (every
 # refit inverts H_SS, which damping keeps positive definite)
 DEFAULT_DAMPING = 0.01
+
+
+def quadratic_forms(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """x_i^T H x_i for every row x_i of ``x`` (one matrix product: a three-operand einsum does m n^2 in a
+    plain loop, 15x slower at 512 x 4608)."""
+    return np.einsum("ij,ij->i", x @ h, x)
 
 
 def compensated_refit(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,13 +37,14 @@ def compensated_refit(weights: np.ndarray, hessian: np.ndarray, mask: np.ndarray
     groups: dict[bytes, list[int]] = {}
     for i, keep in enumerate(mask):
         groups.setdefault(np.packbits(keep).tobytes(), []).append(i)
-    for rows in groups.values():
-        s = np.flatnonzero(mask[rows[0]])
-        if s.size:
-            factor = cho_factor(hessian[np.ix_(s, s)])
-            refit[np.ix_(rows, s)] = cho_solve(factor, b[np.ix_(rows, s)].T).T
+    with threadpool_limits(1, user_api="blas"):   # k x k factors, one after another: threads only spin
+        for rows in groups.values():
+            s = np.flatnonzero(mask[rows[0]])
+            if s.size:
+                factor = cho_factor(hessian[np.ix_(s, s)])
+                refit[np.ix_(rows, s)] = cho_solve(factor, b[np.ix_(rows, s)].T).T
     d = weights - refit
-    return refit, np.maximum(np.einsum("ij,jk,ik->i", d, hessian, d), 0.0)
+    return refit, np.maximum(quadratic_forms(d, hessian), 0.0)
 
 
 def dense_target(cross: np.ndarray, hessian: np.ndarray, weights: np.ndarray, damping: float = 0.0):

@@ -25,7 +25,7 @@ def method_names(kind: str | None = None, objective: str | None = None) -> list[
     >>> method_names("retention")[:2]
     ['magnitude', 'diagonal']
     >>> method_names("retention", objective="compensated")
-    ['magnitude', 'diagonal', 'obc', 'sparsegpt', 'compensated-swap', 'compensated-tabu', 'compensated-exact']
+    ['magnitude', 'diagonal', 'obc', 'sparsegpt', 'compensated-swap', 'compensated-tabu', 'compensated-annealing', 'compensated-exact']
     """
     if kind is None:
         if objective is not None:

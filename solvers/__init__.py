@@ -57,6 +57,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "sparsegpt": ("retention.sparsegpt", "sparsegpt"),
         "compensated-swap": ("retention.swap", "retention_swap"),
         "compensated-tabu": ("retention.tabu", "compensated_tabu"),
+        "compensated-annealing": ("retention.compensated_annealing", "compensated_annealing"),
         "compensated-exact": ("retention.compensated_exact", "compensated_exact"),
     },
 }
@@ -76,7 +77,7 @@ OBJECTIVES: dict[str, dict[str, tuple[str, ...]]] = {
         "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),
         "retention-exact": ("masked",),
         "obc": ("compensated",), "sparsegpt": ("compensated",), "compensated-swap": ("compensated",), "compensated-tabu": ("compensated",),
-        "compensated-exact": ("compensated",),
+        "compensated-annealing": ("compensated",), "compensated-exact": ("compensated",),
     },
 }
 RETENTION_OBJECTIVES = OBJECTIVES["retention"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
+from rcprune.compensation import quadratic_forms
 from rcprune.retention.model import RetentionInstance
 
 __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAULT_METHODS"]
@@ -87,7 +88,7 @@ def bench_layerwise(cache: str | Path = "rcprune-demo", *, sparsities=(0.5, 0.7,
         w = module.weight.detach().reshape(module.weight.shape[0], -1).double().numpy()
         for sparsity in sparsities:
             inst = RetentionInstance(w, hessians[name], sparsity=sparsity, damping=damping, name=name)
-            energy = float(np.einsum("ij,jk,ik->", inst.weights, inst.hessian, inst.weights))
+            energy = float(quadratic_forms(inst.weights, inst.hessian).sum())
             base = {"layer": name, "m": inst.m, "n": inst.n, "sparsity": sparsity, "samples": counts[name],
                     "model": info["model"]}
             rows += _rows(inst, methods, ANCHOR, "weights", energy, seed, time_limit, base)

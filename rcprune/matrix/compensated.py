@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rcprune.compensation import DEFAULT_DAMPING, compensated_refit
+from rcprune.compensation import DEFAULT_DAMPING, compensated_refit, quadratic_forms
 from rcprune.matrix.solution import Evaluation, Solution, check_solution, is_feasible
 from rcprune.validation import check_budget, check_hessian, check_matrix, check_name, check_nonnegative
 
@@ -55,7 +55,7 @@ class CompensatedInstance:
         damping = DEFAULT_DAMPING if damping is None else check_nonnegative(damping, "damping")
         h = check_hessian(hessian, n, damping, definite=True)
         k, fixed = check_budget(m, n, budget, density=density, sparsity=sparsity, shape=shape)
-        energies = np.einsum("ij,jk,ik->i", w, h, w)
+        energies = quadratic_forms(w, h)
         for a in (w, h, energies):
             a.setflags(write=False)
         for key, value in (("weights", w), ("hessian", h), ("budget", k), ("fixed_shape", fixed),

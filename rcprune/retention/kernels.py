@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from rcprune.compensation import quadratic_forms
 from rcprune.jit import jit
 
 __all__ = [
@@ -66,7 +67,7 @@ def row_errors(weights, h, mask):
 
 def row_errors_reference(weights, h, mask):
     d = np.where(mask, 0.0, weights)
-    return np.einsum("ij,jk,ik->i", d, h, d)
+    return quadratic_forms(d, h)
 
 
 @jit(**_JIT)

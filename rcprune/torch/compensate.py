@@ -30,7 +30,7 @@ import torch.nn as nn
 from scipy.linalg import cho_factor, cho_solve, LinAlgError
 from tqdm.auto import tqdm
 
-from rcprune.compensation import DEFAULT_DAMPING, dense_target, partial_out
+from rcprune.compensation import DEFAULT_DAMPING, dense_target, partial_out, quadratic_forms
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.network.cleanup import drop_unread_rows
 from rcprune.network.model import NetworkSolution, alive_channels
@@ -83,7 +83,7 @@ def _layer_error(e, Bm, H, rows, kc, V, scale=None) -> float:
     """sum_i g_i (e_i - [i in R] (2 <V_i, B_iC> - V_i H_CC V_i^T)), the output error of weights V on R x C
     (g = 1 unless ``scale`` is given)."""
     g = np.ones(len(e)) if scale is None else scale
-    gain = 2 * np.einsum("ij,ij->i", V, Bm[np.ix_(rows, kc)]) - np.einsum("ij,jk,ik->i", V, H[np.ix_(kc, kc)], V)
+    gain = 2 * np.einsum("ij,ij->i", V, Bm[np.ix_(rows, kc)]) - quadratic_forms(V, H[np.ix_(kc, kc)])
     return float(g @ e - g[rows] @ gain)
 
 

@@ -31,7 +31,7 @@ from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_nonnegative, check_seed, check_time_limit)
 
-from rcprune.compensation import dense_target
+from rcprune.compensation import dense_target, quadratic_forms
 from rcprune.torch.batches import check_loader, input_tensor
 from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.layer_inputs import layer_inputs
@@ -303,7 +303,7 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         res = solve(inst, method=method, seed=seed, time_limit=time_limit, **options)
         runtime = time.perf_counter() - t
         mask = res.solution.mask
-        energy = float(np.einsum("ij,jk,ik->", w2, inst.hessian, w2))
+        energy = float(quadratic_forms(w2, inst.hessian).sum())
         # the report's error, magnitude error and improvement are the masked model's (what the layer has
         # unless the refit is written); a compensated solve's cost is the error after the refit
         ev = res.evaluation if objective == "masked" else RetentionInstance(
@@ -312,7 +312,7 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         if stats is not None:   # the refit's output error against the dense layer (undamped statistics)
             v = res.evaluation.weights
             error_refit = float(stats[1].sum() - 2 * np.einsum("ij,ij->", v, stats[0])
-                                + np.einsum("ij,jk,ik->", v, hessians[name], v))
+                                + quadratic_forms(v, hessians[name]).sum())
         new_w = None
         if refit:
             fitted, errors = (ls_refit_rows(inst.weights, inst.hessian, mask) if objective == "masked"

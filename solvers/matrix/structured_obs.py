@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rcprune.compensation import quadratic_forms
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
@@ -56,7 +57,7 @@ def eliminate_columns(instance: CompensatedInstance, clock: Stopwatch | None = N
             order[t:t + b] = drop
             inv = np.linalg.inv(a[np.ix_(drop, drop)])
             vj = v[:, drop]
-            errors[t + b] = errors[t] + np.einsum("ij,jk,ik->i", vj, inv, vj)
+            errors[t + b] = errors[t] + quadratic_forms(vj, inv)
             v -= (vj @ inv) @ a[drop]
             a -= a[:, drop] @ inv @ a[drop]
         alive[drop] = False

@@ -12,6 +12,7 @@ updated weights are an approximation of it).
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import lapack
 
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.model import RetentionInstance, RetentionSolution, magnitude_mask
@@ -19,7 +20,17 @@ from rcprune.validation import check_int_option
 
 from rcprune.solvers import check_objective
 
-__all__ = ["sparsegpt", "sparsegpt_mask"]
+__all__ = ["sparsegpt", "sparsegpt_mask", "inverse_factor"]
+
+
+def inverse_factor(h: np.ndarray) -> np.ndarray:
+    """The upper triangular U with H^-1 = U^T U, without forming H^-1: with J the order reversal and
+    J H J = L L^T, U = J L^-1 J. O(2 n^3 / 3) (inverting H first and factoring that costs ~7 n^3 / 3)."""
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    inv, info = lapack.dtrtri(lower, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular Cholesky factor (dtrtri info {info})")
+    return np.ascontiguousarray(inv[::-1, ::-1])
 
 
 def _block_counts(total: int, n: int, starts: range, block: int) -> list[int]:
@@ -33,7 +44,7 @@ def sparsegpt_mask(instance: RetentionInstance, *, block: int = 128, clock: Stop
     clock = clock or Stopwatch(None)
     m, n = instance.shape
     w = np.array(instance.weights, dtype=float)
-    u = np.linalg.cholesky(np.linalg.inv(instance.hessian)).T      # upper: H^-1 = U^T U
+    u = inverse_factor(instance.hessian)
     keep = np.ones((m, n), dtype=bool)
     starts = range(0, n, block)
     per_row = instance.scope == "row"

@@ -8,7 +8,7 @@ import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance
 from rcprune.compensation import compensated_refit
 from rcprune.retention.compensated import RowSupport, row_errors_reference, swap_deltas_reference
-from rcprune.retention.compensated_kernels import row_state, swap_row, tabu_rows
+from rcprune.retention.compensated_kernels import local_state, support_error, swap_row, tabu_rows
 
 from tests.retention.bruteforce import refit_error
 from tests.retention.strategies import layers
@@ -116,48 +116,71 @@ def test_methods_refuse_the_other_objective_naming_the_right_ones():
         rcprune.method_names("matrix", objective="masked")
 
 
+def _kernel_state(w, h, slots, cand):
+    inv = np.linalg.inv(h[np.ix_(slots, slots)])
+    return local_state(h @ w, float(w @ h @ w), h, slots, cand, inv), inv
+
+
 @settings(deadline=None)
-@given(rows(), st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
-def test_kernel_state_and_swaps_match_the_reference(row, picks):
+@given(rows(), st.lists(st.integers(0, 10**6), min_size=1, max_size=6), st.integers(0, 10**6))
+def test_kernel_state_and_swaps_match_the_reference(row, picks, drop):
     w, h, keep = row
     if not 0 < keep.sum() < w.size:
         return
     slots = np.flatnonzero(keep)
-    inv, mm, schur, v, g, error = row_state(w, h, slots)
+    pruned0 = np.flatnonzero(~keep)
+    cand = np.delete(pruned0, drop % pruned0.size) if drop % 2 and pruned0.size > 1 else pruned0
+    (ht, mm, schur, v, g, error), inv = _kernel_state(w, h, slots, cand)
+    glob = np.concatenate((slots, cand))
+    lslots, lpruned = np.arange(slots.size), np.arange(slots.size, glob.size)
+    assert np.array_equal(ht, h[np.ix_(glob, glob)])
     ref = RowSupport(w, h, keep)
     scale = float(w @ h @ w)
     for pick in picks:
-        assert close(error, ref.error, scale) and close(v, ref.refit, scale) and close(g, ref.residual, scale)
-        order = np.argsort(slots)          # the kernel's slots vs the reference's kept order
-        assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(slots[order], slots[order])]), 1.0)
-        pruned = np.flatnonzero(~ref.mask)
-        assert close(schur[pruned], ref._cross(pruned)[1], scale)
-        j, q = pick % slots.size, int(pruned[pick % pruned.size])
-        p = int(slots[j])
+        assert close(error, ref.error, scale) and close(v, ref.refit[glob], scale)
+        assert close(g, ref.residual[glob], scale)
+        kept = glob[lslots]
+        order = np.argsort(kept)          # the kernel's slots vs the reference's kept order
+        assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(kept[order], kept[order])]), 1.0)
+        assert close(schur[lpruned], ref._cross(glob[lpruned])[1], scale)
+        j, b = pick % lslots.size, pick % lpruned.size
+        p, q = int(glob[lslots[j]]), int(glob[lpruned[b]])
         deltas, kept_ref, pruned_ref = ref.swap_deltas()
         expected = deltas[list(kept_ref).index(p), list(pruned_ref).index(q)]
-        swap_row(w, h, slots, inv, mm, schur, v, g, j, q, np.empty((4, w.size)))
+        local_p = lslots[j]
+        swap_row(ht, lslots, inv, mm, schur, v, g, j, lpruned[b], np.empty((4, glob.size)))
+        lpruned[b] = local_p
         error += expected
         ref.remove(p)
         ref.add(q)
         assert close(error, ref.error, scale)
     # after the last swap too: the kernel's state against the reference and M against its definition
-    assert close(v, ref.refit, scale) and close(g, ref.residual, scale)
-    assert close(mm, h[:, slots] @ inv, np.abs(mm).max(initial=1.0))
-    order = np.argsort(slots)
-    assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(slots[order], slots[order])]), 1.0)
+    assert close(v, ref.refit[glob], scale) and close(g, ref.residual[glob], scale)
+    assert close(mm, ht[:, lslots] @ inv, np.abs(mm).max(initial=1.0))
+    kept = glob[lslots]
+    order = np.argsort(kept)
+    assert close(inv[np.ix_(order, order)], np.linalg.inv(h[np.ix_(kept[order], kept[order])]), 1.0)
+    assert close(support_error(h @ w, scale, h, np.sort(kept)), ref.error, scale)
 
 
 @settings(deadline=None)
-@given(rows(max_n=8), st.integers(0, 5))
-def test_tabu_kernel_keeps_the_best_visited_and_descent_ends_locally_optimal(row, tenure):
+@given(rows(max_n=8), st.integers(0, 5), st.integers(1, 8), st.integers(1, 5))
+def test_tabu_kernel_keeps_the_best_visited_and_descent_ends_locally_optimal(row, tenure, candidates, rounds):
     w, h, keep = row
     errors, steps = np.zeros(1), np.zeros(1, dtype=np.int64)
     start = RowSupport(w, h, keep).error
     found = keep.copy()[None]
-    tabu_rows(w[None], h, found, np.zeros(1, dtype=np.int64), 30, tenure, 4, np.full(1, 1e-12), errors, steps)
+    b, energy = (h @ w)[None], np.array([float(w @ h @ w)])
+    tabu_rows(b, energy, h, found, np.zeros(1, dtype=np.int64), 30, tenure, 4, np.full(1, 1e-12), candidates,
+              rounds, errors, steps)
     assert found.sum() == keep.sum()
     assert close(errors[0], refit_error(w, h, np.flatnonzero(found[0])), float(w @ h @ w))
     assert errors[0] <= start + 1e-9 * (1 + start)
     if tenure == 0 and 0 < keep.sum() < w.size and steps[0] < 30:
-        assert swap_deltas_reference(w, h, found[0]).min() >= -1e-7 * (1 + errors[0])
+        # locally optimal over the swaps that bring in one of the candidates the final state chooses:
+        # the pruned q with the largest g_q^2 / H_qq, g = H (w - v) (all of them when they are few)
+        support = RowSupport(w, h, found[0])
+        deltas, kept, pruned = support.swap_deltas()
+        score = support.residual[pruned] ** 2 / np.diag(h)[pruned]
+        chosen = np.sort(np.argsort(-score, kind="stable")[:candidates])
+        assert deltas[:, chosen].min() >= -1e-7 * (1 + errors[0])

@@ -14,7 +14,7 @@ from rcprune.solvers.retention.swap import retention_swap
 
 from tests.retention.bruteforce import compensated_optimum, refit_error
 
-SOLVERS = ("obc", "sparsegpt", "compensated-swap", "compensated-tabu", "compensated-exact")
+SOLVERS = ("obc", "sparsegpt", "compensated-swap", "compensated-tabu", "compensated-annealing", "compensated-exact")
 
 
 def tol(x):
@@ -94,6 +94,73 @@ def test_tabu_is_never_worse_than_obc(inst):
     res = rcprune.solve(inst, method="compensated-tabu", iterations=20)
     start = rcprune.solve(inst, method="obc").cost
     assert res.feasible and res.cost <= start + tol(start)
+
+
+@settings(deadline=None)
+@given(instances(max_n=8), st.integers(1, 8), st.integers(0, 7))
+def test_tabu_from_sparsegpt_with_few_candidates_is_never_worse_than_sparsegpt(inst, candidates, tenure):
+    res = rcprune.solve(inst, method="compensated-tabu", start="sparsegpt", candidates=candidates, tenure=tenure,
+                        iterations=20)
+    start = rcprune.solve(inst, method="sparsegpt").cost
+    assert res.feasible and res.cost <= start + tol(start)
+    assert res.info["start"] == "sparsegpt" and res.info["candidates"] == min(candidates, inst.n)
+    assert abs(res.cost - rcprune.evaluate(inst, res.solution).cost) <= tol(res.cost)
+
+
+@settings(deadline=None)
+@given(instances(max_n=8), st.sampled_from(["obc", "sparsegpt"]), st.integers(1, 8), st.integers(0, 2**31))
+def test_annealing_is_never_worse_than_its_start_and_depends_on_the_seed_only(inst, start, candidates, seed):
+    res = rcprune.solve(inst, method="compensated-annealing", start=start, candidates=candidates, proposals=300,
+                        seed=seed)
+    first = rcprune.solve(inst, method=start).cost
+    assert res.feasible and res.cost <= first + tol(first)
+    assert abs(res.cost - rcprune.evaluate(inst, res.solution).cost) <= tol(res.cost)
+    again = rcprune.solve(inst, method="compensated-annealing", start=start, candidates=candidates, proposals=300,
+                          seed=seed)
+    assert np.array_equal(again.solution.mask, res.solution.mask) and again.info == res.info
+
+
+def test_annealing_finds_the_optimum_of_small_rows_and_refuses_bad_options():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 30))
+    x[1] += x[0]
+    inst = RetentionInstance(rng.laplace(size=(3, 7)), x @ x.T / 30, k=3)
+    best = compensated_optimum(inst.weights, inst.hessian, inst.k)
+    assert rcprune.solve(inst, method="sparsegpt").cost > best + tol(best)     # a start with room to improve
+    res = rcprune.solve(inst, method="compensated-annealing", start="sparsegpt", proposals=3000, seed=1)
+    assert res.info["accepted"] > 0 and res.cost <= best + tol(best)      # 35 supports per row: it finds the best
+    for bad in ({"proposals": -1}, {"acceptance": 1.0}, {"acceptance": 0.0}, {"final": 0.0}, {"final": 2.0},
+                {"start": "magnitude"}, {"candidates": 0}, {"seed": -1}):
+        with pytest.raises(InvalidInstanceError):
+            rcprune.solve(inst, method="compensated-annealing", **bad)
+
+
+def test_tabu_start_auto_takes_obc_on_small_layers_and_sparsegpt_on_large(monkeypatch):
+    import rcprune.solvers.retention.compensated_start as tabu
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 60))
+    inst = RetentionInstance(rng.laplace(size=(4, 12)), x @ x.T / 60, sparsity=0.75)
+    small = rcprune.solve(inst, method="compensated-tabu", iterations=5)
+    assert small.info["start"] == "obc" and small.info["candidates"] == inst.n
+    monkeypatch.setattr(tabu, "OBC_WORK", inst.m * inst.n ** 3 / 3 - 1)     # as if the layer were large
+    large = rcprune.solve(inst, method="compensated-tabu", iterations=5)
+    assert large.info["start"] == "sparsegpt" and large.info["candidates"] == min(tabu.CANDIDATES, inst.n)
+    assert large.cost <= rcprune.solve(inst, method="sparsegpt").cost + tol(large.cost)
+    for bad in ({"start": "greedy"}, {"candidates": 0}, {"candidates": 2.5}):
+        with pytest.raises(InvalidInstanceError, match="start must be one of|candidates"):
+            rcprune.solve(inst, method="compensated-tabu", **bad)
+
+
+def test_inverse_factor_is_the_cholesky_factor_of_the_inverse():
+    from rcprune.solvers.retention.sparsegpt import inverse_factor
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(9, 30))
+    h = x @ x.T / 30
+    u = inverse_factor(h)
+    assert np.allclose(u, np.triu(u)) and (np.diag(u) > 0).all()
+    assert np.allclose(u, np.linalg.cholesky(np.linalg.inv(h)).T, rtol=1e-9, atol=1e-12)
 
 
 @settings(deadline=None)
