@@ -212,6 +212,8 @@ def cmd_bench(args) -> int:
         _bench_pareto(args)
     elif args.what == "zeroshot":
         _bench_zeroshot(args)
+    elif args.what == "large-layer":
+        _bench_large_layer(args)
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -244,6 +246,19 @@ def _bench_zeroshot(args) -> None:
     from rcprune.bench.zeroshot import format_zeroshot
 
     print(format_zeroshot(result))
+
+
+def _bench_large_layer(args) -> None:
+    from rcprune.bench.large_layer import LARGE_LAYER_COLUMNS, bench_large_layer
+
+    m, n = (64, 576) if args.quick else (args.m, args.n)
+    sparsity = args.sparsity if args.sparsity is not None else 0.9
+    rows = bench_large_layer(m, n, sparsity=sparsity, seed=args.seed, time_limit=args.time_limit,
+                             log=lambda msg: print(msg, file=sys.stderr))
+    print(f"weight selection on one {m} x {n} layer (synthetic correlated inputs, Laplace weights, damping 0.01, "
+          f"per-row budgets) under the compensated objective; vs_anchor and time_vs_anchor against SparseGPT, "
+          f"measured in this run; instance built in {rows[0]['build_seconds']:.1f} s (not in the seconds)")
+    print(format_table(rows, LARGE_LAYER_COLUMNS))
 
 
 def _bench_layerwise(args) -> None:
@@ -488,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
-                                    "table", "plan", "zeroshot"])
+                                    "table", "plan", "zeroshot", "large-layer"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
@@ -497,14 +512,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
     b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds; "
-                   "latency: batch 4, 32x32, fewer variants")
+                   "latency: batch 4, 32x32, fewer variants; large-layer: 64 x 576")
     b.add_argument("--batch", type=int, default=None, help="latency: batch size (default 64; 4 with --quick)")
     b.add_argument("--size", type=int, default=None,
                    help="latency: input height and width (default 112; 32 with --quick)")
     b.add_argument("--repeats", type=int, default=None,
                    help="latency: timed runs per model (default 7; 2 with --quick)")
-    b.add_argument("--m", type=int, default=512)
-    b.add_argument("--n", type=int, default=4608)
+    b.add_argument("--m", type=int, default=512, help="kernels, large-layer: rows (large-layer --quick: 64)")
+    b.add_argument("--n", type=int, default=4608, help="kernels, large-layer: columns (large-layer --quick: 576)")
     b.add_argument("--density", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sparsity", type=float, default=None,

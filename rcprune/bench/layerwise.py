@@ -23,7 +23,8 @@ from rcprune.retention.model import RetentionInstance
 
 __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAULT_METHODS"]
 
-DEFAULT_METHODS = ("magnitude", "masked-greedy", "sparsegpt", "obc", "compensated-swap", "compensated-tabu")
+DEFAULT_METHODS = ("magnitude", "masked-greedy", "sparsegpt", "obc", "compensated-swap", "compensated-tabu",
+                   "compensated-annealing")
 RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
 ANCHOR, RC_ANCHOR = "obc", "structured-obs"
 LAYERWISE_COLUMNS = ["layer", "m", "n", "sparsity", "problem", "method", "error", "vs_anchor", "relative_error",

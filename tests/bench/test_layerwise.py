@@ -16,18 +16,19 @@ def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path):
     rows = bench_layerwise(tmp_path, depth=8, width=4, train_epochs=0, sparsities=(0.5, 0.9), calibration=64,
                            log=lambda msg: None)
     layers = {r["layer"] for r in rows}
-    assert "conv1" in layers and "fc" in layers and len(rows) == len(layers) * 2 * (6 + 4)
+    assert "conv1" in layers and "fc" in layers and len(rows) == len(layers) * 2 * (7 + 4)
     for r in rows:
         by = {x["method"]: x for x in rows if x["layer"] == r["layer"] and x["sparsity"] == r["sparsity"]
               and x["problem"] == r["problem"]}
         anchor = by[r["anchor"]]
         assert anchor["vs_anchor"] == 1.0 and r["anchor"] == ("obc" if r["problem"] == "weights" else "structured-obs")
         assert r["vs_anchor"] == pytest.approx(r["error"] / anchor["error"])
-        if r["method"] in ("compensated-swap", "compensated-tabu", "compensated-rc-swap", "compensated-rc-tabu"):   # they start from it
+        if r["method"] in ("compensated-swap", "compensated-tabu", "compensated-annealing", "compensated-rc-swap",
+                           "compensated-rc-tabu"):   # they start from it
             assert r["error"] <= anchor["error"] * (1 + 1e-9) + 1e-12
         assert 0 <= r["relative_error"] <= 1 + 1e-9
     lines = summarize_layerwise(rows)
-    assert len(lines) == 2 * (6 + 4) and all("median" in line for line in lines)
+    assert len(lines) == 2 * (7 + 4) and all("median" in line for line in lines)
     with pytest.raises(ValueError, match="anchor"):
         bench_layerwise(tmp_path, methods=("magnitude",), depth=8, width=4, train_epochs=0)
 
