@@ -12,6 +12,7 @@ from rcprune.solvers.retention.obc import obc
 from rcprune.solvers.retention.sparsegpt import sparsegpt
 from rcprune.solvers.retention.swap import retention_swap
 
+from tests.clock import simulated_clock
 from tests.retention.bruteforce import compensated_optimum, refit_error
 
 SOLVERS = ("obc", "sparsegpt", "compensated-swap", "compensated-tabu", "compensated-annealing", "compensated-exact")
@@ -212,9 +213,27 @@ def test_time_limits_keep_finished_rows_and_stay_feasible():
     for method in ("obc", "sparsegpt", "compensated-swap", "compensated-tabu"):
         res = rcprune.solve(inst, method=method, time_limit=0.2 if method != "sparsegpt" else 1e-9)
         assert res.feasible and res.status == "time_limit" and res.runtime < 5.0, method
-    done = obc(inst, time_limit=0.2).solution.mask
-    full = obc(RetentionInstance(inst.weights[:1], inst.hessian, k=inst.k, damping=0)).solution.mask
-    assert np.array_equal(done[0], full[0])          # the first row was reached: OBC's, not magnitude's
+
+
+def test_obc_time_limit_keeps_the_rows_finished_before_it(monkeypatch):
+    import rcprune.solvers.retention.obc as obc_module
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(256, 600))
+    inst = RetentionInstance(rng.laplace(size=(100, 256)), x @ x.T / 600, sparsity=0.9)
+    clock, real = simulated_clock(monkeypatch), obc_module.eliminate
+
+    def eliminate(*args):        # each block of rows takes one simulated second
+        real(*args)
+        clock.advance(1.0)
+
+    monkeypatch.setattr(obc_module, "eliminate", eliminate)
+    done = obc(inst, time_limit=0.5)
+    monkeypatch.undo()
+    full = obc(inst).solution.mask
+    reached = int(np.argmin([np.array_equal(a, b) for a, b in zip(done.solution.mask, full)] + [False]))
+    assert done.status == "time_limit" and 0 < reached < inst.m      # one block of rows, OBC's
+    assert np.array_equal(done.solution.mask[reached:], rcprune.solve(inst, method="magnitude").solution.mask[reached:])
 
 
 def test_obc_layer_budget_splits_over_rows_by_its_curves():
