@@ -4,7 +4,7 @@ PyTorch file.
 ``format="onnx"``: the model goes through ``torch.onnx.export`` (the ``torch.export``-based exporter,
 ``dynamo=True``, which needs the ``onnx`` and ``onnxscript`` packages), one self-contained ``.onnx`` file
 (weights inside, so at most 2 GB). Every compacted form of :mod:`rcprune.torch.compact_forms` exports: the
-gathers and scatters are ONNX ``Gather`` and ``ScatterND``/``ScatterElements`` ops, channels-last layouts
+gathers and scatters are ONNX ``Gather`` and ``ScatterND`` ops, channels-last layouts
 are transposes. ``format="torch"``: the file of :func:`rcprune.torch.save_compacted`, which
 :func:`rcprune.torch.load_compacted` reads back with ``torch.load(weights_only=True)``, rebuilding the
 modules; a model that is not a ``torch.fx.GraphModule`` is traced by ``torch.fx.symbolic_trace`` first.
@@ -168,11 +168,17 @@ def _run_onnx(data: bytes, args: tuple) -> list:
                                    "pip install onnxruntime, or pass check=False") from None
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    if len(names) != len(args):
-        raise InvalidInstanceError(f"the ONNX file takes {len(names)} inputs, example_inputs has {len(args)}")
-    return session.run(None, {n: a.detach().cpu().numpy() for n, a in zip(names, args)})
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        if len(names) != len(args):
+            raise InvalidInstanceError(f"the ONNX file takes {len(names)} inputs, example_inputs has {len(args)}")
+        return session.run(None, {n: a.detach().cpu().numpy() for n, a in zip(names, args)})
+    except InvalidInstanceError:
+        raise
+    except Exception as exc:   # onnxruntime's own errors: an op or type it does not implement
+        raise InvalidInstanceError(f"onnxruntime cannot run the exported file: {type(exc).__name__}: "
+                                   f"{str(exc)[:400]}; nothing was written (check=False writes it)") from None
 
 
 def _torch_model(model: nn.Module) -> fx.GraphModule:
@@ -193,8 +199,8 @@ def export(model: nn.Module, example_inputs, path: str | Path, format: str = "on
     ----------
     model : nn.Module
         A compacted model (:func:`rcprune.torch.compact`), or any model the chosen exporter takes. Not
-        masked (compact or bake it first). Exported in eval mode (its modes are given back afterwards);
-        not modified.
+        masked (compact or bake it first). Not modified: ONNX exports it in eval mode (each module's mode
+        given back afterwards); the torch file keeps each module's mode.
     example_inputs : tensor or tuple of tensors
         What the model is called with: ONNX fixes the input shapes to theirs (but see
         ``dynamic_batch``); the check runs on them.

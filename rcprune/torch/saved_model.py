@@ -12,10 +12,12 @@ needs the structure rebuilt first. Here the file holds both, readable by ``torch
 
 :func:`load_compacted` rebuilds each module from its class without running its ``__init__`` (attributes
 set, tensors registered), rebuilds the graph and wraps both in a ``GraphModule``: the same modules,
-tensors and code as the saved model, so it computes the same outputs, bit for bit. Nothing in a file
-is executed: the graph may call only ``torch``, ``torch.nn.functional``, ``operator`` and ``math``
-functions and public ``Tensor`` methods, and modules only of the allowed classes; anything else is refused
-when saving and when loading (:class:`rcprune.InvalidInstanceError`, naming it).
+tensors and code as the saved model, so it computes the same outputs, bit for bit. No pickle, and no
+code of the file's own: modules are only of the allowed classes; the graph calls only allowlisted
+functions (``torch``'s builtin ops, ``torch.nn.functional``, ``operator``'s arithmetic, comparisons and
+indexing, ``math``) and public ``Tensor`` methods, and reaches only the rebuilt modules, parameters and
+buffers; anything else is refused when saving and when loading (:class:`rcprune.InvalidInstanceError`,
+naming it).
 
 Writing goes through :func:`rcprune.files.atomic_write_bytes` (a crash never leaves a half-written file).
 """
@@ -51,6 +53,11 @@ VERSION = 1
 # Functions a graph may call, by the module they are read from (the first that holds the object names it).
 _FUNCTION_MODULES = {"operator": operator, "torch.nn.functional": F, "torch": torch, "math": math, "builtins": builtins}
 _BUILTINS = frozenset({"getattr", "len", "int", "float", "bool", "abs", "min", "max"})
+_OPERATORS = frozenset({  # arithmetic, comparison, indexing (not attrgetter, methodcaller, call: they reach anything)
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "neg", "pos", "abs", "invert", "inv",
+    "and_", "or_", "xor", "lshift", "rshift", "eq", "ne", "lt", "le", "gt", "ge", "not_", "truth", "is_",
+    "is_not", "getitem", "setitem", "contains", "concat", "index", "iadd", "isub", "imul", "itruediv",
+    "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior", "ixor", "ilshift", "irshift"})
 _TORCH_DENIED = frozenset({"from_file", "load", "save"})
 # Module classes: any of torch.nn's, plus rcprune's compacted forms.
 _CLASS_MODULES = ("torch.nn.modules.", "rcprune.torch.compact_forms")
@@ -152,6 +159,8 @@ def _allowed_function(module_name: str, name: str, obj) -> bool:
         return False
     if module_name == "builtins":
         return name in _BUILTINS
+    if module_name == "operator":
+        return name in _OPERATORS
     if module_name == "torch":
         return name not in _TORCH_DENIED and (inspect.isbuiltin(obj) or getattr(obj, "__module__", None) in (
             "torch.functional", "torch.nn.functional"))
@@ -379,7 +388,23 @@ def _build_module(entry: dict, tensors: dict, used: set) -> nn.Module:
     return module
 
 
-def _build_graph(nodes: list) -> fx.Graph:
+def _check_target(op: str, target: str, built: dict[str, nn.Module]) -> None:
+    """A ``call_module`` target names a rebuilt module; a ``get_attr`` target one of their modules,
+    parameters or buffers (nothing else of theirs: no attribute or class is reachable from the graph)."""
+    parts = target.split(".")
+    if not all(_CHILD.match(p) and not p.startswith("__") for p in parts):
+        raise _Corrupt(f"{op} target {target!r:.80} is not allowed")
+    if op == "call_module":
+        ok = target in built
+    else:
+        parent, _, name = target.rpartition(".")
+        ok = target in built or (parent in built and (name in built[parent]._parameters
+                                                      or name in built[parent]._buffers))
+    if not ok:
+        raise _Corrupt(f"{op} target {target!r:.80} names no module, parameter or buffer of the file")
+
+
+def _build_graph(nodes: list, built: dict[str, nn.Module]) -> fx.Graph:
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     for entry in nodes:
@@ -394,6 +419,8 @@ def _build_graph(nodes: list) -> fx.Graph:
             raise _Corrupt(f"node {name!r}: method {target!r:.40} is not a public Tensor method")
         elif not isinstance(target, str):
             raise _Corrupt(f"node {name!r}: bad target")
+        elif op in ("call_module", "get_attr"):
+            _check_target(op, target, built)
         args, kwargs = _decode(entry.get("args", {"tuple": []}), env), _decode(entry.get("kwargs", {"dict": []}), env)
         if not isinstance(args, tuple) or not isinstance(kwargs, dict):
             raise _Corrupt(f"node {name!r}: bad arguments")
@@ -443,7 +470,7 @@ def _rebuild(payload: dict) -> fx.GraphModule:
         if extra:
             raise _Corrupt(f"tensor(s) that no module holds: {', '.join(sorted(extra)[:5])}")
         name = meta.get("class_name", "CompactModel")
-        graph = _build_graph(meta["graph"])
+        graph = _build_graph(meta["graph"], built)
         model = fx.GraphModule(built[""], graph, class_name=name if isinstance(name, str) and _NAME.match(name)
                                else "CompactModel")
         modes = {e["path"]: bool(e.get("training", True)) for e in meta["modules"] if "same_as" not in e}

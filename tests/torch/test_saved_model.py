@@ -131,8 +131,8 @@ def test_bad_files_give_clear_errors(tmp_path, cifar):
     with pytest.raises(InvalidInstanceError, match=f"tensor '{key}' is missing"):
         rct.load_compacted(_write(tmp_path, payload))
     payload = _payload(small)
-    payload["tensors"]["rc_fc_99.weight"] = torch.zeros(1)
-    with pytest.raises(InvalidInstanceError, match="tensor.* that no module holds: rc_fc_99.weight"):
+    payload["tensors"]["nowhere.weight"] = torch.zeros(1)
+    with pytest.raises(InvalidInstanceError, match="tensor.* that no module holds: nowhere.weight"):
         rct.load_compacted(_write(tmp_path, payload))
     payload = _payload(small)
     w = next(k for k in payload["tensors"] if k.endswith("weight") and payload["tensors"][k].dim() == 4)
@@ -153,6 +153,7 @@ def test_a_tampered_file_runs_no_code_of_its_own(tmp_path, cifar):
     small, _ = cifar
     call = next(i for i, n in enumerate(json.loads(_payload(small)["meta"])["graph"]) if n["op"] == "call_function")
     mod = next(i for i, m in enumerate(json.loads(_payload(small)["meta"])["modules"]) if "class" in m)
+    fc = next(m["path"] for m in json.loads(_payload(small)["meta"])["modules"] if m.get("class", "").endswith("RCLinear"))
 
     def function(name):
         return lambda meta: meta["graph"][call].__setitem__("target", {"function": name})
@@ -171,7 +172,15 @@ def test_a_tampered_file_runs_no_code_of_its_own(tmp_path, cifar):
         (cls("subprocess:Popen"), "module class 'subprocess:Popen' is not allowed"),
         (cls("torch.nn.modules.module:Module.__class__"), "is not allowed"),
         (cls("rcprune.torch.saved_model:InvalidInstanceError"), "is not allowed"),
+        (function("operator.attrgetter"), "calls 'operator.attrgetter', which is not an allowed function"),
+        (function("operator.call"), "not an allowed function"),
         (method("__reduce_ex__"), "is not a public Tensor method"),
+        (lambda meta: meta["graph"][call].update(op="get_attr", target=f"{fc}.__class__"),
+         f"get_attr target '{fc}.__class__' is not allowed"),
+        (lambda meta: meta["graph"][call].update(op="get_attr", target=f"{fc}.extra_repr"),
+         "names no module, parameter or buffer"),
+        (lambda meta: meta["graph"][call].update(op="call_module", target="nowhere"),
+         "names no module, parameter or buffer"),
         (lambda meta: meta["modules"][mod]["attrs"].__setitem__("__class__", 1), "attribute name '__class__'"),
         (lambda meta: meta["modules"][mod]["attrs"].__setitem__("x", {"pickle": "..."}), "unreadable value"),
         (lambda meta: meta["graph"][call].__setitem__("args", {"tuple": [{"node": "later"}]}),
