@@ -35,7 +35,7 @@ from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError, check_flag
 
 from rcprune.torch.masking import is_masked
-from rcprune.torch.saved_model import compacted_payload, rebuild
+from rcprune.torch.saved_model import check_path, compacted_payload, rebuild
 
 __all__ = ["export", "ExportReport", "FORMATS", "ONNX_TOLERANCE"]
 
@@ -243,8 +243,7 @@ def export(model: nn.Module, example_inputs, path: str | Path, format: str = "on
     dynamic_batch = check_flag(dynamic_batch, "dynamic_batch")
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 7):
         raise InvalidInstanceError(f"opset must be an ONNX opset version (an int >= 7) or None, got {opset!r}")
-    if not isinstance(path, (str, Path)) or not str(path):
-        raise InvalidInstanceError(f"path must be a file path, got {path!r}")
+    path = check_path(path, writing=True)
     if is_masked(model):
         raise InvalidInstanceError("the model is masked, not compacted: call rcprune.torch.compact(model, solution) "
                                    "and export what it returns (or rcprune.torch.bake(model) to export the dense, "

@@ -30,6 +30,7 @@ import io
 import json
 import math
 import operator
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from rcprune.validation import InvalidInstanceError
 from rcprune.torch.compact_forms import RCConv2d
 from rcprune.torch.masking import is_masked
 
-__all__ = ["save_compacted", "load_compacted", "compacted_payload", "rebuild", "FORMAT", "VERSION"]
+__all__ = ["save_compacted", "load_compacted", "compacted_payload", "rebuild", "check_path", "FORMAT", "VERSION"]
 
 FORMAT = "rcprune-compacted-model"
 VERSION = 1
@@ -293,6 +294,16 @@ def compacted_payload(model: fx.GraphModule) -> dict:
     return payload
 
 
+def check_path(path, *, writing: bool) -> Path:
+    """``path`` as a ``Path``: a non-empty str or path-like without NUL bytes; for writing, not a folder."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
+        raise InvalidInstanceError(f"path must be a file path, got {path!r:.80}")
+    path = Path(path)
+    if writing and path.is_dir():
+        raise InvalidInstanceError(f"path {str(path)!r} is a folder, not a file")
+    return path
+
+
 def save_compacted(model: fx.GraphModule, path: str | Path) -> Path:
     """Write a compacted model to ``path`` without pickle; :func:`load_compacted` reads it back.
 
@@ -316,6 +327,7 @@ def save_compacted(model: fx.GraphModule, path: str | Path) -> Path:
         For a model that is not a ``GraphModule``, is masked (compact it first), or holds a module class,
         function, attribute or hook the file cannot describe (named in the message).
     """
+    path = check_path(path, writing=True)
     payload = compacted_payload(model)
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -509,5 +521,16 @@ def load_compacted(path: str | Path, map_location: str | torch.device = "cpu") -
         For a missing, truncated or corrupt file, a file of another kind or a newer format version, or one
         naming a module class or function that is not allowed (the message says which).
     """
-    path = Path(path)
+    path = check_path(path, writing=False)
+    if isinstance(map_location, str):
+        try:
+            map_location = torch.device(map_location)
+        except (RuntimeError, ValueError):
+            raise InvalidInstanceError(f"map_location must be a device, got {map_location!r:.80}") from None
+    if not isinstance(map_location, torch.device):
+        raise InvalidInstanceError(f"map_location must be a device (str or torch.device), got {map_location!r:.80}")
+    try:
+        torch.empty(0, device=map_location)
+    except Exception as exc:
+        raise InvalidInstanceError(f"map_location {str(map_location)!r} is not available here ({type(exc).__name__})") from None
     return rebuild(_read(path, map_location), f"corrupt compacted model file {str(path)!r}")

@@ -105,6 +105,13 @@ def test_bad_files_give_clear_errors(tmp_path, cifar):
     good = rct.save_compacted(small, tmp_path / "good.rcpt").read_bytes()
     with pytest.raises(InvalidInstanceError, match="does not exist"):
         rct.load_compacted(tmp_path / "missing.rcpt")
+    with pytest.raises(InvalidInstanceError, match="path must be a file path, got None"):
+        rct.load_compacted(None)
+    with pytest.raises(InvalidInstanceError, match="is a folder, not a file"):
+        rct.save_compacted(small, tmp_path)
+    with pytest.raises(InvalidInstanceError, match="map_location must be a device"):
+        rct.load_compacted(tmp_path / "good.rcpt", map_location="nowhere")
+    assert rct.load_compacted(tmp_path / "good.rcpt", map_location=torch.device("cpu")) is not None
     (tmp_path / "trunc.rcpt").write_bytes(good[: len(good) // 2])
     with pytest.raises(InvalidInstanceError, match=r"corrupt compacted model file .*trunc.rcpt.*weights_only=True"):
         rct.load_compacted(tmp_path / "trunc.rcpt")
