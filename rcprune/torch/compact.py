@@ -316,8 +316,8 @@ def _batchnorm(b: _Builder, node: fx.Node) -> None:
     mod = b.modules[node.target]
     idx = torch.as_tensor(b.chan[src.name], dtype=torch.long)
     # a masked BatchNorm's class is parametrize's subclass: the compact one is of the original class
-    bn = parametrize.type_before_parametrizations(mod)(len(idx), eps=mod.eps, momentum=mod.momentum, affine=mod.affine,
-                   track_running_stats=mod.track_running_stats)
+    bn = parametrize.type_before_parametrizations(mod)(len(idx), eps=mod.eps, momentum=mod.momentum,
+                                                       affine=mod.affine, track_running_stats=mod.track_running_stats)
     with torch.no_grad():
         for pname in ("weight", "bias"):
             if getattr(mod, pname, None) is not None:
