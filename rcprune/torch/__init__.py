@@ -10,8 +10,9 @@ kept weights by least squares on calibration data; ``compensate`` re-chooses eac
 compensated objective and refits them layer by layer against the dense model (data-aware pruning without
 training), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
-keeping the weights whose removal changes each layer's output least (small-weight retention). Needs the
-``torch`` extra.
+keeping the weights whose removal changes each layer's output least (small-weight retention); ``export``
+writes a compacted model as ONNX or as a pickle-free PyTorch file that ``load_compacted`` rebuilds
+(``save_compacted`` writes that file alone). Needs the ``torch`` extra.
 """
 from rcprune.torch.extract import Extraction, LayerMap, extract
 from rcprune.torch.masking import apply, bake, is_masked, restore
@@ -24,8 +25,11 @@ from rcprune.torch.compensate import CompensationReport, compensate
 from rcprune.torch.retention import RetentionReport, restore_original, retention_prune  # noqa: F401
 from rcprune.torch.latency_table import LatencyTable, latency_table
 from rcprune.torch.pipeline import PruneReport, prune
+from rcprune.torch.saved_model import load_compacted, save_compacted
+from rcprune.torch.export import ExportReport, export
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
            "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable",
-           "compensate", "CompensationReport", "reestimate_batchnorm"]
+           "compensate", "CompensationReport", "reestimate_batchnorm", "export", "ExportReport", "save_compacted",
+           "load_compacted"]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError, check_flag
@@ -314,8 +315,9 @@ def _batchnorm(b: _Builder, node: fx.Node) -> None:
         return
     mod = b.modules[node.target]
     idx = torch.as_tensor(b.chan[src.name], dtype=torch.long)
-    bn = type(mod)(len(idx), eps=mod.eps, momentum=mod.momentum, affine=mod.affine,
-                   track_running_stats=mod.track_running_stats)
+    # a masked BatchNorm's class is parametrize's subclass: the compact one is of the original class
+    bn = parametrize.type_before_parametrizations(mod)(len(idx), eps=mod.eps, momentum=mod.momentum,
+                                                       affine=mod.affine, track_running_stats=mod.track_running_stats)
     with torch.no_grad():
         for pname in ("weight", "bias"):
             if getattr(mod, pname, None) is not None:

@@ -135,3 +135,23 @@ def test_latency_table_options(key, value):
     only_invalid(TABLE.measure, EXT, granularity=value)
     only_invalid(TABLE.predict, EXT, value)
     assert _unchanged(model, before)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["format", "check", "dynamic_batch", "opset", "path", "example_inputs", "map_location"]), junk)
+def test_export_and_load_options(key, value):
+    import tempfile
+    from pathlib import Path
+
+    model = copy.deepcopy(MODEL)
+    before = _state(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        kw = {"model": model, "example_inputs": X[:2], "path": Path(tmp) / "m", "format": "torch"}
+        if key == "map_location":
+            rct.export(**kw)
+            only_invalid(rct.load_compacted, kw["path"], map_location=value)
+        else:
+            kw[key] = Path(tmp) / value if key == "path" and isinstance(value, str) else value
+            only_invalid(rct.export, **kw)
+        only_invalid(rct.load_compacted, Path(tmp) / value if isinstance(value, str) else value)
+    assert _unchanged(model, before) and not model.training
