@@ -253,8 +253,9 @@ def _bench_large_layer(args) -> None:
 
     m, n = (64, 576) if args.quick else (args.m, args.n)
     sparsity = args.sparsity if args.sparsity is not None else 0.9
+    kw = {"methods": tuple(v.strip() for v in _split_list(args.methods, str, "--methods"))} if args.methods else {}
     rows = bench_large_layer(m, n, sparsity=sparsity, seed=args.seed, time_limit=args.time_limit,
-                             log=lambda msg: print(msg, file=sys.stderr))
+                             log=lambda msg: print(msg, file=sys.stderr), **kw)
     print(f"weight selection on one {m} x {n} layer (synthetic correlated inputs, Laplace weights, damping 0.01, "
           f"per-row budgets) under the compensated objective; vs_anchor and time_vs_anchor against SparseGPT, "
           f"measured in this run; instance built in {rows[0]['build_seconds']:.1f} s (not in the seconds)")
@@ -547,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tp-sparsities", default=None,
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
-                   help="pareto: network methods (default network-greedy,network-annealing)")
+                   help="pareto: network methods (default network-greedy,network-annealing); large-layer: retention "
+                        "methods (default sparsegpt,compensated-tabu)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
                    "rows run network-group)")
     b.add_argument("--calibrate", type=int, default=3,
