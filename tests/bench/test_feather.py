@@ -1,0 +1,43 @@
+"""``rcprune bench feather --quick``: both rows end to end on digits at one sparsity; goals; arguments."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from rcprune.bench.feather import FEATHER_ROWS, evaluate_feather_goals, run_feather_bench  # noqa: E402
+from rcprune.cli import main  # noqa: E402
+from rcprune.validation import InvalidInstanceError  # noqa: E402
+
+
+def test_quick_writes_both_rows(tmp_path, capsys):
+    out = tmp_path / "feather"
+    assert main(["bench", "feather", "--quick", "--out", str(out), "--sparsities", "0.9"]) == 0
+    result = json.loads((out / "feather.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"feather.json", "feather.md"}
+    assert [(r["method"], r["sparsity"]) for r in result["rows"]] == [(m, 0.9) for m in FEATHER_ROWS]
+    for r in result["rows"]:
+        assert 0 <= r["acc"] <= 1 and r["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert "acc_zero_shot" in result["rows"][0] and result["config"]["quick"]
+    assert [g["passed"] is not None for g in result["goals"]] == [True]
+    printed = capsys.readouterr().out
+    assert "| feather | 0.9 |" in printed and "## Goals" in printed
+
+
+def test_goals_read_the_summary():
+    summary = [{"method": "magnitude", "sparsity": 0.9, "acc": 0.97}, {"method": "feather", "sparsity": 0.9, "acc": 0.975},
+               {"method": "magnitude", "sparsity": 0.98, "acc": 0.90}, {"method": "feather", "sparsity": 0.98, "acc": 0.905},
+               {"method": "magnitude", "sparsity": 0.5, "acc": 0.98}]
+    goals = evaluate_feather_goals(summary)
+    assert [g["passed"] for g in goals] == [None, True, False]
+    assert "by >= 1 point" in goals[2]["goal"] and goals[2]["value"] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(dataset="imagenet"), "dataset"), (dict(seeds=()), "seed"),
+                                           (dict(sparsities=(1.2,)), "sparsities"), (dict(sparsities=()), "sparsity"),
+                                           (dict(epochs=0), "epochs")])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInstanceError, match=match):
+        run_feather_bench(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
