@@ -40,10 +40,12 @@ from torch.nn.utils import parametrize
 from rcprune.torch.batches import check_loader, labelled_batch
 from rcprune.torch.masking import is_masked
 from rcprune.torch.rcmask import register
-from rcprune.validation import InvalidInstanceError, check_fraction, check_real_option
+from rcprune.validation import InvalidInstanceError, check_fraction, check_int_option, check_real_option
+
+STRUCTURES = ("unstructured", "rc")
 
 __all__ = ["FeatherConfig", "feather_threshold", "FeatherSTE", "cubic_sparsity", "global_threshold",
-           "global_magnitude_prune", "paper_grad_scale", "prunable_layers"]
+           "global_magnitude_prune", "paper_grad_scale", "prunable_layers", "MaskSTE", "STRUCTURES"]
 
 
 def feather_threshold(w: torch.Tensor, tau, p: float = 3.0) -> torch.Tensor:
@@ -75,6 +77,22 @@ class FeatherSTE(torch.autograd.Function):
             return grad, None, None, None
         scale = torch.where(w.abs() > tau, torch.ones_like(grad), torch.full_like(grad, ctx.theta))
         return grad * scale, None, None, None
+
+
+class MaskSTE(torch.autograd.Function):
+    """``MaskSTE.apply(w, keep, theta)``: ``w`` with the entries outside ``keep`` zero; backward the incoming
+    gradient on the kept entries and ``theta`` times it on the others (the structured variant's operator)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, keep: torch.Tensor, theta: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.theta = theta
+        return w.masked_fill(~keep, 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, grad * ctx.theta), None, None
 
 
 def paper_grad_scale(sparsity: float) -> float:
@@ -182,6 +200,18 @@ class FeatherConfig:
         The operator's exponent (> 0; 3 is Feather's, 1 soft thresholding).
     layers : list of str, optional
         Module names (:func:`prunable_layers`); default every Conv2d (groups 1) and Linear.
+    structure : {"unstructured", "rc"}
+        ``"rc"``: the structured variant. The mask is a row-and-column mask (kept output channels x kept
+        input columns per layer, BatchNorms masked with their channels, :func:`rcprune.torch.apply`'s
+        masks) that a network solver (``method``) chooses on the dense weights' |w| under the RC budget
+        of the current target sparsity, every ``solve_every`` steps; the forward is the dense weights
+        under that mask, the backward the same straight-through estimator (pruned entries' gradients
+        scaled by ``theta``), so the RC mask is learned during training and frozen at the end like the
+        unstructured one. (The cube-root shrink is not applied here: the solver's choice is not a
+        threshold on one score.) ``sparsity`` then counts the kept weights as the RC budget does.
+    solve_every, method :
+        How often (in steps) and with which network method of :func:`rcprune.solve` the RC mask is
+        re-chosen (``structure="rc"``).
     """
 
     sparsity: float
@@ -192,6 +222,9 @@ class FeatherConfig:
     grad_scale: float | None = None
     p: float = 3.0
     layers: tuple | list | str | None = None
+    structure: str = "unstructured"
+    solve_every: int = 10
+    method: str = "network-greedy"
 
     def __post_init__(self):
         s = check_fraction(self.sparsity, "sparsity", allow_zero=True, allow_one=False)
@@ -209,6 +242,17 @@ class FeatherConfig:
         if self.grad_scale is not None:
             check_real_option(self.grad_scale, "grad_scale", 0.0, 1.0)
         check_real_option(self.p, "p", 0.0, 1e6)
+        if self.structure not in STRUCTURES:
+            raise InvalidInstanceError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        check_int_option(self.solve_every, "solve_every", minimum=1)
+        if self.structure == "rc":
+            from rcprune.solve import METHODS
+
+            if self.layers is not None:
+                raise InvalidInstanceError("structure='rc' prunes the layers the extraction finds: not with layers=")
+            if not isinstance(self.method, str) or self.method not in METHODS["network"]:
+                raise InvalidInstanceError(f"method must be a network method of rcprune.solve "
+                                           f"({sorted(METHODS['network'])}), got {self.method!r}")
 
     @property
     def theta(self) -> float:
@@ -342,6 +386,129 @@ class FeatherTraining:
             for m in self.modules.values():
                 if parametrize.is_parametrized(m, "weight"):
                     parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+
+
+class _RCThreshold(nn.Module):
+    """The parametrization of one tensor during the structured ramp: :class:`MaskSTE` with the latest RC mask."""
+
+    def __init__(self, keep: torch.Tensor, state: "RCFeatherTraining"):
+        super().__init__()
+        self.register_buffer("keep", keep.clone())
+        self._state = [state]
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return MaskSTE.apply(w, self.keep, self._state[0].config.theta)
+
+
+class RCFeatherTraining(FeatherTraining):
+    """The structured (row-and-column) variant: the RC mask is re-solved on the dense weights every
+    ``solve_every`` steps at the scheduled target and trained through :class:`MaskSTE`; at the freeze the
+    model is masked by :func:`rcprune.torch.apply` with the last solution (stored originals: the tensors
+    from before training)."""
+
+    def __init__(self, config: FeatherConfig, model: nn.Module, train_loader, epochs: int):
+        super().__init__(config, model, train_loader, epochs)
+        self.model = model
+        self.example = None
+        self.extraction = None
+        self.solution = None
+        self.tensors: dict[tuple[str, str], nn.Module] = {}
+        self.solves = 0
+
+    def probe(self, model, train_loader, device, check_labels) -> None:
+        super().probe(model, train_loader, device, check_labels)
+        from rcprune.torch.extract import extract
+
+        x, _ = labelled_batch(next(iter(train_loader)), "train_loader")
+        self.example = x[:1].to(device)
+        busy = [n for n, m in model.named_modules() if is_masked(m) or parametrize.is_parametrized(m)]
+        if busy:
+            raise InvalidInstanceError(f"structure='rc' learns the RC mask of an unmasked model, but module(s) {busy} "
+                                       "already carry a mask or parametrization: rcprune.torch.restore(model) first")
+        self.extraction = extract(model, self.example, sparsity=self.config.initial_sparsity)
+
+    def _solve(self, sparsity: float) -> dict[str, dict[str, torch.Tensor]]:
+        import dataclasses
+
+        import numpy as np
+
+        from rcprune.solve import solve
+        from rcprune.torch.masking import layer_masks
+
+        ext = self.extraction
+        modules = dict(self.model.named_modules())
+        scores = {}
+        for name, lm in ext.layers.items():
+            m = modules[lm.module]
+            w = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+            scores[name] = np.abs(w.detach().to(torch.float64).cpu().numpy().reshape(w.shape[0], -1))
+        inst = ext.instance.replace(scores=scores, sparsity=sparsity)
+        self.extraction = dataclasses.replace(ext, instance=inst)
+        self.solution = solve(inst, method=self.config.method).solution
+        self.solves += 1
+        return layer_masks(self.extraction, self.solution)
+
+    def install(self) -> None:
+        modules = dict(self.model.named_modules())
+        masks = self._solve(self.config.initial_sparsity)
+        for mname, parts in masks.items():
+            module = modules[mname]
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.affine:
+                if not bool(parts["weight"].all()):
+                    raise InvalidInstanceError(f"batch norm {mname!r} has no affine parameters: its pruned channels "
+                                               "would not be zero")
+                continue
+            for pname, keep in parts.items():
+                t = getattr(module, pname, None)
+                if t is None:
+                    continue
+                self.before[(mname, pname)] = t.detach().clone()
+                keep = keep.to(device=t.device, dtype=torch.bool).reshape(t.shape)
+                parametrize.register_parametrization(module, pname, _RCThreshold(keep, self))
+                self.tensors[(mname, pname)] = module
+
+    def before_step(self) -> None:
+        if not self.frozen and self.step >= self.freeze_step:
+            self.freeze()
+        if not self.frozen:
+            c = self.config
+            target = cubic_sparsity(self.step, self.total, c.sparsity, initial=c.initial_sparsity,
+                                    ramp_start=c.ramp_start, ramp_end=c.ramp_end)
+            if self.step % c.solve_every == 0:
+                self._refresh(self._solve(target))
+            self.target = target
+        self.step += 1
+
+    @torch.no_grad()
+    def _refresh(self, masks) -> None:
+        for (mname, pname), module in self.tensors.items():
+            keep = module.parametrizations[pname][0].keep
+            keep.copy_(masks[mname][pname].to(device=keep.device, dtype=torch.bool).reshape(keep.shape))
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        if self.frozen:
+            return
+        from rcprune.torch.masking import apply
+
+        self._solve(self.config.sparsity)
+        self.target = self.config.sparsity
+        for (mname, pname), module in self.tensors.items():
+            parametrize.remove_parametrizations(module, pname, leave_parametrized=False)
+        apply(self.model, self.solution, self.extraction)
+        for (mname, pname), module in self.tensors.items():
+            module.parametrizations[pname].original.copy_(self.before[(mname, pname)])
+        self.before = {}
+        self.frozen = True
+
+    def record(self) -> dict:
+        return {"sparsity": float(self.target), "threshold": None, "mask_frozen": self.frozen, "solves": self.solves}
+
+    def abort(self) -> None:
+        if not self.frozen:
+            for (mname, pname), module in self.tensors.items():
+                if parametrize.is_parametrized(module, pname):
+                    parametrize.remove_parametrizations(module, pname, leave_parametrized=False)
 
 
 def sparse_training_of(sparse_training, sparsity) -> FeatherConfig | None:

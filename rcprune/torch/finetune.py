@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from rcprune.torch.batches import check_loader, labelled_batch
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.extract import extraction_of
-from rcprune.torch.feather import FeatherConfig, FeatherTraining, sparse_training_of
+from rcprune.torch.feather import FeatherConfig, FeatherTraining, RCFeatherTraining, sparse_training_of
 from rcprune.torch.regenerate import regenerate_channels
 from rcprune.validation import InvalidInstanceError, check_flag, check_nonnegative
 
@@ -113,7 +113,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         if config is not None:
             raise InvalidInstanceError("regenerate= works on fixed masks: not with sparse_training=")
         extraction = extraction_of(model, extraction)
-    sparse = FeatherTraining(config, model, train_loader, epochs) if config is not None else None
+    sparse = None if config is None else (RCFeatherTraining if config.structure == "rc" else FeatherTraining)(
+        config, model, train_loader, epochs)
     if sparse is not None:
         sparse.probe(model, train_loader, device, check_labels=distill is not None or loss_fn_given is None)
     torch.manual_seed(seed)
@@ -183,7 +184,8 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
 
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
             ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float = 0.1, grad_scale: float | None = None,
-            p: float = 3.0, layers=None, **finetune_options) -> list[dict]:
+            p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
+            method: str = "network-greedy", **finetune_options) -> list[dict]:
     """Train ``model`` in place with Feather to ``sparsity`` in ``epochs`` epochs; it ends masked.
 
     The same as ``finetune(model, train_loader, epochs, sparse_training=FeatherConfig(sparsity, ...))``
@@ -202,7 +204,8 @@ def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, ini
     (0.75, True, 40)
     """
     config = FeatherConfig(sparsity=sparsity, initial_sparsity=initial_sparsity, ramp_start=ramp_start,
-                           ramp_end=ramp_end, freeze=freeze, grad_scale=grad_scale, p=p, layers=layers)
+                           ramp_end=ramp_end, freeze=freeze, grad_scale=grad_scale, p=p, layers=layers,
+                           structure=structure, solve_every=solve_every, method=method)
     if "sparse_training" in finetune_options:
         raise InvalidInstanceError("feather() sets sparse_training itself")
     return finetune(model, train_loader, epochs, sparse_training=config, **finetune_options)

@@ -334,3 +334,60 @@ def test_a_failing_step_takes_the_operator_off():
         rct.feather(model, _data(), sparsity=0.5, epochs=1, loss_fn=boom, progress=False)
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert isinstance(model.conv1.weight, torch.nn.Parameter)
+
+
+# ----------------------------------------------------------------------------- the structured (RC) variant
+
+def test_rc_variant_learns_a_row_column_mask_and_freezes_it(monkeypatch):
+    from rcprune.torch.feather import RCFeatherTraining
+
+    seen = []
+    rc_step = RCFeatherTraining.before_step
+
+    def spy(self):
+        rc_step(self)
+        if self.frozen:
+            seen.append({n: keep_mask(self.model.get_submodule(n)).clone() for n in prunable_layers(self.model)})
+
+    monkeypatch.setattr(RCFeatherTraining, "before_step", spy)
+    model, x, _ = calibrated_resnet()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    hist = rct.feather(model, _data(), sparsity=0.7, epochs=4, structure="rc", solve_every=2, freeze=0.5,
+                       progress=False)
+    assert [h["mask_frozen"] for h in hist] == [False, False, True, True] and hist[-1]["sparsity"] == 0.7
+    assert hist[1]["solves"] >= 4
+    budget = rct.extract(calibrated_resnet()[0], x[:1], sparsity=0.7).instance.budget
+    kept = 0
+    for n in prunable_layers(model):
+        mask = keep_mask(model.get_submodule(n))
+        m2 = mask.reshape(mask.shape[0], -1)
+        rows, cols = m2.any(1), m2.any(0)
+        assert torch.equal(m2, rows[:, None] & cols[None, :])   # rows x columns
+        kept += int(mask.sum())
+    assert kept <= budget
+    # pruned channels are zero through their BatchNorm too (apply's masks), and the mask stayed fixed
+    bn = model.get_submodule("bn1")
+    assert keep_mask(bn, "weight") is not None
+    assert len(seen) == 6 and all(torch.equal(s[n], seen[0][n]) for s in seen for n in s)
+    assert torch.isfinite(model(x)).all()
+    rct.restore(model)   # every masked tensor back as before training
+    for k, v in model.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, start[k]), k
+
+
+def test_rc_variant_settings():
+    with pytest.raises(InvalidInstanceError, match="structure must be"):
+        FeatherConfig(0.5, structure="channels")
+    with pytest.raises(InvalidInstanceError, match="not with layers"):
+        FeatherConfig(0.5, structure="rc", layers=["fc"])
+    with pytest.raises(InvalidInstanceError, match="network method"):
+        FeatherConfig(0.5, structure="rc", method="magnitude-nope")
+    with pytest.raises(InvalidInstanceError, match="solve_every"):
+        FeatherConfig(0.5, structure="rc", solve_every=0)
+    model, _, _ = calibrated_resnet()
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InvalidInstanceError, match="cannot take"):
+        rct.feather(model, [(torch.zeros(4, 144), torch.zeros(4, dtype=torch.long))], sparsity=0.5, epochs=1,
+                    structure="rc", progress=False)
+    _untouched(model, snapshot)
