@@ -43,9 +43,12 @@ from rcprune.torch.rcmask import register
 from rcprune.validation import InvalidInstanceError, check_fraction, check_int_option, check_real_option
 
 STRUCTURES = ("unstructured", "rc")
+ALLOCATIONS = ("global", "learned")
+DISTRIBUTIONS = ("laplace", "gaussian")
 
 __all__ = ["FeatherConfig", "feather_threshold", "FeatherSTE", "cubic_sparsity", "global_threshold",
-           "global_magnitude_prune", "paper_grad_scale", "prunable_layers", "MaskSTE", "STRUCTURES"]
+           "global_magnitude_prune", "paper_grad_scale", "prunable_layers", "MaskSTE", "STRUCTURES",
+           "ALLOCATIONS", "DISTRIBUTIONS", "fitted_scale"]
 
 
 def feather_threshold(w: torch.Tensor, tau, p: float = 3.0) -> torch.Tensor:
@@ -60,23 +63,37 @@ def feather_threshold(w: torch.Tensor, tau, p: float = 3.0) -> torch.Tensor:
     return torch.where(kept, torch.sign(w) * safe.pow(1.0 / p), torch.zeros_like(w))
 
 
+TAU_GRADIENT_FLOOR = 0.25   # |output| floored at this share of tau in the tau gradient (bounds it by 16)
+
+
 class FeatherSTE(torch.autograd.Function):
     """``FeatherSTE.apply(w, tau, theta, p)``: :func:`feather_threshold` forward; backward the incoming
-    gradient on the kept weights (``|w| > tau``) and ``theta`` times it on the pruned ones."""
+    gradient on the kept weights (``|w| > tau``) and ``theta`` times it on the pruned ones.
+
+    A ``tau`` that requires grad (the learned allocation) gets the operator's true derivative,
+    ``d out / d tau = -sign(w) (tau / |out|)^(p-1)`` on the kept weights, with ``|out|`` floored at
+    ``TAU_GRADIENT_FLOOR * tau`` (the exact derivative is infinite at the threshold)."""
 
     @staticmethod
     def forward(ctx, w: torch.Tensor, tau: torch.Tensor, theta: float, p: float) -> torch.Tensor:
-        ctx.save_for_backward(w, tau)
-        ctx.theta = theta
-        return feather_threshold(w, tau, p)
+        out = feather_threshold(w, tau, p)
+        ctx.save_for_backward(w, tau, out)
+        ctx.theta, ctx.p = theta, p
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        w, tau = ctx.saved_tensors
+        w, tau, out = ctx.saved_tensors
+        kept = w.abs() > tau
+        g_tau = None
+        if ctx.needs_input_grad[1]:
+            mag = out.abs().clamp_min(TAU_GRADIENT_FLOOR * tau.detach().clamp_min(1e-30))
+            d = torch.where(kept, -torch.sign(w) * (tau / mag).pow(ctx.p - 1), torch.zeros_like(w))
+            g_tau = (grad * d).sum().reshape(tau.shape)
         if ctx.theta == 1.0:
-            return grad, None, None, None
-        scale = torch.where(w.abs() > tau, torch.ones_like(grad), torch.full_like(grad, ctx.theta))
-        return grad * scale, None, None, None
+            return grad, g_tau, None, None
+        scale = torch.where(kept, torch.ones_like(grad), torch.full_like(grad, ctx.theta))
+        return grad * scale, g_tau, None, None
 
 
 class MaskSTE(torch.autograd.Function):
@@ -178,6 +195,14 @@ def global_magnitude_prune(model: nn.Module, sparsity: float, *, layers=None) ->
     return {n: 1.0 - float(k.float().mean()) for n, k in keeps.items()}
 
 
+def fitted_scale(w: torch.Tensor, distribution: str = "laplace") -> torch.Tensor:
+    """The maximum-likelihood scale of a zero-mean model of ``w``: Laplace ``b = mean |w|``, Gaussian
+    ``sigma = sqrt(mean w^2)`` (floored at 1e-12)."""
+    w = w.detach()
+    s = w.abs().mean() if distribution == "laplace" else w.pow(2).mean().sqrt()
+    return s.clamp_min(1e-12)
+
+
 @dataclass(frozen=True)
 class FeatherConfig:
     """The settings of Feather sparse training (``finetune(sparse_training=FeatherConfig(...))``).
@@ -212,6 +237,19 @@ class FeatherConfig:
     solve_every, method :
         How often (in steps) and with which network method of :func:`rcprune.solve` the RC mask is
         re-chosen (``structure="rc"``).
+    allocation : {"global", "learned"}
+        How the unstructured target is shared among layers. ``"global"``: one tau over all weights (the
+        paper's). ``"learned"``: each layer ``l`` models its weights by a zero-mean ``distribution`` of scale
+        ``b_l`` (initialized to its maximum-likelihood fit, :func:`fitted_scale`) and thresholds at
+        ``tau_l = c * b_l``, the same quantile ``c`` of every layer's model (a layer whose weights fit the
+        model exactly would get the sparsity ``1 - exp(-c)``, Laplace, or ``erf(c / sqrt 2)``, Gaussian);
+        ``c`` is chosen each step so that the global sparsity is the target, and ``log b_l`` is trained by
+        gradient through the operator's derivative in tau (:class:`FeatherSTE`), so a layer whose pruning
+        costs loss lowers its threshold and the others make up the budget.
+    distribution : {"laplace", "gaussian"}
+    scale_lr : float, optional
+        Learning rate of the ``log b_l``, constant (a parameter group of their own, added to the optimizer,
+        no weight decay, not scheduled; default: the optimizer's first group's initial rate).
     """
 
     sparsity: float
@@ -225,6 +263,9 @@ class FeatherConfig:
     structure: str = "unstructured"
     solve_every: int = 10
     method: str = "network-greedy"
+    allocation: str = "global"
+    distribution: str = "laplace"
+    scale_lr: float | None = None
 
     def __post_init__(self):
         s = check_fraction(self.sparsity, "sparsity", allow_zero=True, allow_one=False)
@@ -245,6 +286,15 @@ class FeatherConfig:
         if self.structure not in STRUCTURES:
             raise InvalidInstanceError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         check_int_option(self.solve_every, "solve_every", minimum=1)
+        if self.allocation not in ALLOCATIONS:
+            raise InvalidInstanceError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise InvalidInstanceError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+        if self.scale_lr is not None:
+            check_real_option(self.scale_lr, "scale_lr", 0.0, 1e6)
+        if self.allocation == "learned" and self.structure != "unstructured":
+            raise InvalidInstanceError("allocation='learned' is for the unstructured operator (structure='rc' "
+                                       "allocates by its solver)")
         if self.structure == "rc":
             from rcprune.solve import METHODS
 
@@ -260,15 +310,21 @@ class FeatherConfig:
 
 
 class _Threshold(nn.Module):
-    """The parametrization of one layer's weight during the ramp: :class:`FeatherSTE` with the shared tau."""
+    """The parametrization of one layer's weight during the ramp: :class:`FeatherSTE` with the shared tau,
+    or (learned allocation) with ``tau = c * exp(log_scale)``, ``log_scale`` a parameter of its own."""
 
-    def __init__(self, state: "FeatherTraining"):
+    def __init__(self, state: "FeatherTraining", log_scale: torch.Tensor | None = None):
         super().__init__()
         self._state = [state]   # a list: not a submodule, not in the state_dict
+        self.log_scale = None if log_scale is None else nn.Parameter(log_scale.detach().clone())
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         st = self._state[0]
-        return FeatherSTE.apply(w, st.tau.to(w.dtype), st.config.theta, st.config.p)
+        if self.log_scale is None:
+            tau = st.tau.to(w.dtype)
+        else:
+            tau = st.tau.to(w.dtype) * self.log_scale.exp().to(w.dtype)
+        return FeatherSTE.apply(w, tau, st.config.theta, st.config.p)
 
 
 class FeatherTraining:
@@ -300,6 +356,7 @@ class FeatherTraining:
         self.frozen = False
         self.tau = torch.zeros(())
         self.target = config.initial_sparsity
+        self.allocation: dict[str, float] = {}
         self.before: dict[str, torch.Tensor] = {}
 
     def probe(self, model: nn.Module, train_loader, device: str, check_labels: bool) -> None:
@@ -332,16 +389,32 @@ class FeatherTraining:
                 raise InvalidInstanceError(f"train_loader yields targets of shape {tuple(y.shape)} for outputs of shape "
                                            f"{tuple(out.shape)}")
 
-    def install(self) -> None:
-        """Put the operator on every prunable weight (the parameter objects stay the trained ones)."""
+    def install(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Put the operator on every prunable weight (the parameter objects stay the trained ones); with the
+        learned allocation, add the layers' log-scales to ``optimizer`` (a group of their own)."""
         first = next(iter(self.modules.values())).weight
         self.tau = torch.zeros((), dtype=first.dtype, device=first.device)
+        learned = self.config.allocation == "learned"
         for n, m in self.modules.items():
             self.before[n] = m.weight.detach().clone()
-            parametrize.register_parametrization(m, "weight", _Threshold(self))
+            log_scale = fitted_scale(m.weight, self.config.distribution).log() if learned else None
+            parametrize.register_parametrization(m, "weight", _Threshold(self, log_scale))
+        if learned and optimizer is not None:
+            lr = self.config.scale_lr if self.config.scale_lr is not None else optimizer.param_groups[0]["lr"]
+            optimizer.add_param_group({"params": list(self._log_scales().values()), "lr": lr, "weight_decay": 0.0})
 
     def _dense(self) -> dict[str, torch.Tensor]:
         return {n: m.parametrizations.weight.original for n, m in self.modules.items()}
+
+    def _log_scales(self) -> dict[str, torch.Tensor]:
+        return {n: m.parametrizations.weight[0].log_scale for n, m in self.modules.items()}
+
+    def _ratios(self) -> dict[str, torch.Tensor]:
+        """What is thresholded: ``|w|`` (global) or ``|w| / b_l`` (learned), detached."""
+        dense = {n: w.detach() for n, w in self._dense().items()}
+        if self.config.allocation != "learned":
+            return dense
+        return {n: dense[n] / ls.detach().exp() for n, ls in self._log_scales().items()}
 
     def before_step(self) -> None:
         """Choose tau for this step's target (or freeze the mask when the frozen phase begins)."""
@@ -351,7 +424,7 @@ class FeatherTraining:
             c = self.config
             self.target = cubic_sparsity(self.step, self.total, c.sparsity, initial=c.initial_sparsity,
                                          ramp_start=c.ramp_start, ramp_end=c.ramp_end)
-            self.tau = global_threshold(self._dense().values(), self.target).to(self.tau.device)
+            self.tau = global_threshold(self._ratios().values(), self.target).to(self.tau.device)
         self.step += 1
 
     @torch.no_grad()
@@ -363,11 +436,14 @@ class FeatherTraining:
             return
         c = self.config
         dense = {n: w.detach() for n, w in self._dense().items()}
+        ratios = self._ratios()
+        scales = {n: ls.detach().exp() for n, ls in self._log_scales().items()} if c.allocation == "learned" else {}
         self.target = c.sparsity
-        self.tau = global_threshold(dense.values(), c.sparsity).to(self.tau.device)
-        keeps = _global_keep(dense, c.sparsity)
+        self.tau = global_threshold(ratios.values(), c.sparsity).to(self.tau.device)
+        keeps = _global_keep(ratios, c.sparsity)
+        self.allocation = {n: 1.0 - float(k.float().mean()) for n, k in keeps.items()}
         for n, m in self.modules.items():
-            values = feather_threshold(dense[n], self.tau, c.p)
+            values = feather_threshold(dense[n], self.tau * scales[n] if scales else self.tau, c.p)
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
             rc = register(m, "weight", keeps[n])
             m.parametrizations.weight.original.copy_(self.before[n])
@@ -376,9 +452,16 @@ class FeatherTraining:
         self.frozen = True
 
     def record(self) -> dict:
-        """What an epoch's history record gets: the target sparsity and tau of the last step, whether the
-        mask is frozen."""
-        return {"sparsity": float(self.target), "threshold": float(self.tau), "mask_frozen": self.frozen}
+        """What an epoch's history record gets: the target sparsity and tau of the last step (with the
+        learned allocation the common quantile c), whether the mask is frozen, and each layer's sparsity
+        (``layer_sparsity``: the mask's once frozen, else the operator's of the last step)."""
+        if self.frozen:
+            layers = dict(self.allocation)
+        else:
+            layers = {n: float((r <= self.tau).float().mean()) if float(self.tau) > 0 else 0.0
+                      for n, r in self._ratios().items()}
+        return {"sparsity": float(self.target), "threshold": float(self.tau), "mask_frozen": self.frozen,
+                "layer_sparsity": layers}
 
     def abort(self) -> None:
         """After a failed step: take the operator off (the dense weights stay as trained)."""
@@ -448,7 +531,7 @@ class RCFeatherTraining(FeatherTraining):
         self.solves += 1
         return layer_masks(self.extraction, self.solution)
 
-    def install(self) -> None:
+    def install(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         modules = dict(self.model.named_modules())
         masks = self._solve(self.config.initial_sparsity)
         for mname, parts in masks.items():

@@ -135,7 +135,7 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         sched = None
     history = []
     if sparse is not None:
-        sparse.install()
+        sparse.install(optimizer)
     try:
         _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
                regenerate, extraction, seed, progress, desc, history)
@@ -185,14 +185,15 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
             ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float = 0.1, grad_scale: float | None = None,
             p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
-            method: str = "network-greedy", **finetune_options) -> list[dict]:
+            method: str = "network-greedy", allocation: str = "global", distribution: str = "laplace",
+            scale_lr: float | None = None, **finetune_options) -> list[dict]:
     """Train ``model`` in place with Feather to ``sparsity`` in ``epochs`` epochs; it ends masked.
 
     The same as ``finetune(model, train_loader, epochs, sparse_training=FeatherConfig(sparsity, ...))``
     (:func:`finetune`, whose other options, ``lr``, ``teacher``, ``seed``, ... pass through); see
     :class:`rcprune.torch.feather.FeatherConfig` for the schedule's settings. Returns the per-epoch history,
-    whose records also carry ``sparsity`` (the target of the epoch's last step), ``threshold`` (its tau)
-    and ``mask_frozen``.
+    whose records also carry ``sparsity`` (the target of the epoch's last step), ``threshold`` (its tau),
+    ``mask_frozen`` and (unstructured) ``layer_sparsity``.
 
     >>> from torch.utils.data import DataLoader, TensorDataset
     >>> from rcprune.torch.rcmask import keep_mask
@@ -205,7 +206,8 @@ def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, ini
     """
     config = FeatherConfig(sparsity=sparsity, initial_sparsity=initial_sparsity, ramp_start=ramp_start,
                            ramp_end=ramp_end, freeze=freeze, grad_scale=grad_scale, p=p, layers=layers,
-                           structure=structure, solve_every=solve_every, method=method)
+                           structure=structure, solve_every=solve_every, method=method, allocation=allocation,
+                           distribution=distribution, scale_lr=scale_lr)
     if "sparse_training" in finetune_options:
         raise InvalidInstanceError("feather() sets sparse_training itself")
     return finetune(model, train_loader, epochs, sparse_training=config, **finetune_options)

@@ -391,3 +391,60 @@ def test_rc_variant_settings():
         rct.feather(model, [(torch.zeros(4, 144), torch.zeros(4, dtype=torch.long))], sparsity=0.5, epochs=1,
                     structure="rc", progress=False)
     _untouched(model, snapshot)
+
+
+# ----------------------------------------------------------------------------- learned allocation
+
+def test_tau_gradient_against_finite_differences():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(200, generator=g, dtype=torch.float64)
+    c = torch.randn(200, generator=g, dtype=torch.float64)
+    tau0 = 0.5
+    w = w[(w.abs() - tau0).abs() > 0.3]   # no weight crosses the threshold, none under the gradient floor
+    c = c[: w.numel()]
+    tau = torch.tensor(tau0, dtype=torch.float64, requires_grad=True)
+    loss = (c * FeatherSTE.apply(w, tau, 1.0, 3.0)).sum()
+    (g_tau,) = torch.autograd.grad(loss, tau)
+    eps = 1e-6
+    fd = ((c * feather_threshold(w, tau0 + eps)).sum() - (c * feather_threshold(w, tau0 - eps)).sum()) / (2 * eps)
+    assert float(g_tau) == pytest.approx(float(fd), rel=1e-6)
+    a = w.abs()
+    formula = (c * torch.where(a > tau0, -w.sign() * tau0 ** 2 * (a ** 3 - tau0 ** 3).pow(-2 / 3), 0 * a)).sum()
+    assert float(g_tau) == pytest.approx(float(formula), rel=1e-9)
+
+
+@pytest.mark.parametrize("distribution", ["laplace", "gaussian"])
+def test_learned_allocation_meets_the_global_target_and_learns_the_scales(distribution, monkeypatch):
+    from rcprune.torch.feather import fitted_scale
+
+    scales = {}
+    freeze = FeatherTraining.freeze
+
+    def spy(self):
+        if not self.frozen:
+            scales.update({n: float(v.detach().exp()) for n, v in self._log_scales().items()})
+        freeze(self)
+
+    monkeypatch.setattr(FeatherTraining, "freeze", spy)
+    model, x, _ = calibrated_resnet()
+    fitted = {n: float(fitted_scale(w, distribution)) for n, w in _weights(model).items()}
+    hist = rct.feather(model, _data(), sparsity=0.8, epochs=2, allocation="learned", distribution=distribution,
+                       scale_lr=0.5, lr=0.05, progress=False)
+    n_all = sum(keep_mask(model.get_submodule(n)).numel() for n in prunable_layers(model))
+    assert _global_sparsity(model) == pytest.approx(round(0.8 * n_all) / n_all, abs=0)
+    assert set(hist[-1]["layer_sparsity"]) == set(prunable_layers(model))
+    assert len({round(v, 3) for v in hist[-1]["layer_sparsity"].values()}) > 1   # layers differ
+    assert any(abs(scales[n] - fitted[n]) > 1e-6 * fitted[n] for n in fitted)    # the scales were trained
+    assert not any("log_scale" in k for k in model.state_dict())
+    assert torch.isfinite(model(x)).all()
+
+
+def test_learned_allocation_settings():
+    with pytest.raises(InvalidInstanceError, match="allocation must be"):
+        FeatherConfig(0.5, allocation="uniform")
+    with pytest.raises(InvalidInstanceError, match="distribution must be"):
+        FeatherConfig(0.5, allocation="learned", distribution="cauchy")
+    with pytest.raises(InvalidInstanceError, match="unstructured"):
+        FeatherConfig(0.5, allocation="learned", structure="rc")
+    with pytest.raises(InvalidInstanceError, match="scale_lr"):
+        FeatherConfig(0.5, allocation="learned", scale_lr=-1)
