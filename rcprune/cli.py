@@ -255,6 +255,8 @@ def _bench_feather(args) -> None:
         raise InvalidInstanceError(f"bench feather needs the torch and bench extras (pip install "
                                    f"'rcprune[torch,bench]'): {exc}") from None
     kw = {"sparsities": _split_list(args.sparsities, float, "--sparsities")} if args.sparsities else {}
+    if args.methods:
+        kw["methods"] = _split_list(args.methods, str.strip, "--methods")
     result = run_feather_bench(args.out or "rcprune-feather", dataset=args.dataset,
                                seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
                                log=lambda msg: print(msg, file=sys.stderr), **kw)
@@ -547,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tp-sparsities", default=None,
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
-                   help="pareto: network methods (default network-greedy,network-annealing)")
+                   help="pareto: network methods (default network-greedy,network-annealing); feather: rows "
+                        "(default magnitude,feather; also feather-learned, magnitude-rc, feather-rc)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
                    "rows run network-group)")
     b.add_argument("--calibrate", type=int, default=3,

@@ -12,6 +12,10 @@ recipe (SGD, lr 0.01, cosine, the same seed and batches):
 * ``feather``: :func:`rcprune.torch.feather` from the dense model (the paper's schedule: cubic ramp from 0
   to the target over the first half of the steps, mask frozen for the last 10%).
 
+Optional rows (``methods=``): ``feather-learned`` (``allocation="learned"``, Laplace), and the structured
+pair ``magnitude-rc`` (:func:`rcprune.torch.prune` on |w|, network-greedy, masks only, then the masked
+fine-tune) and ``feather-rc`` (``structure="rc"``, network-greedy every 10 steps) at the same RC budget.
+
 The issue's goal: Feather >= magnitude at every sparsity, by >= 1 point at 98%.
 """
 from __future__ import annotations
@@ -32,16 +36,20 @@ from rcprune.validation import InvalidInstanceError
 from rcprune.torch.data import digits_loaders, mnist_loaders
 from rcprune.torch.feather import global_magnitude_prune, prunable_layers
 from rcprune.torch.finetune import evaluate_accuracy, feather, finetune
+from rcprune.torch.pipeline import prune
 from rcprune.torch.rcmask import keep_mask
 
-__all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "format_feather", "FEATHER_ROWS"]
+__all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "format_feather", "FEATHER_ROWS",
+           "OPTIONAL_ROWS"]
 
 FEATHER_ROWS = ("magnitude", "feather")
+OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "feather-rc")
 
 
-def _config(dataset, seeds, sparsities, epochs, lr, quick) -> dict:
+def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8, "train_epochs": 15,
            "epochs": epochs, "lr": lr, "seeds": list(seeds), "sparsities": list(sparsities), "quick": quick,
+           "methods": list(methods),
            "torch": torch.__version__, "seed": seeds[0]}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, epochs=min(epochs, 1), seeds=list(seeds)[:1])
@@ -67,7 +75,8 @@ def measured_sparsity(model: torch.nn.Module) -> float:
 
 def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                       sparsities: Sequence[float] = (0.9, 0.98), epochs: int = 15, lr: float = 0.01,
-                      quick: bool = False, log=print, progress: bool = False) -> dict:
+                      methods: Sequence[str] = FEATHER_ROWS, quick: bool = False, log=print,
+                      progress: bool = False) -> dict:
     """Run the benchmark; writes ``feather.json`` and ``feather.md`` into ``out`` (after every row, so an
     interrupted run keeps what it measured; the dense model is cached there too) and returns the result
     dict (``rows``, ``summary``, ``goals``)."""
@@ -82,7 +91,11 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
             raise InvalidInstanceError(f"sparsities must be in [0, 1), got {s}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InvalidInstanceError(f"epochs must be a positive integer, got {epochs!r}")
-    cfg = _config(dataset, seeds, sparsities, epochs, lr, quick)
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in FEATHER_ROWS + OPTIONAL_ROWS]
+    if unknown or not methods:
+        raise InvalidInstanceError(f"methods must be some of {FEATHER_ROWS + OPTIONAL_ROWS}, got {methods!r}")
+    cfg = _config(dataset, seeds, sparsities, epochs, lr, quick, methods)
     cfg["progress"] = progress
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,28 +114,36 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
         atomic_write_bytes(out / "feather.json", json.dumps(result, indent=1).encode())
         atomic_write_bytes(out / "feather.md", format_feather(result).encode())
 
+    example = next(iter(test))[0][:1]
     for seed in cfg["seeds"]:
         train, test = _loaders(cfg, seed)
         for s in cfg["sparsities"]:
-            model = copy.deepcopy(dense)
-            global_magnitude_prune(model, s)
-            zero_shot = evaluate_accuracy(model, test)
-            t = time.perf_counter()
-            finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress, desc=f"magnitude {s:g}")
-            rows.append({"method": "magnitude", "seed": seed, "sparsity": s, "acc_zero_shot": zero_shot,
-                         "acc": evaluate_accuracy(model, test), "measured_sparsity": measured_sparsity(model),
-                         "seconds": time.perf_counter() - t})
-            log(f"seed {seed} magnitude@{s:g}: zero-shot {zero_shot:.4f}, fine-tuned {rows[-1]['acc']:.4f}")
-            save()
-            model = copy.deepcopy(dense)
-            t = time.perf_counter()
-            hist = feather(model, train, s, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
-                           desc=f"feather {s:g}")
-            rows.append({"method": "feather", "seed": seed, "sparsity": s, "acc": evaluate_accuracy(model, test),
-                         "measured_sparsity": measured_sparsity(model), "seconds": time.perf_counter() - t,
-                         "threshold": hist[-1]["threshold"]})
-            log(f"seed {seed} feather@{s:g}: {rows[-1]['acc']:.4f}")
-            save()
+            for method in cfg["methods"]:
+                t = time.perf_counter()
+                row = {"method": method, "seed": seed, "sparsity": s}
+                if method in ("magnitude", "magnitude-rc"):
+                    if method == "magnitude":
+                        model = copy.deepcopy(dense)
+                        global_magnitude_prune(model, s)
+                    else:
+                        model, _ = prune(dense, example, sparsity=s, compact=False)
+                    row["acc_zero_shot"] = evaluate_accuracy(model, test)
+                    finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
+                             desc=f"{method} {s:g}")
+                else:
+                    model = copy.deepcopy(dense)
+                    options = {"feather": {}, "feather-learned": {"allocation": "learned"},
+                               "feather-rc": {"structure": "rc"}}[method]
+                    hist = feather(model, train, s, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
+                                   desc=f"{method} {s:g}", **options)
+                    row["threshold"] = hist[-1]["threshold"]
+                row.update(acc=evaluate_accuracy(model, test), measured_sparsity=measured_sparsity(model),
+                           seconds=time.perf_counter() - t)
+                rows.append(row)
+                zs = f"zero-shot {row['acc_zero_shot']:.4f}, " if "acc_zero_shot" in row else ""
+                log(f"seed {seed} {method}@{s:g}: {zs}trained {row['acc']:.4f} "
+                    f"(sparsity {row['measured_sparsity']:.4f}, {row['seconds']:.0f} s)")
+                save()
     return result
 
 
@@ -146,7 +167,8 @@ def summarize_feather(rows: list[dict]) -> list[dict]:
 
 
 def evaluate_feather_goals(summary: list[dict]) -> list[dict]:
-    """Feather >= magnitude at every sparsity of the run, by >= 1 point at 98% (None where a row is missing)."""
+    """Feather >= magnitude at every sparsity of the run, by >= 1 point at 98% (None where a row is missing);
+    the optional rows are reported, not judged."""
     goals = []
     for s in sorted({e["sparsity"] for e in summary}):
         f = next((e for e in summary if e["method"] == "feather" and e["sparsity"] == s), None)

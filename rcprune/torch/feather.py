@@ -24,6 +24,12 @@ share of the steps (0.1 by default; their code re-chooses ``tau`` until the end)
 clipping and the weight-decay exemption of BatchNorm and bias parameters are left to the optimizer
 (``finetune(optimizer=...)``).
 
+Two extensions (:class:`FeatherConfig`): ``structure="rc"``, the row-and-column mask re-chosen by a
+network solver on the dense weights every few steps under the RC budget of the scheduled target and
+trained through the same straight-through estimator (:class:`RCFeatherTraining`); and
+``allocation="learned"``, per-layer thresholds ``c * b_l`` from a Laplace or Gaussian model of each
+layer's weights whose scale ``b_l`` is trained by gradient, ``c`` set for the global target.
+
 >>> import torch
 >>> w = torch.tensor([-2.0, -0.5, 0.5, 1.0, 2.0])
 >>> [round(v, 4) for v in feather_threshold(w, 1.0).tolist()]
