@@ -186,7 +186,7 @@ def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, ini
             ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float = 0.1, grad_scale: float | None = None,
             p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
             method: str = "network-greedy", allocation: str = "global", distribution: str = "laplace",
-            scale_lr: float | None = None, **finetune_options) -> list[dict]:
+            scale_lr: float = 10.0, **finetune_options) -> list[dict]:
     """Train ``model`` in place with Feather to ``sparsity`` in ``epochs`` epochs; it ends masked.
 
     The same as ``finetune(model, train_loader, epochs, sparse_training=FeatherConfig(sparsity, ...))``
