@@ -420,7 +420,7 @@ class FeatherTraining:
 
     def _ratios(self) -> dict[str, torch.Tensor]:
         """What is thresholded: ``|w|`` (global) or ``|w| / b_l`` (learned), detached."""
-        dense = {n: w.detach() for n, w in self._dense().items()}
+        dense = {n: w.detach().abs() for n, w in self._dense().items()}
         if self.config.allocation != "learned":
             return dense
         return {n: dense[n] / ls.detach().exp() for n, ls in self._log_scales().items()}

@@ -132,6 +132,10 @@ def test_feather_ends_with_an_exact_reversible_mask():
     hist = rct.feather(model, _data(), sparsity=0.8, epochs=3, lr=0.05, progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[-1]["sparsity"] == 0.8 and hist[-1]["mask_frozen"]
     assert hist[0]["sparsity"] < 0.8 and hist[0]["threshold"] > 0
+    for h in hist:   # the layers' sparsities add up to the epoch's target
+        layer_sizes = {n: w.numel() for n, w in dense_w.items()}
+        total = sum(h["layer_sparsity"][n] * layer_sizes[n] for n in layer_sizes) / sum(layer_sizes.values())
+        assert total == pytest.approx(h["sparsity"], abs=2e-3)
     names = prunable_layers(model)
     assert "conv1" in names and "fc" in names   # stem and classifier are prunable, as in rcprune's convention
     for n in names:
