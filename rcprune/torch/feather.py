@@ -224,8 +224,11 @@ class FeatherConfig:
     ramp_start, ramp_end : float
         Shares of the training steps where the cubic ramp starts and reaches ``sparsity``
         (``0 <= ramp_start < ramp_end <= 1``).
-    freeze : float
-        Share of the steps, at the end, trained with the mask frozen (``ramp_end <= 1 - freeze``); 0 freezes
+    freeze : float, optional
+        Share of the steps, at the end, trained with the mask frozen (``ramp_end <= 1 - freeze``). Default
+        0.1, and for ``structure="rc"`` ``1 - ramp_end`` (the RC mask is fixed once the ramp ends: re-chosen
+        channels throughout, the MNIST ResNet-20 fell to chance at 90% in 5 epochs, and on a digits ResNet-8
+        the longer frozen phase recovered 94% where 0.1 reached 83%); 0 freezes
         it only after the last step.
     grad_scale : float, optional
         ``theta``, the gradient scale of the pruned weights in (0, 1]; default :func:`paper_grad_scale`.
@@ -266,7 +269,7 @@ class FeatherConfig:
     initial_sparsity: float = 0.0
     ramp_start: float = 0.0
     ramp_end: float = 0.5
-    freeze: float = 0.1
+    freeze: float | None = None
     grad_scale: float | None = None
     p: float = 3.0
     layers: tuple | list | str | None = None
@@ -287,14 +290,16 @@ class FeatherConfig:
         b = check_fraction(self.ramp_end, "ramp_end", allow_zero=False, allow_one=True)
         if not a < b:
             raise InvalidInstanceError(f"ramp_end must come after ramp_start, got ramp_start={a}, ramp_end={b}")
-        f = check_fraction(self.freeze, "freeze", allow_zero=True, allow_one=False)
+        if self.freeze is not None:
+            check_fraction(self.freeze, "freeze", allow_zero=True, allow_one=False)
+        if self.structure not in STRUCTURES:
+            raise InvalidInstanceError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        f = self.freeze_share
         if b > 1.0 - f + 1e-12:
             raise InvalidInstanceError(f"the mask would freeze before the ramp ends: ramp_end={b} > 1 - freeze={1 - f}")
         if self.grad_scale is not None:
             check_real_option(self.grad_scale, "grad_scale", 0.0, 1.0)
         check_real_option(self.p, "p", 0.0, 1e6)
-        if self.structure not in STRUCTURES:
-            raise InvalidInstanceError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         check_int_option(self.solve_every, "solve_every", minimum=1)
         if self.allocation not in ALLOCATIONS:
             raise InvalidInstanceError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
@@ -312,6 +317,13 @@ class FeatherConfig:
             if not isinstance(self.method, str) or self.method not in METHODS["network"]:
                 raise InvalidInstanceError(f"method must be a network method of rcprune.solve "
                                            f"({sorted(METHODS['network'])}), got {self.method!r}")
+
+    @property
+    def freeze_share(self) -> float:
+        """``freeze`` with its default resolved."""
+        if self.freeze is not None:
+            return float(self.freeze)
+        return 1.0 - float(self.ramp_end) if self.structure == "rc" else 0.1
 
     @property
     def theta(self) -> float:
@@ -360,7 +372,7 @@ class FeatherTraining:
         if self.steps_per_epoch < 1:
             raise InvalidInstanceError("train_loader is empty")
         self.total = epochs * self.steps_per_epoch
-        self.freeze_step = self.total - round(config.freeze * self.total)
+        self.freeze_step = self.total - round(config.freeze_share * self.total)
         self.step = 0
         self.frozen = False
         self.tau = torch.zeros(())

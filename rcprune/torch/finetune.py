@@ -183,7 +183,7 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
 
 
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
-            ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float = 0.1, grad_scale: float | None = None,
+            ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float | None = None, grad_scale: float | None = None,
             p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
             method: str = "network-greedy", allocation: str = "global", distribution: str = "laplace",
             scale_lr: float = 10.0, **finetune_options) -> list[dict]:

@@ -381,6 +381,8 @@ def test_rc_variant_learns_a_row_column_mask_and_freezes_it(monkeypatch):
 
 
 def test_rc_variant_settings():
+    assert FeatherConfig(0.5, structure="rc").freeze_share == 0.5 and FeatherConfig(0.5).freeze_share == 0.1
+    assert FeatherConfig(0.5, structure="rc", ramp_end=0.3, freeze=0.2).freeze_share == 0.2
     with pytest.raises(InvalidInstanceError, match="structure must be"):
         FeatherConfig(0.5, structure="channels")
     with pytest.raises(InvalidInstanceError, match="not with layers"):
