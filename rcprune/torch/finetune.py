@@ -185,7 +185,7 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
             ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float | None = None, grad_scale: float | None = None,
             p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
-            method: str = "network-greedy", allocation: str = "global", distribution: str = "laplace",
+            method: str = "network-greedy", min_density: float = 0.05, allocation: str = "global", distribution: str = "laplace",
             scale_lr: float = 10.0, **finetune_options) -> list[dict]:
     """Train ``model`` in place with Feather to ``sparsity`` in ``epochs`` epochs; it ends masked.
 
@@ -206,7 +206,8 @@ def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, ini
     """
     config = FeatherConfig(sparsity=sparsity, initial_sparsity=initial_sparsity, ramp_start=ramp_start,
                            ramp_end=ramp_end, freeze=freeze, grad_scale=grad_scale, p=p, layers=layers,
-                           structure=structure, solve_every=solve_every, method=method, allocation=allocation,
+                           structure=structure, solve_every=solve_every, method=method, min_density=min_density,
+                           allocation=allocation,
                            distribution=distribution, scale_lr=scale_lr)
     if "sparse_training" in finetune_options:
         raise InvalidInstanceError("feather() sets sparse_training itself")

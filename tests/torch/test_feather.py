@@ -374,10 +374,19 @@ def test_rc_variant_learns_a_row_column_mask_and_freezes_it(monkeypatch):
     assert keep_mask(bn, "weight") is not None
     assert len(seen) == 6 and all(torch.equal(s[n], seen[0][n]) for s in seen for n in s)
     assert torch.isfinite(model(x)).all()
+    for n in prunable_layers(model):   # the layer floor: no layer emptied
+        assert int(keep_mask(model.get_submodule(n)).sum()) > 0, n
     rct.restore(model)   # every masked tensor back as before training
     for k, v in model.state_dict().items():
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(v, start[k]), k
+
+
+def test_rc_variant_at_high_sparsity_keeps_every_layer():
+    model, x, _ = calibrated_resnet()
+    rct.feather(model, _data(), sparsity=0.97, epochs=1, structure="rc", solve_every=1, progress=False)
+    kept = [int(keep_mask(model.get_submodule(n)).sum()) for n in prunable_layers(model)]
+    assert min(kept) > 0 and torch.isfinite(model(x)).all()
 
 
 def test_rc_variant_settings():
@@ -391,6 +400,8 @@ def test_rc_variant_settings():
         FeatherConfig(0.5, structure="rc", method="magnitude-nope")
     with pytest.raises(InvalidInstanceError, match="solve_every"):
         FeatherConfig(0.5, structure="rc", solve_every=0)
+    with pytest.raises(InvalidInstanceError, match="min_density"):
+        FeatherConfig(0.5, structure="rc", min_density=1.5)
     model, _, _ = calibrated_resnet()
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(InvalidInstanceError, match="cannot take"):
