@@ -214,6 +214,8 @@ def cmd_bench(args) -> int:
         _bench_zeroshot(args)
     elif args.what == "large-layer":
         _bench_large_layer(args)
+    elif args.what == "feather":
+        _bench_feather(args)
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -253,13 +255,28 @@ def _bench_large_layer(args) -> None:
 
     m, n = (64, 576) if args.quick else (args.m, args.n)
     sparsity = args.sparsity if args.sparsity is not None else 0.9
-    kw = {"methods": tuple(v.strip() for v in _split_list(args.methods, str, "--methods"))} if args.methods else {}
+    kw = {"methods": _split_list(args.methods, str.strip, "--methods")} if args.methods else {}
     rows = bench_large_layer(m, n, sparsity=sparsity, seed=args.seed, time_limit=args.time_limit,
                              log=lambda msg: print(msg, file=sys.stderr), **kw)
     print(f"weight selection on one {m} x {n} layer (synthetic correlated inputs, Laplace weights, damping 0.01, "
           f"per-row budgets) under the compensated objective; vs_anchor and time_vs_anchor against SparseGPT, "
           f"measured in this run; instance built in {rows[0]['build_seconds']:.1f} s (not in the seconds)")
     print(format_table(rows, LARGE_LAYER_COLUMNS))
+
+
+def _bench_feather(args) -> None:
+    try:
+        from rcprune.bench.feather import format_feather, run_feather_bench
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench feather needs the torch and bench extras (pip install "
+                                   f"'rcprune[torch,bench]'): {exc}") from None
+    kw = {"sparsities": _split_list(args.sparsities, float, "--sparsities")} if args.sparsities else {}
+    if args.methods:
+        kw["methods"] = _split_list(args.methods, str.strip, "--methods")
+    result = run_feather_bench(args.out or "rcprune-feather", dataset=args.dataset,
+                               seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
+                               log=lambda msg: print(msg, file=sys.stderr), **kw)
+    print(format_feather(result))
 
 
 def _bench_layerwise(args) -> None:
@@ -504,11 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
-                                    "table", "plan", "zeroshot", "large-layer"])
+                                    "table", "plan", "zeroshot", "large-layer", "feather"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
-                        "zeroshot (0.5,0.7,0.9,0.93)")
+                        "zeroshot (0.5,0.7,0.9,0.93), feather (0.9,0.98)")
     b.add_argument("--bound", action="store_true",
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
@@ -537,11 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")
-    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto); table: folder "
+    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto; feather: rcprune-feather); table: folder "
                    "for latency_table_check.json and .md")
     b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")
-    b.add_argument("--epochs", type=int, default=15, help="pareto: fine-tuning epochs, the same for every model")
+    b.add_argument("--epochs", type=int, default=15, help="pareto, zeroshot, feather: fine-tuning (feather: training) epochs, the same for every model")
     b.add_argument("--train-epochs", type=int, default=15, help="pareto: dense training epochs (cached)")
     b.add_argument("--finetune-sparsities", default=None,
                    help="zeroshot: removed shares that are also fine-tuned (default 0.9,0.93; '' for none)")
@@ -549,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing); large-layer: retention "
-                        "methods (default sparsegpt,compensated-tabu)")
+                        "methods (default sparsegpt,compensated-tabu); feather: rows (default magnitude,feather; also "
+                        "feather-learned, magnitude-rc, feather-rc)")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
                    "rows run network-group)")
     b.add_argument("--calibrate", type=int, default=3,

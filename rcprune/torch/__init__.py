@@ -5,7 +5,8 @@ to modules; a network solver (``rcprune.solve(instance, method=...)``) picks kep
 ``apply`` masks the model (parametrizations: reversible, bit for bit, until ``bake``); ``compact``
 returns a new, physically smaller model; ``latency_table`` measures each layer's compact forms (a
 latency budget for the solvers); ``finetune`` trains with the masks fixed (optionally distilling from the dense model, ``teacher=``, and
-regenerating collapsed channels, ``regenerate=True``); ``ls_refit`` refits the
+regenerating collapsed channels, ``regenerate=True``); ``feather`` (or ``finetune(sparse_training="feather")``)
+learns an unstructured mask during training instead, ``global_magnitude_prune`` is its magnitude baseline; ``ls_refit`` refits the
 kept weights by least squares on calibration data; ``compensate`` re-chooses each layer's columns on the
 compensated objective and refits them layer by layer against the dense model (data-aware pruning without
 training), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chains them all in one call on a copy of
@@ -18,7 +19,8 @@ from rcprune.torch.extract import Extraction, LayerMap, extract
 from rcprune.torch.masking import apply, bake, is_masked, restore
 from rcprune.torch.compact import CompactReport, compact
 from rcprune.torch.distill import DistillationLoss
-from rcprune.torch.finetune import evaluate_accuracy, finetune
+from rcprune.torch.feather import FeatherConfig, global_magnitude_prune
+from rcprune.torch.finetune import evaluate_accuracy, feather, finetune
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.compensate import CompensationReport, compensate
@@ -32,4 +34,4 @@ __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
            "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable",
            "compensate", "CompensationReport", "reestimate_batchnorm", "export", "ExportReport", "save_compacted",
-           "load_compacted"]
+           "load_compacted", "feather", "FeatherConfig", "global_magnitude_prune"]

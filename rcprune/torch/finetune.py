@@ -1,6 +1,8 @@
 """Fine-tuning with the masks fixed: a masked module's ``weight`` is its trainable values with the pruned
 entries set to zero, recomputed on every forward (:mod:`rcprune.torch.rcmask`), so pruned weights stay
-exactly zero whatever the optimizer does; the stored originals are not trained.
+exactly zero whatever the optimizer does; the stored originals are not trained. With
+``sparse_training="feather"`` (or :func:`feather`) the mask is learned during training instead
+(:mod:`rcprune.torch.feather`) and fixed at the end.
 
 >>> import torch
 >>> from torch.utils.data import DataLoader, TensorDataset
@@ -20,10 +22,11 @@ from tqdm.auto import tqdm
 from rcprune.torch.batches import check_loader, labelled_batch
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.extract import extraction_of
+from rcprune.torch.feather import FeatherConfig, FeatherTraining, RCFeatherTraining, sparse_training_of
 from rcprune.torch.regenerate import regenerate_channels
 from rcprune.validation import InvalidInstanceError, check_flag, check_nonnegative
 
-__all__ = ["finetune", "evaluate_accuracy"]
+__all__ = ["finetune", "evaluate_accuracy", "feather"]
 
 
 @torch.no_grad()
@@ -45,8 +48,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
              lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str | None = "cosine",
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
-             regenerate: bool = False, extraction=None, progress: bool = True,
-             desc: str = "finetune") -> list[dict]:
+             regenerate: bool = False, extraction=None, sparse_training=None, sparsity: float | None = None,
+             progress: bool = True, desc: str = "finetune") -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
     Parameters
@@ -72,12 +75,21 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         After every epoch, re-initialize the live channels whose BatchNorm scale and gradient collapsed
         (:func:`rcprune.torch.regenerate.regenerate_channels`; the model's extraction, or ``extraction``,
         says which layers produce each BatchNorm's channels); ``regenerated`` in each epoch's record.
+    sparse_training : "feather", FeatherConfig or None
+        Learn an unstructured mask while training (:mod:`rcprune.torch.feather`) instead of keeping the
+        model's masks fixed: the model (unmasked on its prunable layers) ends masked at ``sparsity``.
+        ``"feather"`` takes the paper's schedule; a :class:`rcprune.torch.feather.FeatherConfig` sets it.
+        Needs a ``train_loader`` with a length; its first batch is checked against the model before any
+        step. Not with ``regenerate``.
+    sparsity : float, optional
+        The final sparsity of ``sparse_training="feather"``.
 
     Returns
     -------
     list of dict
         ``epoch``, ``loss`` (mean over samples), ``accuracy`` (training, running), ``val_accuracy``, ``lr``,
-        and with ``regenerate`` the channels regenerated per BatchNorm (``regenerated``).
+        with ``regenerate`` the channels regenerated per BatchNorm (``regenerated``), with ``sparse_training``
+        the target ``sparsity`` and ``threshold`` of the epoch's last step and ``mask_frozen``.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -95,9 +107,16 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     if teacher is not None and loss_fn is not None:
         raise InvalidInstanceError("give teacher= (distillation) or loss_fn=, not both")
     distill = DistillationLoss(teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    loss_fn_given, loss_fn = loss_fn, loss_fn or nn.CrossEntropyLoss()
+    config = sparse_training_of(sparse_training, sparsity)
     if check_flag(regenerate, "regenerate"):
+        if config is not None:
+            raise InvalidInstanceError("regenerate= works on fixed masks: not with sparse_training=")
         extraction = extraction_of(model, extraction)
+    sparse = None if config is None else (RCFeatherTraining if config.structure == "rc" else FeatherTraining)(
+        config, model, train_loader, epochs)
+    if sparse is not None:
+        sparse.probe(model, train_loader, device, check_labels=distill is not None or loss_fn_given is None)
     torch.manual_seed(seed)
     if getattr(train_loader, "generator", None) is not None:   # the same shuffling order for every run
         train_loader.generator.manual_seed(seed)
@@ -115,6 +134,23 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     else:
         sched = None
     history = []
+    if sparse is not None:
+        sparse.install(optimizer)
+    try:
+        _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
+               regenerate, extraction, seed, progress, desc, history)
+    except BaseException:
+        if sparse is not None:
+            sparse.abort()
+        raise
+    if sparse is not None:
+        sparse.freeze()   # freeze=0: the mask is fixed after the last step
+    model.eval()
+    return history
+
+
+def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device, regenerate,
+           extraction, seed, progress, desc, history) -> None:
     for epoch in range(epochs):
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -122,6 +158,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         for batch in bar:
             x, y = labelled_batch(batch, "train_loader")
             x, y = x.to(device), y.to(device)
+            if sparse is not None:
+                sparse.before_step()
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
             loss = distill(out, y, x) if distill is not None else loss_fn(out, y)
@@ -139,6 +177,38 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
                   "val_accuracy": val, "lr": current_lr}
         if regenerate:
             record["regenerated"] = regenerate_channels(model, extraction, seed=seed + epoch)
+        if sparse is not None:
+            record.update(sparse.record())
         history.append(record)
-    model.eval()
-    return history
+
+
+def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
+            ramp_start: float = 0.0, ramp_end: float = 0.5, freeze: float | None = None, grad_scale: float | None = None,
+            p: float = 3.0, layers=None, structure: str = "unstructured", solve_every: int = 10,
+            method: str = "network-greedy", min_density: float = 0.05, allocation: str = "global", distribution: str = "laplace",
+            scale_lr: float = 10.0, **finetune_options) -> list[dict]:
+    """Train ``model`` in place with Feather to ``sparsity`` in ``epochs`` epochs; it ends masked.
+
+    The same as ``finetune(model, train_loader, epochs, sparse_training=FeatherConfig(sparsity, ...))``
+    (:func:`finetune`, whose other options, ``lr``, ``teacher``, ``seed``, ... pass through); see
+    :class:`rcprune.torch.feather.FeatherConfig` for the schedule's settings. Returns the per-epoch history,
+    whose records also carry ``sparsity`` (the target of the epoch's last step), ``threshold`` (its tau),
+    ``mask_frozen`` and (unstructured) ``layer_sparsity``.
+
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from rcprune.torch.rcmask import keep_mask
+    >>> g = torch.Generator().manual_seed(0)
+    >>> data = DataLoader(TensorDataset(torch.randn(32, 8, generator=g), torch.arange(32) % 2), batch_size=8)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> hist = feather(net, data, sparsity=0.75, epochs=2, progress=False)
+    >>> hist[-1]["sparsity"], hist[-1]["mask_frozen"], int(keep_mask(net[0]).sum() + keep_mask(net[2]).sum())
+    (0.75, True, 40)
+    """
+    config = FeatherConfig(sparsity=sparsity, initial_sparsity=initial_sparsity, ramp_start=ramp_start,
+                           ramp_end=ramp_end, freeze=freeze, grad_scale=grad_scale, p=p, layers=layers,
+                           structure=structure, solve_every=solve_every, method=method, min_density=min_density,
+                           allocation=allocation,
+                           distribution=distribution, scale_lr=scale_lr)
+    if "sparse_training" in finetune_options:
+        raise InvalidInstanceError("feather() sets sparse_training itself")
+    return finetune(model, train_loader, epochs, sparse_training=config, **finetune_options)

@@ -1,0 +1,50 @@
+"""``rcprune bench feather --quick``: both rows end to end on digits at one sparsity; goals; arguments."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from rcprune.bench.feather import FEATHER_ROWS, OPTIONAL_ROWS, evaluate_feather_goals, run_feather_bench  # noqa: E402
+from rcprune.cli import main  # noqa: E402
+from rcprune.validation import InvalidInstanceError  # noqa: E402
+
+
+def test_quick_writes_every_row(tmp_path, capsys):
+    out = tmp_path / "feather"
+    methods = FEATHER_ROWS + OPTIONAL_ROWS
+    assert main(["bench", "feather", "--quick", "--out", str(out), "--sparsities", "0.9",
+                 "--methods", ", ".join(methods)]) == 0
+    result = json.loads((out / "feather.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"feather.json", "feather.md"}
+    assert [(r["method"], r["sparsity"]) for r in result["rows"]] == [(m, 0.9) for m in methods]
+    for r in result["rows"]:
+        assert 0 <= r["acc"] <= 1
+        if r["method"].endswith("-rc"):   # the RC budget: at least the sparsity asked
+            assert r["measured_sparsity"] >= 0.9 - 1e-9
+        else:
+            assert r["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
+        assert ("acc_zero_shot" in r) == r["method"].startswith("magnitude")
+    assert result["config"]["quick"]
+    assert [g["passed"] is not None for g in result["goals"]] == [True]
+    printed = capsys.readouterr().out
+    assert "| feather | 0.9 |" in printed and "## Goals" in printed
+
+
+def test_goals_read_the_summary():
+    summary = [{"method": "magnitude", "sparsity": 0.9, "acc": 0.97}, {"method": "feather", "sparsity": 0.9, "acc": 0.975},
+               {"method": "magnitude", "sparsity": 0.98, "acc": 0.90}, {"method": "feather", "sparsity": 0.98, "acc": 0.905},
+               {"method": "magnitude", "sparsity": 0.5, "acc": 0.98}]
+    goals = evaluate_feather_goals(summary)
+    assert [g["passed"] for g in goals] == [None, True, False]
+    assert "by >= 1 point" in goals[2]["goal"] and goals[2]["value"] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(dataset="imagenet"), "dataset"), (dict(seeds=()), "seed"),
+                                           (dict(sparsities=(1.2,)), "sparsities"), (dict(sparsities=()), "sparsity"),
+                                           (dict(epochs=0), "epochs"), (dict(methods=("sgd",)), "methods")])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInstanceError, match=match):
+        run_feather_bench(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
