@@ -149,6 +149,22 @@ def _gram(h, idx):
 
 
 @jit(nogil=True)
+def _diagonal(h):
+    """(diag H, the Schur complement below which an addition is refused as degenerate)."""
+    diag = np.empty(h.shape[0])
+    for r in range(h.shape[0]):
+        diag[r] = h[r, r]
+    return diag, 1e-12 * max(np.max(diag), 1e-300)
+
+
+@jit(nogil=True)
+def _inverse(b, h, slots):
+    """A = H_SS^-1 from scratch and the refit v_S = A b_S. O(k^3)."""
+    inv = np.linalg.inv(_gram(h, slots))
+    return inv, inv @ b[slots]
+
+
+@jit(nogil=True)
 def support_error(b, const, h, slots):
     """E(S) = const - b_S^T H_SS^-1 b_S from scratch. O(k^3)."""
     if slots.shape[0] == 0:
@@ -201,24 +217,18 @@ def _tabu_row(b, const, h, keep, iterations, tenure, refresh, tol, candidates, r
     k = slots.shape[0]
     if k == 0 or k == n:
         return support_error(b, const, h, slots), 0
-    diag = np.empty(n)
-    for r in range(n):
-        diag[r] = h[r, r]
-    tol_schur = 1e-12 * max(np.max(diag), 1e-300)
-    inv = np.linalg.inv(_gram(h, slots))
-    vs = inv @ b[slots]
+    diag, tol_schur = _diagonal(h)
+    inv, vs = _inverse(b, h, slots)
     best = max(const - b[slots] @ vs, 0.0)
     best_slots = slots.copy()
     last = np.full(n, -(1 << 30))
     it, fresh = 0, 0
     while it < iterations:
         if fresh >= refresh:
-            inv = np.linalg.inv(_gram(h, slots))
-            vs = inv @ b[slots]
+            inv, vs = _inverse(b, h, slots)
             fresh = 0
-        cand = _candidates(b, h, diag, slots, vs, candidates)
-        ht, mm, schur, v, g, error = local_state(b, const, h, slots, cand, inv)
-        glob = np.concatenate((slots, cand))
+        glob = np.concatenate((slots, _candidates(b, h, diag, slots, vs, candidates)))
+        ht, mm, schur, v, g, error = local_state(b, const, h, slots, glob[k:], inv)
         t = glob.shape[0]
         lslots, lpruned = np.arange(k), np.arange(k, t)
         work = np.empty((4, t))
@@ -275,24 +285,18 @@ def _anneal_row(b, const, h, keep, proposals, acceptance, final, candidates, rou
     k = slots.shape[0]
     if k == 0 or k == n or proposals == 0:
         return support_error(b, const, h, slots), 0
-    diag = np.empty(n)
-    for r in range(n):
-        diag[r] = h[r, r]
-    tol_schur = 1e-12 * max(np.max(diag), 1e-300)
-    inv = np.linalg.inv(_gram(h, slots))
-    vs = inv @ b[slots]
+    diag, tol_schur = _diagonal(h)
+    inv, vs = _inverse(b, h, slots)
     best = max(const - b[slots] @ vs, 0.0)
     best_slots = slots.copy()
     temp, cooling = -1.0, final ** (1.0 / proposals)
     done, moves, fresh = 0, 0, 0
     while done < proposals:
         if fresh >= refresh:
-            inv = np.linalg.inv(_gram(h, slots))
-            vs = inv @ b[slots]
+            inv, vs = _inverse(b, h, slots)
             fresh = 0
-        cand = _candidates(b, h, diag, slots, vs, candidates)
-        ht, mm, schur, v, g, error = local_state(b, const, h, slots, cand, inv)
-        glob = np.concatenate((slots, cand))
+        glob = np.concatenate((slots, _candidates(b, h, diag, slots, vs, candidates)))
+        ht, mm, schur, v, g, error = local_state(b, const, h, slots, glob[k:], inv)
         lslots, lpruned = np.arange(k), np.arange(k, glob.shape[0])
         c = lpruned.shape[0]
         work = np.empty((4, glob.shape[0]))
