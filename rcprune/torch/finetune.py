@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from rcprune.torch.batches import check_loader, labelled_batch
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.extract import extraction_of
-from rcprune.torch.feather import FeatherConfig, FeatherTraining, RCFeatherTraining, sparse_training_of
+from rcprune.torch.feather import FeatherConfig, FeatherTraining, sparse_training_of
+from rcprune.torch.feather_rc import RCFeatherTraining
 from rcprune.torch.regenerate import regenerate_channels
 from rcprune.validation import InvalidInstanceError, check_flag, check_nonnegative
 

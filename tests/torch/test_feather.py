@@ -343,7 +343,7 @@ def test_a_failing_step_takes_the_operator_off():
 # ----------------------------------------------------------------------------- the structured (RC) variant
 
 def test_rc_variant_learns_a_row_column_mask_and_freezes_it(monkeypatch):
-    from rcprune.torch.feather import RCFeatherTraining
+    from rcprune.torch.feather_rc import RCFeatherTraining
 
     seen = []
     rc_step = RCFeatherTraining.before_step
