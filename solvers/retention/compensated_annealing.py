@@ -20,7 +20,7 @@ from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import check_int_option, check_real_option, check_seed
 
 from rcprune.solvers import check_objective
-from rcprune.solvers.retention.compensated_start import CANDIDATES, start_mask
+from rcprune.solvers.retention.compensated_start import CANDIDATES, row_data, start_mask
 from rcprune.solvers.retention.swap import TOLERANCE, descend
 
 __all__ = ["compensated_annealing"]
@@ -67,10 +67,8 @@ def compensated_annealing(instance: RetentionInstance, *, seed: int = 0, time_li
     clock = Stopwatch(time_limit)
     candidates = CANDIDATES if candidates is None else candidates
     keep, timed_out, start, candidates = start_mask(instance, start, candidates, clock=clock, progress=progress)
-    w, h, m, n = instance.weights, instance.hessian, instance.m, instance.n
-    targets = w @ h
-    energies = np.einsum("ij,ij->i", w, targets)
-    tol = TOLERANCE * np.maximum(energies, 1e-300)
+    h, m, n = instance.hessian, instance.m, instance.n
+    targets, energies, tol = row_data(instance, TOLERANCE)
     rng = np.array([rs.stream_seed(seed, i) for i in range(m)], dtype=np.uint64)
     errors, moves = np.zeros(m), np.zeros(m, dtype=np.int64)
     bar = tqdm(total=m, desc="annealing rows", disable=not progress, leave=False)

@@ -11,7 +11,7 @@ from rcprune.validation import check_choice, check_int_option
 from rcprune.solvers.retention.obc import obc_mask
 from rcprune.solvers.retention.sparsegpt import sparsegpt_mask
 
-__all__ = ["STARTS", "OBC_WORK", "CANDIDATES", "start_mask"]
+__all__ = ["STARTS", "OBC_WORK", "CANDIDATES", "start_mask", "row_data"]
 
 STARTS = ("auto", "obc", "sparsegpt")
 OBC_WORK = 1e11  # m n^3 / 3 multiply-adds: above this OBC takes minutes, and "auto" starts from SparseGPT
@@ -42,3 +42,11 @@ def start_mask(instance: RetentionInstance, start: str, candidates: int | None, 
     else:
         keep, timed_out = sparsegpt_mask(instance, clock=clock)
     return keep, timed_out, start, candidates
+
+
+def row_data(instance: RetentionInstance, tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the row kernels read of each row: ``(b = H w per row, w^T H w per row, improvement threshold
+    tolerance x w^T H w)``. O(m n^2), one matrix product."""
+    targets = instance.weights @ instance.hessian
+    energies = np.einsum("ij,ij->i", instance.weights, targets)
+    return targets, energies, tolerance * np.maximum(energies, 1e-300)

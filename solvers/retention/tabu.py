@@ -25,7 +25,7 @@ from rcprune.retention.model import RetentionInstance, RetentionSolution
 from rcprune.validation import check_int_option
 
 from rcprune.solvers import check_objective
-from rcprune.solvers.retention.compensated_start import start_mask
+from rcprune.solvers.retention.compensated_start import row_data, start_mask
 from rcprune.solvers.retention.swap import TOLERANCE, descend
 
 __all__ = ["compensated_tabu"]
@@ -76,10 +76,8 @@ def compensated_tabu(instance: RetentionInstance, *, seed: int = 0, time_limit: 
     everyone = candidates >= instance.n
     if iterations is None:
         iterations = ITERATIONS if start == "obc" else LARGE_ITERATIONS
-    w, h, m = instance.weights, instance.hessian, instance.m
-    targets = w @ h
-    energies = np.einsum("ij,ij->i", w, targets)
-    tol = TOLERANCE * np.maximum(energies, 1e-300)
+    h, m = instance.hessian, instance.m
+    targets, energies, tol = row_data(instance, TOLERANCE)
     errors, steps = np.zeros(m), np.zeros(m, dtype=np.int64)
     bar = tqdm(total=m, desc="tabu rows", disable=not progress, leave=False)
     n, k = instance.n, max(1, int(keep.sum()) // max(m, 1))
