@@ -13,8 +13,12 @@ recipe (SGD, lr 0.01, cosine, the same seed and batches):
   to the target over the first half of the steps, mask frozen for the last 10%).
 
 Optional rows (``methods=``): ``feather-learned`` (``allocation="learned"``, Laplace), and the structured
-pair ``magnitude-rc`` (:func:`rcprune.torch.prune` on |w|, network-greedy, masks only, then the masked
-fine-tune) and ``feather-rc`` (``structure="rc"``, network-greedy every 10 steps) at the same RC budget.
+rows at the same RC budget: ``magnitude-rc`` (:func:`rcprune.torch.prune` on |w|, network-greedy, masks
+only, then the masked fine-tune), ``rc-distill`` (the same masks, fine-tuned with distillation from the
+dense model: ``teacher=``, T = 4, alpha = 0.5), ``rc-regenerate`` (the same masks, ``regenerate=True``),
+``feather-rc`` (``structure="rc"``, network-greedy every 10 steps), and ``tp-l1`` (Torch-Pruning L1
+per-layer channel pruning with the largest kept conv + linear weights not above the same budget, then the
+same fine-tune; the ``bench`` extra). Every row trains the same epochs with the same recipe.
 
 The issue's goal: Feather >= magnitude at every sparsity, by >= 1 point at 98%.
 """
@@ -43,7 +47,9 @@ __all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "
            "OPTIONAL_ROWS"]
 
 FEATHER_ROWS = ("magnitude", "feather")
-OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "feather-rc")
+OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate", "feather-rc", "tp-l1")
+RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc")   # recoveries of the RC budget, judged against magnitude-rc
+MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "tp-l1")   # pruned, then fine-tuned
 
 
 def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
@@ -62,15 +68,18 @@ def _loaders(cfg: dict, seed: int):
     return digits_loaders(cfg["size"], seed=seed)
 
 
-def measured_sparsity(model: torch.nn.Module) -> float:
-    """Pruned share of the prunable layers' weights (from their masks; 0 for an unmasked layer)."""
-    pruned = total = 0
+def measured_sparsity(model: torch.nn.Module, dense_weights: int | None = None) -> float:
+    """Pruned share of the prunable layers' weights: those outside the masks (an unmasked layer keeps all),
+    as a share of ``dense_weights`` (the dense model's count, for a physically smaller model) or of the
+    model's own."""
+    kept = total = 0
     for name in prunable_layers(model):
         mask = keep_mask(model.get_submodule(name))
         n = model.get_submodule(name).weight.numel()
         total += n
-        pruned += 0 if mask is None else n - int(mask.count_nonzero())
-    return pruned / max(total, 1)
+        kept += n if mask is None else int(mask.count_nonzero())
+    total = total if dense_weights is None else dense_weights
+    return 1 - kept / max(total, 1)
 
 
 def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
@@ -103,6 +112,7 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
     train, test = _loaders(cfg, cfg["seed"])
     dense, _ = _dense_model(out, cfg, train, test, log)
     dense_acc = evaluate_accuracy(dense, test)
+    dense_weights = sum(m.weight.numel() for m in map(dense.get_submodule, prunable_layers(dense)))
     rows: list[dict] = []
     result: dict = {}
 
@@ -121,15 +131,11 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
             for method in cfg["methods"]:
                 t = time.perf_counter()
                 row = {"method": method, "seed": seed, "sparsity": s}
-                if method in ("magnitude", "magnitude-rc"):
-                    if method == "magnitude":
-                        model = copy.deepcopy(dense)
-                        global_magnitude_prune(model, s)
-                    else:
-                        model, _ = prune(dense, example, sparsity=s, compact=False)
+                if method in MASKED_ROWS:
+                    model, options = _pruned(method, dense, example, s)
                     row["acc_zero_shot"] = evaluate_accuracy(model, test)
                     finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
-                             desc=f"{method} {s:g}")
+                             desc=f"{method} {s:g}", **options)
                 else:
                     model = copy.deepcopy(dense)
                     options = {"feather": {}, "feather-learned": {"allocation": "learned"},
@@ -137,7 +143,7 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                     hist = feather(model, train, s, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
                                    desc=f"{method} {s:g}", **options)
                     row["threshold"] = hist[-1]["threshold"]
-                row.update(acc=evaluate_accuracy(model, test), measured_sparsity=measured_sparsity(model),
+                row.update(acc=evaluate_accuracy(model, test), measured_sparsity=measured_sparsity(model, dense_weights),
                            seconds=time.perf_counter() - t)
                 rows.append(row)
                 zs = f"zero-shot {row['acc_zero_shot']:.4f}, " if "acc_zero_shot" in row else ""
@@ -145,6 +151,22 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                     f"(sparsity {row['measured_sparsity']:.4f}, {row['seconds']:.0f} s)")
                 save()
     return result
+
+
+def _pruned(method: str, dense, example, sparsity: float):
+    """The pruned copy of ``dense`` for a row that prunes first and then fine-tunes, with its fine-tune options."""
+    if method == "magnitude":
+        model = copy.deepcopy(dense)
+        global_magnitude_prune(model, sparsity)
+        return model, {}
+    if method == "tp-l1":
+        from rcprune.bench.demo import _prunable_weights, _tp_prune
+        total = sum(_prunable_weights(dense).values())
+        return _tp_prune(dense, example, int((1 - sparsity) * total), global_pruning=False), {}
+    model, _ = prune(dense, example, sparsity=sparsity, compact=False)
+    options = {"rc-distill": {"teacher": copy.deepcopy(dense).eval()},
+               "rc-regenerate": {"regenerate": True}}.get(method, {})
+    return model, options
 
 
 def _stats(values) -> tuple[float, float]:
@@ -177,20 +199,36 @@ def evaluate_feather_goals(summary: list[dict]) -> list[dict]:
         value = None if f is None or m is None else f["acc"] - m["acc"]
         goals.append({"goal": f"Feather >= magnitude + masked fine-tune at {s:g}" + (" by >= 1 point" if margin else ""),
                       "passed": None if value is None else value >= margin - 1e-12, "value": value})
+    for s in (0.95, 0.98):
+        plain = _entry(summary, "magnitude-rc", s)
+        best = max(filter(None, (_entry(summary, m, s) for m in RC_RECOVERY)), key=lambda e: e["acc"], default=None)
+        if plain is None or best is None:
+            continue
+        sd = max(plain.get("acc_sd", 0.0), best.get("acc_sd", 0.0))
+        value = best["acc"] - plain["acc"]
+        goals.append({"goal": f"RC with the best recovery ({best['method']}) > RC + plain fine-tune by more than "
+                              f"the seed sd ({sd:.4f}) at {s:g}", "passed": value > sd, "value": value})
     return goals
+
+
+def _entry(summary: list[dict], method: str, sparsity: float) -> dict | None:
+    return next((e for e in summary if e["method"] == method and abs(e["sparsity"] - sparsity) < 1e-9), None)
 
 
 def format_feather(result: dict) -> str:
     cfg = result["config"]
-    lines = [f"# Feather vs magnitude + masked fine-tune ({cfg['dataset']}, ResNet-{cfg['depth']} width {cfg['width']}, "
+    lines = [f"# Recovery after pruning: Feather, magnitude, RC, TP L1 ({cfg['dataset']}, ResNet-{cfg['depth']} width {cfg['width']}, "
              f"{cfg['size']}x{cfg['size']})", "",
-             f"Dense accuracy {result['dense_acc']:.4f}; both rows from the same trained dense model, {cfg['epochs']} "
+             f"Dense accuracy {result['dense_acc']:.4f}; every row from the same trained dense model, {cfg['epochs']} "
              f"epochs each, lr {cfg['lr']}, cosine; seeds {cfg['seeds']}. Runtime {result['runtime_seconds']:.0f} s.", "",
-             "| method | sparsity | measured | zero-shot | accuracy | seeds |", "|---|---|---|---|---|---|"]
+             "| method | sparsity | measured | zero-shot | accuracy | vs TP L1 (points) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    tp = {e["sparsity"]: e["acc"] for e in result["summary"] if e["method"] == "tp-l1"}
     for e in result["summary"]:
         zs = f"{e['zero_shot']:.4f} +- {e['zero_shot_sd']:.4f}" if "zero_shot" in e else "-"
+        vs = f"{100 * (e['acc'] - tp[e['sparsity']]):+.2f}" if e["sparsity"] in tp else "-"
         lines.append(f"| {e['method']} | {e['sparsity']:g} | {e['measured_sparsity']:.4f} | {zs} | "
-                     f"{e['acc']:.4f} +- {e['acc_sd']:.4f} | {e['seeds']} |")
+                     f"{e['acc']:.4f} +- {e['acc_sd']:.4f} | {vs} | {e['seeds']} |")
     lines += ["", "## Goals", ""]
     for g in result["goals"]:
         mark = {True: "PASS", False: "FAIL", None: "not run"}[g["passed"]]
