@@ -389,7 +389,9 @@ def latency_table(model: nn.Module, example_inputs, *, extraction: Extraction | 
     if path is not None and (found := _load(path, key)) is not None:
         return found
     layers = {}
-    for p in tqdm(probes, desc="latency table", leave=False, disable=not progress):
+    bar = tqdm(probes, desc="latency table", leave=False, disable=not progress)
+    for p in bar:
+        bar.set_postfix(layer=p.name, device=dev.type)
         layers[p.name] = LayerTimes(p.kind, int(p.module.weight.shape[0]), p.in_channels, p.block,
                                     _time_layer(p, rows, cols, repeats, warmup, dev, dtype))
     dense = _dense_ms(timed, ext, tin, repeats, warmup, dev, dtype)

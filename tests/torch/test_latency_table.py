@@ -204,3 +204,14 @@ def test_from_json_round_trips_and_refuses_malformed_data(built):
         LatencyTable.from_json({"layers": {"a": {"kind": "conv"}}})
     with pytest.raises(AttributeError):
         table.fixed = 1.0
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_bar_names_the_layer_and_is_silent_when_off(progress, capfd):
+    model, x = _model(), torch.randn(2, 1, 8, 8)
+    latency_table(model, x, cache=False, progress=progress, rows=2, cols=2, repeats=1, warmup=0)
+    err = capfd.readouterr().err
+    if progress:
+        assert "latency table" in err and "layer=" in err and "device=cpu" in err
+    else:
+        assert err == ""
