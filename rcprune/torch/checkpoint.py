@@ -1,11 +1,12 @@
-"""Fine-tuning checkpoints: the model's and optimizer's state after an epoch, with the history so far, in one
-file written atomically (:func:`rcprune.files.atomic_write_bytes`) and read with
-``torch.load(weights_only=True)`` (tensors, numbers and strings only: nothing is unpickled).
+"""Fine-tuning checkpoints: the model's, optimizer's and schedule's state after an epoch, with the history so
+far, in one file written atomically (:func:`rcprune.files.atomic_write_bytes`) and read with
+``torch.load(weights_only=True)`` (tensors, numbers and strings only: nothing else is unpickled);
+``finetune(checkpoint=path, resume=True)`` goes on from it (:func:`resume_from`).
 
 >>> import tempfile, torch
 >>> net = torch.nn.Linear(2, 1)
 >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
->>> path = save_checkpoint(tempfile.mkdtemp() + "/ft.pt", net, opt, [{"epoch": 1, "loss": 0.5}])
+>>> path = save_checkpoint(tempfile.mkdtemp() + "/ft.pt", net, opt, [{"epoch": 1, "loss": 0.5}], epochs=3)
 >>> state = load_checkpoint(path)
 >>> state["epoch"], sorted(state["model"])
 (1, ['bias', 'weight'])
@@ -24,10 +25,10 @@ import torch.nn as nn
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_checkpoint_path", "CHECKPOINT_FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "resume_from", "check_checkpoint_path", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "rcprune-finetune-checkpoint"
-KEYS = ("format", "version", "epoch", "model", "optimizer", "scheduler", "history")
+KEYS = ("format", "version", "epoch", "epochs", "model", "optimizer", "scheduler", "history")
 
 
 def check_checkpoint_path(path) -> Path:
@@ -40,15 +41,16 @@ def check_checkpoint_path(path) -> Path:
     return path
 
 
-def save_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict],
-                    scheduler=None) -> Path:
-    """Write the state after ``len(history)`` epochs to ``path`` atomically; returns the path.
+def save_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict], *,
+                    epochs: int, scheduler=None) -> Path:
+    """Write the state after ``len(history)`` of ``epochs`` epochs to ``path`` atomically; returns the path.
 
     The file holds ``model`` (its ``state_dict``: a masked model's masks and stored originals too, so it
     loads into a model masked the same way), ``optimizer`` and ``scheduler`` (their ``state_dict``, the
-    scheduler's None without one), ``history`` and ``epoch``.
+    scheduler's None without one), ``history``, ``epoch`` (done) and ``epochs`` (of the run).
     """
-    state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": len(history), "model": model.state_dict(),
+    state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": len(history), "epochs": epochs,
+             "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict(),
              "history": history}
     buf = io.BytesIO()
@@ -78,3 +80,26 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if missing:
         raise InvalidInstanceError(f"corrupt checkpoint file {str(path)!r}: missing {', '.join(missing)}")
     return state
+
+
+def resume_from(path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, epochs: int) -> list[dict]:
+    """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and ``scheduler`` (in place) and return its
+    history: the epochs already done. A run of another length (its schedule would differ), or a model,
+    optimizer or schedule the saved state does not fit, is refused."""
+    device = next(iter(model.state_dict().values()), torch.zeros(())).device
+    state = load_checkpoint(path, map_location=device)
+    if state["epochs"] != epochs:
+        raise InvalidInstanceError(f"checkpoint {str(path)!r} is of a run of {state['epochs']} epochs: resume it with "
+                                   f"epochs={state['epochs']}, not {epochs}")
+    if (state["scheduler"] is None) != (scheduler is None):
+        raise InvalidInstanceError(f"checkpoint {str(path)!r} was written {'without' if scheduler else 'with'} a "
+                                   "learning-rate schedule: resume it with the same schedule=")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InvalidInstanceError(f"checkpoint {str(path)!r} does not fit this model and optimizer (a masked model "
+                                   f"needs the same masking first): {str(exc).splitlines()[0]}") from None
+    return list(state["history"])

@@ -21,7 +21,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from rcprune.torch.batches import check_loader, labelled_batch
-from rcprune.torch.checkpoint import check_checkpoint_path, save_checkpoint
+from rcprune.torch.checkpoint import check_checkpoint_path, resume_from, save_checkpoint
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.extract import extraction_of
 from rcprune.torch.feather import FeatherConfig, FeatherTraining, sparse_training_of
@@ -60,7 +60,7 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
              regenerate: bool = False, extraction=None, sparse_training=None, sparsity: float | None = None,
-             progress: bool = True, desc: str = "finetune", checkpoint=None) -> list[dict]:
+             progress: bool = True, desc: str = "finetune", checkpoint=None, resume: bool = False) -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
     Parameters
@@ -101,6 +101,12 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     checkpoint : str or os.PathLike, optional
         After every epoch the model's, optimizer's and schedule's state and the history so far are written
         there, atomically (rank 0 only); :func:`rcprune.torch.checkpoint.load_checkpoint` reads it.
+    resume : bool
+        Go on from ``checkpoint`` if that file exists (else start): the model, optimizer, schedule and history
+        after its last epoch are loaded (on every process: a file system they share) and training runs the
+        remaining epochs of the same ``epochs``. It continues the uninterrupted run exactly when the loader
+        does not shuffle or shuffles by a ``DistributedSampler`` (its order depends on ``seed`` and the
+        epoch only) and nothing random (dropout) runs; not with ``sparse_training``.
 
     Returns
     -------
@@ -140,6 +146,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
                                    "torch.distributed it wraps the model and returns it trained in place")
     if checkpoint is not None:
         checkpoint = check_checkpoint_path(checkpoint)
+    if check_flag(resume, "resume") and checkpoint is None:
+        raise InvalidInstanceError("resume=True goes on from checkpoint=: give the checkpoint's path")
     if teacher is not None and loss_fn is not None:
         raise InvalidInstanceError("give teacher= (distillation) or loss_fn=, not both")
     distill = DistillationLoss(teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
@@ -148,6 +156,9 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     if check_flag(regenerate, "regenerate"):
         if config is not None:
             raise InvalidInstanceError("regenerate= works on fixed masks: not with sparse_training=")
+    if resume and config is not None:
+        raise InvalidInstanceError("resume=True is not supported with sparse_training= (its schedule and mask are not "
+                                   "in the checkpoint)")
         extraction = extraction_of(model, extraction)
     distributed = is_distributed()
     rank = rank_and_world()[0]
@@ -179,7 +190,7 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps // 2, (3 * steps) // 4], 0.1)
     else:
         sched = None
-    history = []
+    history = resume_from(checkpoint, model, optimizer, sched, epochs) if resume and checkpoint.exists() else []
     if sparse is not None:
         sparse.install(optimizer)
     try:
@@ -202,7 +213,7 @@ def _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill,
     """The epochs; ``net`` is ``model`` or its DistributedDataParallel wrapper (then the metrics are summed
     over the processes)."""
     distributed = net is not model
-    for epoch in range(epochs):
+    for epoch in range(len(history), epochs):
         if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):   # a DistributedSampler's shuffling
             train_loader.sampler.set_epoch(epoch)
         model.train()
@@ -240,7 +251,7 @@ def _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill,
             record.update(sparse.record())
         history.append(record)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, history, sched)
+            save_checkpoint(checkpoint, model, optimizer, history, epochs=epochs, scheduler=sched)
 
 
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,

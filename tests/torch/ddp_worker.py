@@ -46,8 +46,9 @@ def result(history: list[dict], model: nn.Module) -> tuple:
 
 
 def runs(desc: str = "finetune", checkpoint=None) -> dict:
-    """Three runs, the same in one process and under torchrun: the masked net fine-tuned (with a validation
-    loader), Feather from the dense net, and the masked net with BatchNorm; the loaders do not shuffle."""
+    """Four runs, the same in one process and under torchrun: the masked net fine-tuned (with a validation
+    loader), Feather (unstructured and row-and-column) from the dense net, and the masked net with BatchNorm
+    (regenerating collapsed channels); the loaders do not shuffle."""
     out = {}
     model = masked()
     loader = DataLoader(data(), batch_size=BATCH, shuffle=False)
@@ -56,8 +57,11 @@ def runs(desc: str = "finetune", checkpoint=None) -> dict:
                                     checkpoint=checkpoint), model)
     model = net()
     out["feather"] = result(feather(model, loader, sparsity=0.5, epochs=EPOCHS, lr=0.05, progress=False), model)
+    model = net()
+    out["feather-rc"] = result(feather(model, loader, sparsity=0.5, epochs=EPOCHS, structure="rc", solve_every=3,
+                                       lr=0.05, progress=False), model)
     model = masked(batchnorm=True)
-    out["batchnorm"] = result(finetune(model, loader, EPOCHS, lr=0.05, progress=False), model)
+    out["batchnorm"] = result(finetune(model, loader, EPOCHS, lr=0.05, regenerate=True, progress=False), model)
     return out
 
 
@@ -67,6 +71,6 @@ if __name__ == "__main__":
     folder = Path(sys.argv[1])
     device = init_distributed("gloo")
     rank, world = rank_and_world()
-    result = runs(desc=f"rank{rank}-finetune", checkpoint=folder / f"checkpoint-rank{rank}.pt")
-    torch.save({"world": world, "device": device, "runs": result}, folder / f"rank{rank}.pt")
+    trained = runs(desc=f"rank{rank}-finetune", checkpoint=folder / f"checkpoint-rank{rank}.pt")
+    torch.save({"world": world, "device": device, "runs": trained}, folder / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
