@@ -168,10 +168,13 @@ def average_batchnorm_statistics(model: nn.Module) -> None:
                 t.div_(world)
 
 
+@torch.no_grad()
 def data_parallel(model: nn.Module) -> DistributedDataParallel:
-    """``model`` wrapped in ``DistributedDataParallel`` (its parameters and buffers are rank 0's from here
-    on). Buffers are not broadcast at every forward: the masks and stored originals never change, and the
-    BatchNorm statistics are averaged once per epoch (:func:`average_batchnorm_statistics`)."""
+    """``model`` wrapped in ``DistributedDataParallel``; its parameters and buffers (masks included) are rank
+    0's from here on. Buffers are not broadcast at every forward: the masks and stored originals never
+    change, and the BatchNorm statistics are averaged once per epoch (:func:`average_batchnorm_statistics`)."""
+    for t in model.buffers():   # DDP's own start-up broadcast skips buffers in older PyTorch
+        dist.broadcast(t, src=0)
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")   # renamed in recent PyTorch
     return DistributedDataParallel(model, **{no_sync: False})

@@ -190,7 +190,9 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps // 2, (3 * steps) // 4], 0.1)
     else:
         sched = None
-    history = resume_from(checkpoint, model, optimizer, sched, epochs) if resume and checkpoint.exists() else []
+    history = []
+    if resume and _checkpoint_found(checkpoint, distributed, device):
+        history = resume_from(checkpoint, model, optimizer, sched, epochs)
     if sparse is not None:
         sparse.install(optimizer)
     try:
@@ -206,6 +208,18 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         sparse.freeze()   # freeze=0: the mask is fixed after the last step
     model.eval()
     return history
+
+
+def _checkpoint_found(path, distributed: bool, device) -> bool:
+    """Whether the checkpoint to resume from exists; under torch.distributed, on every process or on none."""
+    found = path.exists()
+    if distributed:
+        world = rank_and_world()[1]
+        count = round(all_sum([found], device)[0])
+        if count not in (0, world):
+            raise InvalidInstanceError(f"checkpoint {str(path)!r} exists on {count} of the {world} processes: resume "
+                                       "needs it on a file system they share")
+    return found
 
 
 def _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device, regenerate,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import rcprune
 from rcprune.torch import apply, extract, feather, finetune
-from rcprune.torch.rcmask import keep_mask
+from rcprune.torch.rcmask import keep_mask, trainable_tensor
 
 N, BATCH, EPOCHS = 40, 8, 2
 
@@ -45,12 +45,17 @@ def result(history: list[dict], model: nn.Module) -> tuple:
     return history, model.state_dict(), weights
 
 
-def runs(desc: str = "finetune", checkpoint=None) -> dict:
+def runs(desc: str = "finetune", checkpoint=None, perturb: bool = False) -> dict:
     """Four runs, the same in one process and under torchrun: the masked net fine-tuned (with a validation
     loader), Feather (unstructured and row-and-column) from the dense net, and the masked net with BatchNorm
-    (regenerating collapsed channels); the loaders do not shuffle."""
+    (regenerating collapsed channels); the loaders do not shuffle. ``perturb``: the first model starts with
+    other weights and another mask (finetune must replace them by rank 0's)."""
     out = {}
     model = masked()
+    if perturb:
+        with torch.no_grad():
+            trainable_tensor(model[0]).add_(1.0)
+            keep_mask(model[0]).logical_not_()
     loader = DataLoader(data(), batch_size=BATCH, shuffle=False)
     val = DataLoader(data(), batch_size=16)
     out["masked"] = result(finetune(model, loader, EPOCHS, lr=0.05, val_loader=val, desc=desc,
@@ -71,6 +76,13 @@ if __name__ == "__main__":
     folder = Path(sys.argv[1])
     device = init_distributed("gloo")
     rank, world = rank_and_world()
-    trained = runs(desc=f"rank{rank}-finetune", checkpoint=folder / f"checkpoint-rank{rank}.pt")
-    torch.save({"world": world, "device": device, "runs": trained}, folder / f"rank{rank}.pt")
+    checkpoint = folder / f"checkpoint-rank{rank}.pt"   # rank 0 alone writes: rank 1's never exists
+    trained = runs(desc=f"rank{rank}-finetune", checkpoint=checkpoint, perturb=rank == 1)
+    try:   # resuming from a file that only rank 0 sees
+        finetune(masked(), DataLoader(data(), batch_size=BATCH), EPOCHS, checkpoint=checkpoint, resume=True,
+                 progress=False)
+        refused = None
+    except rcprune.InvalidInstanceError as exc:
+        refused = str(exc)
+    torch.save({"world": world, "device": device, "runs": trained, "resume": refused}, folder / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()

@@ -95,6 +95,8 @@ def test_rank_zero_alone_shows_progress_and_writes_the_checkpoint(torchrun):
     _, stderr, out = torchrun
     assert "rank0-finetune 2/2" in stderr and "rank1-finetune" not in stderr
     assert not (out / "checkpoint-rank1.pt").exists()
+    for r in (0, 1):   # resuming from a checkpoint rank 1 cannot see is refused on both
+        assert "exists on 1 of the 2 processes" in torch.load(out / f"rank{r}.pt", weights_only=True)["resume"]
     state = load_checkpoint(out / "checkpoint-rank0.pt")
     assert state["epoch"] == 2
     rank0 = torch.load(out / "rank0.pt", weights_only=True)["runs"]["masked"]
@@ -141,7 +143,8 @@ def test_one_process_group_is_the_plain_run(tmp_path):
         loader = DataLoader(ddp_worker.data(), batch_size=ddp_worker.BATCH, shuffle=True,
                             generator=torch.Generator().manual_seed(5))
         hist = finetune(model, loader, 2, lr=0.05, val_loader=val, seed=7, progress=False,
-                        checkpoint=tmp_path / "ft.pt")
+                        checkpoint=tmp_path / "ft.pt", resume=True)   # no file yet: from the start
+        assert finetune(model, loader, 2, progress=False, checkpoint=tmp_path / "ft.pt", resume=True) == hist
     finally:
         dist.destroy_process_group()
     assert type(model) is torch.nn.Sequential and rc_mask(model[0], "weight") is not None
