@@ -94,7 +94,6 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         step. Not with ``regenerate``.
     sparsity : float, optional
         The final sparsity of ``sparse_training="feather"``.
-
     progress : bool
         One progress bar per epoch (running loss and accuracy), on rank 0 only under ``torch.distributed``;
         False: silent.
@@ -156,10 +155,10 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     if check_flag(regenerate, "regenerate"):
         if config is not None:
             raise InvalidInstanceError("regenerate= works on fixed masks: not with sparse_training=")
+        extraction = extraction_of(model, extraction)
     if resume and config is not None:
         raise InvalidInstanceError("resume=True is not supported with sparse_training= (its schedule and mask are not "
                                    "in the checkpoint)")
-        extraction = extraction_of(model, extraction)
     distributed = is_distributed()
     rank = rank_and_world()[0]
     if distributed:
