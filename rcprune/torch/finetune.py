@@ -2,7 +2,8 @@
 entries set to zero, recomputed on every forward (:mod:`rcprune.torch.rcmask`), so pruned weights stay
 exactly zero whatever the optimizer does; the stored originals are not trained. With
 ``sparse_training="feather"`` (or :func:`feather`) the mask is learned during training instead
-(:mod:`rcprune.torch.feather`) and fixed at the end.
+(:mod:`rcprune.torch.feather`) and fixed at the end. Under ``torchrun`` (a process group initialized) it
+trains data-parallel (:mod:`rcprune.torch.distributed`).
 
 >>> import torch
 >>> from torch.utils.data import DataLoader, TensorDataset
@@ -20,10 +21,13 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from rcprune.torch.batches import check_loader, labelled_batch
+from rcprune.torch.checkpoint import check_checkpoint_path, resume_from, save_checkpoint
 from rcprune.torch.distill import DistillationLoss
 from rcprune.torch.extract import extraction_of
 from rcprune.torch.feather import FeatherConfig, FeatherTraining, sparse_training_of
 from rcprune.torch.feather_rc import RCFeatherTraining
+from rcprune.torch.distributed import (all_sum, average_batchnorm_statistics, data_parallel, eval_loader_for,
+                                       is_distributed, rank_and_world, train_loader_for)
 from rcprune.torch.regenerate import regenerate_channels
 from rcprune.validation import InvalidInstanceError, check_flag, check_nonnegative
 
@@ -31,8 +35,7 @@ __all__ = ["finetune", "evaluate_accuracy", "feather"]
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, loader, device: str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``loader``; the model's mode is restored after."""
+def _correct_total(model: nn.Module, loader, device: str) -> tuple[int, int]:
     was = model.training
     model.eval()
     correct = total = 0
@@ -42,6 +45,13 @@ def evaluate_accuracy(model: nn.Module, loader, device: str = "cpu") -> float:
         correct += int((out.argmax(1) == y.to(device)).sum())
         total += int(y.shape[0])
     model.train(was)
+    return correct, total
+
+
+def evaluate_accuracy(model: nn.Module, loader, device: str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``loader``; the model's mode is restored after. This process's
+    alone under ``torch.distributed`` (finetune's ``val_accuracy`` is over all processes)."""
+    correct, total = _correct_total(model, loader, device)
     return correct / max(total, 1)
 
 
@@ -50,7 +60,7 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
              regenerate: bool = False, extraction=None, sparse_training=None, sparsity: float | None = None,
-             progress: bool = True, desc: str = "finetune") -> list[dict]:
+             progress: bool = True, desc: str = "finetune", checkpoint=None, resume: bool = False) -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
     Parameters
@@ -84,6 +94,18 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         step. Not with ``regenerate``.
     sparsity : float, optional
         The final sparsity of ``sparse_training="feather"``.
+    progress : bool
+        One progress bar per epoch (running loss and accuracy), on rank 0 only under ``torch.distributed``;
+        False: silent.
+    checkpoint : str or os.PathLike, optional
+        After every epoch the model's, optimizer's and schedule's state and the history so far are written
+        there, atomically (rank 0 only); :func:`rcprune.torch.checkpoint.load_checkpoint` reads it.
+    resume : bool
+        Go on from ``checkpoint`` if that file exists (else start): the model, optimizer, schedule and history
+        after its last epoch are loaded (on every process: a file system they share) and training runs the
+        remaining epochs of the same ``epochs``. It continues the uninterrupted run exactly when the loader
+        does not shuffle or shuffles by a ``DistributedSampler`` (its order depends on ``seed`` and the
+        epoch only) and nothing random (dropout) runs; not with ``sparse_training``.
 
     Returns
     -------
@@ -91,6 +113,19 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         ``epoch``, ``loss`` (mean over samples), ``accuracy`` (training, running), ``val_accuracy``, ``lr``,
         with ``regenerate`` the channels regenerated per BatchNorm (``regenerated``), with ``sparse_training``
         the target ``sparsity`` and ``threshold`` of the epoch's last step and ``mask_frozen``.
+
+    Notes
+    -----
+    With ``torch.distributed`` initialized (a ``torchrun`` launch; :func:`rcprune.torch.distributed.init_distributed`
+    starts it) the model is trained in ``DistributedDataParallel``: ``train_loader`` must be a DataLoader, whose
+    ``batch_size`` is the global batch (divisible by the number of processes W; each takes ``batch_size / W``
+    of it through a ``DistributedSampler`` seeded with ``seed``), unless it has a ``DistributedSampler`` of
+    its own (then its batch size is per process). Every process returns the same history (loss and
+    accuracies summed over the processes) and its ``model`` trained in place, identical on every process
+    (parameters by DDP, BatchNorm running statistics averaged after every epoch; BatchNorm normalizes with
+    each process's batch unless converted to ``SyncBatchNorm``). Each process seeds torch with ``seed + rank``.
+    Feather's global threshold is computed on every process from the synchronized weights, so it is the
+    same everywhere; its learned allocation (``allocation="learned"``) is refused.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InvalidInstanceError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -105,6 +140,13 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if schedule not in ("cosine", "step", None):
         raise InvalidInstanceError(f"schedule must be 'cosine', 'step' or None, got {schedule!r}")
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise InvalidInstanceError("give finetune the model itself, not a DistributedDataParallel: under "
+                                   "torch.distributed it wraps the model and returns it trained in place")
+    if checkpoint is not None:
+        checkpoint = check_checkpoint_path(checkpoint)
+    if check_flag(resume, "resume") and checkpoint is None:
+        raise InvalidInstanceError("resume=True goes on from checkpoint=: give the checkpoint's path")
     if teacher is not None and loss_fn is not None:
         raise InvalidInstanceError("give teacher= (distillation) or loss_fn=, not both")
     distill = DistillationLoss(teacher, temperature=temperature, alpha=alpha) if teacher is not None else None
@@ -114,13 +156,26 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         if config is not None:
             raise InvalidInstanceError("regenerate= works on fixed masks: not with sparse_training=")
         extraction = extraction_of(model, extraction)
+    if resume and config is not None:
+        raise InvalidInstanceError("resume=True is not supported with sparse_training= (its schedule and mask are not "
+                                   "in the checkpoint)")
+    distributed = is_distributed()
+    rank = rank_and_world()[0]
+    if distributed:
+        if config is not None and config.allocation == "learned":
+            raise InvalidInstanceError("allocation='learned' is not supported under torch.distributed: its per-layer "
+                                       "scales are parameters that leave the model when the mask freezes, which "
+                                       "DistributedDataParallel cannot follow; use allocation='global'")
+        train_loader = train_loader_for(train_loader, seed)
+        if val_loader is not None:
+            val_loader = eval_loader_for(val_loader)
     sparse = None if config is None else (RCFeatherTraining if config.structure == "rc" else FeatherTraining)(
         config, model, train_loader, epochs)
     if sparse is not None:
         sparse.probe(model, train_loader, device, check_labels=distill is not None or loss_fn_given is None)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + rank)
     if getattr(train_loader, "generator", None) is not None:   # the same shuffling order for every run
-        train_loader.generator.manual_seed(seed)
+        train_loader.generator.manual_seed(seed + rank)
     model.to(device)
     if distill is not None:
         distill.teacher.to(device)
@@ -135,11 +190,15 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     else:
         sched = None
     history = []
+    if resume and _checkpoint_found(checkpoint, distributed, device):
+        history = resume_from(checkpoint, model, optimizer, sched, epochs)
     if sparse is not None:
         sparse.install(optimizer)
     try:
-        _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
-               regenerate, extraction, seed, progress, desc, history)
+        net = data_parallel(model) if distributed else model
+        _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
+               regenerate, extraction, seed, progress and rank == 0, desc, history,
+               checkpoint if rank == 0 else None)
     except BaseException:
         if sparse is not None:
             sparse.abort()
@@ -150,9 +209,26 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     return history
 
 
-def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device, regenerate,
-           extraction, seed, progress, desc, history) -> None:
-    for epoch in range(epochs):
+def _checkpoint_found(path, distributed: bool, device) -> bool:
+    """Whether the checkpoint to resume from exists; under torch.distributed, on every process or on none."""
+    found = path.exists()
+    if distributed:
+        world = rank_and_world()[1]
+        count = round(all_sum([found], device)[0])
+        if count not in (0, world):
+            raise InvalidInstanceError(f"checkpoint {str(path)!r} exists on {count} of the {world} processes: resume "
+                                       "needs it on a file system they share")
+    return found
+
+
+def _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device, regenerate,
+           extraction, seed, progress, desc, history, checkpoint) -> None:
+    """The epochs; ``net`` is ``model`` or its DistributedDataParallel wrapper (then the metrics are summed
+    over the processes)."""
+    distributed = net is not model
+    for epoch in range(len(history), epochs):
+        if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):   # a DistributedSampler's shuffling
+            train_loader.sampler.set_epoch(epoch)
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress)
@@ -162,7 +238,7 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
             if sparse is not None:
                 sparse.before_step()
             optimizer.zero_grad(set_to_none=True)
-            out = model(x)
+            out = net(x)
             loss = distill(out, y, x) if distill is not None else loss_fn(out, y)
             loss.backward()
             optimizer.step()
@@ -173,7 +249,13 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
         current_lr = optimizer.param_groups[0]["lr"]
         if sched is not None:
             sched.step()
-        val = evaluate_accuracy(model, val_loader, device) if val_loader is not None else None
+        if distributed:
+            average_batchnorm_statistics(model)   # before evaluating: the same model on every process
+        val_correct, val_total = _correct_total(model, val_loader, device) if val_loader is not None else (0, 0)
+        if distributed:
+            total_loss, correct, seen, val_correct, val_total = all_sum(
+                (total_loss, correct, seen, val_correct, val_total), device)
+        val = val_correct / max(val_total, 1) if val_loader is not None else None
         record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
                   "val_accuracy": val, "lr": current_lr}
         if regenerate:
@@ -181,6 +263,8 @@ def _train(model, train_loader, epochs, optimizer, sched, loss_fn, distill, spar
         if sparse is not None:
             record.update(sparse.record())
         history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, history, epochs=epochs, scheduler=sched)
 
 
 def feather(model: nn.Module, train_loader, sparsity: float, epochs: int, *, initial_sparsity: float = 0.0,
