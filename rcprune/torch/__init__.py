@@ -13,7 +13,8 @@ training), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chain
 the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention); ``export``
 writes a compacted model as ONNX or as a pickle-free PyTorch file that ``load_compacted`` rebuilds
-(``save_compacted`` writes that file alone). Needs the ``torch`` extra.
+(``save_compacted`` writes that file alone); ``init_distributed`` starts the process group under ``torchrun``,
+in which ``finetune`` trains data-parallel (DistributedDataParallel). Needs the ``torch`` extra.
 """
 from rcprune.torch.extract import Extraction, LayerMap, extract
 from rcprune.torch.masking import apply, bake, is_masked, restore
@@ -29,9 +30,10 @@ from rcprune.torch.latency_table import LatencyTable, latency_table
 from rcprune.torch.pipeline import PruneReport, prune
 from rcprune.torch.saved_model import load_compacted, save_compacted
 from rcprune.torch.export import ExportReport, export
+from rcprune.torch.distributed import init_distributed
 
 __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_masked", "compact",
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
            "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable",
            "compensate", "CompensationReport", "reestimate_batchnorm", "export", "ExportReport", "save_compacted",
-           "load_compacted", "feather", "FeatherConfig", "global_magnitude_prune"]
+           "load_compacted", "feather", "FeatherConfig", "global_magnitude_prune", "init_distributed"]
