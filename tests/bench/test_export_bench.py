@@ -15,7 +15,7 @@ def test_quick_exports_and_checks_every_format(tmp_path):
     rows = result["rows"]
     assert [(r["model"], r["sparsity"], r["format"]) for r in rows] == [("cifar-resnet8", 0.9, "onnx"),
                                                                        ("cifar-resnet8", 0.9, "torch")]
-    assert all(r["ok"] for r in rows) and result["passed"]
+    assert all(r["ok"] and r["input_dependent"] for r in rows) and result["passed"]
     assert rows[0]["max_abs_diff"] <= 1e-4 and rows[1]["max_abs_diff"] == 0.0
     assert rows[1]["torch_export_diff"] <= 1e-5
     assert 0 < rows[0]["kept_weights"] and all(r["bytes"] > 0 for r in rows)
@@ -29,6 +29,8 @@ def test_a_failed_export_is_a_row_and_fails_the_goal():
               "rows": [{"model": "m", "sparsity": 0.5, "format": "onnx", "ok": False, "error": "Boom: no", "seconds": 1.0}]}
     text = format_export(result)
     assert "| m | 0.5 | onnx | no: Boom: no |" in text and "FAIL" in text
+    result["rows"][0]["input_dependent"] = False
+    assert "does not depend on the input (a vacuous check) for: m @ 0.5" in format_export(result)
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(models=("vgg",)), "models"), (dict(sparsities=(1.0,)), "sparsities"),
