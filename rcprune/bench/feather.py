@@ -134,8 +134,10 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                 if method in MASKED_ROWS:
                     model, options = _pruned(method, dense, example, s)
                     row["acc_zero_shot"] = evaluate_accuracy(model, test)
-                    finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
-                             desc=f"{method} {s:g}", **options)
+                    hist = finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
+                                    desc=f"{method} {s:g}", **options)
+                    if "regenerate" in options:   # channels revived, summed over epochs and BatchNorms
+                        row["regenerated"] = sum(sum(h["regenerated"].values()) for h in hist)
                 else:
                     model = copy.deepcopy(dense)
                     options = {"feather": {}, "feather-learned": {"allocation": "learned"},

@@ -26,6 +26,7 @@ def test_quick_writes_every_row(tmp_path, capsys):
         else:
             assert r["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
         assert ("acc_zero_shot" in r) == (r["method"] in MASKED_ROWS)
+        assert ("regenerated" in r) == (r["method"] == "rc-regenerate")
     assert result["config"]["quick"]
     assert [g["passed"] is not None for g in result["goals"]] == [True]
     printed = capsys.readouterr().out
