@@ -227,7 +227,9 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
         threads = worker_threads(n_jobs, backend) if threads is None else threads
         done: set[int] = set()
         with _backend_context(backend, n_jobs):
-            runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="n_jobs", batch_size=1)
+            # ray's joblib backend returns lists only: its bar moves once, at the end
+            runner = Parallel(n_jobs=n_jobs, return_as="list" if backend == "ray" else "generator_unordered",
+                              pre_dispatch="n_jobs", batch_size=1)
             calls = (delayed(_indexed)(i, task, args, threads) for i, (_, args) in enumerate(jobs))
             try:
                 for i, outcome in runner(calls):
