@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from rcprune.validation import InvalidInstanceError
 
 __all__ = ["BACKENDS", "EXTRAS", "LayerTaskError", "check_n_jobs", "check_backend", "layer_seed", "map_layers",
-           "worker_threads"]
+           "worker_threads", "limited_threads"]
 
 BACKENDS = ("loky", "threading", "dask", "ray")
 EXTRAS = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}   # backend: (module needed, rcprune extra)

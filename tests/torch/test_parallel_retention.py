@@ -161,3 +161,13 @@ def test_ray_backend():
         _same(serial, _pruned(method="retention-greedy", seed=1, n_jobs=2, backend="ray"))
     finally:
         ray.shutdown()
+
+
+def test_bench_parallel_quick_from_the_cli(capsys):
+    from rcprune.cli import main
+
+    assert main(["bench", "parallel", "--quick", "--backend", "threading"]) == 0
+    out = capsys.readouterr().out
+    assert "serial, 1 thread" in out and "threading, n_jobs=2" in out and "masks identical: True" in out
+    assert main(["bench", "parallel", "--quick", "--backend", "spark"]) == 2
+    assert "backend must be one of" in capsys.readouterr().err
