@@ -22,6 +22,7 @@ import numbers
 import os
 import sys
 import traceback
+import warnings
 import zlib
 from typing import Callable, Sequence
 
@@ -231,11 +232,16 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
             runner = Parallel(n_jobs=n_jobs, return_as="list" if backend == "ray" else "generator_unordered",
                               pre_dispatch="n_jobs", batch_size=1)
             calls = (delayed(_indexed)(i, task, args, threads) for i, (_, args) in enumerate(jobs))
+            outcomes = runner(calls)
             try:
-                for i, outcome in runner(calls):
+                for i, outcome in outcomes:
                     done.add(i)
                     record(i, outcome)
             except (InvalidInstanceError, LayerTaskError):
+                with warnings.catch_warnings():   # joblib's note that the other layers' tasks were cancelled
+                    warnings.simplefilter("ignore", UserWarning)
+                    if hasattr(outcomes, "close"):
+                        outcomes.close()
                 raise
             except Exception as exc:   # a worker died (loky's TerminatedWorkerError, a lost dask worker, ...)
                 from joblib import effective_n_jobs
