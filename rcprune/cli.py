@@ -274,16 +274,16 @@ def _bench_parallel(args) -> None:
         from rcprune.bench.parallel import PARALLEL_COLUMNS, bench_parallel
     except ImportError as exc:
         raise InvalidInstanceError(f"bench parallel needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
-    method = _split_list(args.methods, str.strip, "--methods")[0] if args.methods else "retention-greedy"
+    method = _split_list(args.methods, str.strip, "--methods")[0] if args.methods else "compensated-tabu"
     out = bench_parallel(quick=args.quick, n_jobs=n_jobs, backend=backend, method=method,
                          sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,
                          repeats=args.repeats or (1 if args.quick else 2), log=lambda msg: print(msg, file=sys.stderr))
     load = ", ".join(f"{v:.2f}" for v in out["load"])
     print(f"layer-parallel retention ({out['method']}, sparsity {out['sparsity']:g}) of {out['layers']} layers of "
-          f"{out['model']}; H from {out['images']} random {out['size']}x{out['size']} images; wall seconds of "
-          f"retention_prune, best of {out['repeats']} interleaved rounds in this run after a "
-          f"{out['warmup_seconds']:.1f} s warm-up; {out['cpus']} "
-          f"cpus, load average {load}")
+          f"{out['model']}; H from {out['images']} random {out['size']}x{out['size']} images (one pass, "
+          f"{out['calibration_seconds']:.1f} s, not in the times); wall seconds of the layer solves, best of "
+          f"{out['repeats']} interleaved rounds in this run after a {out['warmup_seconds']:.1f} s warm-up; "
+          f"{out['cpus']} cpus, load average {load}")
     print(format_table(out["rows"], PARALLEL_COLUMNS))
     par, one = out["rows"][-1], out["rows"][1]
     print(f"parallel vs serial (default threads): {par['vs_serial']:.2f}x; vs serial (1 thread): "
@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing); large-layer: retention "
                         "methods (default sparsegpt,compensated-tabu); parallel: the retention method (default "
-                        "retention-greedy); feather: rows (default magnitude,feather; also "
+                        "compensated-tabu); feather: rows (default magnitude,feather; also "
                         "feather-learned, magnitude-rc, feather-rc)")
     b.add_argument("--n-jobs", type=int, default=2,
                    help="parallel: joblib workers of the layer-parallel run (-1: every core; default 2)")

@@ -167,7 +167,7 @@ def _backend_context(backend: str, n_jobs: int):
 
 def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int = 1, backend: str = "loky",
                threads: int | None = None, progress: bool = False, desc: str | None = None,
-               postfix: Callable | None = None, what: str = "layer") -> list:
+               postfix: Callable | None = None, what: str = "layer", cost: Callable | None = None) -> list:
     """``[task(*args) for name, args in jobs]``, the tasks run by ``n_jobs`` joblib workers on ``backend``.
 
     Parameters
@@ -191,6 +191,10 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
         the layer's name); the tasks run without bars.
     what : str
         What a job is, for the errors ("layer", "calibration shard").
+    cost : callable, optional
+        ``cost(args)`` estimates a job's work: the workers take the jobs costliest first (longest
+        processing time first, so one large layer does not finish alone at the end); the results keep the
+        order of ``jobs``.
 
     Returns
     -------
@@ -231,7 +235,8 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
             # ray's joblib backend returns lists only: its bar moves once, at the end
             runner = Parallel(n_jobs=n_jobs, return_as="list" if backend == "ray" else "generator_unordered",
                               pre_dispatch="n_jobs", batch_size=1)
-            calls = (delayed(_indexed)(i, task, args, threads) for i, (_, args) in enumerate(jobs))
+            order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i][1])) if cost else range(len(jobs))
+            calls = (delayed(_indexed)(i, task, jobs[i][1], threads) for i in order)
             outcomes = runner(calls)
             try:
                 for i, outcome in outcomes:
@@ -246,7 +251,7 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
             except Exception as exc:   # a worker died (loky's TerminatedWorkerError, a lost dask worker, ...)
                 from joblib import effective_n_jobs
 
-                flight = [n for i, n in enumerate(names) if i not in done][:max(1, effective_n_jobs(n_jobs))]
+                flight = [names[i] for i in order if i not in done][:max(1, effective_n_jobs(n_jobs))]
                 raise LayerTaskError(f"a worker stopped while working on one of the {what}s {flight} "
                                      f"({type(exc).__name__}: {exc})", flight) from exc
         return results

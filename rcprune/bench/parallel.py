@@ -1,9 +1,10 @@
 """Layer-parallel retention against the serial run, in the same process: a torchvision ResNet-50 with random
-weights, H from a few random images, every selected conv/linear layer solved by ``method``, once serially
-with the default threads, once serially with one thread, once on ``n_jobs`` joblib workers of one thread
-each. Times are wall seconds of the whole :func:`rcprune.torch.retention_prune` call (the calibration pass
-included, the same in every run) after a warm-up that compiles the kernels and starts the workers; the masks
-must be identical. ``quick``: a small CIFAR ResNet-8 at 16 x 16, for tests.
+weights, H from a few random images (one calibration pass, timed apart), every selected conv/linear layer
+solved by ``method`` (the per-layer jobs :func:`rcprune.torch.retention_prune` runs, through the same
+:func:`rcprune.parallel.map_layers`), once serially with the default threads, once serially with one
+thread, once on ``n_jobs`` joblib workers. Times are wall seconds of the layer solves (what ``n_jobs``
+parallelizes) after a warm-up that compiles the kernels and starts the workers; the masks must be
+identical. ``quick``: a small CIFAR ResNet-8 at 16 x 16, for tests.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from rcprune.parallel import limited_threads, map_layers
 
 __all__ = ["bench_parallel", "PARALLEL_COLUMNS", "DEFAULT_STAGES"]
 
-DEFAULT_STAGES = ("conv1", "layer1", "layer2")   # 24 layers of 147 to 1152 inputs: seconds each on 2 cores
-PARALLEL_COLUMNS = ["run", "n_jobs", "threads", "seconds", "vs_serial", "masks_identical"]
+DEFAULT_STAGES = ("conv1", "layer1")   # 11 layers of 64 to 576 inputs: 0.1 to 9 s each (compensated-tabu, 1 thread)
+PARALLEL_COLUMNS = ["run", "n_jobs", "threads", "seconds", "all_seconds", "vs_serial", "masks_identical"]
 
 
 def _model_and_data(quick: bool, images: int, size: int, seed: int):
@@ -55,16 +56,19 @@ def _warm_task(i: int, method: str) -> int:
     return i
 
 
-def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky", method: str = "retention-greedy",
+def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky", method: str = "compensated-tabu",
                    sparsity: float = 0.9, stages=DEFAULT_STAGES, images: int = 16, size: int = 64, seed: int = 0,
                    repeats: int = 1, log=print) -> dict:
     """``{"rows": [...], "layers": count, "load": os.getloadavg(), ...}``: one row per run (serial with the
     default threads, serial with one thread, parallel), the best wall seconds of ``repeats`` rounds (the
     runs interleaved in each round, so a load change hits them alike), the ratio to the serial run and
     whether the masks equal the serial run's."""
-    from rcprune.torch.rcmask import keep_mask
-    from rcprune.torch.retention import retention_layers, retention_prune
+    from rcprune.solve import RETENTION_OBJECTIVES
+    from rcprune.retention.layer_task import solve_layer
+    from rcprune.torch.hessians import layer_hessians
+    from rcprune.torch.retention import layer_jobs, retention_layers
 
+    objective = "masked" if "masked" in RETENTION_OBJECTIVES[method] else "compensated"
     dense, data = _model_and_data(quick, images, size, seed)
     names, _ = retention_layers(dense)
     if not quick:
@@ -73,34 +77,34 @@ def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky
     t = time.perf_counter()
     _warm(method, n_jobs, backend)
     warm = time.perf_counter() - t
+    t = time.perf_counter()
+    hessians, _ = layer_hessians(dense, data, names)
+    calibration = time.perf_counter() - t
+    jobs = layer_jobs(dict(dense.named_modules()), names, hessians, dict(sparsity=sparsity, method=method,
+                                                                           objective=objective), seed)
     masks = {}
     plan = [("serial, default threads", 1, None), ("serial, 1 thread", 1, 1), (f"{backend}, n_jobs={n_jobs}", n_jobs, None)]
-    runs = [{"run": run, "n_jobs": jobs, "threads": threads or "default", "seconds": float("inf"), "all_seconds": []}
-            for run, jobs, threads in plan]
+    runs = [{"run": run, "n_jobs": jobs_, "threads": threads or "default", "seconds": float("inf"), "all_seconds": []}
+            for run, jobs_, threads in plan]
     for _ in range(repeats):
-        for row, (run, jobs, threads) in zip(runs, plan):
-            model = _copy(dense)
+        for row, (run, jobs_, threads) in zip(runs, plan):
             t = time.perf_counter()
             with limited_threads(threads):
-                rep = retention_prune(model, data, sparsity, method=method, layers=names, seed=seed, n_jobs=jobs,
-                                      backend=backend)
+                solved = map_layers(solve_layer, jobs, n_jobs=jobs_, backend=backend,
+                                    cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
             seconds = time.perf_counter() - t
-            masks.setdefault(run, [keep_mask(model.get_submodule(n)).clone() for n in names])
+            masks.setdefault(run, [mask for mask, _, _ in solved])
             log(f"{run}: {seconds:.1f} s")
-            row["all_seconds"].append(seconds)
+            row["all_seconds"].append(round(seconds, 2))
             row["seconds"] = min(row["seconds"], seconds)
-            row["error"] = rep.totals()["error"]
+            row["error"] = sum(r["error"] for _, _, r in solved)
     serial = runs[0]
     for r in runs:
         r["vs_serial"] = serial["seconds"] / r["seconds"] if r["seconds"] > 0 else None
-        r["masks_identical"] = all(torch.equal(a, b) for a, b in zip(masks[serial["run"]], masks[r["run"]]))
+        r["masks_identical"] = all((a == b).all() for a, b in zip(masks[serial["run"]], masks[r["run"]]))
     return {"rows": runs, "layers": len(names), "method": method, "sparsity": sparsity, "warmup_seconds": warm,
+            "calibration_seconds": calibration, "layer_seconds": {n: r["runtime"] for n, (_, _, r) in zip(names, solved)},
             "load": os.getloadavg(), "cpus": os.cpu_count(), "model": "cifar_resnet-8 (quick)" if quick else
             f"torchvision resnet50, random weights, layers {', '.join(stages)}",
             "images": sum(len(b) for b in data), "size": 16 if quick else size, "repeats": repeats}
 
-
-def _copy(model):
-    import copy
-
-    return copy.deepcopy(model)

@@ -127,6 +127,13 @@ def _dense_weights(module: nn.Module) -> np.ndarray:
     return w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
 
 
+def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int) -> list:
+    """The :func:`rcprune.retention.layer_task.solve_layer` jobs of ``names``: each its own weights and H
+    (taken out of ``hessians``, so the dict does not hold them twice) and its seed from its name."""
+    return [(name, (name, _dense_weights(modules[name]), hessians.pop(name), dict(settings, seed=layer_seed(seed, name))))
+            for name in names]
+
+
 def _register(module: nn.Module, mask: np.ndarray, fitted: np.ndarray | None) -> None:
     """Mask ``module.weight`` (reversibly) and write the refit weights into the mask's trainable values."""
     w = module.weight
@@ -299,10 +306,9 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     else:   # every H from one pass: the layers are independent, each task gets its own W and H only
         hessians, counts = layer_hessians(model, calibration_loader, names, shards=shards, n_jobs=n_jobs if shards
                                           else 1, backend=backend, max_batches=max_batches, progress=progress)
-        jobs = [(name, (name, _dense_weights(modules[name]), hessians.pop(name), dict(settings, seed=layer_seed(
-            seed, name)))) for name in names]
-        solved = map_layers(solve_layer, jobs, n_jobs=n_jobs, backend=backend, progress=progress,
-                            desc=f"{method} layers", postfix=postfix)
+        solved = map_layers(solve_layer, layer_jobs(modules, names, hessians, settings, seed), n_jobs=n_jobs,
+                            backend=backend, progress=progress, desc=f"{method} layers", postfix=postfix,
+                            cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
         for name, (mask, fitted, _) in zip(names, solved):   # every layer solved: only now is the model masked
             _register(modules[name], mask, fitted)
     rows = [row for _, _, row in solved]
