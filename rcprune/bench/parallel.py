@@ -18,7 +18,8 @@ from rcprune.parallel import limited_threads, map_layers
 __all__ = ["bench_parallel", "PARALLEL_COLUMNS", "DEFAULT_STAGES"]
 
 DEFAULT_STAGES = ("conv1", "layer1")   # 11 layers of 64 to 576 inputs: 0.1 to 9 s each (compensated-tabu, 1 thread)
-PARALLEL_COLUMNS = ["run", "n_jobs", "threads", "seconds", "all_seconds", "vs_serial", "masks_identical"]
+PARALLEL_COLUMNS = ["run", "n_jobs", "threads", "seconds", "all_seconds", "vs_serial", "cpu_seconds", "cores_used",
+                    "masks_identical"]
 
 
 def _model_and_data(quick: bool, images: int, size: int, seed: int):
@@ -56,15 +57,25 @@ def _warm_task(i: int, method: str) -> int:
     return i
 
 
+def _cpu_timed(*args):
+    """:func:`solve_layer` and the CPU seconds its process spent on it (all its threads)."""
+    from rcprune.retention.layer_task import solve_layer
+
+    t = time.process_time()
+    out = solve_layer(*args)
+    return out, time.process_time() - t
+
+
 def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky", method: str = "compensated-tabu",
                    sparsity: float = 0.9, stages=DEFAULT_STAGES, images: int = 16, size: int = 64, seed: int = 0,
                    repeats: int = 1, log=print) -> dict:
     """``{"rows": [...], "layers": count, "load": os.getloadavg(), ...}``: one row per run (serial with the
     default threads, serial with one thread, parallel), the best wall seconds of ``repeats`` rounds (the
     runs interleaved in each round, so a load change hits them alike), the ratio to the serial run and
-    whether the masks equal the serial run's."""
+    whether the masks equal the serial run's; ``cpu_seconds`` (the layer solves' CPU time, all processes and
+    threads, in the best round) over the wall seconds is ``cores_used``: how much of the machine the run got
+    (on a machine shared with other work, the kernel's fair share caps it, whatever ``n_jobs``)."""
     from rcprune.solve import RETENTION_OBJECTIVES
-    from rcprune.retention.layer_task import solve_layer
     from rcprune.torch.hessians import layer_hessians
     from rcprune.torch.retention import layer_jobs, retention_layers
 
@@ -90,9 +101,13 @@ def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky
         for row, (run, jobs_, threads) in zip(runs, plan):
             t = time.perf_counter()
             with limited_threads(threads):
-                solved = map_layers(solve_layer, jobs, n_jobs=jobs_, backend=backend,
-                                    cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
+                timed = map_layers(_cpu_timed, jobs, n_jobs=jobs_, backend=backend,
+                                   cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
             seconds = time.perf_counter() - t
+            solved = [out for out, _ in timed]
+            if seconds <= row["seconds"]:
+                row["cpu_seconds"] = sum(c for _, c in timed)
+                row["cores_used"] = row["cpu_seconds"] / seconds
             masks.setdefault(run, [mask for mask, _, _ in solved])
             log(f"{run}: {seconds:.1f} s")
             row["all_seconds"].append(round(seconds, 2))
