@@ -48,7 +48,7 @@ def _warm(method: str, n_jobs: int, backend: str) -> None:
 def _warm_task(i: int, method: str) -> int:
     import numpy as np
 
-    from rcprune.retention.layer_task import solve_layer
+    from rcprune.retention_task import solve_layer
     from rcprune.solve import RETENTION_OBJECTIVES
 
     objective = "masked" if "masked" in RETENTION_OBJECTIVES[method] else "compensated"
@@ -59,7 +59,7 @@ def _warm_task(i: int, method: str) -> int:
 
 def _cpu_timed(*args):
     """:func:`solve_layer` and the CPU seconds its process spent on it (all its threads)."""
-    from rcprune.retention.layer_task import solve_layer
+    from rcprune.retention_task import solve_layer
 
     t = time.process_time()
     out = solve_layer(*args)

@@ -26,6 +26,7 @@ from rcprune.validation import InvalidInstanceError, check_int_option
 
 from rcprune.torch.batches import check_loader, input_tensor
 from rcprune.torch.layer_inputs import layer_inputs
+from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["HessianSums", "hessian_sums", "layer_hessians"]
 
@@ -111,7 +112,7 @@ def layer_hessians(model: nn.Module, calibration_loader=None, layers=None, *, sh
     calibration_loader : iterable
         Batches ``(inputs, ...)`` or input tensors; labels are not used.
     layers : list of str, optional
-        See :func:`rcprune.torch.retention.retention_layers`.
+        See :func:`rcprune.torch.retention_layers.retention_layers`.
     shards : list of iterables, optional
         Instead of ``calibration_loader``: loaders whose sums are taken apart and merged (in this order);
         ``max_batches`` applies to each. With ``n_jobs`` other than 1 each shard is summed by a joblib
@@ -128,8 +129,6 @@ def layer_hessians(model: nn.Module, calibration_loader=None, layers=None, *, sh
         Undamped n x n float64 arrays (length-n diagonals with ``diagonal=True``) and the number N of input
         vectors per layer.
     """
-    from rcprune.torch.retention import retention_layers
-
     names, _ = retention_layers(model, layers)
     if max_batches is not None:
         max_batches = check_int_option(max_batches, "max_batches", minimum=1)

@@ -27,7 +27,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from rcprune.parallel import check_backend, check_n_jobs, layer_seed, map_layers
-from rcprune.retention.layer_task import solve_layer
+from rcprune.retention_task import solve_layer
 from rcprune.retention.model import SCOPES
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_nonnegative, check_seed, check_time_limit)
@@ -39,6 +39,7 @@ from rcprune.torch.layer_inputs import layer_inputs
 from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import register, unregister
+from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
            "retention_layers"]
@@ -90,45 +91,13 @@ class RetentionReport:
         return s
 
 
-def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str]]:
-    """``(selected, skipped)`` module names. Default: every Conv2d with ``groups == 1`` and every Linear,
-    the stem and the classifier included (grouped convs are skipped); named layers must be such modules."""
-    if not isinstance(model, nn.Module):
-        raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    modules = dict(model.named_modules())
-    if layers is None:
-        chosen = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        skipped = [n for n in chosen if isinstance(modules[n], nn.Conv2d) and modules[n].groups != 1]
-        return [n for n in chosen if n not in skipped], skipped
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in layers):
-        raise InvalidInstanceError(f"layers must be module names (a name or a list of names), got {layers!r}")
-    layers = list(layers)
-    if not layers:
-        raise InvalidInstanceError("layers is empty: name at least one Conv2d or Linear module")
-    for n in layers:
-        if n not in modules:
-            close = [c for c in modules if isinstance(modules[c], (nn.Conv2d, nn.Linear))][:8]
-            raise InvalidInstanceError(f"unknown layer name {n!r}; conv/linear modules of the model: {close} ...")
-        m = modules[n]
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            raise InvalidInstanceError(f"layer {n!r} is a {type(m).__name__}: only Conv2d and Linear can be pruned")
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            raise InvalidInstanceError(f"layer {n!r} is a grouped convolution (groups={m.groups}): only groups == 1 "
-                                       "is supported (its weight is not one im2col matrix)")
-    if len(set(layers)) != len(layers):
-        raise InvalidInstanceError(f"layers names a module twice: {layers}")
-    return layers, []
-
-
 def _dense_weights(module: nn.Module) -> np.ndarray:
     w = module.weight.detach()
     return w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
 
 
 def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int) -> list:
-    """The :func:`rcprune.retention.layer_task.solve_layer` jobs of ``names``: each its own weights and H
+    """The :func:`rcprune.retention_task.solve_layer` jobs of ``names``: each its own weights and H
     (taken out of ``hessians``, so the dict does not hold them twice) and its seed from its name."""
     return [(name, (name, _dense_weights(modules[name]), hessians.pop(name), dict(settings, seed=layer_seed(seed, name))))
             for name in names]

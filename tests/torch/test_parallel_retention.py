@@ -41,7 +41,7 @@ def test_parallel_masks_and_refits_equal_the_serial_run(method, refit):
 
 
 def test_each_layer_seed_comes_from_its_name_not_its_position(monkeypatch):
-    import rcprune.retention.layer_task as task
+    import rcprune.retention_task as task
 
     seen = {}
     real = task.solve_layer
@@ -60,7 +60,7 @@ def test_each_layer_seed_comes_from_its_name_not_its_position(monkeypatch):
 
 @pytest.mark.parametrize("n_jobs, backend", [(1, "loky"), (2, "threading")])
 def test_a_failing_layer_is_named_and_the_model_stays_unmasked(monkeypatch, n_jobs, backend):
-    import rcprune.retention.layer_task as task
+    import rcprune.retention_task as task
 
     def broken(name, *args):
         if name == "conv2":
