@@ -123,7 +123,7 @@ def _raise_failure(name: str, outcome: tuple, what: str):
     _, kind, message, trace, invalid = outcome
     if invalid:
         raise InvalidInstanceError(f"{what} {name!r}: {message}")
-    raise LayerTaskError(f"{what} {name!r} failed in its worker: {kind}: {message}\n--- worker traceback ---\n{trace}",
+    raise LayerTaskError(f"{what} {name!r} failed: {kind}: {message}\n--- traceback ---\n{trace}",
                          name)
 
 

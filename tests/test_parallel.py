@@ -79,7 +79,7 @@ def test_unknown_backend_names_the_choices_and_a_missing_one_the_extra(monkeypat
 @pytest.mark.parametrize("n_jobs, backend", [(1, "loky"), (2, "loky"), (2, "threading")])
 def test_a_task_that_raises_is_named_by_its_layer(n_jobs, backend):
     jobs = [(n, (n, "layer2.conv")) for n in ("conv1", "layer2.conv", "fc")]
-    with pytest.raises(LayerTaskError, match=r"layer 'layer2.conv' failed in its worker: ValueError: boom") as info:
+    with pytest.raises(LayerTaskError, match=r"layer 'layer2.conv' failed: ValueError: boom") as info:
         map_layers(fails_on, jobs, n_jobs=n_jobs, backend=backend)
     assert info.value.layer == "layer2.conv"
     with pytest.raises(InvalidInstanceError, match=r"layer 'conv1': the hessian is not positive"):

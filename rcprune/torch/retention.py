@@ -144,7 +144,8 @@ def _sequential(model, loader, names, modules, settings, seed, max_batches, batc
             else:
                 hs, c = layer_hessians(model, loader, [name], max_batches=max_batches)
                 h, counts[name] = hs[name], c[name]
-            out = solve_layer(name, w2, h, dict(settings, seed=layer_seed(seed, name)), target_weights, stats)
+            out, = map_layers(solve_layer, [(name, (name, w2, h, dict(settings, seed=layer_seed(seed, name)),
+                                                    target_weights, stats))])   # errors name the layer
             _register(module, out[0], out[1])
             solved.append(out)
             bar.set_postfix(layer=name, **postfix(out))

@@ -69,8 +69,23 @@ def test_a_failing_layer_is_named_and_the_model_stays_unmasked(monkeypatch, n_jo
 
     monkeypatch.setattr("rcprune.torch.retention.solve_layer", broken)
     model = _tiny()
-    with pytest.raises(LayerTaskError, match="layer 'conv2' failed in its worker: FloatingPointError"):
+    with pytest.raises(LayerTaskError, match="layer 'conv2' failed: FloatingPointError"):
         retention_prune(model, _batches(2), 0.7, method="retention-greedy", n_jobs=n_jobs, backend=backend)
+    assert all(keep_mask(model.get_submodule(n)) is None for n in LAYERS)
+
+
+def test_a_failing_layer_of_a_sequential_run_unmasks_the_layers_before_it(monkeypatch):
+    import rcprune.retention_task as task
+
+    def broken(name, *args):
+        if name == "fc":
+            raise FloatingPointError("the kernel overflowed")
+        return task.solve_layer(name, *args)
+
+    monkeypatch.setattr("rcprune.torch.retention.solve_layer", broken)
+    model = _tiny()
+    with pytest.raises(LayerTaskError, match="layer 'fc' failed: FloatingPointError"):
+        retention_prune(model, _batches(2), 0.7, method="retention-greedy", sequential=True, batchnorm=False)
     assert all(keep_mask(model.get_submodule(n)) is None for n in LAYERS)
 
 
