@@ -273,7 +273,8 @@ def _bench_parallel(args) -> None:
     try:
         from rcprune.bench.parallel import PARALLEL_COLUMNS, bench_parallel
     except ImportError as exc:
-        raise InvalidInstanceError(f"bench parallel needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+        raise InvalidInstanceError(f"bench parallel needs the torch extra (pip install 'rcprune[torch]'): "
+                                   f"{exc}") from None
     method = _split_list(args.methods, str.strip, "--methods")[0] if args.methods else "compensated-tabu"
     out = bench_parallel(quick=args.quick, n_jobs=n_jobs, backend=backend, method=method,
                          sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,

@@ -94,7 +94,8 @@ def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky
     jobs = layer_jobs(dict(dense.named_modules()), names, hessians, dict(sparsity=sparsity, method=method,
                                                                            objective=objective), seed)
     masks = {}
-    plan = [("serial, default threads", 1, None), ("serial, 1 thread", 1, 1), (f"{backend}, n_jobs={n_jobs}", n_jobs, None)]
+    plan = [("serial, default threads", 1, None), ("serial, 1 thread", 1, 1),
+            (f"{backend}, n_jobs={n_jobs}", n_jobs, None)]
     runs = [{"run": run, "n_jobs": jobs_, "threads": threads or "default", "seconds": float("inf"), "all_seconds": []}
             for run, jobs_, threads in plan]
     for _ in range(repeats):
@@ -118,7 +119,8 @@ def bench_parallel(*, quick: bool = False, n_jobs: int = 2, backend: str = "loky
         r["vs_serial"] = serial["seconds"] / r["seconds"] if r["seconds"] > 0 else None
         r["masks_identical"] = all((a == b).all() for a, b in zip(masks[serial["run"]], masks[r["run"]]))
     return {"rows": runs, "layers": len(names), "method": method, "sparsity": sparsity, "warmup_seconds": warm,
-            "calibration_seconds": calibration, "layer_seconds": {n: r["runtime"] for n, (_, _, r) in zip(names, solved)},
+            "calibration_seconds": calibration,
+            "layer_seconds": {n: r["runtime"] for n, (_, _, r) in zip(names, solved)},
             "load": os.getloadavg(), "cpus": os.cpu_count(), "model": "cifar_resnet-8 (quick)" if quick else
             f"torchvision resnet50, random weights, layers {', '.join(stages)}",
             "images": sum(len(b) for b in data), "size": 16 if quick else size, "repeats": repeats}

@@ -99,8 +99,8 @@ def _dense_weights(module: nn.Module) -> np.ndarray:
 def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int) -> list:
     """The :func:`rcprune.retention_task.solve_layer` jobs of ``names``: each its own weights and H
     (taken out of ``hessians``, so the dict does not hold them twice) and its seed from its name."""
-    return [(name, (name, _dense_weights(modules[name]), hessians.pop(name), dict(settings, seed=layer_seed(seed, name))))
-            for name in names]
+    return [(name, (name, _dense_weights(modules[name]), hessians.pop(name),
+                    dict(settings, seed=layer_seed(seed, name)))) for name in names]
 
 
 def _register(module: nn.Module, mask: np.ndarray, fitted: np.ndarray | None) -> None:

@@ -156,8 +156,8 @@ def test_bad_shards_are_clear_errors(kwargs, message):
 def test_dask_backend_with_the_users_client_and_without():
     distributed = pytest.importorskip("distributed")
     serial = _pruned(method="retention-annealing", seed=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         _same(serial, _pruned(method="retention-annealing", seed=2, n_jobs=-1, backend="dask"))
         assert client.status == "running"   # the user's client is used as it is, not closed
         whole, _ = layer_hessians(_tiny(), _batches(4))
