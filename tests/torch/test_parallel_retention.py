@@ -40,6 +40,26 @@ def test_parallel_masks_and_refits_equal_the_serial_run(method, refit):
     _same(serial, _pruned(method=method, refit=refit, seed=5, n_jobs=2, backend="threading"))
 
 
+def test_each_job_carries_only_its_own_layers_weights_and_h(monkeypatch):
+    import rcprune.torch.retention as retention
+
+    seen = []
+    real = retention.map_layers
+
+    def spy(task, jobs, **kwargs):
+        seen.extend(jobs)
+        return real(task, jobs, **kwargs)
+
+    monkeypatch.setattr(retention, "map_layers", spy)
+    model = _tiny()
+    retention_prune(model, _batches(2), 0.7, method="retention-greedy", n_jobs=2, backend="threading")
+    assert [name for name, _ in seen] == list(LAYERS)
+    for name, (label, w, h, settings) in seen:
+        n = model.get_submodule(name).weight[0].numel()
+        assert label == name and w.shape == (model.get_submodule(name).weight.shape[0], n) and h.shape == (n, n)
+        assert all(not isinstance(v, (dict, torch.nn.Module)) for k, v in settings.items() if k != "options")
+
+
 def test_each_layer_seed_comes_from_its_name_not_its_position(monkeypatch):
     import rcprune.retention_task as task
 
