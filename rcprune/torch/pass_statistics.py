@@ -4,7 +4,6 @@ pruned model (each layer's pruned inputs x_p met with it), so every layer's H, B
 from the same pruned network (the non-sequential compensation: :func:`rcprune.torch.compensate`)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
