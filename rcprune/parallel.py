@@ -85,9 +85,10 @@ def worker_threads(n_jobs: int, backend: str) -> int:
 
 
 @contextlib.contextmanager
-def limited_threads(threads: int | None):
+def limited_threads(threads: int | None, process_wide: bool = True):
     """numba, BLAS/OpenMP and (when imported) torch threads limited to ``threads`` inside the block; None:
-    no limit. numba's setting is per thread, so thread-pool workers each set their own."""
+    no limit. numba's and OpenMP's settings are per thread, BLAS's and torch's the process's: thread-pool
+    workers set only the former (``process_wide=False``) and the parent limits the rest once around them."""
     if threads is None:
         yield
         return
@@ -96,6 +97,13 @@ def limited_threads(threads: int | None):
 
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    if not process_wide:   # OpenMP's setting is per thread too
+        try:
+            with threadpool_limits(threads, user_api="openmp"):
+                yield
+        finally:
+            numba.set_num_threads(before)
+        return
     torch = sys.modules.get("torch")
     torch_before = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -109,11 +117,11 @@ def limited_threads(threads: int | None):
             torch.set_num_threads(torch_before)
 
 
-def _run_task(task: Callable, args: tuple, threads: int | None):
+def _run_task(task: Callable, args: tuple, threads: int | None, process_wide: bool = True):
     """``("ok", task(*args))`` or ``("error", ...)``: a worker never raises, so the parent names the layer
     and picks the exception type whatever the backend does with exceptions."""
     try:
-        with limited_threads(threads):
+        with limited_threads(threads, process_wide):
             return "ok", task(*args)
     except Exception as exc:
         return "error", type(exc).__name__, str(exc), traceback.format_exc(), isinstance(exc, InvalidInstanceError)
@@ -231,12 +239,13 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
 
         threads = worker_threads(n_jobs, backend) if threads is None else threads
         done: set[int] = set()
-        with _backend_context(backend, n_jobs):
+        shared = backend == "threading"   # one process: its BLAS and torch limits set here, once
+        with _backend_context(backend, n_jobs), limited_threads(threads if shared else None):
             # ray's joblib backend returns lists only: its bar moves once, at the end
             runner = Parallel(n_jobs=n_jobs, return_as="list" if backend == "ray" else "generator_unordered",
                               pre_dispatch="n_jobs", batch_size=1)
             order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i][1])) if cost else range(len(jobs))
-            calls = (delayed(_indexed)(i, task, jobs[i][1], threads) for i in order)
+            calls = (delayed(_indexed)(i, task, jobs[i][1], threads, not shared) for i in order)
             outcomes = runner(calls)
             try:
                 for i, outcome in outcomes:
@@ -259,5 +268,5 @@ def map_layers(task: Callable, jobs: Sequence[tuple[str, tuple]], *, n_jobs: int
         bar.close()
 
 
-def _indexed(i: int, task: Callable, args: tuple, threads: int | None):
-    return i, _run_task(task, args, threads)
+def _indexed(i: int, task: Callable, args: tuple, threads: int | None, process_wide: bool):
+    return i, _run_task(task, args, threads, process_wide)

@@ -92,3 +92,12 @@ def test_a_worker_that_dies_names_the_layers_in_flight():
         map_layers(dies_on, jobs, n_jobs=2, backend="loky")
     assert "b" in info.value.layer and "d" not in info.value.layer   # at most n_jobs in flight
     assert map_layers(square, [("a", (3,))], n_jobs=2) == [9]   # the pool recovers
+
+
+def test_thread_workers_limit_numba_each_and_blas_once():
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info()]
+    counts = map_layers(thread_counts, [(str(i), (i,)) for i in range(4)], n_jobs=2, backend="threading", threads=1)
+    assert all(numba_threads == 1 and all(t == 1 for t in pools) for numba_threads, pools in counts)
+    assert [p["num_threads"] for p in threadpool_info()] == before   # restored after
