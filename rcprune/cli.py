@@ -216,6 +216,8 @@ def cmd_bench(args) -> int:
         _bench_large_layer(args)
     elif args.what == "feather":
         _bench_feather(args)
+    elif args.what == "parallel":
+        _bench_parallel(args)
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -262,6 +264,31 @@ def _bench_large_layer(args) -> None:
           f"per-row budgets) under the compensated objective; vs_anchor and time_vs_anchor against SparseGPT, "
           f"measured in this run; instance built in {rows[0]['build_seconds']:.1f} s (not in the seconds)")
     print(format_table(rows, LARGE_LAYER_COLUMNS))
+
+
+def _bench_parallel(args) -> None:
+    from rcprune.parallel import check_backend, check_n_jobs
+
+    n_jobs, backend = check_n_jobs(args.n_jobs), check_backend(args.backend)
+    try:
+        from rcprune.bench.parallel import PARALLEL_COLUMNS, bench_parallel
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench parallel needs the torch extra (pip install 'rcprune[torch]'): "
+                                   f"{exc}") from None
+    method = _split_list(args.methods, str.strip, "--methods")[0] if args.methods else "compensated-tabu"
+    out = bench_parallel(quick=args.quick, n_jobs=n_jobs, backend=backend, method=method,
+                         sparsity=args.sparsity if args.sparsity is not None else 0.9, seed=args.seed,
+                         repeats=args.repeats or (1 if args.quick else 2), log=lambda msg: print(msg, file=sys.stderr))
+    load = ", ".join(f"{v:.2f}" for v in out["load"])
+    print(f"layer-parallel retention ({out['method']}, sparsity {out['sparsity']:g}) of {out['layers']} layers of "
+          f"{out['model']}; H from {out['images']} random {out['size']}x{out['size']} images (one pass, "
+          f"{out['calibration_seconds']:.1f} s, not in the times); wall seconds of the layer solves, best of "
+          f"{out['repeats']} interleaved rounds in this run after a {out['warmup_seconds']:.1f} s warm-up; "
+          f"{out['cpus']} cpus, load average {load}")
+    print(format_table(out["rows"], PARALLEL_COLUMNS))
+    par, one = out["rows"][-1], out["rows"][1]
+    print(f"parallel vs serial (default threads): {par['vs_serial']:.2f}x; vs serial (1 thread): "
+          f"{one['seconds'] / par['seconds']:.2f}x; masks identical: {par['masks_identical']}")
 
 
 def _bench_feather(args) -> None:
@@ -521,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
-                                    "table", "plan", "zeroshot", "large-layer", "feather"])
+                                    "table", "plan", "zeroshot", "large-layer", "feather",
+                                    "parallel"])
     b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
@@ -530,12 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
     b.add_argument("--quick", action="store_true", help="solvers, bounds: small instances, fewer moves, short bounds; "
-                   "latency: batch 4, 32x32, fewer variants; large-layer: 64 x 576")
+                   "latency: batch 4, 32x32, fewer variants; large-layer: 64 x 576; parallel: a tiny ResNet-8")
     b.add_argument("--batch", type=int, default=None, help="latency: batch size (default 64; 4 with --quick)")
     b.add_argument("--size", type=int, default=None,
                    help="latency: input height and width (default 112; 32 with --quick)")
     b.add_argument("--repeats", type=int, default=None,
-                   help="latency: timed runs per model (default 7; 2 with --quick)")
+                   help="latency: timed runs per model (default 7; 2 with --quick); parallel: rounds, best kept "
+                   "(default 2; 1 with --quick)")
     b.add_argument("--m", type=int, default=512, help="kernels, large-layer: rows (large-layer --quick: 64)")
     b.add_argument("--n", type=int, default=4608, help="kernels, large-layer: columns (large-layer --quick: 576)")
     b.add_argument("--density", type=float, default=0.1)
@@ -566,8 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
                    help="pareto: network methods (default network-greedy,network-annealing); large-layer: retention "
-                        "methods (default sparsegpt,compensated-tabu); feather: rows (default magnitude,feather; also "
+                        "methods (default sparsegpt,compensated-tabu); parallel: the retention method (default "
+                        "compensated-tabu); feather: rows (default magnitude,feather; also "
                         "feather-learned, magnitude-rc, feather-rc)")
+    b.add_argument("--n-jobs", type=int, default=2,
+                   help="parallel: joblib workers of the layer-parallel run (-1: every core; default 2)")
+    b.add_argument("--backend", default="loky",
+                   help="parallel: joblib backend: loky (default), threading, dask (rcprune[dask]), ray (rcprune[ray])")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
                    "rows run network-group)")
     b.add_argument("--calibrate", type=int, default=3,

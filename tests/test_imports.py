@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"rcprune": ROOT / "rcprune", "rcprune.solvers": ROOT / "solvers"}
 
 LAYERS = [
-    ("rcprune.validation", "rcprune.jit", "rcprune.random_stream", "rcprune.text", "rcprune.compensation"),
+    ("rcprune.validation", "rcprune.jit", "rcprune.random_stream", "rcprune.text", "rcprune.compensation",
+     "rcprune.parallel"),
     ("rcprune.files",),
     ("rcprune.matrix",),
     ("rcprune.network", "rcprune.retention", "rcprune.library"),
     ("rcprune.result",),
     ("rcprune.bounds",),
     ("rcprune.solvers",),
-    ("rcprune.solve", "rcprune.certify"),
+    ("rcprune.solve", "rcprune.certify", "rcprune.retention_task"),
     ("rcprune.theory", "rcprune.torch"),
     ("rcprune.bench",),
     ("rcprune.cli", "rcprune.__main__", "rcprune"),

@@ -30,6 +30,7 @@ from rcprune.network.floor import channel_floor, fix_channels
 from rcprune.network.granularity import check_method, coarsen, least_spend, refine
 from rcprune.network.group_space import group_rankings
 from rcprune.network.model import NetworkInstance, NetworkSolution, alive_channels
+from rcprune.parallel import check_backend, check_n_jobs
 from rcprune.result import SolveResult, make_result
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_real_option)
@@ -311,7 +312,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
           time_limit: float | None = None, bound: bool = False, solver_options: dict | None = None,
           refit=None, calibration=None, layer_method: str | None = None, damping: float = DEFAULT_DAMPING,
           finetune: dict | None = None, finetune_from_refit: bool = False, compact: bool = True,
-          partial: str = "auto", progress: bool = False,
+          partial: str = "auto", progress: bool = False, sequential: bool = True, n_jobs: int = 1,
+          backend: str = "loky",
           ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` under a budget on its weights, MACs or measured latency.
 
@@ -401,6 +403,12 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         The compensation's H + damping * mean(diag H) * I.
     progress : bool
         A tqdm bar over the compensated layers (with ``calibration``).
+    sequential, n_jobs, backend :
+        With ``calibration``: ``sequential=False`` takes every layer's statistics from one pass of the
+        masked model and compensates the layers independently, on ``n_jobs`` joblib workers of ``backend``
+        (``"loky"``, ``"threading"``, ``"dask"``, ``"ray"``; :func:`rcprune.torch.compensate`); the default
+        compensates layer by layer, serially. ``n_jobs`` other than 1 needs ``calibration`` and
+        ``sequential=False``.
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero. With ``calibration`` the fine-tune starts from the
@@ -467,6 +475,11 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         scores = "hessian" if calibration is not None else "l1"
     if isinstance(scores, str) and scores == "hessian" and calibration is None:
         raise InvalidInstanceError("scores='hessian' needs calibration= (the data H comes from)")
+    sequential = check_flag(sequential, "sequential")
+    n_jobs, backend = check_n_jobs(n_jobs), check_backend(backend)
+    if n_jobs != 1 and (calibration is None or sequential):
+        raise InvalidInstanceError(f"n_jobs={n_jobs} parallelizes the compensation of the layers: it needs "
+                                   "calibration= and sequential=False (sequential compensation runs layer by layer)")
     compact = check_flag(compact, "compact")
     finetune_from_refit = check_flag(finetune_from_refit, "finetune_from_refit")
     seconds = {}
@@ -528,7 +541,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         t = time.perf_counter()
         final, report.compensation = compensate(work, result.solution, calibration, extraction=ext,
                                                 layer_method=layer_method, damping=damping, seed=seed,
-                                                time_limit=time_limit, progress=check_flag(progress, "progress"))
+                                                time_limit=time_limit, progress=check_flag(progress, "progress"),
+                                                sequential=sequential, n_jobs=n_jobs, backend=backend)
         report.result = result = make_result(instance, final, method=found.method, runtime=found.runtime,
                                     iterations=found.iterations, seed=seed, lower_bound=result.lower_bound,
                                     timed_out=found.status == "time_limit", trace=found.trace,

@@ -18,7 +18,6 @@ then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,17 +26,20 @@ from scipy.linalg import LinAlgError
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from rcprune.retention.model import SCOPES, RetentionInstance, refit as ls_refit_rows
+from rcprune.parallel import check_backend, check_n_jobs, layer_seed, map_layers
+from rcprune.retention_task import solve_layer
+from rcprune.retention.model import SCOPES
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
                                 check_nonnegative, check_seed, check_time_limit)
 
-from rcprune.compensation import dense_target, quadratic_forms
-from rcprune.torch.batches import check_loader, input_tensor
+from rcprune.compensation import dense_target
 from rcprune.torch.batchnorm import reestimate_batchnorm
+from rcprune.torch.hessians import layer_hessians
 from rcprune.torch.layer_inputs import layer_inputs
 from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
-from rcprune.torch.rcmask import register
+from rcprune.torch.rcmask import register, unregister
+from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
            "retention_layers"]
@@ -89,108 +91,87 @@ class RetentionReport:
         return s
 
 
-def retention_layers(model: nn.Module, layers=None) -> tuple[list[str], list[str]]:
-    """``(selected, skipped)`` module names. Default: every Conv2d with ``groups == 1`` and every Linear,
-    the stem and the classifier included (grouped convs are skipped); named layers must be such modules."""
-    if not isinstance(model, nn.Module):
-        raise InvalidInstanceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    modules = dict(model.named_modules())
-    if layers is None:
-        chosen = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        skipped = [n for n in chosen if isinstance(modules[n], nn.Conv2d) and modules[n].groups != 1]
-        return [n for n in chosen if n not in skipped], skipped
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in layers):
-        raise InvalidInstanceError(f"layers must be module names (a name or a list of names), got {layers!r}")
-    layers = list(layers)
-    if not layers:
-        raise InvalidInstanceError("layers is empty: name at least one Conv2d or Linear module")
-    for n in layers:
-        if n not in modules:
-            close = [c for c in modules if isinstance(modules[c], (nn.Conv2d, nn.Linear))][:8]
-            raise InvalidInstanceError(f"unknown layer name {n!r}; conv/linear modules of the model: {close} ...")
-        m = modules[n]
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            raise InvalidInstanceError(f"layer {n!r} is a {type(m).__name__}: only Conv2d and Linear can be pruned")
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            raise InvalidInstanceError(f"layer {n!r} is a grouped convolution (groups={m.groups}): only groups == 1 "
-                                       "is supported (its weight is not one im2col matrix)")
-    if len(set(layers)) != len(layers):
-        raise InvalidInstanceError(f"layers names a module twice: {layers}")
-    return layers, []
+def _dense_weights(module: nn.Module) -> np.ndarray:
+    w = module.weight.detach()
+    return w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
 
 
-@torch.no_grad()
-def layer_hessians(model: nn.Module, calibration_loader, layers=None, *, max_batches: int | None = None,
-                   progress: bool = False, diagonal: bool = False) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """H = X X^T / N of every selected layer's input, streamed over the calibration batches in float64.
+def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int) -> list:
+    """The :func:`rcprune.retention_task.solve_layer` jobs of ``names``: each its own weights and H
+    (taken out of ``hessians``, so the dict does not hold them twice) and its seed from its name."""
+    return [(name, (name, _dense_weights(modules[name]), hessians.pop(name),
+                    dict(settings, seed=layer_seed(seed, name)))) for name in names]
 
-    Parameters
-    ----------
-    model : nn.Module
-        Run in eval mode (its mode is restored after).
-    calibration_loader : iterable
-        Batches ``(inputs, ...)`` or input tensors; labels are not used.
-    layers : list of str, optional
-        See :func:`retention_layers`.
-    diagonal : bool
-        Accumulate diag(H) only (O(n) memory per layer).
 
-    Returns
-    -------
-    (hessians, counts)
-        Undamped n x n float64 arrays (length-n diagonals with ``diagonal=True``) and the number N of input
-        vectors per layer (a layer called twice per forward counts both calls).
-    """
-    names, _ = retention_layers(model, layers)
-    modules = dict(model.named_modules())
-    sums: dict[str, torch.Tensor] = {}
-    counts = dict.fromkeys(names, 0)
+def _register(module: nn.Module, mask: np.ndarray, fitted: np.ndarray | None) -> None:
+    """Mask ``module.weight`` (reversibly) and write the refit weights into the mask's trainable values."""
+    w = module.weight
+    keep = torch.from_numpy(mask.copy()).reshape(w.shape).to(w.device)
+    rc = register(module, "weight", keep)
+    if fitted is not None:
+        with torch.no_grad():
+            rc.value[keep] = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)[keep]
 
-    def hook(name):
-        def fn(module, args):
-            x = layer_inputs(module, args[0].detach(), name).to(torch.float64)
-            if diagonal:
-                sums[name] = sums.get(name, 0) + (x * x).sum(0)
-            else:
-                if name not in sums:
-                    sums[name] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-                sums[name].addmm_(x.T, x)
-            counts[name] += x.shape[0]
-        return fn
 
-    check_loader(calibration_loader, "calibration_loader")
-    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
-    was = model.training
-    model.eval()
+def _sequential(model, loader, names, modules, settings, seed, max_batches, batchnorm, dense_target_on, progress,
+                postfix):
+    """Layer by layer: statistics from the network pruned so far, solve, mask; serial by nature. On an
+    error the layers masked so far are unmasked again."""
+    dense = copy.deepcopy(model).eval() if dense_target_on else None
+    dense_modules = dict(dense.named_modules()) if dense is not None else {}
+    solved, counts = [], {}
+    bar = tqdm(names, desc=f"{settings['method']} layers", leave=False, disable=not progress)
     try:
-        for b, batch in enumerate(tqdm(calibration_loader, desc="calibration", leave=False, disable=not progress)):
-            if max_batches is not None and b >= max_batches:
-                break
-            model(input_tensor(batch, "calibration_loader"))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    missing = [n for n in names if counts[n] == 0]
-    if missing:
-        raise InvalidInstanceError(f"no calibration input reached layer(s) {missing}: is calibration_loader empty?")
-    return {n: (sums[n] / counts[n]).cpu().numpy() for n in names}, counts
+        for name in bar:
+            module = modules[name]
+            w2 = _dense_weights(module)
+            target_weights, stats = None, None
+            if batchnorm:
+                reestimate_batchnorm(model, loader, max_batches=max_batches)
+            if dense_target_on:
+                h, b, _, _, e, counts[name] = layer_statistics(
+                    model, dense, name, module, dense_modules[name], torch.from_numpy(w2), np.arange(w2.shape[1]),
+                    loader, max_batches)
+                if not (np.isfinite(h).all() and np.isfinite(b).all()):
+                    raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite")
+                h = (h + h.T) / 2   # the instance checks it in full
+                try:
+                    target_weights, _ = dense_target(b, h, w2, settings["damping"])
+                except LinAlgError:
+                    raise InvalidInstanceError(f"layer {name!r}: the damped input Gram matrix is not positive "
+                                               "definite: raise damping or give more calibration data") from None
+                stats = (b, e)
+            else:
+                hs, c = layer_hessians(model, loader, [name], max_batches=max_batches)
+                h, counts[name] = hs[name], c[name]
+            out, = map_layers(solve_layer, [(name, (name, w2, h, dict(settings, seed=layer_seed(seed, name)),
+                                                    target_weights, stats))])   # errors name the layer
+            _register(module, out[0], out[1])
+            solved.append(out)
+            bar.set_postfix(layer=name, **postfix(out))
+        if batchnorm:
+            reestimate_batchnorm(model, loader, max_batches=max_batches)
+    except BaseException:
+        for name in names[:len(solved)]:
+            unregister(modules[name], "weight", bake=False)
+        raise
+    return solved, counts
 
 
 def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, method: str = "retention-annealing",
                     refit: bool = False, damping: float = 0.01, layers=None, scope: str = "row", seed: int = 0,
                     time_limit: float | None = None, max_batches: int | None = None, sequential: bool = False,
-                    target: str = "dense", batchnorm: bool = True, progress: bool = False, **options) -> RetentionReport:
+                    target: str = "dense", batchnorm: bool = True, progress: bool = False, n_jobs: int = 1,
+                    backend: str = "loky", shards=None, **options) -> RetentionReport:
     """Prune ``model`` in place, layer by layer, to ``sparsity`` by small-weight retention.
 
     Parameters
     ----------
     model : nn.Module
         Unmasked on the selected layers (``restore`` or ``bake`` earlier masks first).
-    calibration_loader : iterable
+    calibration_loader : iterable or None
         Batches ``(inputs, ...)`` or input tensors; H comes from one pass of the unpruned model over them.
+        None with ``shards``.
     sparsity : float
         Pruned fraction in [0, 1]: k = round((1 - sparsity) n) kept per row (``scope="row"``) or
         round((1 - sparsity) m n) in the layer (``scope="layer"``).
@@ -210,9 +191,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         Module names; default every Conv2d (groups 1) and Linear, stem and classifier included.
     scope : {"row", "layer"}
     seed, time_limit :
-        Passed to the solver; ``time_limit`` is in seconds per layer.
+        The solver of layer ``name`` gets the seed :func:`rcprune.parallel.layer_seed` (``seed``, ``name``)
+        (one per layer, the same in every worker and run); ``time_limit`` is in seconds per layer.
     max_batches : int, optional
-        Use only the first calibration batches.
+        Use only the first calibration batches (of each shard).
     sequential : bool
         Take each layer's H from the network with the layers before it already pruned (and refit), as OBC
         and SparseGPT do, so a layer compensates what the earlier ones lost: one calibration pass per
@@ -228,7 +210,16 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         With ``sequential``: re-estimate the BatchNorm statistics on the calibration data before each layer
         and at the end (:func:`rcprune.torch.batchnorm.reestimate_batchnorm`).
     progress : bool
-        tqdm bars for the calibration pass and over the layers.
+        tqdm bars for the calibration pass and over the layers (one bar, here, whatever ``n_jobs``).
+    n_jobs, backend :
+        Solve the layers on ``n_jobs`` joblib workers of ``backend`` (``"loky"``, ``"threading"``, ``"dask"``,
+        ``"ray"``: :func:`rcprune.parallel.map_layers`); each worker gets its own layer's W and H only. The
+        masks are the serial run's, and are written only once every layer is solved (a layer that fails
+        leaves the model unmasked, and the error names it). Not with ``sequential`` (an error: each layer
+        needs the ones before it pruned).
+    shards : list of iterables, optional
+        Calibration shards instead of ``calibration_loader`` (:func:`rcprune.torch.hessians.layer_hessians`):
+        summed apart, on the ``n_jobs`` workers, and merged.
 
     Returns
     -------
@@ -241,7 +232,7 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     ``weight`` only (the bias is not pruned); :func:`rcprune.torch.restore` gives the original weights
     back, bit for bit, with or without refit.
     """
-    from rcprune.solve import METHODS, RETENTION_OBJECTIVES, solve
+    from rcprune.solve import METHODS, RETENTION_OBJECTIVES
 
     sparsity = check_fraction(sparsity, "sparsity", allow_zero=True, allow_one=False)
     if not isinstance(method, str) or method not in METHODS["retention"]:
@@ -265,73 +256,32 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     if target not in ("dense", "layer"):
         raise InvalidInstanceError(f"target must be 'dense' or 'layer', got {target!r}")
     dense_target_on = sequential and target == "dense" and objective == "compensated"
-    dense = copy.deepcopy(model).eval() if dense_target_on else None
-    dense_modules = dict(dense.named_modules()) if dense is not None else {}
+    if shards is not None and sequential:
+        raise InvalidInstanceError("shards= is for the one-pass calibration: sequential=True passes over "
+                                   "calibration_loader once per layer")
     if sequential and iter(calibration_loader) is calibration_loader:
         raise InvalidInstanceError("sequential calibration passes over calibration_loader once per layer: give a "
                                    "list or a DataLoader, not an iterator")
-    hessians, counts = ({}, {}) if sequential else layer_hessians(model, calibration_loader, names,
-                                                                   max_batches=max_batches, progress=progress)
-    rows = []
-    for name in tqdm(names, desc=f"{method} layers", leave=False, disable=not progress):
-        module = modules[name]
-        w = module.weight.detach()
-        w2 = w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
-        target_weights, stats = w2, None
-        if sequential:   # this layer's inputs as the layers pruned so far make them
-            if batchnorm:
-                reestimate_batchnorm(model, calibration_loader, max_batches=max_batches)
-            if dense_target_on:
-                h, b, _, _, e, counts[name] = layer_statistics(
-                    model, dense, name, module, dense_modules[name], torch.from_numpy(w2), np.arange(w2.shape[1]),
-                    calibration_loader, max_batches)
-                if not (np.isfinite(h).all() and np.isfinite(b).all()):
-                    raise InvalidInstanceError(f"layer {name!r}: the calibration statistics are not finite")
-                hessians[name] = (h + h.T) / 2   # the instance below checks it in full
-                try:
-                    target_weights, _ = dense_target(b, hessians[name], w2, damping)
-                except LinAlgError:
-                    raise InvalidInstanceError(f"layer {name!r}: the damped input Gram matrix is not positive "
-                                               "definite: raise damping or give more calibration data") from None
-                stats = (b, e)
-            else:
-                h, c = layer_hessians(model, calibration_loader, [name], max_batches=max_batches)
-                hessians[name], counts[name] = h[name], c[name]
-        inst = RetentionInstance(target_weights, hessians[name], sparsity=sparsity, scope=scope, damping=damping,
-                                 name=name, objective=objective)
-        t = time.perf_counter()
-        res = solve(inst, method=method, seed=seed, time_limit=time_limit, **options)
-        runtime = time.perf_counter() - t
-        mask = res.solution.mask
-        energy = float(quadratic_forms(w2, inst.hessian).sum())
-        # the report's error, magnitude error and improvement are the masked model's (what the layer has
-        # unless the refit is written); a compensated solve's cost is the error after the refit
-        ev = res.evaluation if objective == "masked" else RetentionInstance(
-            w2, inst.hessian, k=inst.k, scope=scope, objective="masked", damping=0, name=name).evaluate(mask)
-        error_refit = None if objective == "masked" else res.cost
-        if stats is not None:   # the refit's output error against the dense layer (undamped statistics)
-            v = res.evaluation.weights
-            error_refit = float(stats[1].sum() - 2 * np.einsum("ij,ij->", v, stats[0])
-                                + quadratic_forms(v, hessians[name]).sum())
-        new_w = None
-        if refit:
-            fitted, errors = (ls_refit_rows(inst.weights, inst.hessian, mask) if objective == "masked"
-                              else (res.evaluation.weights, res.evaluation.row_costs))
-            error_refit = float(errors.sum()) if stats is None else error_refit
-            new_w = torch.from_numpy(fitted).reshape(w.shape).to(device=w.device, dtype=w.dtype)
-        keep = torch.from_numpy(mask.copy()).reshape(w.shape).to(w.device)
-        rc = register(module, "weight", keep)
-        if new_w is not None:
-            with torch.no_grad():
-                rc.value[keep] = new_w[keep]
-        rows.append({"name": name, "m": inst.m, "n": inst.n, "k": inst.k, "kept": res.kept_count,
-                     "error_magnitude": ev.magnitude_cost, "error": ev.cost, "error_refit": error_refit,
-                     "energy": energy, "relative_error": ev.cost / energy if energy > 0 else 0.0,
-                     "improvement": ev.improvement, "retained_small": ev.retained_small,
-                     "retained_small_share": ev.retained_small / max(1, res.kept_count),
-                     "status": res.status, "runtime": runtime})
-    if sequential and batchnorm:
-        reestimate_batchnorm(model, calibration_loader, max_batches=max_batches)
+    n_jobs, backend = check_n_jobs(n_jobs), check_backend(backend)
+    if sequential and n_jobs != 1:
+        raise InvalidInstanceError(f"sequential=True takes each layer's H from the network with the layers before it "
+                                   f"already pruned, so the layers cannot be solved in parallel: n_jobs={n_jobs} "
+                                   "needs sequential=False (or use n_jobs=1)")
+    settings = dict(sparsity=sparsity, method=method, scope=scope, damping=damping, objective=objective,
+                    time_limit=time_limit, refit=refit, options=options)
+    postfix = lambda out: {"error": f"{out[2]['relative_error']:.3g}"}   # noqa: E731
+    if sequential:
+        solved, counts = _sequential(model, calibration_loader, names, modules, settings, seed, max_batches,
+                                     batchnorm, dense_target_on, progress, postfix)
+    else:   # every H from one pass: the layers are independent, each task gets its own W and H only
+        hessians, counts = layer_hessians(model, calibration_loader, names, shards=shards, n_jobs=n_jobs if shards
+                                          else 1, backend=backend, max_batches=max_batches, progress=progress)
+        solved = map_layers(solve_layer, layer_jobs(modules, names, hessians, settings, seed), n_jobs=n_jobs,
+                            backend=backend, progress=progress, desc=f"{method} layers", postfix=postfix,
+                            cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
+        for name, (mask, fitted, _) in zip(names, solved):   # every layer solved: only now is the model masked
+            _register(modules[name], mask, fitted)
+    rows = [row for _, _, row in solved]
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
                            refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped))
 
