@@ -182,7 +182,7 @@ def cmd_bench(args) -> int:
         from rcprune.bench.network import BENCH_COLUMNS, BOUND_COLUMNS, bench_network
 
         sparsities = args.sparsities or "0.5,0.8,0.9,0.93"
-        rows = bench_network(models=args.models.split(","), sparsities=[float(v) for v in sparsities.split(",")],
+        rows = bench_network(models=(args.models or "resnet18,resnet50").split(","), sparsities=[float(v) for v in sparsities.split(",")],
                              time_limit=args.time_limit or 60.0, seed=args.seed, bound=args.bound,
                              log=lambda msg: print(msg, file=sys.stderr))
         print("whole-network RC pruning on ResNet-shaped instances (weighting by layer mean; vs_greedy measured in "
@@ -218,6 +218,8 @@ def cmd_bench(args) -> int:
         _bench_feather(args)
     elif args.what == "parallel":
         _bench_parallel(args)
+    elif args.what == "export":
+        _bench_export(args)
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -264,6 +266,18 @@ def _bench_large_layer(args) -> None:
           f"per-row budgets) under the compensated objective; vs_anchor and time_vs_anchor against SparseGPT, "
           f"measured in this run; instance built in {rows[0]['build_seconds']:.1f} s (not in the seconds)")
     print(format_table(rows, LARGE_LAYER_COLUMNS))
+
+
+def _bench_export(args) -> None:
+    try:
+        from rcprune.bench.export import format_export, run_export_bench
+    except ImportError as exc:
+        raise InvalidInstanceError(f"bench export needs the torch extra (pip install 'rcprune[torch]'): {exc}") from None
+    sparsities = _split_list(args.sparsities, float, "--sparsities") if args.sparsities else (0.5, 0.9)
+    models = _split_list(args.models, str.strip, "--models") if args.models else None
+    result = run_export_bench(args.out or "rcprune-export", models=models, sparsities=sparsities, quick=args.quick,
+                              log=lambda msg: print(msg, file=sys.stderr))
+    print(format_export(result))
 
 
 def _bench_parallel(args) -> None:
@@ -426,8 +440,8 @@ def _bench_latency(args) -> None:
     repeats = args.repeats or (2 if args.quick else 7)
     variants = ("auto", "im2col", "conv") if args.quick else BENCH_VARIANTS
     rows = bench_resnet18(sparsity, batch=batch, size=size, repeats=repeats, seed=args.seed, variants=variants,
-                          weighting=args.weighting, breakdown=args.breakdown)
-    print(f"CPU latency of torchvision ResNet-18 (random weights) RC pruned at sparsity {sparsity} by network-greedy "
+                          weighting=args.weighting, breakdown=args.breakdown, device=args.device)
+    print(f"{args.device} latency of torchvision ResNet-18 (random weights) RC pruned at sparsity {sparsity} by network-greedy "
           f"(layer weighting {args.weighting or 'none'}) and compacted, batch {batch}, input {size}x{size}, {torch.get_num_threads()} threads: median of {repeats} "
           "interleaved runs; speedup vs dense (NCHW), speedup_vs_cl vs dense channels-last")
     print(format_table(rows, ["model", "latency_ms", "speedup", "speedup_vs_cl", "mac_ratio", "speedup_over_mac_ratio",
@@ -549,8 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
                                     "table", "plan", "zeroshot", "large-layer", "feather",
-                                    "parallel"])
-    b.add_argument("--models", default="resnet18,resnet50", help="network: comma-separated models")
+                                    "parallel", "export"])
+    b.add_argument("--models", default=None, help="network: comma-separated models (default resnet18,resnet50); "
+                   "export: some of cifar-resnet20,resnet18,resnet50 (default all)")
+    b.add_argument("--device", default="cpu", help="latency: the device to time on (cpu, or cuda when there is one)")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
                         "zeroshot (0.5,0.7,0.9,0.93), feather (0.9,0.98)")
@@ -583,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--time-limit", type=float, default=None,
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")
-    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto; feather: rcprune-feather); table: folder "
+    b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto; feather: rcprune-feather; "
+                   "export: rcprune-export); table: folder "
                    "for latency_table_check.json and .md")
     b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")

@@ -1,5 +1,5 @@
-"""``rcprune bench latency``: dense vs compacted torchvision ResNet-18 on CPU, every model timed in the same
-run (:func:`rcprune.torch.latency.measure_latency`, round-robin), so the speedups are ratios measured
+"""``rcprune bench latency``: dense vs compacted torchvision ResNet-18 on the CPU (or a CUDA device,
+``device=``), every model timed in the same run (:func:`rcprune.torch.latency.measure_latency`, round-robin), so the speedups are ratios measured
 together. Needs the ``torch`` extra and torchvision.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ BENCH_VARIANTS = ("auto", "auto-timed", "im2col", "conv")
 
 def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, method: str = "network-greedy",
                    repeats: int = 5, seed: int = 0, variants=BENCH_VARIANTS, weighting=None,
-                   breakdown: bool = False) -> list[dict]:
-    """Dense vs compacted torchvision ResNet-18 (random weights, 10 classes) on CPU at ``batch``.
+                   breakdown: bool = False, device: str = "cpu") -> list[dict]:
+    """Dense vs compacted torchvision ResNet-18 (random weights, 10 classes) on ``device`` at ``batch``.
 
     Returns one row per model: latency (ms), speedup vs the dense model as torchvision builds it (NCHW),
     speedup vs the dense model in channels-last (``speedup_vs_cl``; the compact models run convolutions
@@ -35,13 +35,16 @@ def bench_resnet18(sparsity: float = 0.9, *, batch: int = 64, size: int = 112, m
     """
     import torchvision
 
+    from rcprune.torch.latency_table import check_device
+
+    dev = check_device(device)
     torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    x = torch.randn(batch, 3, size, size)
+    model = torchvision.models.resnet18(num_classes=10).eval().to(dev)
+    x = torch.randn(batch, 3, size, size).to(dev)
     ext = extract(model, x[:1], sparsity=sparsity, **({} if weighting is None else {"weighting": weighting}))
     res = solve(ext.instance, method=method, seed=seed)
     masked = apply(model, res.solution, ext)
-    dense = torchvision.models.resnet18(num_classes=10).eval()
+    dense = torchvision.models.resnet18(num_classes=10).eval().to(dev)
     models = {"dense": dense, "dense-cl": ChannelsLast(copy.deepcopy(dense).to(memory_format=torch.channels_last))}
     reports = {}
     for variant in variants:

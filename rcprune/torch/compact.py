@@ -393,7 +393,7 @@ def _geometry(mod: nn.Conv2d) -> dict:
 
 def _dense_conv(mod, w4, bias, sub, touched, n_in) -> RCConv2d:
     """A conv over the touched channels, zeros where a kernel position is pruned (none in mode "conv")."""
-    mask = torch.from_numpy(sub).to(w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
+    mask = torch.from_numpy(sub).to(device=w4.device, dtype=w4.dtype).reshape(1, *sub.shape[:1], *w4.shape[2:])
     return RCConv2d((w4 * mask).contiguous(memory_format=_CL), bias, None if len(touched) == n_in else touched,
                     None, mode="conv", **_geometry(mod))
 
@@ -499,6 +499,9 @@ def compact(model: nn.Module, solution: NetworkSolution, extraction: Extraction 
     for node in b.extraction.graph.nodes:
         HANDLERS[node_kind(b, node)](b, node)
     out = fx.GraphModule(b.root, b.graph, class_name="CompactModel")
+    device = next((t.device for t in model.parameters()), None)
+    if device is not None:   # the index buffers of the compacted forms are made on the CPU
+        out.to(device)
     if example_inputs is not None and b.candidates:
         _choose_by_timing(out, b, example_inputs, repeats)
     out.train(model.training)

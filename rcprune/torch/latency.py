@@ -36,13 +36,17 @@ def measure_latency(models: Mapping[str, nn.Module], x: torch.Tensor, *, repeats
                     warmup: int = 2) -> dict[str, float]:
     """Median milliseconds per forward of each model on ``x`` (eval mode), interleaved: ``warmup`` untimed
     forwards of each model, then ``repeats`` rounds of one timed forward of every model in turn, so
-    machine load hits them alike. The models are left in eval mode."""
+    machine load hits them alike. On a CUDA ``x`` every forward is timed between two device synchronizations.
+    The models are left in eval mode."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     _warm_up(models, x, warmup)
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
         for k, m in models.items():
+            sync()
             t = time.perf_counter()
             m(x)
+            sync()
             times[k].append(time.perf_counter() - t)
     return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
 

@@ -228,7 +228,8 @@ class LatencyTable:
 # --- building one ----------------------------------------------------------------------------------------------
 
 
-def _device(device) -> torch.device:
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that can run and be timed here (cpu, or cuda when available)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -369,7 +370,7 @@ def latency_table(model: nn.Module, example_inputs, *, extraction: Extraction | 
     """
     inputs = _check_args(model, example_inputs, dtype, rows, cols, repeats, warmup)
     rows, cols = rows or 8, cols or 8
-    dev = _device(device)
+    dev = check_device(device)
     ext = extraction if extraction is not None else extract(model, inputs)
     if not isinstance(ext, Extraction):
         raise InvalidInstanceError(f"extraction must be a rcprune.torch.Extraction, got {type(ext).__name__}")

@@ -39,3 +39,19 @@ def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
     with pytest.raises(InvalidInstanceError, match=match):
         run_export_bench(tmp_path / "out", quick=True, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_runs_it(tmp_path, capsys):
+    from rcprune.cli import main
+    assert main(["bench", "export", "--quick", "--sparsities", "0.5", "--out", str(tmp_path / "o")]) == 0
+    assert "| cifar-resnet8 | 0.5 | torch | yes |" in capsys.readouterr().out
+    assert main(["bench", "export", "--models", "vgg", "--out", str(tmp_path / "x")]) == 2
+    assert "models must be some of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, match", [("tpu", "unknown device"), ("meta", "only 'cpu' and 'cuda'")]
+                         + ([] if torch.cuda.is_available() else [("cuda", "CUDA is not available")]))
+def test_bench_latency_names_a_device_it_cannot_time(device, match, capsys):
+    from rcprune.cli import main
+    assert main(["bench", "latency", "--quick", "--device", device]) == 2
+    assert match in capsys.readouterr().err
