@@ -85,10 +85,14 @@ def hessian_sums(model: nn.Module, loader, names: list[str], *, max_batches: int
     was = model.training
     model.eval()
     try:
-        for b, batch in enumerate(tqdm(loader, desc="calibration", leave=False, disable=not progress)):
+        bar, seen = tqdm(loader, desc="calibration", leave=False, disable=not progress), 0
+        for b, batch in enumerate(bar):
             if max_batches is not None and b >= max_batches:
                 break
-            model(input_tensor(batch, "calibration_loader"))
+            x = input_tensor(batch, "calibration_loader")
+            model(x)
+            seen += int(x.shape[0]) if x.dim() else 1
+            bar.set_postfix(inputs=seen, layers=len(names))
     finally:
         for h in handles:
             h.remove()

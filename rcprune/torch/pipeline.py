@@ -402,7 +402,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     damping : float
         The compensation's H + damping * mean(diag H) * I.
     progress : bool
-        A tqdm bar over the compensated layers (with ``calibration``).
+        tqdm bars: the network solve's (methods that have one), the compensated layers' (with
+        ``calibration``) and the calibration passes'.
     sequential, n_jobs, backend :
         With ``calibration``: ``sequential=False`` takes every layer's statistics from one pass of the
         masked model and compensates the layers independently, on ``n_jobs`` joblib workers of ``backend``
@@ -509,7 +510,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             if floor == floors[-1]:
                 raise
     t = time.perf_counter()
-    options = dict(seed=seed, time_limit=time_limit, bound=bound, **(solver_options or {}))
+    options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
+               **(solver_options or {})}
     solved = _solve_connected(instance, granularity, method, options)
     rounds = None
     if calibrate:

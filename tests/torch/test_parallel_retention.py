@@ -135,6 +135,7 @@ def test_progress_false_is_silent_and_true_is_one_bar_over_the_layers(capfd):
     _pruned(method="retention-greedy", n_jobs=2, progress=True)
     err = capfd.readouterr().err
     assert "retention-greedy layers" in err and "layer=" in err and "error=" in err
+    assert "calibration" in err and "inputs=" in err   # the calibration pass: how many inputs so far
 
 
 def test_sharded_hessians_equal_the_single_pass():

@@ -116,3 +116,14 @@ def test_a_model_without_extraction_gets_a_clear_error():
     apply(other, sol, ext)   # a copy works with the extraction passed
     with pytest.raises(InvalidInstanceError, match="calibration"):
         ls_refit(other, sol, ext)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_prune_progress_shows_the_solvers_bar_or_nothing(progress, capfd):
+    model, x, _ = _model_and_data()
+    prune(model, x[:1], sparsity=0.8, method="network-annealing", progress=progress,
+          solver_options={"moves": 2000})
+    err = capfd.readouterr().err
+    assert ("network-annealing" in err) == progress
+    if not progress:
+        assert err == ""
