@@ -19,6 +19,8 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
   channels.
 - ``untracked`` (excluded or outside the pruned groups): run as in the original on full-size tensors.
 - ``placeholder``, ``output``: the inputs as they are; the outputs scattered back to full size.
+- ``tied-conv``, ``gate``, ``scale``: grouped and depthwise convs, squeeze-excitation
+  (:mod:`rcprune.torch.compact_tied`).
 
 Cost of building: one pass over the graph plus one copy of the kept weights. Cost of running: a conv or
 linear layer does rows x kept columns multiply-adds per output position in the ``"conv"``, ``"linear"``
@@ -43,6 +45,7 @@ from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError, check_flag
 
 from rcprune.torch.compact_forms import _CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear
+from rcprune.torch.compact_tied import COUPLED_HANDLERS
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.latency import measure_latency
 
@@ -177,6 +180,8 @@ def node_kind(b: _Builder, node: fx.Node) -> str:
     srcs = b.tracked_inputs(node)
     if info is None or node.name in ext.excluded or not srcs:
         return "untracked"
+    if node.name in ext.ops:
+        return ext.ops[node.name]        # a coupled op: "tied-conv", "gate", "scale"
     target = node.target if node.op == "call_module" else None
     if target in ext.layers:
         return ext.layers[target].kind   # "conv" or "linear"
@@ -318,6 +323,9 @@ def _batchnorm(b: _Builder, node: fx.Node) -> None:
     # a masked BatchNorm's class is parametrize's subclass: the compact one is of the original class
     bn = parametrize.type_before_parametrizations(mod)(len(idx), eps=mod.eps, momentum=mod.momentum,
                                                        affine=mod.affine, track_running_stats=mod.track_running_stats)
+    like = next((t for t in (mod.running_mean, getattr(mod, "weight", None)) if t is not None), None)
+    if like is not None:   # the original's dtype and device (a float64 model stays float64)
+        bn = bn.to(device=like.device, dtype=like.dtype)
     with torch.no_grad():
         for pname in ("weight", "bias"):
             if getattr(mod, pname, None) is not None:
@@ -378,7 +386,7 @@ HANDLERS: dict[str, Callable[[_Builder, fx.Node], None]] = {
     "add": _add,
     "flatten": _flatten,
     "channelwise": _channelwise,
-}
+} | COUPLED_HANDLERS
 
 
 # --- the forms of a pruned conv -----------------------------------------------------------------------------
