@@ -60,7 +60,7 @@ def test_compacted_equals_masked_on_random_solutions(seed):
     sol = _random_solution(ext.instance, seed)
     if seed == 0:   # a whole group of the grouped conv dies
         layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in sol.items()}
-        layers["a"][0][:4] = False
+        layers["a"][0][:4], layers["a"][0][4:6] = False, True
         sol = NetworkSolution(layers)
     if seed == 1:   # every channel of the tied convs dies
         layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in sol.items()}
