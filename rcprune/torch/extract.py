@@ -181,8 +181,9 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         What the budget counts (:class:`rcprune.NetworkInstance`); a latency measure is made for the
         extraction (:func:`rcprune.torch.latency_table`), so derive it with ``instance.replace``.
     unsupported : "error" or "exclude"
-        An op the adapter cannot follow on a pruned path (or a grouped conv): raise an error naming the node,
-        or (``"exclude"``) warn, keep its input channels whole and treat its output as a new input.
+        An op the adapter cannot follow on a pruned path (e.g. a grouped conv with a channel multiplier):
+        raise an error naming the node, or (``"exclude"``) warn, keep its input channels whole and treat its
+        output as a new input.
 
     Returns
     -------
