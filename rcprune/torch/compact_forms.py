@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["RCConv2d", "RCLinear", "GroupedConv", "ChannelSelect", "ChannelScatterAdd", "ChannelScatter",
-           "select_channels"]
+           "select_channels", "batchnorm_folded"]
 
 _CL = torch.channels_last
 
@@ -47,6 +47,21 @@ def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, index)
     n, c, h, w = x.shape
     return _nchw(_nhwc(x).reshape(-1, c).index_select(1, index).view(n, h, w, -1))
+
+
+def batchnorm_folded(bn: nn.Module, rows: np.ndarray, w4: torch.Tensor, bias: torch.Tensor | None):
+    """``w4``, ``bias`` of the kept rows with ``bn`` applied: ``scale = gamma / sqrt(var + eps)``,
+    ``w * scale``, ``(b - mean) * scale + beta``."""
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    var, mean = bn.running_var.detach()[idx], bn.running_mean.detach()[idx]
+    scale = torch.rsqrt(var + bn.eps)
+    shift = -mean * scale
+    if bn.affine:
+        gamma, beta = bn.weight.detach()[idx], bn.bias.detach()[idx]
+        scale, shift = scale * gamma, shift * gamma + beta
+    b0 = torch.zeros_like(scale) if bias is None else bias
+    w = w4 * scale.to(w4.dtype).reshape(-1, *([1] * (w4.dim() - 1)))
+    return w, (b0 * scale + shift).to(w4.dtype)
 
 
 class RCConv2d(nn.Module):

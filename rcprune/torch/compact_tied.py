@@ -5,7 +5,7 @@ one handler per kind of :attr:`rcprune.torch.Extraction.ops`, on the state of :f
   both sides (the tie), a square ``|K_g| x |K_g|`` block of its weights; when every group that keeps a
   channel keeps the same number, this is a smaller grouped conv over those groups (a depthwise conv stays
   depthwise), else each group is padded to the widest with zero weights (:class:`GroupedConv`), exact
-  either way.
+  either way. A BatchNorm that alone reads it folds in (``fold_batchnorm``, as after a pruned conv).
 - ``gate``: run on its input scattered to the full group (a gate maps 0 to non-zero).
 - ``scale``: the carrier factor's channels (:func:`rcprune.torch.extract_gate.carrier`) times the other
   factor, scattered to the full group and gathered at those channels.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from rcprune.torch.compact_forms import ChannelSelect, GroupedConv
+from rcprune.torch.compact_forms import ChannelSelect, GroupedConv, batchnorm_folded
 from rcprune.torch.extract_gate import carrier
 
 __all__ = ["COUPLED_HANDLERS", "grouped_weights"]
@@ -57,8 +57,11 @@ def _tied_conv(b, node: fx.Node) -> None:
         b.env[node.name] = b.env[src.name]
         return
     mod = b.modules[node.target]
-    bias = None if mod.bias is None else mod.bias.detach()
-    w, bias, in_index, out_index, groups = grouped_weights(mod.weight.detach(), bias, b.chan[src.name],
+    weight, bias = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+    bn = b.foldable_batchnorm(node, mod)
+    if bn is not None:      # an inference model: the BatchNorm after it folds in, as after a pruned conv
+        weight, bias = batchnorm_folded(bn, np.arange(weight.shape[0]), weight, bias)
+    w, bias, in_index, out_index, groups = grouped_weights(weight, bias, b.chan[src.name],
                                                           b.extraction.tied[node.target].groups)
     form = GroupedConv(w.contiguous(memory_format=torch.channels_last), bias, in_index, out_index, groups=groups,
                        stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
