@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from rcprune.torch.compact_forms import ChannelSelect, GroupedConv, batchnorm_folded
+from rcprune.torch.compact_forms import ChannelSelect, GroupedConv, RCConv2d, batchnorm_folded
 from rcprune.torch.extract_gate import carrier
 
 __all__ = ["COUPLED_HANDLERS", "grouped_weights"]
@@ -52,11 +52,13 @@ def grouped_weights(weight: torch.Tensor, bias: torch.Tensor | None, kept: np.nd
 def _tied_conv(b, node: fx.Node) -> None:
     src = b.tracked_inputs(node)[0]
     b.chan[node.name] = b.chan[src.name]
-    if src.name in b.zeros:         # no carried channel: zero in, zero out (a removed channel's bias is masked)
-        b.zeros.add(node.name)
-        b.env[node.name] = b.env[src.name]
-        return
     mod = b.modules[node.target]
+    if src.name in b.zeros:         # no carried channel: one zero channel at the output's size (bias masked)
+        b.zeros.add(node.name)
+        empty = RCConv2d(mod.weight.detach().new_zeros(1, 0), None, None, None, mode="empty",
+                         kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+        b.env[node.name] = b.graph.call_module(b.new_module(empty, node.target), (b.env[src.name],))
+        return
     weight, bias = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
     bn = b.foldable_batchnorm(node, mod)
     if bn is not None:      # an inference model: the BatchNorm after it folds in, as after a pruned conv

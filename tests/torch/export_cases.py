@@ -64,7 +64,7 @@ class Excluded(torch.nn.Module):
 
 
 class Coupled(torch.nn.Module):
-    """A depthwise conv, a grouped conv (2 groups of 4, with bias) in a residual block, and a
+    """A depthwise conv (stride 2), a grouped conv (2 groups of 4, with bias) in a residual block, and a
     squeeze-excitation gate (torchvision's) on another conv's output; inputs ``(n, 3, 8, 8)``."""
 
     def __init__(self):
@@ -73,12 +73,12 @@ class Coupled(torch.nn.Module):
 
         bn = torch.nn.BatchNorm2d
         self.a, self.a_bn = torch.nn.Conv2d(3, 8, 3, padding=1), bn(8)
-        self.dw, self.dw_bn = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), bn(8)
+        self.dw, self.dw_bn = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2, groups=8, bias=False), bn(8)
         self.g, self.g_bn = torch.nn.Conv2d(8, 8, 3, padding=1, groups=2), bn(8)
         self.b = torch.nn.Conv2d(8, 6, 1)
         self.se = SqueezeExcitation(6, 3)
         self.c = torch.nn.Conv2d(6, 6, 3, padding=1, stride=2)
-        self.fc = torch.nn.Linear(6 * 4 * 4, 3)
+        self.fc = torch.nn.Linear(6 * 2 * 2, 3)
 
     def forward(self, x):
         h = torch.relu(self.a_bn(self.a(x)))
