@@ -58,11 +58,16 @@ def carrier(infos: Sequence[NodeInfo]) -> int:
 
 
 def scale(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]) -> bool:
-    """The product of two traced tensors with the same channels merges their groups."""
+    """The product of two traced tensors with the same channels merges their groups; a traced tensor times a
+    number keeps its group."""
     if not ((node.op == "call_function" and node.target in _MUL_FUNCTIONS)
             or (node.op == "call_method" and node.target in ("mul", "mul_"))):
         return False
     tensors = [a for a in node.args if isinstance(a, fx.Node)]
+    if len(sources) == 1 and len(tensors) == 1 and not node.kwargs \
+            and all(isinstance(a, (int, float)) for a in node.args if not isinstance(a, fx.Node)):
+        t.values[node.name] = t.values[sources[0].name]   # times a number: zero stays zero, channels stay
+        return True
     if len(sources) != 2 or len(tensors) != 2 or node.kwargs:
         t.refuse(node, "a product must have two traced tensors (a factor outside the pruned channels "
                        "cannot follow them)")

@@ -97,17 +97,27 @@ def test_a_grouped_conv_without_a_channel_tie_is_refused_by_node():
         extract(model, torch.zeros(1, 3, 6, 6))
 
 
-def test_a_product_of_different_channel_counts_is_refused_by_node():
-    class Bad(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 1, 1)
+class _Products(torch.nn.Module):
+    def __init__(self, gate_channels):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, gate_channels, 1)
+        self.c = torch.nn.Conv2d(4, 2, 1)
 
-        def forward(self, x):
-            return self.a(x) * torch.sigmoid(self.b(x))
+    def forward(self, x):
+        return self.c(0.5 * (self.a(x) * torch.sigmoid(self.b(x))))
 
+
+def test_a_product_of_different_channel_counts_is_refused_by_node_and_a_number_keeps_the_group():
     with pytest.raises(InvalidInstanceError, match=r"node 'mul'.*same channels"):
-        extract(Bad(), torch.zeros(1, 3, 4, 4))
+        extract(_Products(1), torch.zeros(1, 3, 4, 4))
+    model, x = _Products(4).eval(), torch.randn(2, 3, 4, 4)
+    ext = extract(model, x[:1], sparsity=0.5)
+    assert ext.nodes["mul_1"].group == "a:out" and ext.instance.group("a:out").producers == ("a", "b")
+    sol = _random_solution(ext.instance, 0, p_row=0.5)
+    apply(model, sol, ext)
+    small, _ = compact(model, sol, ext)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() <= 1e-5 * model(x).abs().max()
 
 
 def test_network_solvers_and_the_bound_work_on_the_coupled_instance():
