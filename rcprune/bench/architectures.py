@@ -21,7 +21,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["ARCHITECTURES", "QUICK", "bench_architectures", "format_architectures", "write_architectures"]
+__all__ = ["ARCHITECTURES", "QUICK", "bench_architectures", "format_architectures", "write_architectures",
+           "run_architectures"]
 
 ARCHITECTURES = ("resnet18", "resnet50", "wide_resnet50_2", "vgg11_bn", "alexnet", "resnext50_32x4d",
                  "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
@@ -182,3 +183,15 @@ def write_architectures(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
     js.write_text(json.dumps(rows, indent=1, default=str))
     md.write_text(format_architectures(rows) + "\n")
     return js, md
+
+
+def run_architectures(*, quick: bool = False, models: str | None = None, size: int | None = None,
+                      batch: int | None = None, repeats: int | None = None, out: str | Path | None = None,
+                      log=print) -> str:
+    """What ``rcprune bench architectures [--quick]`` runs: the bench (``--quick``: :data:`QUICK` at 32x32,
+    sparsity 0.5), ``<out>.json`` and ``<out>.md`` written, the Markdown table returned."""
+    names = QUICK if quick else tuple(models.split(",")) if models else ARCHITECTURES
+    rows = bench_architectures(names, (0.5,) if quick else (0.5, 0.7), size=size or (32 if quick else 64),
+                               batch=batch or (2 if quick else 8), repeats=repeats or (2 if quick else 5), log=log)
+    write_architectures(rows, out or "rcprune-architectures")
+    return format_architectures(rows)
