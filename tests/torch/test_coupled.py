@@ -1,6 +1,8 @@
 """Grouped and depthwise convs (channel-tied) and squeeze-excitation gates: the coupling the tracer records,
 the masks, and compacted == masked on random row / column choices, dead channels and whole dead groups
 included (``rcprune.torch.extract_tied``, ``extract_gate``, ``compact_tied``)."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -122,7 +124,16 @@ def test_a_product_of_different_channel_counts_is_refused_by_node_and_a_number_k
 
 def test_network_solvers_and_the_bound_work_on_the_coupled_instance():
     model = randomize_batchnorm(Coupled())
-    ext = extract(model, torch.zeros(1, 3, 8, 8), sparsity=0.5)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    ext = extract(model, x[:1], sparsity=0.5)
     res = rcprune.solve(ext.instance, method="network-greedy", bound=True)
     assert res.feasible and res.lower_bound is not None and 0 <= res.lower_bound <= res.cost + 1e-9
     assert np.isfinite(res.gap)
+    # the exact solver and the group-space one (allocation and annealing: same protocol, slower to compile)
+    for method in ("network-cpsat", "network-group"):
+        sol = rcprune.solve(ext.instance, method=method, seed=0, time_limit=5).solution
+        assert ext.instance.evaluate(sol).feasible
+        masked = apply(copy.deepcopy(model), sol, ext)
+        small, _ = compact(masked, sol, ext)
+        with torch.no_grad():
+            assert (small(x) - masked(x)).abs().max() <= 1e-5 * masked(x).abs().max()
