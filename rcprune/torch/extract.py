@@ -362,6 +362,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             root[m] = gi.name
     nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}
+    params |= {m: tc.weight_shape for m, tc in trace.tied.items()}   # the masks fit tied convs too
     ext = Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
                      batchnorms=batchnorms, excluded=excluded, param_shapes=params, ops=trace.ops, tied=trace.tied)
     _EXTRACTIONS[model] = ext

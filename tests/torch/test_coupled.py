@@ -33,6 +33,10 @@ def test_the_tracer_ties_grouped_and_depthwise_convs_and_merges_the_gate():
     assert inst.group("b:out").producers == ("b", "se.fc2")
     assert ext.ops["se_scale_activation"] == "gate" and ext.nodes["se_scale_activation"].support is None
     assert [k for k in ext.ops.values()].count("scale") == 1
+    other = Coupled()
+    other.dw = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)   # same layers, another depthwise kernel
+    with pytest.raises(InvalidInstanceError, match="module 'dw' should have weight shape"):
+        apply(other, NetworkSolution.full(inst), ext)
 
 
 def test_a_removed_channel_is_zero_after_the_tied_convs():
