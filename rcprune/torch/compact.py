@@ -19,6 +19,8 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
   channels.
 - ``untracked`` (excluded or outside the pruned groups): run as in the original on full-size tensors.
 - ``placeholder``, ``output``: the inputs as they are; the outputs scattered back to full size.
+- ``tied-conv``, ``gate``, ``scale``: grouped and depthwise convs, squeeze-excitation
+  (:mod:`rcprune.torch.compact_tied`).
 
 Cost of building: one pass over the graph plus one copy of the kept weights. Cost of running: a conv or
 linear layer does rows x kept columns multiply-adds per output position in the ``"conv"``, ``"linear"``
@@ -42,7 +44,9 @@ from torch.nn.utils import parametrize
 from rcprune.network.model import NetworkSolution
 from rcprune.validation import InvalidInstanceError, check_flag
 
-from rcprune.torch.compact_forms import _CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear
+from rcprune.torch.compact_forms import (_CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear,
+                                          batchnorm_folded)
+from rcprune.torch.compact_tied import COUPLED_HANDLERS
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.latency import measure_latency
 
@@ -142,6 +146,19 @@ class _Builder:
             self.root[node.target] = copy.deepcopy(_get_attr(self.model, node.target))
         return self.graph.node_copy(node, arg)
 
+    def foldable_batchnorm(self, node: fx.Node, mod: nn.Module) -> nn.Module | None:
+        """The BatchNorm that alone reads ``node``'s output, when both run in eval mode on running
+        statistics (then it is an affine map per channel, which folds into the conv); marked folded."""
+        users = list(node.users)
+        if not self.fold_batchnorm or mod.training or len(users) != 1 or users[0].op != "call_module" \
+                or users[0].target not in self.extraction.batchnorms:
+            return None
+        bn = self.modules[users[0].target]
+        if bn.training or bn.running_mean is None or bn.running_var is None:
+            return None
+        self.folded.add(users[0].name)
+        return bn
+
     def add_layer(self, node: fx.Node, src: fx.Node, module: nn.Module, original: nn.Module, rows: np.ndarray,
                   kept_cols: int, mode: str) -> None:
         """Put the compact layer ``module`` at ``node`` on ``src``'s compact tensor; it carries ``rows``."""
@@ -177,6 +194,8 @@ def node_kind(b: _Builder, node: fx.Node) -> str:
     srcs = b.tracked_inputs(node)
     if info is None or node.name in ext.excluded or not srcs:
         return "untracked"
+    if node.name in ext.ops:
+        return ext.ops[node.name]        # a coupled op: "tied-conv", "gate", "scale"
     target = node.target if node.op == "call_module" else None
     if target in ext.layers:
         return ext.layers[target].kind   # "conv" or "linear"
@@ -234,43 +253,14 @@ def _linear(b: _Builder, node: fx.Node) -> None:
     b.add_layer(node, src, newmod, mod, rows, len(feat), "linear")
 
 
-def _foldable_batchnorm(b: _Builder, node: fx.Node, mod: nn.Module) -> nn.Module | None:
-    """The BatchNorm that alone reads ``node``'s output, when both run in eval mode on running
-    statistics (then it is an affine map per channel, which folds into the conv)."""
-    users = list(node.users)
-    if not b.fold_batchnorm or mod.training or len(users) != 1 or users[0].op != "call_module" \
-            or users[0].target not in b.extraction.batchnorms:
-        return None
-    bn = b.modules[users[0].target]
-    if bn.training or bn.running_mean is None or bn.running_var is None:
-        return None
-    b.folded.add(users[0].name)
-    return bn
-
-
-def _fold(bn: nn.Module, rows: np.ndarray, w4: torch.Tensor, bias: torch.Tensor | None):
-    """``w4``, ``bias`` of the kept rows with ``bn`` applied: ``scale = gamma / sqrt(var + eps)``,
-    ``w * scale``, ``(b - mean) * scale + beta``."""
-    idx = torch.as_tensor(rows, dtype=torch.long)
-    var, mean = bn.running_var.detach()[idx], bn.running_mean.detach()[idx]
-    scale = torch.rsqrt(var + bn.eps)
-    shift = -mean * scale
-    if bn.affine:
-        gamma, beta = bn.weight.detach()[idx], bn.bias.detach()[idx]
-        scale, shift = scale * gamma, shift * gamma + beta
-    b0 = torch.zeros_like(scale) if bias is None else bias
-    w = w4 * scale.to(w4.dtype).reshape(-1, *([1] * (w4.dim() - 1)))
-    return w, (b0 * scale + shift).to(w4.dtype)
-
-
 def _conv(b: _Builder, node: fx.Node) -> None:
     src, mod, rows, in_chan, colmask, bias = _kept(b, node)
     touched = np.flatnonzero(colmask.any(axis=1))
     sub = colmask[touched]
     w4 = layer_weight(mod)[rows][:, in_chan[touched]]
-    bn = _foldable_batchnorm(b, node, mod)
+    bn = b.foldable_batchnorm(node, mod)
     if bn is not None:
-        w4, bias = _fold(bn, rows, w4, bias)
+        w4, bias = batchnorm_folded(bn, rows, w4, bias)
     if not len(rows):
         _no_rows(b, node, src, mod)
         return
@@ -302,7 +292,7 @@ def _no_rows(b: _Builder, node: fx.Node, src: fx.Node, mod: nn.Module) -> None:
     b.add_layer(node, src, _empty_conv(mod, w4, None, None, None, None), mod, np.array([0]), 0, "empty")
     b.layers[-1]["rows"] = 0
     b.zeros.add(node.name)
-    _foldable_batchnorm(b, node, mod)   # a foldable BatchNorm of a dead channel: zero in, zero out
+    b.foldable_batchnorm(node, mod)   # a foldable BatchNorm of a dead channel: zero in, zero out
 
 
 def _batchnorm(b: _Builder, node: fx.Node) -> None:
@@ -318,6 +308,9 @@ def _batchnorm(b: _Builder, node: fx.Node) -> None:
     # a masked BatchNorm's class is parametrize's subclass: the compact one is of the original class
     bn = parametrize.type_before_parametrizations(mod)(len(idx), eps=mod.eps, momentum=mod.momentum,
                                                        affine=mod.affine, track_running_stats=mod.track_running_stats)
+    like = next((t for t in (mod.running_mean, getattr(mod, "weight", None)) if t is not None), None)
+    if like is not None:   # the original's dtype and device (a float64 model stays float64)
+        bn = bn.to(device=like.device, dtype=like.dtype)
     with torch.no_grad():
         for pname in ("weight", "bias"):
             if getattr(mod, pname, None) is not None:
@@ -378,7 +371,7 @@ HANDLERS: dict[str, Callable[[_Builder, fx.Node], None]] = {
     "add": _add,
     "flatten": _flatten,
     "channelwise": _channelwise,
-}
+} | COUPLED_HANDLERS
 
 
 # --- the forms of a pruned conv -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["RCConv2d", "RCLinear", "ChannelScatterAdd", "ChannelScatter", "select_channels"]
+__all__ = ["RCConv2d", "RCLinear", "GroupedConv", "ChannelSelect", "ChannelScatterAdd", "ChannelScatter",
+           "select_channels", "batchnorm_folded"]
 
 _CL = torch.channels_last
 
@@ -46,6 +47,21 @@ def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, index)
     n, c, h, w = x.shape
     return _nchw(_nhwc(x).reshape(-1, c).index_select(1, index).view(n, h, w, -1))
+
+
+def batchnorm_folded(bn: nn.Module, rows: np.ndarray, w4: torch.Tensor, bias: torch.Tensor | None):
+    """``w4``, ``bias`` of the kept rows with ``bn`` applied: ``scale = gamma / sqrt(var + eps)``,
+    ``w * scale``, ``(b - mean) * scale + beta``."""
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    var, mean = bn.running_var.detach()[idx], bn.running_mean.detach()[idx]
+    scale = torch.rsqrt(var + bn.eps)
+    shift = -mean * scale
+    if bn.affine:
+        gamma, beta = bn.weight.detach()[idx], bn.bias.detach()[idx]
+        scale, shift = scale * gamma, shift * gamma + beta
+    b0 = torch.zeros_like(scale) if bias is None else bias
+    w = w4 * scale.to(w4.dtype).reshape(-1, *([1] * (w4.dim() - 1)))
+    return w, (b0 * scale + shift).to(w4.dtype)
 
 
 class RCConv2d(nn.Module):
@@ -144,6 +160,42 @@ class RCLinear(nn.Module):
         if self.in_index is not None:
             x = select_channels(x, self.in_index)
         return F.linear(x, self.weight, self.bias)
+
+
+class GroupedConv(nn.Module):
+    """A compacted tied (grouped or depthwise) conv: ``F.conv2d(x[:, in_index], weight, groups=groups)``,
+    then the output channels ``out_index`` (``None``: no gather). Groups that keep different numbers of
+    channels are padded to the widest (the padding slots read any channel of their group with zero weights,
+    and their outputs are dropped by ``out_index``), so the conv stays one grouped conv."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_index, out_index, *, groups: int,
+                 stride, padding, dilation):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+        self.register_buffer("in_index", _index(in_index))
+        self.register_buffer("out_index", _index(out_index))
+        self.groups = int(groups)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=_CL) if self.in_index is None else select_channels(x, self.in_index)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return y if self.out_index is None else select_channels(y, self.out_index)
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, groups={self.groups}, padded={self.out_index is not None}"
+
+
+class ChannelSelect(nn.Module):
+    """The channels ``index`` of ``x`` (``select_channels``)."""
+
+    def __init__(self, index):
+        super().__init__()
+        self.register_buffer("index", _index(index))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return select_channels(x, self.index)
 
 
 class ChannelScatterAdd(nn.Module):

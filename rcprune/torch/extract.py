@@ -3,7 +3,9 @@
 The model is traced once with ``torch.fx`` and run once on the example inputs (shapes). Conv2d and Linear
 modules become layers (rows = output channels, columns = ``weight.view(C_out, -1)``); BatchNorm,
 zero-preserving activations, pooling and dropout keep a tensor's channel group; residual adds merge
-groups; flatten into a Linear makes each channel a block of ``H*W`` columns.
+groups; flatten into a Linear makes each channel a block of ``H*W`` columns. The coupling rules of
+:data:`RULES`, one module each, cover grouped and depthwise convs (:mod:`rcprune.torch.extract_tied`)
+and squeeze-excitation gates (:mod:`rcprune.torch.extract_gate`).
 
 >>> import torch
 >>> m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -31,7 +33,10 @@ from rcprune.network.builder import NetworkBuilder
 from rcprune.network.model import NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_name, check_scores
 
+from rcprune.torch.extract_gate import gate, scale
+from rcprune.torch.extract_tied import tied_conv
 from rcprune.torch.rcmask import original_tensor
+from rcprune.torch.traced import NodeInfo, TiedConv, Trace, target_name, tensor_shape
 
 __all__ = ["extraction_of", "extract", "Extraction", "LayerMap", "NodeInfo"]
 
@@ -42,6 +47,11 @@ _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.
 _PASS_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout,
                    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 _PASS_METHODS = {"relu", "relu_", "contiguous", "tanh"}
+try:  # torchvision's stochastic depth scales whole samples by 0 or 1 / (1 - p): zero stays zero
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+    _PASS_FUNCTIONS.add(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is optional
+    pass
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 
@@ -63,18 +73,6 @@ class LayerMap:
     out_positions: int
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    """A traced tensor: its channel group (instance name), its *support* (the layers whose kept rows can
-    make its channels non-zero; ``None`` = every channel, e.g. a network input) and, after a flatten,
-    the spatial size of each channel's block."""
-
-    group: str | None
-    support: frozenset | None
-    spatial: tuple[int, ...] | None = None
-    flat: bool = False
-
-
 @dataclass
 class Extraction:
     """What :func:`extract` found: the instance and the mapping back to the model."""
@@ -86,6 +84,24 @@ class Extraction:
     batchnorms: dict[str, str] = field(default_factory=dict)   # BN module -> node it runs at
     excluded: list[str] = field(default_factory=list)
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    ops: dict[str, str] = field(default_factory=dict)           # node -> coupling kind (extract_* rules)
+    tied: dict[str, TiedConv] = field(default_factory=dict)     # tied (grouped) conv module -> facts
+
+    def tied_masks(self, solution) -> dict[str, dict[str, torch.Tensor]]:
+        """Per tied conv, the masks of its ``weight`` (and ``bias``): entry ``(c, i)`` stays iff output
+        channel ``c`` and its group's input channel ``i`` can carry values (:mod:`rcprune.torch.extract_tied`)."""
+        out = {}
+        for name, tc in self.tied.items():
+            info = self.nodes[tc.node]
+            keep = self.support_mask(info.support, info.group, solution)
+            n = tc.weight_shape[1]
+            inputs = keep.reshape(tc.groups, n)                      # per group, its input channels
+            w = keep[:, None] & np.repeat(inputs, tc.weight_shape[0] // tc.groups, axis=0)
+            w = np.broadcast_to(w[:, :, None, None], tc.weight_shape).copy()
+            out[name] = {"weight": torch.from_numpy(w)}
+            if tc.has_bias:
+                out[name]["bias"] = torch.from_numpy(keep.copy())
+        return out
 
     def check_model(self, model: nn.Module) -> None:
         """Raise unless ``model`` has this extraction's layers with the same weight shapes."""
@@ -135,14 +151,8 @@ def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
     return check_scores(s, name=f"scores of layer {name!r}")
 
 
-def _tensor_shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-def _target_name(node: fx.Node) -> str:
-    t = node.target
-    return t if isinstance(t, str) else getattr(t, "__name__", repr(t))
+# the coupling rules, tried in this order before the built-in ops (one module each)
+RULES = (tied_conv, gate, scale)
 
 
 def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", protect: Sequence[str] = (),
@@ -171,8 +181,9 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         What the budget counts (:class:`rcprune.NetworkInstance`); a latency measure is made for the
         extraction (:func:`rcprune.torch.latency_table`), so derive it with ``instance.replace``.
     unsupported : "error" or "exclude"
-        An op the adapter cannot follow on a pruned path (or a grouped conv): raise an error naming the node,
-        or (``"exclude"``) warn, keep its input channels whole and treat its output as a new input.
+        An op the adapter cannot follow on a pruned path (e.g. a grouped conv with a channel multiplier):
+        raise an error naming the node, or (``"exclude"``) warn, keep its input channels whole and treat its
+        output as a new input.
 
     Returns
     -------
@@ -218,6 +229,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
     if unknown:
         raise InvalidInstanceError(f"protect names unknown module(s) {unknown}")
     n_inputs = 0
+    trace = Trace(b, values, modules, lambda node, why: refuse(node, why))
 
     def tracked(node_args) -> list[fx.Node]:
         out = []
@@ -229,19 +241,19 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         return out
 
     def refuse(node: fx.Node, why: str) -> None:
-        msg = f"node {node.name!r} ({node.op} {_target_name(node)}): {why}"
+        msg = f"node {node.name!r} ({node.op} {target_name(node)}): {why}"
         if unsupported == "error":
             raise InvalidInstanceError(msg + "; pass unsupported='exclude' to keep its channels whole instead")
         warnings.warn(f"rcprune.torch.extract: {msg}; its input channels are kept whole", stacklevel=3)
         excluded.append(node.name)
         for a in tracked(list(node.args) + list(node.kwargs.values())):
             protected_raw.append(values[a.name].group)
-        shape = _tensor_shape(node)
+        shape = tensor_shape(node)
         if shape is not None and len(shape) >= 2:
             values[node.name] = NodeInfo(b.input(f"{node.name}:excluded", int(shape[1])), None)
 
     for node in gm.graph.nodes:
-        shape = _tensor_shape(node)
+        shape = tensor_shape(node)
         if node.op == "placeholder":
             if shape is None or len(shape) < 2:
                 continue
@@ -263,19 +275,20 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             continue
         src = values[srcs[0].name]
         mod = modules.get(node.target) if node.op == "call_module" else None
+        if any(rule(trace, node, mod, srcs) for rule in RULES):
+            continue
         if isinstance(mod, nn.Conv2d) or isinstance(mod, nn.Linear):
             lname = node.target
             if lname in layers:
                 refuse(node, "the module is called more than once (shared weights)")
                 continue
-            if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or mod.padding_mode != "zeros"):
-                refuse(node, f"grouped conv (groups={mod.groups})" if mod.groups != 1 else
-                       f"padding_mode {mod.padding_mode!r}")
+            if isinstance(mod, nn.Conv2d) and mod.padding_mode != "zeros":
+                refuse(node, f"padding_mode {mod.padding_mode!r}")
                 continue
             if src.flat and isinstance(mod, nn.Conv2d):
                 refuse(node, "conv on a flattened tensor")
                 continue
-            in_shape = _tensor_shape(srcs[0])
+            in_shape = tensor_shape(srcs[0])
             if isinstance(mod, nn.Linear) and (in_shape is None or len(in_shape) != 2):
                 refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor (only (N, features) is supported)")
                 continue
@@ -324,7 +337,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             values[node.name] = NodeInfo(g, sup, a.spatial, a.flat)
         elif (isinstance(mod, nn.Flatten) or (node.op == "call_function" and node.target is torch.flatten)
               or (node.op == "call_method" and node.target in _FLATTEN_METHODS)):
-            in_shape = _tensor_shape(srcs[0])
+            in_shape = tensor_shape(srcs[0])
             if src.flat or in_shape is None or len(shape) != 2 or shape[0] != in_shape[0] or len(in_shape) < 2:
                 refuse(node, f"reshape from {in_shape} to {shape} is not a flatten of (N, C, ...) to (N, C*...)")
                 continue
@@ -349,8 +362,9 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             root[m] = gi.name
     nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}
+    params |= {m: tc.weight_shape for m, tc in trace.tied.items()}   # the masks fit tied convs too
     ext = Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),
-                     batchnorms=batchnorms, excluded=excluded, param_shapes=params)
+                     batchnorms=batchnorms, excluded=excluded, param_shapes=params, ops=trace.ops, tied=trace.tied)
     _EXTRACTIONS[model] = ext
     return ext
 

@@ -2,7 +2,8 @@
 until ``bake``.
 
 Every pruned layer's ``weight`` is masked by ``rows x effective columns`` and its bias by the kept rows;
-every BatchNorm gets its affine weight and bias masked outside the channels its tensor can carry, so a
+every BatchNorm and tied (grouped, depthwise) conv gets its weight and bias masked outside the channels its
+tensor can carry, so a
 pruned channel is exactly zero everywhere and the masked model computes what
 :func:`rcprune.torch.compact` builds. The user's values are stored beside the mask and never written
 (:func:`restore` gives them back bit for bit); the user's parameter objects stay the trainable ones, so a
@@ -39,6 +40,7 @@ def layer_masks(extraction: Extraction, solution: NetworkSolution) -> dict[str, 
         info = extraction.nodes[node]
         keep = extraction.support_mask(info.support, info.group, solution)
         out[bn] = {"weight": torch.from_numpy(keep.copy()), "bias": torch.from_numpy(keep.copy())}
+    out.update(extraction.tied_masks(solution))
     return out
 
 

@@ -11,8 +11,11 @@ Cases (small inputs, so the suite stays fast):
 - ``cifar20-random-train``: the CIFAR ResNet-20 with random rows and columns per layer, compacted in train
   mode: residual adds of different channel subsets (``ChannelScatterAdd``) and unfolded BatchNorms.
 - ``cifar20-dead``: the first five layers without kept rows (``"empty"`` convs of one zero channel).
-- ``excluded``: a grouped conv and a sigmoid excluded from pruning: ``ChannelScatter`` puts the pruned
-  tensor back to full size before them.
+- ``excluded``: a grouped conv with a channel multiplier and a cosine excluded from pruning:
+  ``ChannelScatter`` puts the pruned tensor back to full size before them.
+- ``coupled``: a depthwise conv, a grouped conv and a squeeze-excitation gate (:class:`Coupled`) with random
+  rows and columns: ``GroupedConv`` (padded where its groups keep different numbers of channels) and
+  ``ChannelSelect``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from rcprune.torch import apply, compact, extract
 from rcprune.torch.models import cifar_resnet
 
 CASES = ("resnet18-rc90-im2col", "resnet18-rc90-conv", "resnet18-channel50", "cifar20-rc50", "cifar20-rc90",
-         "cifar20-random-train", "cifar20-dead", "excluded")
+         "cifar20-random-train", "cifar20-dead", "excluded", "coupled")
 
 
 def randomize_batchnorm(model, seed=0):
@@ -46,18 +49,43 @@ def randomize_batchnorm(model, seed=0):
 
 
 class Excluded(torch.nn.Module):
-    """A grouped conv and a sigmoid, both excluded from pruning."""
+    """A grouped conv with a channel multiplier (no channel tie) and a cosine, both excluded from pruning."""
 
     def __init__(self):
         super().__init__()
         self.a = torch.nn.Conv2d(2, 4, 3, padding=1)
-        self.g = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2)
-        self.b = torch.nn.Conv2d(4, 4, 1)
+        self.g = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
+        self.b = torch.nn.Conv2d(8, 4, 1)
         self.fc = torch.nn.Linear(4 * 4 * 4, 3)
 
     def forward(self, x):
-        h = torch.sigmoid(self.b(self.g(torch.relu(self.a(x)))))
+        h = torch.cos(self.b(self.g(torch.relu(self.a(x)))))
         return self.fc(h.flatten(1))
+
+
+class Coupled(torch.nn.Module):
+    """A depthwise conv (stride 2), a grouped conv (2 groups of 4, with bias) in a residual block, and a
+    squeeze-excitation gate (torchvision's) on another conv's output; inputs ``(n, 3, 8, 8)``."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import SqueezeExcitation
+
+        bn = torch.nn.BatchNorm2d
+        self.a, self.a_bn = torch.nn.Conv2d(3, 8, 3, padding=1), bn(8)
+        self.dw, self.dw_bn = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2, groups=8, bias=False), bn(8)
+        self.g, self.g_bn = torch.nn.Conv2d(8, 8, 3, padding=1, groups=2), bn(8)
+        self.b = torch.nn.Conv2d(8, 6, 1)
+        self.se = SqueezeExcitation(6, 3)
+        self.c = torch.nn.Conv2d(6, 6, 3, padding=1, stride=2)
+        self.fc = torch.nn.Linear(6 * 2 * 2, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a_bn(self.a(x)))
+        h = torch.relu(self.dw_bn(self.dw(h)))
+        h = torch.relu(self.g_bn(self.g(h))) + h
+        h = self.se(torch.relu(self.b(h)))
+        return self.fc(torch.relu(self.c(h)).flatten(1))
 
 
 def _base(case):
@@ -66,6 +94,8 @@ def _base(case):
         return randomize_batchnorm(torchvision.models.resnet18(num_classes=10)), torch.randn(2, 3, 32, 32)
     if case == "excluded":
         return Excluded().eval(), torch.randn(2, 2, 4, 4)
+    if case == "coupled":
+        return randomize_batchnorm(Coupled()), torch.randn(2, 3, 8, 8)
     return randomize_batchnorm(cifar_resnet(depth=20, width=8, seed=0)), torch.randn(2, 3, 16, 16)
 
 
@@ -98,7 +128,7 @@ def _pruned(case: str):
         rng = np.random.default_rng(0)
         keep = {g.name: rng.random(g.size) < 0.6 for g in ext.instance.groups if not (g.input or g.protected)}
         sol = NetworkSolution.from_channels(ext.instance, keep)
-    elif case == "cifar20-random-train":
+    elif case in ("cifar20-random-train", "coupled"):
         ext = extract(model, x[:1])
         inst, rng = ext.instance, np.random.default_rng(0)
         sol = NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < 0.8),

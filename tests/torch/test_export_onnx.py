@@ -26,6 +26,7 @@ FORMS = {
     "cifar20-random-train": {"ChannelScatterAdd", "BatchNorm2d"},
     "cifar20-dead": {"RCConv2d:empty"},
     "excluded": {"Conv2d", "RCConv2d:conv"},
+    "coupled": {"GroupedConv", "ChannelSelect", "Sigmoid"},
 }
 
 

@@ -28,7 +28,8 @@ def _same(a, b, x):
     return all(torch.equal(u, v) for u, v in zip(ya, yb))
 
 
-@pytest.mark.parametrize("case", ["cifar20-rc90", "cifar20-random-train", "resnet18-channel50", "excluded", "hand"])
+@pytest.mark.parametrize("case", ["cifar20-rc90", "cifar20-random-train", "resnet18-channel50", "excluded", "coupled",
+                                  "hand"])
 def test_a_saved_model_loads_back_bit_for_bit(tmp_path, case):
     small, x = hand_built_forms() if case == "hand" else compacted(case)[:2]
     path = rct.save_compacted(small, tmp_path / "m.rcpt")

@@ -1,0 +1,197 @@
+"""``rcprune bench architectures``: which torchvision architectures rcprune prunes end to end (issue #19).
+
+Per model (random weights, 10 classes) and sparsity: whether extract, solve, compact and export succeed
+(else the stage that failed and its message), the dense and compacted parameters and multiply-adds (counted
+by ``torch.utils.flop_counter`` on both models, so grouped and depthwise convs are in them), the kept
+weights of the pruned layers, compacted == masked (largest difference relative to the masked output),
+the latency speedup (dense and compacted timed round-robin in the same run), and the time to prune
+(extract + solve + compact) beside Torch-Pruning's time on the same model in the same run (its
+``MagnitudePruner``, L1 importance, per-layer channel ratio ``1 - sqrt(1 - sparsity)``, which removes
+about that share of the weights; the classifier ignored). JSON rows and a Markdown table.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+__all__ = ["ARCHITECTURES", "QUICK", "bench_architectures", "format_architectures", "write_architectures",
+           "run_architectures"]
+
+ARCHITECTURES = ("resnet18", "resnet50", "wide_resnet50_2", "vgg11_bn", "alexnet", "resnext50_32x4d",
+                 "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
+                 "densenet121", "squeezenet1_0", "googlenet", "convnext_tiny", "vit_b_16")
+QUICK = ("mobilenet_v3_small", "squeezenet1_0")   # one that prunes, one that is refused (torch.cat)
+
+
+def build(name: str, size: int) -> torch.nn.Module:
+    """A torchvision model with random weights and 10 classes, in eval mode (``vit_b_16`` at ``size``)."""
+    import torchvision
+
+    kwargs = {"num_classes": 10}
+    if name == "vit_b_16":
+        kwargs["image_size"] = size
+    if name == "googlenet":
+        kwargs |= {"aux_logits": False, "init_weights": True}
+    return getattr(torchvision.models, name)(**kwargs).eval()
+
+
+def _macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops() // 2 // x.shape[0])
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _classifier(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            and (getattr(m, "out_features", None) == 10 or getattr(m, "out_channels", None) == 10)]
+
+
+def torch_pruning_run(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> dict:
+    """Torch-Pruning on a copy of ``model``: seconds, parameters after, or the error."""
+    try:
+        import torch_pruning as tp
+    except ImportError as exc:
+        return {"tp_ok": False, "tp_error": f"torch-pruning not installed: {exc}"}
+    m = copy.deepcopy(model)
+    start = time.perf_counter()
+    try:
+        pruner = tp.pruner.MagnitudePruner(m, x[:1], importance=tp.importance.MagnitudeImportance(p=1),
+                                           pruning_ratio=1.0 - math.sqrt(1.0 - sparsity),
+                                           ignored_layers=_classifier(m))
+        pruner.step()
+        with torch.no_grad():
+            m(x[:1])
+    except Exception as exc:  # noqa: BLE001 -- report whatever Torch-Pruning raises
+        return {"tp_ok": False, "tp_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"tp_ok": True, "tp_seconds": time.perf_counter() - start, "tp_params": _params(m)}
+
+
+def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *, method: str, weighting: str,
+         repeats: int, export: bool) -> dict:
+    from rcprune.torch.export import export as export_model
+    from rcprune.torch.latency import measure_latency
+    from rcprune.torch.masking import apply
+    from rcprune.torch.pipeline import prune
+
+    row: dict = {"model": name, "sparsity": sparsity, "params_dense": _params(model), "ok": False}
+    stage = "prune"
+    try:
+        small, report = prune(model, x[:1], sparsity=sparsity, method=method, weighting=weighting)
+        row |= {"extract": True, "solve": True, "compact": True, "seconds": sum(report.seconds.values()),
+                "seconds_by_step": report.seconds, "kept_weights": report.kept_weights,
+                "tied_convs": len(report.extraction.tied), "layers": len(report.extraction.layers),
+                "params_compact": _params(small)}
+        stage = "check"
+        masked = apply(copy.deepcopy(model), report.result.solution, report.extraction)
+        with torch.no_grad():
+            want, got = masked(x), small(x)
+        scale = float(want.abs().max())
+        row |= {"masked_vs_compact": float((got - want).abs().max()) / max(scale, 1e-30),
+                "constant_output": bool(float(want.std()) == 0.0)}
+        stage = "macs"
+        row |= {"macs_dense": _macs(model, x), "macs_compact": _macs(small, x)}
+        if export:
+            stage = "export"
+            with tempfile.TemporaryDirectory() as tmp:
+                rep = export_model(small, x, Path(tmp) / "m.onnx")
+            row |= {"export": True, "export_diff": rep.max_abs_diff}
+        stage = "latency"
+        ms = measure_latency({"dense": model, "compact": small}, x, repeats=repeats)
+        row |= {"dense_ms": ms["dense"], "compact_ms": ms["compact"], "speedup": ms["dense"] / ms["compact"],
+                "ok": True}
+    except Exception as exc:  # noqa: BLE001 -- the bench reports every failure by stage
+        stage = {"prune": _prune_stage(exc)}.get(stage, stage)
+        row |= {"failed": stage, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return row
+
+
+def _prune_stage(exc: Exception) -> str:
+    text = str(exc)
+    return "extract" if ("node '" in text or "trace" in text or "example_inputs" in text) else "solve/compact"
+
+
+def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Sequence[float] = (0.5, 0.7), *,
+                        size: int = 64, batch: int = 8, method: str = "network-greedy", weighting: str = "none",
+                        repeats: int = 5, export: bool = True, torch_pruning: bool = True, seed: int = 0,
+                        log=None) -> list[dict]:
+    """One row per model and sparsity (see the module docstring); a model that cannot even be built or
+    run dense gets one row saying so. ``weighting`` ``"none"`` is :func:`rcprune.torch.prune`'s default;
+    the column ``constant_output`` flags a solution that emptied a classifier (then the masked-vs-compact
+    comparison compares constants)."""
+    rows = []
+    for name in models:
+        torch.manual_seed(seed)
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+        try:
+            model = build(name, size)
+            with torch.no_grad():
+                model(x[:1])
+        except Exception as exc:  # noqa: BLE001
+            rows.append({"model": name, "ok": False, "failed": "build", "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        for sparsity in sparsities:
+            row = _one(name, model, x, sparsity, method=method, weighting=weighting, repeats=repeats, export=export)
+            if torch_pruning:
+                row |= torch_pruning_run(model, x, sparsity)
+            rows.append(row)
+            if log is not None:
+                log(format_architectures([row], header=False))
+    return rows
+
+
+_COLUMNS = ("model", "sparsity", "ok", "failed", "params_dense", "params_compact", "kept_weights", "macs_dense",
+            "macs_compact", "masked_vs_compact", "constant_output", "export", "speedup", "seconds", "tp_ok",
+            "tp_seconds", "tp_params")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def format_architectures(rows: list[dict], header: bool = True) -> str:
+    """A Markdown table of the rows (the errors listed below it)."""
+    lines = []
+    if header:
+        lines += ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in _COLUMNS) + " |" for r in rows]
+    errors = [f"- {r['model']} ({r.get('sparsity')}): {r['failed']}: {r['error']}" for r in rows if r.get("error")]
+    errors += [f"- {r['model']} ({r.get('sparsity')}): Torch-Pruning: {r['tp_error']}" for r in rows if r.get("tp_error")]
+    return "\n".join(lines + ([""] + errors if errors and header else errors))
+
+
+def write_architectures(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
+    """``<out>.json`` and ``<out>.md``."""
+    out = Path(out)
+    js, md = out.with_suffix(".json"), out.with_suffix(".md")
+    js.write_text(json.dumps(rows, indent=1, default=str))
+    md.write_text(format_architectures(rows) + "\n")
+    return js, md
+
+
+def run_architectures(*, quick: bool = False, models: str | None = None, size: int | None = None,
+                      batch: int | None = None, repeats: int | None = None, out: str | Path | None = None,
+                      log=print) -> str:
+    """What ``rcprune bench architectures [--quick]`` runs: the bench (``--quick``: :data:`QUICK` at 32x32,
+    sparsity 0.5), ``<out>.json`` and ``<out>.md`` written, the Markdown table returned."""
+    names = QUICK if quick else tuple(models.split(",")) if models else ARCHITECTURES
+    rows = bench_architectures(names, (0.5,) if quick else (0.5, 0.7), size=size or (32 if quick else 64),
+                               batch=batch or (2 if quick else 8), repeats=repeats or (2 if quick else 5), log=log)
+    write_architectures(rows, out or "rcprune-architectures")
+    return format_architectures(rows)
