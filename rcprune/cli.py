@@ -220,6 +220,14 @@ def cmd_bench(args) -> int:
         _bench_parallel(args)
     elif args.what == "export":
         _bench_export(args)
+    elif args.what == "architectures":
+        try:
+            from rcprune.bench.architectures import run_architectures
+        except ImportError as exc:
+            raise InvalidInstanceError(f"bench architectures needs the torch and bench extras (pip install "
+                                       f"'rcprune[torch,bench]'): {exc}") from None
+        print(run_architectures(quick=args.quick, models=args.models, size=args.size, batch=args.batch,
+                                repeats=args.repeats, out=args.out, log=lambda msg: print(msg, file=sys.stderr)))
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -563,9 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
     b.add_argument("what", choices=["kernels", "solvers", "retention", "layerwise", "network", "bounds", "latency", "pareto",
                                     "table", "plan", "zeroshot", "large-layer", "feather",
-                                    "parallel", "export"])
+                                    "parallel", "export", "architectures"])
     b.add_argument("--models", default=None, help="network: comma-separated models (default resnet18,resnet50); "
-                   "export: some of cifar-resnet20,resnet18,resnet50 (default all)")
+                   "export: some of cifar-resnet20,resnet18,resnet50 (default all); architectures: torchvision models "
+                   "(default the 16)")
     b.add_argument("--device", default="cpu", help="latency: the device to time on (cpu, or cuda when there is one)")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
@@ -600,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per method and instance (solvers: 10, 2 with --quick; retention, network: 60; "
                         "bounds: per bound, 5, --trained 10, 1 with --quick)")
     b.add_argument("--out", default=None, help="pareto: output folder (default rcprune-pareto; feather: rcprune-feather; "
-                   "export: rcprune-export); table: folder "
+                   "export: rcprune-export; architectures: the path of its .json and .md, default rcprune-architectures); table: folder "
                    "for latency_table_check.json and .md")
     b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")

@@ -25,3 +25,11 @@ def test_quick_bench_reports_what_prunes_and_what_is_refused(tmp_path):
     text = md.read_text()
     assert text == format_architectures(rows) + "\n" and "| mobilenet_v3_small | 0.5 | True |" in text
     assert "squeezenet1_0 (0.5): extract: InvalidInstanceError: node 'cat'" in text
+
+
+def test_the_cli_runs_the_quick_subset(tmp_path, capsys):
+    from rcprune.cli import main
+    assert main(["bench", "architectures", "--quick", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "| mobilenet_v3_small | 0.5 | True |" in out and "node 'cat'" in out
+    assert (tmp_path / "a.json").exists() and (tmp_path / "a.md").exists()
