@@ -78,16 +78,21 @@ def test_each_layer_seed_comes_from_its_name_not_its_position(monkeypatch):
     assert torch.equal(keep_mask(alone.conv2), keep_mask(whole.conv2))   # the same H, the same seed
 
 
-@pytest.mark.parametrize("n_jobs, backend", [(1, "loky"), (2, "threading")])
-def test_a_failing_layer_is_named_and_the_model_stays_unmasked(monkeypatch, n_jobs, backend):
+def _break_layer(monkeypatch, layer: str) -> None:
+    """The solve of ``layer`` raises; the others run as they are."""
     import rcprune.retention_task as task
 
     def broken(name, *args):
-        if name == "conv2":
+        if name == layer:
             raise FloatingPointError("the kernel overflowed")
         return task.solve_layer(name, *args)
 
     monkeypatch.setattr("rcprune.torch.retention.solve_layer", broken)
+
+
+@pytest.mark.parametrize("n_jobs, backend", [(1, "loky"), (2, "threading")])
+def test_a_failing_layer_is_named_and_the_model_stays_unmasked(monkeypatch, n_jobs, backend):
+    _break_layer(monkeypatch, "conv2")
     model = _tiny()
     with pytest.raises(LayerTaskError, match="layer 'conv2' failed: FloatingPointError"):
         retention_prune(model, _batches(2), 0.7, method="retention-greedy", n_jobs=n_jobs, backend=backend)
@@ -95,14 +100,7 @@ def test_a_failing_layer_is_named_and_the_model_stays_unmasked(monkeypatch, n_jo
 
 
 def test_a_failing_layer_of_a_sequential_run_unmasks_the_layers_before_it(monkeypatch):
-    import rcprune.retention_task as task
-
-    def broken(name, *args):
-        if name == "fc":
-            raise FloatingPointError("the kernel overflowed")
-        return task.solve_layer(name, *args)
-
-    monkeypatch.setattr("rcprune.torch.retention.solve_layer", broken)
+    _break_layer(monkeypatch, "fc")
     model = _tiny()
     with pytest.raises(LayerTaskError, match="layer 'fc' failed: FloatingPointError"):
         retention_prune(model, _batches(2), 0.7, method="retention-greedy", sequential=True, batchnorm=False)
