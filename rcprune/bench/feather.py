@@ -210,6 +210,11 @@ def evaluate_feather_goals(summary: list[dict]) -> list[dict]:
         value = best["acc"] - plain["acc"]
         goals.append({"goal": f"RC with the best recovery ({best['method']}) > RC + plain fine-tune by more than "
                               f"the seed sd ({sd:.4f}) at {s:g}", "passed": value > sd, "value": value})
+        tp = _entry(summary, "tp-l1", s)
+        if tp is not None:   # the issue asks at equal latency, where TP's whole channels are faster: stricter
+            goals.append({"goal": f"RC with the best recovery ({best['method']}) >= Torch-Pruning L1 at equal kept "
+                                  f"weights at {s:g}", "passed": best["acc"] >= tp["acc"] - 1e-12,
+                          "value": best["acc"] - tp["acc"]})
     return goals
 
 

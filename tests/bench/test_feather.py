@@ -61,3 +61,6 @@ def test_rc_recovery_goal_needs_more_than_the_seed_sd():
     assert [g["passed"] for g in goals] == [True, False]
     assert "rc-distill" in goals[0]["goal"] and goals[0]["value"] == pytest.approx(0.006)
     assert "feather-rc" in goals[1]["goal"]
+    rows.append({"method": "tp-l1", "sparsity": 0.98, "acc": 0.95, "acc_sd": 0.0})
+    goals = [g for g in evaluate_feather_goals(rows) if "Torch-Pruning" in g["goal"]]
+    assert [g["passed"] for g in goals] == [False] and goals[0]["value"] == pytest.approx(-0.047)
