@@ -16,7 +16,8 @@ Optional rows (``methods=``): ``feather-learned`` (``allocation="learned"``, Lap
 rows at the same RC budget: ``magnitude-rc`` (:func:`rcprune.torch.prune` on |w|, network-greedy, masks
 only, then the masked fine-tune), ``rc-distill`` (the same masks, fine-tuned with distillation from the
 dense model: ``teacher=``, T = 4, alpha = 0.5), ``rc-regenerate`` (the same masks, ``regenerate=True``),
-``feather-rc`` (``structure="rc"``, network-greedy every 10 steps), and ``tp-l1`` (Torch-Pruning L1
+``feather-rc`` (``structure="rc"``, network-greedy every 10 steps), ``feather-rc-distill`` (the same with
+distillation from the dense model), and ``tp-l1`` (Torch-Pruning L1
 per-layer channel pruning with the largest kept conv + linear weights not above the same budget, then the
 same fine-tune; the ``bench`` extra). Every row trains the same epochs with the same recipe.
 
@@ -47,8 +48,9 @@ __all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "
            "OPTIONAL_ROWS"]
 
 FEATHER_ROWS = ("magnitude", "feather")
-OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate", "feather-rc", "tp-l1")
-RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc")   # recoveries of the RC budget, judged against magnitude-rc
+OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill",
+                 "tp-l1")
+RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill")   # recoveries of the RC budget, judged against magnitude-rc
 MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "tp-l1")   # pruned, then fine-tuned
 
 
@@ -141,7 +143,8 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                 else:
                     model = copy.deepcopy(dense)
                     options = {"feather": {}, "feather-learned": {"allocation": "learned"},
-                               "feather-rc": {"structure": "rc"}}[method]
+                               "feather-rc": {"structure": "rc"},
+                               "feather-rc-distill": {"structure": "rc", "teacher": copy.deepcopy(dense).eval()}}[method]
                     hist = feather(model, train, s, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
                                    desc=f"{method} {s:g}", **options)
                     row["threshold"] = hist[-1]["threshold"]
