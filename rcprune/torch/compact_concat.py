@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from rcprune.torch.extract_concat import _tensors_and_dim
+from rcprune.torch.extract_concat import cat_operands
 
 __all__ = ["CONCAT_HANDLERS"]
 
 
 def _cat(b, node: fx.Node) -> None:
-    parts, _ = _tensors_and_dim(node)
+    parts, _ = cat_operands(node)
     chans, offset = [], 0
     for p in parts:
         chans.append(b.chan[p.name] + offset)

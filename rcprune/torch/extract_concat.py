@@ -29,12 +29,13 @@ import torch.nn as nn
 
 from rcprune.torch.traced import NodeInfo, Trace, tensor_shape
 
-__all__ = ["concat", "CAT_FUNCTIONS"]
+__all__ = ["concat", "cat_operands", "CAT_FUNCTIONS"]
 
 CAT_FUNCTIONS = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
 
 
-def _tensors_and_dim(node: fx.Node):
+def cat_operands(node: fx.Node):
+    """A concatenation node's ``(tensors, dim)`` as written (positional or keyword)."""
     args = list(node.args)
     tensors = args[0] if args else node.kwargs.get("tensors")
     dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
@@ -45,7 +46,7 @@ def concat(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node
     """Record a channel concatenation's segments; refuse one the tracer cannot follow."""
     if not (node.op == "call_function" and node.target in CAT_FUNCTIONS):
         return False
-    tensors, dim = _tensors_and_dim(node)
+    tensors, dim = cat_operands(node)
     shape = tensor_shape(node)
     if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int) or shape is None or len(shape) < 2:
         t.refuse(node, "a concatenation needs a list of tensors and a constant dim")

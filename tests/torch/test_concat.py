@@ -161,3 +161,24 @@ def test_what_the_tracer_cannot_follow_is_refused_by_node_and_can_be_excluded(ho
     with torch.no_grad():
         want = model(x)
         assert (small(x) - want).abs().max() <= 1e-9 * want.abs().max()
+
+
+class _Outputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 3, 1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1), self.c(x)
+
+
+def test_a_concatenation_at_the_output_is_protected_and_compacts():
+    model, x = _Outputs().double().eval(), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    ext = extract(model, x[:1], sparsity=0.5)
+    assert all(ext.instance.fixed_rows(n).all() for n in ("a", "b"))
+    sol = _random_solution(ext.instance, 0, p_row=0.3)
+    apply(model, sol, ext)
+    small, _ = compact(model, sol, ext)
+    with torch.no_grad():
+        for want, got in zip(model(x), small(x)):
+            assert want.shape == got.shape and (got - want).abs().max() <= 1e-12 * want.abs().max()
