@@ -182,3 +182,18 @@ def test_a_concatenation_at_the_output_is_protected_and_compacts():
     with torch.no_grad():
         for want, got in zip(model(x), small(x)):
             assert want.shape == got.shape and (got - want).abs().max() <= 1e-12 * want.abs().max()
+
+
+def test_a_collapsed_channel_of_a_concatenation_regenerates_its_segments_producer_row():
+    from rcprune.torch.regenerate import regenerate_channels
+
+    model = _model()
+    extract(model, torch.zeros(1, 3, 8, 8, dtype=torch.float64), sparsity=0.5)
+    before = {n: getattr(model, n).weight.detach().clone() for n in ("a", "b", "c")}
+    with torch.no_grad():
+        model.bn2.weight[5] = 0.0                  # concatenated channel 5: b's channel 2
+    assert regenerate_channels(model, seed=1) == {"bn2": 1}
+    assert model.bn2.weight[5] > 0
+    changed = {n: [int(r) for r in torch.nonzero((getattr(model, n).weight != w).flatten(1).any(1)).flatten()]
+               for n, w in before.items()}
+    assert changed == {"a": [], "b": [2], "c": []}
