@@ -62,6 +62,10 @@ class NetworkBuilder:
         self._created.append(name)
         return name
 
+    def root(self, group: str) -> str:
+        """The name ``group`` goes by after the adds so far."""
+        return self._find(group)
+
     def input(self, name: str, channels: int) -> str:
         """A network input group (always alive)."""
         self._new_group(name, _positive_int(channels, f"input {name!r} channels"))

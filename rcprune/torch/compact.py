@@ -21,6 +21,8 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
 - ``placeholder``, ``output``: the inputs as they are; the outputs scattered back to full size.
 - ``tied-conv``, ``gate``, ``scale``: grouped and depthwise convs, squeeze-excitation
   (:mod:`rcprune.torch.compact_tied`).
+- ``cat``: a channel concatenation, the compacted parts in order (:mod:`rcprune.torch.compact_concat`);
+  the channels a concatenation carries are indices into all its segments' channels.
 
 Cost of building: one pass over the graph plus one copy of the kept weights. Cost of running: a conv or
 linear layer does rows x kept columns multiply-adds per output position in the ``"conv"``, ``"linear"``
@@ -46,6 +48,7 @@ from rcprune.validation import InvalidInstanceError, check_flag
 
 from rcprune.torch.compact_forms import (_CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear,
                                           batchnorm_folded)
+from rcprune.torch.compact_concat import CONCAT_HANDLERS
 from rcprune.torch.compact_tied import COUPLED_HANDLERS
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.latency import measure_latency
@@ -121,16 +124,16 @@ class _Builder:
         return [a for a in node.all_input_nodes if a.name in self.chan]
 
     def group_size(self, node: fx.Node) -> int:
-        return self.inst.group(self.extraction.nodes[node.name].group).size
+        return self.extraction.channel_count(self.extraction.nodes[node.name])
 
     def full(self, node: fx.Node) -> fx.Node:
         """``node``'s compact value, a tracked tensor scattered to its group's full channel count."""
         if node.name not in self.chan:
             return self.env[node.name]
         info = self.extraction.nodes.get(node.name)
-        if info is None or info.group is None:
+        if info is None or (info.group is None and not info.parts):
             return self.env[node.name]
-        size = self.inst.group(info.group).size
+        size = self.extraction.channel_count(info)
         idx = self.chan[node.name]
         if len(idx) == size:
             return self.env[node.name]
@@ -371,7 +374,7 @@ HANDLERS: dict[str, Callable[[_Builder, fx.Node], None]] = {
     "add": _add,
     "flatten": _flatten,
     "channelwise": _channelwise,
-} | COUPLED_HANDLERS
+} | COUPLED_HANDLERS | CONCAT_HANDLERS
 
 
 # --- the forms of a pruned conv -----------------------------------------------------------------------------

@@ -4,8 +4,9 @@ The model is traced once with ``torch.fx`` and run once on the example inputs (s
 modules become layers (rows = output channels, columns = ``weight.view(C_out, -1)``); BatchNorm,
 zero-preserving activations, pooling and dropout keep a tensor's channel group; residual adds merge
 groups; flatten into a Linear makes each channel a block of ``H*W`` columns. The coupling rules of
-:data:`RULES`, one module each, cover grouped and depthwise convs (:mod:`rcprune.torch.extract_tied`)
-and squeeze-excitation gates (:mod:`rcprune.torch.extract_gate`).
+:data:`RULES`, one module each, cover grouped and depthwise convs (:mod:`rcprune.torch.extract_tied`),
+squeeze-excitation gates (:mod:`rcprune.torch.extract_gate`) and channel concatenations
+(:mod:`rcprune.torch.extract_concat`; only the ops of :func:`reads_segments` may read one).
 
 >>> import torch
 >>> m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -16,6 +17,7 @@ and squeeze-excitation gates (:mod:`rcprune.torch.extract_gate`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
 import warnings
 import weakref
@@ -33,6 +35,7 @@ from rcprune.network.builder import NetworkBuilder
 from rcprune.network.model import NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_name, check_scores
 
+from rcprune.torch.extract_concat import CAT_FUNCTIONS, concat
 from rcprune.torch.extract_gate import gate, scale
 from rcprune.torch.extract_tied import tied_conv
 from rcprune.torch.rcmask import original_tensor
@@ -123,6 +126,15 @@ class Extraction:
         check_network_solution(self.instance, solution)
         return solution.effective(self.instance)
 
+    def channel_mask(self, info: NodeInfo, solution) -> np.ndarray:
+        """Channels of the tensor ``info`` that can be non-zero under ``solution`` (a concatenation's
+        segments in order)."""
+        return np.concatenate([self.support_mask(s.support, s.group, solution) for s in info.segments])
+
+    def channel_count(self, info: NodeInfo) -> int:
+        """The number of channels of the tensor ``info`` (of its group, or its segments' together)."""
+        return sum(self.instance.group(s.group).size for s in info.segments)
+
     def support_mask(self, support: frozenset | None, group: str, solution) -> np.ndarray:
         """Channels of ``group`` that can be non-zero on a tensor with ``support`` under ``solution``."""
         size = self.instance.group(group).size
@@ -152,7 +164,18 @@ def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
 
 
 # the coupling rules, tried in this order before the built-in ops (one module each)
-RULES = (tied_conv, gate, scale)
+RULES = (concat, tied_conv, gate, scale)
+
+
+def reads_segments(node: fx.Node, mod: nn.Module | None) -> bool:
+    """Whether ``node`` may read a concatenation: a concatenation, an ungrouped conv, a linear layer, a
+    BatchNorm, a channel op or a flatten (each segment keeps its channels)."""
+    if node.op == "call_module":
+        return isinstance(mod, (nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Flatten) + _PASS_MODULES) \
+            or isinstance(mod, nn.Conv2d) and mod.groups == 1
+    if node.op == "call_function":
+        return node.target in _PASS_FUNCTIONS or node.target in CAT_FUNCTIONS or node.target is torch.flatten
+    return node.op == "call_method" and (node.target in _PASS_METHODS or node.target in _FLATTEN_METHODS)
 
 
 def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", protect: Sequence[str] = (),
@@ -247,7 +270,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         warnings.warn(f"rcprune.torch.extract: {msg}; its input channels are kept whole", stacklevel=3)
         excluded.append(node.name)
         for a in tracked(list(node.args) + list(node.kwargs.values())):
-            protected_raw.append(values[a.name].group)
+            protected_raw.extend(s.group for s in values[a.name].segments)
         shape = tensor_shape(node)
         if shape is not None and len(shape) >= 2:
             values[node.name] = NodeInfo(b.input(f"{node.name}:excluded", int(shape[1])), None)
@@ -262,7 +285,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             continue
         if node.op == "output":
             for a in tracked(node.args):
-                protected_raw.append(values[a.name].group)
+                protected_raw.extend(s.group for s in values[a.name].segments)
             continue
         srcs = tracked(list(node.args) + list(node.kwargs.values()))
         if not srcs:
@@ -275,6 +298,9 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             continue
         src = values[srcs[0].name]
         mod = modules.get(node.target) if node.op == "call_module" else None
+        if any(values[s.name].parts for s in srcs) and not reads_segments(node, mod):
+            refuse(node, "this op is not supported on a concatenation of channel groups")
+            continue
         if any(rule(trace, node, mod, srcs) for rule in RULES):
             continue
         if isinstance(mod, nn.Conv2d) or isinstance(mod, nn.Linear):
@@ -293,13 +319,14 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
                 refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor (only (N, features) is supported)")
                 continue
             s = _score_matrix(scores, lname, original_tensor(mod))
+            reads = [seg.group for seg in src.segments]   # a concatenation: each segment's group in turn
             if isinstance(mod, nn.Conv2d):
                 positions, kind = int(np.prod(shape[2:])), "conv"
-                out = b.layer(lname, s, src.group, kernel=tuple(mod.kernel_size), positions=positions)
+                out = b.layer(lname, s, reads, kernel=tuple(mod.kernel_size), positions=positions)
             else:
                 positions, kind = 1, "linear"
                 spatial = src.spatial if src.flat else (1,)
-                out = b.layer(lname, s, src.group, spatial=spatial, positions=positions)
+                out = b.layer(lname, s, reads, spatial=spatial, positions=positions)
             if lname in pending_protect:
                 protected_raw.append(out)
             layers[lname] = LayerMap(lname, lname, kind, tuple(mod.weight.shape), mod.bias is not None, positions)
@@ -341,7 +368,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             if src.flat or in_shape is None or len(shape) != 2 or shape[0] != in_shape[0] or len(in_shape) < 2:
                 refuse(node, f"reshape from {in_shape} to {shape} is not a flatten of (N, C, ...) to (N, C*...)")
                 continue
-            values[node.name] = NodeInfo(src.group, src.support, tuple(int(v) for v in in_shape[2:]) or (1,), True)
+            values[node.name] = dataclasses.replace(src, spatial=tuple(int(v) for v in in_shape[2:]) or (1,), flat=True)
         else:
             refuse(node, "this op is not supported on a pruned path")
     missing = pending_protect - set(layers)
@@ -360,7 +387,11 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
     for gi in instance.groups:
         for m in (gi.name, *gi.members):
             root[m] = gi.name
-    nodes = {k: NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat) for k, v in values.items()}
+    def rooted(v: NodeInfo) -> NodeInfo:
+        return NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat,
+                        tuple(rooted(p) for p in v.parts))
+
+    nodes = {k: rooted(v) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}
     params |= {m: tc.weight_shape for m, tc in trace.tied.items()}   # the masks fit tied convs too
     ext = Extraction(instance=instance, layers=layers, nodes=nodes, graph=copy.deepcopy(gm.graph),

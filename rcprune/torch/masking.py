@@ -38,7 +38,7 @@ def layer_masks(extraction: Extraction, solution: NetworkSolution) -> dict[str, 
             out[lm.module]["bias"] = torch.from_numpy(s.rows.copy())
     for bn, node in extraction.batchnorms.items():
         info = extraction.nodes[node]
-        keep = extraction.support_mask(info.support, info.group, solution)
+        keep = extraction.channel_mask(info, solution)
         out[bn] = {"weight": torch.from_numpy(keep.copy()), "bias": torch.from_numpy(keep.copy())}
     out.update(extraction.tied_masks(solution))
     return out

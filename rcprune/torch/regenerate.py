@@ -5,7 +5,8 @@ A live channel c of a BatchNorm (kept by the mask, if the model is masked) has c
 ``|gamma_c| <= threshold * max |gamma|`` and ``|grad gamma_c| <= threshold * max |grad gamma|`` over that
 BatchNorm's live channels. It gets ``gamma_c`` = the median ``|gamma|`` of the other live channels (1 if
 none), ``beta_c = 0``, and its kernel rows in the layers that produce it (the BatchNorm's support in the
-extraction) are drawn again, Kaiming-normal, on their kept entries only: pruned entries stay zero.
+extraction; for a BatchNorm on a concatenation, the producers of the channel's segment) are drawn again,
+Kaiming-normal, on their kept entries only: pruned entries stay zero.
 Writes go to the trainable values, never to a mask's stored original (``restore`` still gives that back).
 """
 from __future__ import annotations
@@ -66,13 +67,18 @@ def regenerate_channels(model: nn.Module, extraction: Extraction | None = None, 
         with torch.no_grad():
             scale[idx] = float(others.median()) if others.numel() else 1.0
             trainable_tensor(bn, "bias")[idx] = 0.0
-            for layer in sorted(ext.nodes[node].support or ()):
-                conv = modules[ext.layers[layer].module]
-                w = trainable_tensor(conv, "weight")
-                fresh = torch.randn((n, *w.shape[1:]), generator=g) * math.sqrt(2.0 / w[0].numel())
-                mask = keep_mask(conv, "weight")
-                if mask is not None:
-                    fresh = fresh * mask[idx].to(fresh.dtype)
-                w[idx] = fresh.to(device=w.device, dtype=w.dtype)
+            offset = 0
+            for seg in ext.nodes[node].segments:   # a concatenation: each segment's producers, at its offset
+                size = ext.instance.group(seg.group).size
+                rows = idx[(idx >= offset) & (idx < offset + size)] - offset
+                offset += size
+                for layer in sorted(seg.support or ()) if len(rows) else ():
+                    conv = modules[ext.layers[layer].module]
+                    w = trainable_tensor(conv, "weight")
+                    fresh = torch.randn((len(rows), *w.shape[1:]), generator=g) * math.sqrt(2.0 / w[0].numel())
+                    mask = keep_mask(conv, "weight")
+                    if mask is not None:
+                        fresh = fresh * mask[rows].to(fresh.dtype)
+                    w[rows] = fresh.to(device=w.device, dtype=w.dtype)
         done[bn_name] = n
     return done

@@ -23,12 +23,20 @@ __all__ = ["NodeInfo", "Trace", "TiedConv", "tensor_shape", "target_name"]
 class NodeInfo:
     """A traced tensor: its channel group (instance name), its *support* (the layers whose kept rows can
     make its channels non-zero; ``None`` = every channel, e.g. a network input) and, after a flatten,
-    the spatial size of each channel's block."""
+    the spatial size of each channel's block. A concatenation of channel groups
+    (:mod:`rcprune.torch.extract_concat`) has no group of its own: ``parts`` are its segments in channel
+    order, each a tensor of one group (``group`` and ``support`` are then ``None``)."""
 
     group: str | None
     support: frozenset | None
     spatial: tuple[int, ...] | None = None
     flat: bool = False
+    parts: tuple["NodeInfo", ...] = ()
+
+    @property
+    def segments(self) -> tuple["NodeInfo", ...]:
+        """The one-group tensors this tensor's channels are, in order: its parts, else itself."""
+        return self.parts or (self,)
 
 
 @dataclass(frozen=True)

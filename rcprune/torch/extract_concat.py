@@ -1,0 +1,73 @@
+"""Coupling rule: a concatenation along the channel dim lays several channel groups side by side.
+
+``torch.cat([a, b], 1)`` has no group of its own: its channels are ``a``'s group, then ``b``'s, each a
+*segment* that keeps its group and support (:attr:`rcprune.torch.traced.NodeInfo.parts`); a concatenation
+of concatenations lists the segments of each in order. Channel ops (activations, pooling, dropout,
+BatchNorm, a flatten) carry the segments; a conv or linear layer reading the concatenation reads each
+segment's group in turn (its ``inputs``: the channel offsets map its columns to each producer's rows), so
+removing channel ``c`` of ``b``'s group frees that layer's columns at ``b``'s offset plus ``c``. A
+BatchNorm on the concatenation masks each segment by its own support. Any other op on a concatenation, a
+concatenation along another dim, of a tensor the tracer does not follow, or of a group twice is refused.
+
+>>> import torch
+>>> from rcprune.torch.extract import extract
+>>> class Fire(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.a, self.b, self.c = torch.nn.Conv2d(2, 3, 1), torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(7, 2, 1)
+...     def forward(self, x):
+...         return self.c(torch.relu(torch.cat([self.a(x), self.b(x)], 1)))
+>>> ext = extract(Fire(), torch.zeros(1, 2, 4, 4), sparsity=0.5)
+>>> ext.instance.layer("c").inputs
+(('a:out', 0), ('b:out', 3))
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from rcprune.torch.traced import NodeInfo, Trace, tensor_shape
+
+__all__ = ["concat", "cat_operands", "CAT_FUNCTIONS"]
+
+CAT_FUNCTIONS = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
+
+
+def cat_operands(node: fx.Node):
+    """A concatenation node's ``(tensors, dim)`` as written (positional or keyword)."""
+    args = list(node.args)
+    tensors = args[0] if args else node.kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
+    return tensors, dim
+
+
+def concat(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]) -> bool:
+    """Record a channel concatenation's segments; refuse one the tracer cannot follow."""
+    if not (node.op == "call_function" and node.target in CAT_FUNCTIONS):
+        return False
+    tensors, dim = cat_operands(node)
+    shape = tensor_shape(node)
+    if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int) or shape is None or len(shape) < 2:
+        t.refuse(node, "a concatenation needs a list of tensors and a constant dim")
+        return True
+    if dim % len(shape) != 1:
+        t.refuse(node, f"concatenation along dim {dim} of a {len(shape)}-d tensor: only the channel dim 1 "
+                       "can be pruned through")
+        return True
+    if not all(isinstance(a, fx.Node) and a.name in t.values for a in tensors):
+        t.refuse(node, "concatenates a tensor outside the pruned channels (a constant or an untraced value)")
+        return True
+    infos = [t.values[a.name] for a in tensors]
+    if any(i.flat for i in infos):
+        t.refuse(node, "concatenation of flattened tensors")
+        return True
+    segments = tuple(s for i in infos for s in i.segments)
+    groups = [t.builder.root(s.group) for s in segments]
+    if len(set(groups)) != len(groups):
+        t.refuse(node, f"concatenates channel group(s) {sorted({g for g in groups if groups.count(g) > 1})} "
+                       "more than once")
+        return True
+    t.values[node.name] = NodeInfo(None, None, parts=segments)
+    t.ops[node.name] = "cat"
+    return True
