@@ -19,7 +19,8 @@ dense model: ``teacher=``, T = 4, alpha = 0.5), ``rc-regenerate`` (the same mask
 ``feather-rc`` (``structure="rc"``, network-greedy every 10 steps), ``feather-rc-distill`` (the same with
 distillation from the dense model), and ``tp-l1`` (Torch-Pruning L1
 per-layer channel pruning with the largest kept conv + linear weights not above the same budget, then the
-same fine-tune; the ``bench`` extra). Every row trains the same epochs with the same recipe.
+same fine-tune; the ``bench`` extra), ``tp-l1-distill`` (the same with distillation: the anchor for
+``rc-distill``). Every row trains the same epochs with the same recipe.
 
 The issue's goal: Feather >= magnitude at every sparsity, by >= 1 point at 98%.
 """
@@ -49,9 +50,9 @@ __all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "
 
 FEATHER_ROWS = ("magnitude", "feather")
 OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill",
-                 "tp-l1")
+                 "tp-l1", "tp-l1-distill")
 RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill")   # recoveries of the RC budget, judged against magnitude-rc
-MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "tp-l1")   # pruned, then fine-tuned
+MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "tp-l1", "tp-l1-distill")   # pruned, then fine-tuned
 
 
 def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
@@ -164,10 +165,11 @@ def _pruned(method: str, dense, example, sparsity: float):
         model = copy.deepcopy(dense)
         global_magnitude_prune(model, sparsity)
         return model, {}
-    if method == "tp-l1":
+    if method in ("tp-l1", "tp-l1-distill"):
         from rcprune.bench.demo import _prunable_weights, _tp_prune
         total = sum(_prunable_weights(dense).values())
-        return _tp_prune(dense, example, int((1 - sparsity) * total), global_pruning=False), {}
+        options = {"teacher": copy.deepcopy(dense).eval()} if method == "tp-l1-distill" else {}
+        return _tp_prune(dense, example, int((1 - sparsity) * total), global_pruning=False), options
     model, _ = prune(dense, example, sparsity=sparsity, compact=False)
     options = {"rc-distill": {"teacher": copy.deepcopy(dense).eval()},
                "rc-regenerate": {"regenerate": True}}.get(method, {})

@@ -21,7 +21,7 @@ def test_quick_writes_every_row(tmp_path, capsys):
     assert [(r["method"], r["sparsity"]) for r in result["rows"]] == [(m, 0.9) for m in methods]
     for r in result["rows"]:
         assert 0 <= r["acc"] <= 1
-        if "rc" in r["method"] or r["method"] == "tp-l1":   # an RC or channel budget: at least the sparsity asked
+        if "rc" in r["method"] or r["method"].startswith("tp-l1"):   # an RC or channel budget: at least the sparsity asked
             assert 0.9 - 1e-9 <= r["measured_sparsity"] < 0.99
         else:
             assert r["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
