@@ -23,6 +23,8 @@ import torch
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
+from rcprune.torch.models import randomize_batchnorm
+
 __all__ = ["run_export_bench", "format_export", "EXPORT_MODELS"]
 
 EXPORT_MODELS = {   # name -> (builder, input shape of one sample)
@@ -43,19 +45,6 @@ def _cifar(depth: int, width: int = 16) -> torch.nn.Module:
 def _torchvision(name: str) -> torch.nn.Module:
     import torchvision
     return getattr(torchvision.models, name)(num_classes=10)
-
-
-def _random_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _torch_export_diff(path: Path, x: torch.Tensor, expected: torch.Tensor) -> float:
@@ -108,7 +97,7 @@ def run_export_bench(out="rcprune-export", *, models: Sequence[str] | None = Non
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             build, shape = known[name]
-            model = _random_batchnorm(build())
+            model = randomize_batchnorm(build())
             x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
             for s in sparsities:
                 t = time.perf_counter()

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["cifar_resnet", "BasicBlock", "CifarResNet"]
+__all__ = ["cifar_resnet", "BasicBlock", "CifarResNet", "randomize_batchnorm"]
 
 
 class BasicBlock(nn.Module):
@@ -75,3 +75,19 @@ def cifar_resnet(depth: int = 20, width: int = 16, in_channels: int = 3, num_cla
             torch.manual_seed(seed)
             return CifarResNet(depth, width, in_channels, num_classes)
     return CifarResNet(depth, width, in_channels, num_classes)
+
+
+@torch.no_grad()
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm statistics and affine parameters (mean in [-0.1, 0.1), var in [0.5, 1.5), gamma in
+    [0.5, 1.5), beta in [-0.2, 0.2)), so a random-weight model's channels are neither trivially zero nor
+    all alike; returns ``model`` in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model.eval()

@@ -38,3 +38,17 @@ def flop_timed_latency_table(model, x, **kwargs):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(latency_grid, "time_calls", time_calls)
         return latency_table(model, x, cache=False, **kwargs)
+
+
+def compact_matching(model, solution, extraction, x):
+    """Mask ``model`` with ``solution``, compact it and check the compacted outputs equal the masked ones on
+    ``x`` within 1e-9 relative (float64 models) and are not all zero; returns the compacted model."""
+    from rcprune.torch import apply, compact
+
+    apply(model, solution, extraction)
+    small, _ = compact(model, solution, extraction)
+    with torch.no_grad():
+        want, got = model(x), small(x)
+    assert want.abs().max() > 0
+    assert (got - want).abs().max() <= 1e-9 * want.abs().max()
+    return small

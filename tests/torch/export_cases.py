@@ -30,22 +30,10 @@ import torchvision
 import rcprune
 from rcprune.network.model import NetworkSolution
 from rcprune.torch import apply, compact, extract
-from rcprune.torch.models import cifar_resnet
+from rcprune.torch.models import cifar_resnet, randomize_batchnorm
 
 CASES = ("resnet18-rc90-im2col", "resnet18-rc90-conv", "resnet18-channel50", "cifar20-rc50", "cifar20-rc90",
          "cifar20-random-train", "cifar20-dead", "excluded", "coupled")
-
-
-def randomize_batchnorm(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 class Excluded(torch.nn.Module):

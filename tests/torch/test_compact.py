@@ -14,30 +14,18 @@ from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.network.model import NetworkSolution  # noqa: E402
 from rcprune.torch import apply, bake, compact, extract, is_masked  # noqa: E402
 from rcprune.torch.masking import restore  # noqa: E402
-from rcprune.torch.models import cifar_resnet  # noqa: E402
-
-
-def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
+from rcprune.torch.models import cifar_resnet, randomize_batchnorm  # noqa: E402
 
 
 def _model(kind):
     torch.manual_seed(0)
     if kind == "resnet18":
-        return _randomize_bn(torchvision.models.resnet18(num_classes=10)), torch.randn(2, 3, 64, 64)
+        return randomize_batchnorm(torchvision.models.resnet18(num_classes=10)), torch.randn(2, 3, 64, 64)
     if kind == "resnet34":
-        return _randomize_bn(torchvision.models.resnet34(num_classes=10)), torch.randn(2, 3, 64, 64)
+        return randomize_batchnorm(torchvision.models.resnet34(num_classes=10)), torch.randn(2, 3, 64, 64)
     if kind == "resnet50":
-        return _randomize_bn(torchvision.models.resnet50(num_classes=10)), torch.randn(2, 3, 64, 64)
-    return _randomize_bn(cifar_resnet(depth=20, width=8, in_channels=1, num_classes=10, seed=0)), torch.randn(2, 1, 16, 16)
+        return randomize_batchnorm(torchvision.models.resnet50(num_classes=10)), torch.randn(2, 3, 64, 64)
+    return randomize_batchnorm(cifar_resnet(depth=20, width=8, in_channels=1, num_classes=10, seed=0)), torch.randn(2, 1, 16, 16)
 
 
 def test_resnet18_groups_one_per_stage():
