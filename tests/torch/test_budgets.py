@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.torch import extract, prune  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
-from rcprune.torch.pipeline import budgeted_instance  # noqa: E402
+from rcprune.torch.pipeline import budgeted_instance, next_budget  # noqa: E402
 from tests.torch.cases import flop_timed_latency_table  # noqa: E402
 
 
@@ -196,10 +196,10 @@ def test_calibration_rescales_the_budget_by_the_measured_misprediction(model_and
     inst = budgeted_instance(report.extraction, "latency", speedup=1.5, table=table,
                              min_channels=report.result.info["min_channels"])
     lo, hi = float(inst.min_spend.sum()), float(inst.full_spend.sum())
-    for a, b in zip(rounds, rounds[1:]):   # each new budget corrects the last round's misprediction
-        want = target * a["predicted_ms"] / a["measured_ms"] - fixed
-        assert b["budget_ms"] - fixed == pytest.approx(min(max(want, lo), hi), rel=1e-9)
-        assert a["measured_ms"] > 0
+    for k in range(1, len(rounds)):   # each new budget is next_budget of the rounds before it
+        assert rounds[k - 1]["measured_ms"] > 0
+        want = next_budget(rounds[:k], target, fixed, lo, hi)
+        assert rounds[k]["budget_ms"] - fixed == pytest.approx(want, rel=1e-9)
     kept = next(r for r in rounds if r.get("kept"))
     assert report.predicted_ms == pytest.approx(kept["predicted_ms"])
     within = [r for r in rounds if r["measured_ms"] <= target * 1.02]
@@ -220,3 +220,24 @@ def test_bad_calibration_is_named(model_and_table, kwargs, match):
     model, x, table = model_and_table
     with pytest.raises(InvalidInstanceError, match=match):
         prune(model, x, latency_table=table, **kwargs)
+
+
+def _round(budget, measured):
+    return {"budget_ms": budget, "predicted_ms": budget, "measured_ms": measured}
+
+
+def test_next_budget_rescales_until_the_target_is_bracketed_then_takes_the_secant():
+    # one round, too fast by 20%: the ratio rule (predicted 10 measured 8 -> 10 * 10 / 8 - fixed 2)
+    assert next_budget([_round(10.0, 8.0)], 10.0, 2.0, 0.0, 100.0) == pytest.approx(10.5)
+    # too fast, then too slow: the secant between them (8 at 10, 12 at 14 -> 10 at 12), not a ratio
+    rounds = [_round(10.0, 8.0), _round(14.0, 12.0)]
+    assert next_budget(rounds, 10.0, 2.0, 0.0, 100.0) == pytest.approx(12.0 - 2.0)
+    # the bracket nearest in budget wins: a third round at 13 measuring 11 narrows it to [10, 13]
+    rounds.append(_round(13.0, 11.0))
+    assert next_budget(rounds, 10.0, 2.0, 0.0, 100.0) == pytest.approx(10.0 + 2 / 3 * 3 - 2.0)
+    # noise broke the order (more budget measured faster): the middle of the two budgets
+    assert next_budget([_round(12.0, 11.0), _round(13.0, 9.0)], 10.0, 2.0, 0.0, 100.0) == pytest.approx(12.5 - 2.0)
+    # both rounds too slow: the last one's ratio; clipped to [least, full]
+    assert next_budget([_round(10.0, 20.0), _round(9.0, 18.0)], 10.0, 2.0, 0.0, 100.0) == pytest.approx(5.0 - 2.0)
+    assert next_budget([_round(10.0, 20.0)], 10.0, 2.0, 4.0, 100.0) == 4.0
+    assert next_budget([_round(10.0, 1.0)], 10.0, 2.0, 0.0, 50.0) == 50.0
