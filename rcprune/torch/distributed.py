@@ -169,12 +169,13 @@ def average_batchnorm_statistics(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def data_parallel(model: nn.Module) -> DistributedDataParallel:
+def data_parallel(model: nn.Module, find_unused_parameters: bool = False) -> DistributedDataParallel:
     """``model`` wrapped in ``DistributedDataParallel``; its parameters and buffers (masks included) are rank
     0's from here on. Buffers are not broadcast at every forward: the masks and stored originals never
-    change, and the BatchNorm statistics are averaged once per epoch (:func:`average_batchnorm_statistics`)."""
+    change, and the BatchNorm statistics are averaged once per epoch (:func:`average_batchnorm_statistics`).
+    ``find_unused_parameters`` goes to DDP (parameters that get no gradient in a step)."""
     for t in model.buffers():   # DDP's own start-up broadcast skips buffers in older PyTorch
         dist.broadcast(t, src=0)
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")   # renamed in recent PyTorch
-    return DistributedDataParallel(model, **{no_sync: False})
+    return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters, **{no_sync: False})

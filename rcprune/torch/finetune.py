@@ -60,7 +60,8 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
              val_loader=None, device: str = "cpu", loss_fn: Callable | None = None, seed: int = 0,
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
              regenerate: bool = False, extraction=None, sparse_training=None, sparsity: float | None = None,
-             progress: bool = True, desc: str = "finetune", checkpoint=None, resume: bool = False) -> list[dict]:
+             progress: bool = True, desc: str = "finetune", checkpoint=None, resume: bool = False,
+             distributed: bool | None = None, find_unused_parameters: bool = False) -> list[dict]:
     """Train ``model`` (masked or not) for ``epochs`` epochs; returns one dict per epoch.
 
     Parameters
@@ -106,6 +107,16 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         remaining epochs of the same ``epochs``. It continues the uninterrupted run exactly when the loader
         does not shuffle or shuffles by a ``DistributedSampler`` (its order depends on ``seed`` and the
         epoch only) and nothing random (dropout) runs; not with ``sparse_training``.
+    distributed : bool or None
+        None (default): train data-parallel exactly when a ``torch.distributed`` process group is initialized.
+        False: train this process's model alone on its whole loader even inside a process group (e.g. each
+        process fine-tunes its own candidate); each process then seeds with ``seed`` itself, shows its own
+        progress and writes its own ``checkpoint=`` (give each process its own path). True: require a process group (an error names the missing
+        ``init_distributed`` call instead of silently training alone).
+    find_unused_parameters : bool
+        Passed to ``DistributedDataParallel``: set it when some trainable parameters get no gradient in a
+        step (a branch the forward pass skips); the default (False) is DDP's faster path, and a model that
+        needs it fails with an error naming this option.
 
     Returns
     -------
@@ -159,8 +170,14 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     if resume and config is not None:
         raise InvalidInstanceError("resume=True is not supported with sparse_training= (its schedule and mask are not "
                                    "in the checkpoint)")
-    distributed = is_distributed()
-    rank = rank_and_world()[0]
+    if distributed is not None:
+        distributed = check_flag(distributed, "distributed")
+        if distributed and not is_distributed():
+            raise InvalidInstanceError("distributed=True needs an initialized torch.distributed process group: launch "
+                                       "with torchrun and call rcprune.torch.init_distributed() first")
+    distributed = is_distributed() if distributed is None else distributed
+    find_unused_parameters = check_flag(find_unused_parameters, "find_unused_parameters")
+    rank = rank_and_world()[0] if distributed else 0
     if distributed:
         if config is not None and config.allocation == "learned":
             raise InvalidInstanceError("allocation='learned' is not supported under torch.distributed: its per-layer "
@@ -195,10 +212,18 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
     if sparse is not None:
         sparse.install(optimizer)
     try:
-        net = data_parallel(model) if distributed else model
+        net = data_parallel(model, find_unused_parameters=find_unused_parameters) if distributed else model
         _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
                regenerate, extraction, seed, progress and rank == 0, desc, history,
                checkpoint if rank == 0 else None)
+    except RuntimeError as exc:
+        if sparse is not None:
+            sparse.abort()
+        if distributed and not find_unused_parameters and "find_unused_parameters" in str(exc):
+            raise InvalidInstanceError("some trainable parameters got no gradient in a step under "
+                                       "DistributedDataParallel (a branch the forward pass skips): give "
+                                       "finetune(find_unused_parameters=True)") from exc
+        raise
     except BaseException:
         if sparse is not None:
             sparse.abort()

@@ -241,3 +241,46 @@ def test_init_distributed_outside_torchrun(monkeypatch):
         ddp.init_distributed()
     with pytest.raises(InvalidInstanceError, match="backend must be one of"):
         ddp.init_distributed("mpi")
+
+
+class _SkipsABranch(torch.nn.Module):
+    """A branch whose parameters never get a gradient: DDP needs find_unused_parameters for it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.used, self.unused = torch.nn.Linear(36, 3), torch.nn.Linear(36, 3)
+
+    def forward(self, x):
+        return self.used(x.flatten(1))
+
+
+def test_distributed_false_trains_alone_inside_a_process_group(tmp_path):
+    x, y = ddp_worker.data().tensors
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)]   # a list: refused under DDP
+    inside = ddp_worker.masked()
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        hist = finetune(inside, batches, 2, lr=0.05, seed=3, progress=False, distributed=False)
+        with pytest.raises(InvalidInstanceError, match="must be a torch.utils.data.DataLoader"):
+            finetune(ddp_worker.masked(), batches, 1, progress=False)   # the default: data-parallel
+    finally:
+        dist.destroy_process_group()
+    alone = ddp_worker.masked()
+    assert finetune(alone, batches, 2, lr=0.05, seed=3, progress=False) == hist
+    assert all(torch.equal(a, b) for a, b in zip(inside.state_dict().values(), alone.state_dict().values()))
+    with pytest.raises(InvalidInstanceError, match="distributed=True needs an initialized"):
+        finetune(alone, batches, 1, progress=False, distributed=True)
+    with pytest.raises(InvalidInstanceError, match="distributed must be"):
+        finetune(alone, batches, 1, progress=False, distributed="yes")
+
+
+def test_unused_parameters_are_named_and_find_unused_parameters_trains(one_process_group):
+    loader = DataLoader(ddp_worker.data(), batch_size=8)
+    with pytest.raises(InvalidInstanceError, match="find_unused_parameters=True"):
+        finetune(_SkipsABranch(), loader, 2, progress=False)
+    model = _SkipsABranch()
+    before = model.used.weight.detach().clone()
+    hist = finetune(model, loader, 2, progress=False, find_unused_parameters=True, distributed=True)
+    assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    assert not torch.equal(model.used.weight, before)
