@@ -46,11 +46,15 @@ from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.compensate import REFIT_ONLY, CompensationReport, compensate
 from rcprune.torch.hessian_scores import hessian_scores
+from rcprune.torch.error_curves import error_curves
+from rcprune.network.curve_allocation import allocate_by_curves
 from rcprune.compensation import DEFAULT_DAMPING
 
 __all__ = ["prune", "PruneReport", "budgeted_instance", "next_budget", "BUDGETS", "UnreachableTargetError"]
 
 BUDGETS = ("weights", "macs", "latency")
+ALLOCATIONS = ("scores", "curves")
+CURVE_POINTS = 32
 
 
 @dataclass
@@ -336,6 +340,22 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
     return solves[pick], rounds_log
 
 
+def _allocate_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance, calibration, damping):
+    """``instance`` with layer budgets from the layers' error curves (see ``prune(allocation="curves")``)
+    and the allocation's record."""
+    fixed_rows = {li.name: instance.group(li.output).protected for li in instance.layers}
+    curves = error_curves(work, ext, calibration, points=CURVE_POINTS, damping=damping, fixed_rows=fixed_rows)
+    options = {}
+    for l, name in enumerate(instance.layer_names):
+        k, e = curves[name]
+        ok = (k > 0) & (k >= instance.min_counts[l])
+        options[name] = (k[ok], e[ok])
+    alloc = allocate_by_curves(options, int(instance.effective_budget))
+    record = {"error": alloc.error, "lower_bound": alloc.lower_bound, "layer_budgets": alloc.counts,
+              "points": CURVE_POINTS}
+    return instance.replace(layer_budgets=alloc.counts), record
+
+
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str | None = None,
@@ -345,7 +365,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
           refit=None, calibration=None, layer_method: str | None = None, damping: float = DEFAULT_DAMPING,
           finetune: dict | None = None, finetune_from_refit: bool = False, compact: bool = True,
           partial: str = "auto", progress: bool = False, sequential: bool = True, n_jobs: int = 1,
-          backend: str = "loky",
+          backend: str = "loky", allocation: str = "scores",
           ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` under a budget on its weights, MACs or measured latency.
 
@@ -443,6 +463,15 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         (``"loky"``, ``"threading"``, ``"dask"``, ``"ray"``; :func:`rcprune.torch.compensate`); the default
         compensates layer by layer, serially. ``n_jobs`` other than 1 needs ``calibration`` and
         ``sequential=False``.
+    allocation : "scores" or "curves"
+        How the budget is split between the layers. ``"scores"`` (default): by the network solver on the
+        importance scores alone. ``"curves"`` (needs ``calibration`` and ``budget="weights"``): each layer's
+        error after the refit at 32 kept counts (:func:`rcprune.torch.error_curves.error_curves`, one
+        structured-OBS elimination per layer on the dense model's calibration inputs), one count per layer
+        by an exact multiple-choice knapsack under the global budget
+        (:func:`rcprune.network.curve_allocation.allocate_by_curves`; every layer keeps at least 1/32 of
+        its entries), given to the network solver as layer budgets; ``info["curve_allocation"]`` holds the
+        allocation's summed error and its certified lower bound.
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero. With ``calibration`` the fine-tune starts from the
@@ -505,6 +534,11 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         layer_method = REFIT_ONLY if structured else layer_method
     elif layer_method is not None:
         raise InvalidInstanceError("layer_method needs calibration= (the data the layers are compensated on)")
+    if allocation not in ALLOCATIONS:
+        raise InvalidInstanceError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    if allocation == "curves" and (calibration is None or budget != "weights"):
+        raise InvalidInstanceError("allocation='curves' splits a kept-weights budget by the layers' errors on "
+                                   "calibration data: it needs calibration= and budget='weights'")
     if scores is None:
         scores = "hessian" if calibration is not None else "l1"
     if isinstance(scores, str) and scores == "hessian" and calibration is None:
@@ -543,6 +577,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             if floor == floors[-1]:
                 raise
     t = time.perf_counter()
+    allocated = None
+    if allocation == "curves":
+        instance, allocated = _allocate_by_curves(work, ext, instance, calibration, damping)
     options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
                **(solver_options or {})}
     solved = _solve_connected(instance, granularity, method, options)
@@ -555,6 +592,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)
     if rounds is not None:
         info["calibration"] = rounds
+    if allocated is not None:
+        info["curve_allocation"] = allocated
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}

@@ -1,0 +1,122 @@
+"""Per-layer error-vs-budget curves on calibration data: what each layer loses, after the refit of its kept
+weights, at each kept-entry count; :func:`rcprune.network.curve_allocation.allocate_by_curves` turns
+them into per-layer budgets (the allocation OBC and SPDY use, here with row-and-column structure).
+
+For every prunable layer of the dense model: the calibration statistics of its input (centered where a
+bias or a BatchNorm absorbs the mean, damped as in :mod:`rcprune.torch.compensate`), its rows weighted by
+the BatchNorm gain g_i (the error in the units the next layer sees, as :mod:`rcprune.torch.hessian_scores`),
+one structured-OBS column elimination (:func:`rcprune.solvers.matrix.structured_obs.eliminate_columns`;
+block steps above 1152 columns), and at each count K the best (R, C) of that elimination: for every column
+count c the ⌊K / c⌋ rows of largest benefit (every row where the layer's rows are protected), the best c.
+Each point is therefore an achievable error (an upper bound of the layer's optimum at K).
+
+>>> import torch
+>>> from rcprune.torch.extract import extract
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+>>> ext = extract(net, torch.zeros(1, 4), sparsity=0.0)
+>>> curves = error_curves(net, ext, [torch.randn(64, 4, generator=torch.Generator().manual_seed(0))], points=4)
+>>> k, e = curves["0"]
+>>> k.tolist(), bool(e[-1] < 1e-12), bool((e[:-1] >= e[1:] - 1e-12).all())    # none kept ... all kept
+([0, 3, 6, 9, 12], True, True)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from rcprune.compensation import DEFAULT_DAMPING
+from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.solvers.matrix.structured_obs import eliminate_columns
+from rcprune.validation import InvalidInstanceError, check_int_option, check_nonnegative
+
+from rcprune.torch.batchnorm import following_batchnorm, output_scales
+from rcprune.torch.extract import Extraction
+from rcprune.torch.layer_statistics import input_statistics
+from rcprune.torch.rcmask import original_tensor
+
+__all__ = ["error_curves", "curve_of"]
+
+MAX_FULL_COLUMNS = 1152   # as the compensation: block steps above this many columns
+BLOCK_STEPS = 128
+
+
+def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool = False) -> np.ndarray:
+    """The error after the refit at each kept count in ``counts``: the best of one column elimination's
+    prefixes, with the best rows for each (every row with ``all_rows``; a count below one full column
+    then prunes the whole layer). O(n^3 + m n^2 + n m log m + |counts| n)."""
+    m, n = instance.shape
+    block = 1 if n <= MAX_FULL_COLUMNS else -(-n // BLOCK_STEPS)
+    _, errors = eliminate_columns(instance, block=block)
+    total = float(instance.energies.sum())
+    t = np.flatnonzero(~np.isnan(errors).any(axis=1))            # exact prefixes (block boundaries)
+    t = t[t < n]                                                  # at least one kept column
+    cols = n - t
+    benefit = instance.energies[None, :] - errors[t]              # (prefixes, m)
+    if all_rows:
+        gained = benefit.sum(axis=1)
+        fits = cols[None, :] * m <= counts[:, None]
+        best = np.where(fits, total - gained[None, :], total).min(axis=1)
+        return np.maximum(best, 0.0)
+    cum = np.concatenate([np.zeros((len(t), 1)), np.cumsum(-np.sort(-benefit, axis=1), axis=1)], axis=1)
+    rows = np.minimum(m, counts[:, None] // cols[None, :])        # (counts, prefixes)
+    gained = np.take_along_axis(cum, rows.T, axis=1).T           # cum[prefix, rows[count, prefix]]
+    return np.maximum(total - gained.max(axis=1), 0.0)
+
+
+def error_curves(model: nn.Module, extraction: Extraction, calibration, *, points: int = 32,
+                 damping: float = DEFAULT_DAMPING, max_batches: int | None = None,
+                 fixed_rows: dict[str, bool] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per layer ``(kept counts, errors)`` at ``points + 1`` evenly spaced counts from 0 to the layer's size.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The dense model (its original weights are read if it is masked); run in eval mode.
+    extraction : Extraction
+        Its extraction (:func:`rcprune.torch.extract`): which layers, their weights' shapes.
+    calibration : iterable of batches
+        The calibration inputs (one pass per layer, stopped at the layer).
+    points : int
+        Kept counts per layer besides 0.
+    damping : float
+        H + damping * mean(diag H) * I.
+    fixed_rows : mapping layer -> bool, optional
+        Layers whose rows are all kept (a protected output, e.g. the classifier): their curves keep every row.
+
+    Returns
+    -------
+    dict
+        layer -> (int64 counts, float64 errors), errors non-increasing in the count up to the elimination's
+        greedy choices, 0 at the full layer.
+    """
+    points = check_int_option(points, "points", minimum=1)
+    damping = check_nonnegative(damping, "damping")
+    fixed_rows = fixed_rows or {}
+    modules = dict(model.named_modules())
+    scales = output_scales(model, extraction)
+    after_bn = following_batchnorm(extraction)
+    out = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for name, lm in extraction.layers.items():
+            module = modules[lm.module]
+            weight = original_tensor(module).detach().double().reshape(lm.weight_shape[0], -1)
+            m, n = weight.shape
+            H, mu, samples = input_statistics(model, name, module, calibration, max_batches)
+            if lm.has_bias or name in after_bn:
+                H = H - np.outer(mu, mu)
+            if not np.isfinite(H).all():
+                raise InvalidInstanceError(f"layer {name!r}: the calibration inputs are not finite (NaN or inf)")
+            w = weight.numpy() * np.sqrt(scales[name])[:, None]
+            try:
+                inst = CompensatedInstance(w, H, budget=m * n, damping=damping, name=name)
+            except InvalidInstanceError as exc:
+                raise InvalidInstanceError(f"layer {name!r} ({samples} calibration vectors for {n} inputs): "
+                                           f"{exc}") from None
+            counts = np.unique(np.round(np.linspace(0, m * n, points + 1)).astype(np.int64))
+            out[name] = (counts, curve_of(inst, counts, all_rows=bool(fixed_rows.get(name))))
+    finally:
+        model.train(was_training)
+    return out

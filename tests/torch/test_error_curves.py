@@ -1,0 +1,120 @@
+"""Per-layer error curves (rcprune.torch.error_curves) and prune(allocation="curves"): each curve point is the
+structured-OBS solver's cost at that count (an achievable error, never below the brute-force optimum), rows
+protected keep every row, the BatchNorm gain weights the error, and the allocation holds the budget."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rcprune
+from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.matrix.solution import Solution
+from rcprune.torch import extract, prune
+from rcprune.torch.error_curves import curve_of, error_curves
+from rcprune.validation import InvalidInstanceError
+
+from tests.torch.cases import calibrated_resnet
+
+
+def _instance(seed, m, n):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(4 * n, n)) @ rng.normal(size=(n, n))
+    return CompensatedInstance(rng.normal(size=(m, n)), x.T @ x / len(x), budget=m * n)
+
+
+def _brute(inst, all_rows=False):
+    """Per count k, the least error after the refit over every (R, C) with |R| |C| <= k (R = every row with
+    all_rows)."""
+    m, n = inst.shape
+    best = np.full(m * n + 1, float(inst.energies.sum()))
+    row_sets = [tuple(range(m))] if all_rows else \
+        [r for size in range(1, m + 1) for r in itertools.combinations(range(m), size)]
+    for cols in (c for size in range(1, n + 1) for c in itertools.combinations(range(n), size)):
+        for rows in row_sets:
+            rmask, cmask = np.zeros(m, bool), np.zeros(n, bool)
+            rmask[list(rows)], cmask[list(cols)] = True, True
+            cost = inst.evaluate(Solution(rmask, cmask)).cost
+            best[len(rows) * len(cols):] = np.minimum(best[len(rows) * len(cols):], cost)
+    return best
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.integers(1, 4))
+def test_each_point_is_the_structured_obs_cost_and_never_below_the_optimum(seed, m, n):
+    inst = _instance(seed, m, n)
+    counts = np.arange(m * n + 1)
+    curve = curve_of(inst, counts)
+    assert curve[-1] == pytest.approx(0.0, abs=1e-9) and curve[0] == pytest.approx(inst.energies.sum())
+    assert np.all(np.diff(curve) <= 1e-12)                       # more entries never cost more
+    for k in counts[1:]:
+        sobs = rcprune.solve(CompensatedInstance(inst.weights, inst.hessian, budget=int(k), damping=0),
+                             method="structured-obs")
+        assert curve[k] == pytest.approx(sobs.cost, rel=1e-9, abs=1e-9)
+    assert np.all(curve >= _brute(inst) - 1e-9)
+    rows = curve_of(inst, counts, all_rows=True)
+    assert np.all(rows >= _brute(inst, all_rows=True) - 1e-9) and np.all(rows >= curve - 1e-9)
+    assert rows[:m] == pytest.approx(np.full(m, inst.energies.sum()))   # below one full column: all pruned
+    assert rows[m * n] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_curves_of_a_network_and_the_batchnorm_gain():
+    model, x, _ = calibrated_resnet()
+    ext = extract(model, x[:1], sparsity=0.0)
+    curves = error_curves(model, ext, [x[:24], x[24:]], points=8)
+    assert set(curves) == set(ext.layers)
+    for name, (k, e) in curves.items():
+        size = int(np.prod(ext.layers[name].weight_shape))
+        assert k[0] == 0 and k[-1] == size and len(k) == 9
+        assert e[-1] == pytest.approx(0.0, abs=1e-9 * max(e[0], 1)) and np.all(np.diff(e) <= 1e-9 * e[0])
+    bn = model.layer1[0].bn1
+    with torch.no_grad():
+        bn.weight.mul_(2.0)
+    doubled = error_curves(model, ext, [x[:24], x[24:]], points=8)
+    k, e = curves["layer1.0.conv1"]
+    assert doubled["layer1.0.conv1"][1] == pytest.approx(4 * e, rel=1e-6)
+    assert doubled["conv1"][1] == pytest.approx(curves["conv1"][1], rel=1e-9)   # before that BatchNorm: unchanged
+
+
+def test_prune_allocates_by_the_curves_within_the_budget():
+    model, x, _ = calibrated_resnet()
+    calib = [x[:24], x[24:]]
+    masked, rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib, allocation="curves")
+    alloc = rep.result.info["curve_allocation"]
+    budget = rep.budget
+    assert sum(alloc["layer_budgets"].values()) <= budget and rep.kept_weights <= budget
+    assert alloc["lower_bound"] <= alloc["error"] + 1e-9
+    for ev in rep.result.evaluation.layers:                       # every layer within its allocated count
+        assert ev.kept_count <= alloc["layer_budgets"][ev.name]
+    plain, plain_rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib)
+    assert "curve_allocation" not in plain_rep.result.info
+    small, _ = prune(model, x[:1], sparsity=0.7, calibration=calib, allocation="curves")
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(allocation="curves"), "needs calibration= and budget='weights'"),
+    (dict(allocation="curves", calibration="X", budget="macs", speedup=2.0), "calibration"),
+    (dict(allocation="layers"), "allocation must be one of scores, curves"),
+])
+def test_bad_allocation_is_named(kwargs, match):
+    model, x, _ = calibrated_resnet()
+    if kwargs.get("calibration") == "X":
+        kwargs["calibration"] = [x]
+    with pytest.raises(InvalidInstanceError, match=match):
+        prune(model, x[:1], **kwargs)
+
+
+def test_bad_curve_options_are_named():
+    model, x, _ = calibrated_resnet()
+    ext = extract(model, x[:1], sparsity=0.0)
+    with pytest.raises(InvalidInstanceError, match="points"):
+        error_curves(model, ext, [x], points=0)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InvalidInstanceError, match="not finite"):
+        error_curves(model, ext, [bad], points=4)
