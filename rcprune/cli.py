@@ -254,6 +254,8 @@ def _bench_zeroshot(args) -> None:
     if args.finetune_sparsities is not None:
         kw["finetune_sparsities"] = _split_list(args.finetune_sparsities, float, "--finetune-sparsities") \
             if args.finetune_sparsities else ()
+    if args.methods:
+        kw["methods"] = _split_list(args.methods, str.strip, "--methods")
     result = run_zeroshot(args.out or "rcprune-zeroshot", dataset=args.dataset,
                           seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
                           log=lambda msg: print(msg, file=sys.stderr), **kw)

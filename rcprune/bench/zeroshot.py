@@ -42,8 +42,9 @@ from rcprune.torch.pipeline import prune
 
 __all__ = ["run_zeroshot", "summarize_zeroshot", "format_zeroshot", "ZERO_SHOT_ROWS", "FINETUNE_ROWS"]
 
-ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "l1-allocation", "refit-only")
-FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only")
+ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "l1-allocation", "refit-only",
+                  "curve-allocation")
+FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "curve-allocation")
 
 
 def _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick) -> dict:
@@ -81,27 +82,40 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
         tp = _tp_prune(dense, x, budget, global_pruning=False)
         reestimate_batchnorm(tp, calib)
         out["tp-l1"] = (tp, {"kept_weights": sum(_prunable_weights(tp).values())})
-    t = time.perf_counter()
-    aware, rep = prune(dense, x, sparsity=sparsity, compact=False, calibration=calib)
-    facts = {"kept_weights": rep.kept_weights, "seconds": time.perf_counter() - t, **rep.compensation.medians()}
-    out["data-aware-rc"] = (aware, facts)
+    if "data-aware-rc" in names or "selection-only" in names:
+        t = time.perf_counter()
+        aware, rep = prune(dense, x, sparsity=sparsity, compact=False, calibration=calib)
+        facts = {"kept_weights": rep.kept_weights, "seconds": time.perf_counter() - t, **rep.compensation.medians()}
+        out["data-aware-rc"] = (aware, facts)
     if "selection-only" in names:
         sel = copy.deepcopy(dense).eval()
         apply(sel, rep.solution, rep.extraction)
         reestimate_batchnorm(sel, calib)
         out["selection-only"] = (sel, {"kept_weights": rep.kept_weights})
-    for name, kw in (("l1-allocation", {"scores": "l1"}), ("refit-only", {"layer_method": "refit"})):
+    for name, kw in (("l1-allocation", {"scores": "l1"}), ("refit-only", {"layer_method": "refit"}),
+                     ("curve-allocation", {"allocation": "curves"})):
         if name in names:
+            t = time.perf_counter()
             m, r = prune(dense, x, sparsity=sparsity, compact=False, calibration=calib, **kw)
-            out[name] = (m, {"kept_weights": r.kept_weights, **r.compensation.medians()})
+            facts = {"kept_weights": r.kept_weights, "seconds": time.perf_counter() - t, **r.compensation.medians()}
+            if "curve_allocation" in r.result.info:
+                a = r.result.info["curve_allocation"]
+                facts |= {"curve_error": a["error"], "curve_lower_bound": a["lower_bound"]}
+            out[name] = (m, facts)
     return {k: v for k, v in out.items() if k in names}
 
 
 def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                  sparsities: Sequence[float] = (0.5, 0.7, 0.9, 0.93), finetune_sparsities: Sequence[float] = (0.9, 0.93),
-                 epochs: int = 15, calibration: int = 512, quick: bool = False, log=print, progress: bool = False) -> dict:
+                 epochs: int = 15, calibration: int = 512, quick: bool = False, log=print, progress: bool = False,
+                 methods: Sequence[str] | None = None) -> dict:
     """Run the benchmark; writes ``zeroshot.json`` and ``zeroshot.md`` into ``out`` (the dense model is
-    cached there too) and returns the result dict (``rows``, ``summary``, ``goals``)."""
+    cached there too) and returns the result dict (``rows``, ``summary``, ``goals``). ``methods``: a subset
+    of ``ZERO_SHOT_ROWS`` (default all); fine-tuned are those of them in ``FINETUNE_ROWS``."""
+    methods = tuple(ZERO_SHOT_ROWS if methods is None else methods)
+    unknown = [m for m in methods if m not in ZERO_SHOT_ROWS]
+    if unknown or not methods:
+        raise InvalidInstanceError(f"methods must be among {', '.join(ZERO_SHOT_ROWS)}, got {list(methods)}")
     if dataset not in ("mnist", "digits"):
         raise InvalidInstanceError(f"dataset must be 'mnist' or 'digits', got {dataset!r}")
     if not seeds:
@@ -110,7 +124,7 @@ def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Seque
         if not 0 <= s < 1:
             raise InvalidInstanceError(f"sparsities must be in [0, 1), got {s}")
     cfg = _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick)
-    cfg["progress"] = progress
+    cfg["progress"], cfg["methods"] = progress, list(methods)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -122,7 +136,7 @@ def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Seque
     for seed in cfg["seeds"]:
         train, test, calib = _data(cfg, seed)
         for s in sorted(set(cfg["sparsities"]) | set(cfg["finetune_sparsities"])):
-            names = ZERO_SHOT_ROWS if s in cfg["sparsities"] else FINETUNE_ROWS
+            names = [m for m in (ZERO_SHOT_ROWS if s in cfg["sparsities"] else FINETUNE_ROWS) if m in methods]
             for name, (model, facts) in _variants(dense, x, s, calib, names).items():
                 row = {"method": name, "seed": seed, "sparsity": s, "acc_zero_shot": evaluate_accuracy(model, test),
                        **facts}

@@ -55,6 +55,8 @@ __all__ = ["prune", "PruneReport", "budgeted_instance", "next_budget", "BUDGETS"
 BUDGETS = ("weights", "macs", "latency")
 ALLOCATIONS = ("scores", "curves")
 CURVE_POINTS = 32
+CURVE_ROUNDS = 3
+CURVE_FILL_TOL = 0.005   # a round that keeps within 0.5% of the budget is final
 
 
 @dataclass
@@ -340,20 +342,37 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
     return solves[pick], rounds_log
 
 
-def _allocate_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance, calibration, damping):
-    """``instance`` with layer budgets from the layers' error curves (see ``prune(allocation="curves")``)
-    and the allocation's record."""
+def _solve_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance, calibration, damping,
+                     granularity: str, method: str, options: dict):
+    """:func:`_solve_connected` under layer budgets from the layers' error curves (see
+    ``prune(allocation="curves")``), and the allocation's record. The solver keeps a little less than a
+    layer budget when no row-and-column shape fills it exactly, so up to ``CURVE_ROUNDS`` allocations are
+    made, each asking for the previous shortfall on top (the global budget still binds); the round that
+    keeps the most entries is kept."""
     fixed_rows = {li.name: instance.group(li.output).protected for li in instance.layers}
     curves = error_curves(work, ext, calibration, points=CURVE_POINTS, damping=damping, fixed_rows=fixed_rows)
-    options = {}
+    options_of = {}
     for l, name in enumerate(instance.layer_names):
         k, e = curves[name]
         ok = (k > 0) & (k >= instance.min_counts[l])
-        options[name] = (k[ok], e[ok])
-    alloc = allocate_by_curves(options, int(instance.effective_budget))
+        options_of[name] = (k[ok], e[ok])
+    target = int(instance.effective_budget)
+    ask, best, rounds = target, None, []
+    for _ in range(CURVE_ROUNDS):
+        alloc = allocate_by_curves(options_of, ask)
+        solved = _solve_connected(instance.replace(layer_budgets=alloc.counts), granularity, method, options)
+        kept = int(solved[0].evaluate(refine(solved[0], solved[3], granularity)).kept_count)
+        rounds.append({"asked": ask, "kept": kept, "error": alloc.error, "lower_bound": alloc.lower_bound})
+        if best is None or kept > best[2]:
+            best = (solved, alloc, kept)
+        short = target - kept
+        if short <= CURVE_FILL_TOL * target or ask + short == ask:
+            break
+        ask = min(ask + short, sum(int(k.max()) for k, _ in options_of.values()))
+    solved, alloc, _ = best
     record = {"error": alloc.error, "lower_bound": alloc.lower_bound, "layer_budgets": alloc.counts,
-              "points": CURVE_POINTS}
-    return instance.replace(layer_budgets=alloc.counts), record
+              "points": CURVE_POINTS, "rounds": rounds}
+    return solved, record
 
 
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
@@ -470,8 +489,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         structured-OBS elimination per layer on the dense model's calibration inputs), one count per layer
         by an exact multiple-choice knapsack under the global budget
         (:func:`rcprune.network.curve_allocation.allocate_by_curves`; every layer keeps at least 1/32 of
-        its entries), given to the network solver as layer budgets; ``info["curve_allocation"]`` holds the
-        allocation's summed error and its certified lower bound.
+        its entries), given to the network solver as layer budgets (up to 3 rounds, each asking for what
+        the last one left unspent); ``info["curve_allocation"]`` holds the allocation's summed error, its
+        certified lower bound (of the curves' knapsack) and the rounds.
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero. With ``calibration`` the fine-tune starts from the
@@ -578,11 +598,12 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                 raise
     t = time.perf_counter()
     allocated = None
-    if allocation == "curves":
-        instance, allocated = _allocate_by_curves(work, ext, instance, calibration, damping)
     options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
                **(solver_options or {})}
-    solved = _solve_connected(instance, granularity, method, options)
+    if allocation == "curves":
+        solved, allocated = _solve_by_curves(work, ext, instance, calibration, damping, granularity, method, options)
+    else:
+        solved = _solve_connected(instance, granularity, method, options)
     rounds = None
     if calibrate:
         solved, rounds = _calibrate(work, example_inputs, ext, table, solved, granularity, method, options,

@@ -32,6 +32,8 @@ def test_quick_writes_every_row(quick):
         assert ("acc" in r) == (r["sparsity"] == 0.9 and r["method"] in FINETUNE_ROWS)
         if r["method"] == "data-aware-rc":
             assert r["error"] <= r["error_masked"] * 1.5 and r["norm_ratio"] > 0
+        if r["method"] == "curve-allocation":
+            assert r["curve_lower_bound"] <= r["curve_error"] + 1e-9
     md = (out / "zeroshot.md").read_text()
     assert "| data-aware-rc | 0.9 |" in md and "## Goals" in md
 
@@ -45,8 +47,18 @@ def test_goals_read_the_summary():
     assert goals[2]["value"] == pytest.approx(-0.01)
 
 
+def test_a_subset_of_methods(tmp_path):
+    assert main(["bench", "zeroshot", "--quick", "--out", str(tmp_path), "--sparsities", "0.9",
+                 "--finetune-sparsities", "", "--methods", "magnitude-rc,curve-allocation"]) == 0
+    result = json.loads((tmp_path / "zeroshot.json").read_text())
+    assert [r["method"] for r in result["rows"]] == ["magnitude-rc", "curve-allocation"]
+    assert result["config"]["methods"] == ["magnitude-rc", "curve-allocation"]
+
+
 @pytest.mark.parametrize("kwargs, match", [(dict(dataset="imagenet"), "dataset"), (dict(seeds=()), "seed"),
-                                           (dict(sparsities=(1.2,)), "sparsities")])
+                                           (dict(sparsities=(1.2,)), "sparsities"),
+                                           (dict(methods=("nope",)), "methods must be among"),
+                                           (dict(methods=()), "methods must be among")])
 def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
     with pytest.raises(InvalidInstanceError, match=match):
         run_zeroshot(tmp_path / "out", **kwargs)

@@ -85,7 +85,12 @@ def test_prune_allocates_by_the_curves_within_the_budget():
     masked, rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib, allocation="curves")
     alloc = rep.result.info["curve_allocation"]
     budget = rep.budget
-    assert sum(alloc["layer_budgets"].values()) <= budget and rep.kept_weights <= budget
+    assert rep.kept_weights <= budget
+    rounds = alloc["rounds"]
+    assert rounds[0]["asked"] == budget and 1 <= len(rounds) <= 3
+    assert all(b["asked"] == a["asked"] + budget - a["kept"] for a, b in zip(rounds, rounds[1:]))   # the shortfall on top
+    assert rep.kept_weights == max(r["kept"] for r in rounds) and all(r["kept"] <= budget for r in rounds)
+    assert sum(alloc["layer_budgets"].values()) <= next(r["asked"] for r in rounds if r["kept"] == rep.kept_weights)
     assert alloc["lower_bound"] <= alloc["error"] + 1e-9
     for ev in rep.result.evaluation.layers:                       # every layer within its allocated count
         assert ev.kept_count <= alloc["layer_budgets"][ev.name]
