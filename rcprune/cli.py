@@ -631,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="loky",
                    help="parallel: joblib backend: loky (default), threading, dask (rcprune[dask]), ray (rcprune[ray])")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
-                   "rows run network-group)")
+                   "rows run network-group and network-uniform)")
     b.add_argument("--calibrate", type=int, default=3,
                    help="pareto: rounds of measuring each RC model and rescaling the table's budget (0: trust the table)")
     b.add_argument("--floors", default=None,

@@ -45,6 +45,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "network-annealing": ("network.annealing", "network_annealing"),
         "network-cpsat": ("network.cpsat", "network_cpsat"),
         "network-group": ("network.group", "network_group"),
+        "network-uniform": ("network.uniform", "network_uniform"),
     },
     "retention": {
         "magnitude": ("retention.magnitude", "magnitude"),

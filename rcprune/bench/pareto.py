@@ -106,7 +106,8 @@ def _label(granularity: str, method: str, floor: float | None = None) -> str:
 
 def _rc_runs(cfg: dict) -> list[tuple[str, str, float | None]]:
     """``(granularity, method, floor)`` of every RC row: each granularity with each method and floor,
-    except that the group space is searched by its own methods (``GROUP_METHODS``) whatever ``methods`` says."""
+    except that the group space is searched by its own methods (``GROUP_METHODS``: the optimized allocation
+    and the uniform one) whatever ``methods`` says."""
     return [(g, m, f) for g in cfg["granularities"] for m in (GROUP_METHODS if g == "group" else cfg["methods"])
             for f in cfg.get("floors", [None])]
 

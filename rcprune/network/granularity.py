@@ -3,7 +3,8 @@ of the im2col view); ``"channel"`` keeps or drops an input channel's whole colum
 stays a plain conv over fewer channels), each producer choosing its rows and each consumer its input
 channels apart; ``"group"`` is Torch-Pruning's space (:mod:`rcprune.network.group_space`): one channel set
 per channel group, the rows of every producer and the whole blocks read by every consumer, so residual
-adds need no index gathers. Only ``network-group`` searches the group space (:func:`check_method`).
+adds need no index gathers. Only ``network-group`` and ``network-uniform`` search the group space
+(:func:`check_method`).
 
 The channel and group spaces are solved exactly as an RC problem on a *coarse* instance: each layer's column block
 (``block`` columns of one input channel) becomes one column whose score is the block's sum, and the
@@ -37,7 +38,7 @@ from rcprune.validation import InvalidInstanceError
 __all__ = ["GRANULARITIES", "GROUP_METHODS", "coarsen", "refine", "check_granularity", "check_method", "least_spend"]
 
 GRANULARITIES = ("column", "channel", "group")
-GROUP_METHODS = ("network-group",)   # the other network methods choose each layer's rows and columns apart
+GROUP_METHODS = ("network-group", "network-uniform")   # the other network methods choose each layer's rows and columns apart
 
 
 def check_granularity(granularity) -> str:

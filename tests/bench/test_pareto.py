@@ -107,12 +107,13 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_group_rows_run_the_group_method_with_every_floor():
+def test_group_rows_run_the_group_methods_with_every_floor():
     cfg = {"granularities": ["channel", "group"], "methods": ["network-greedy", "network-annealing"],
            "floors": [None, 0.0]}
     assert _rc_runs(cfg) == [("channel", "network-greedy", None), ("channel", "network-greedy", 0.0),
                              ("channel", "network-annealing", None), ("channel", "network-annealing", 0.0),
-                             ("group", "network-group", None), ("group", "network-group", 0.0)]
+                             ("group", "network-group", None), ("group", "network-group", 0.0),
+                             ("group", "network-uniform", None), ("group", "network-uniform", 0.0)]
 
 
 def test_cli_reports_bad_arguments(tmp_path, capsys):

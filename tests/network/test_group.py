@@ -139,7 +139,7 @@ def test_group_rankings_put_the_floor_first_then_importance():
 def test_the_group_space_is_searched_by_network_group_only():
     assert check_method("group", None) == "network-group" and check_method("channel", None) == "network-greedy"
     assert check_method("column", "network-group") == "network-group"
-    with pytest.raises(InvalidInstanceError, match="searched by network-group only"):
+    with pytest.raises(InvalidInstanceError, match="searched by network-group, network-uniform only"):
         check_method("group", "network-annealing")
     with pytest.raises(InvalidInstanceError, match="granularity must be one of column, channel, group"):
         check_method("kernel", None)

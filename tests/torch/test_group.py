@@ -83,7 +83,7 @@ def test_group_latency_tables_price_whole_channels(model_and_table):
 
 def test_only_network_group_searches_the_group_space(model_and_table):
     model, x, _ = model_and_table
-    with pytest.raises(InvalidInstanceError, match="searched by network-group only"):
+    with pytest.raises(InvalidInstanceError, match="searched by network-group, network-uniform only"):
         prune(model, x[:1], granularity="group", method="network-greedy")
     with pytest.raises(InvalidInstanceError, match="one of column, channel, group"):
         prune(model, x[:1], granularity="groups")
