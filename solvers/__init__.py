@@ -38,6 +38,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "compensated-rc-swap": ("matrix.compensated_swap", "compensated_rc_swap"),
         "compensated-rc-tabu": ("matrix.compensated_tabu", "compensated_rc_tabu"),
         "compensated-rc-exact": ("matrix.compensated_rc_exact", "compensated_rc_exact"),
+        "compensated-rc-annealing": ("matrix.compensated_annealing", "compensated_rc_annealing"),
     },
     "network": {
         "network-greedy": ("network.greedy", "network_greedy"),
@@ -72,7 +73,8 @@ OBJECTIVES: dict[str, dict[str, tuple[str, ...]]] = {
     "matrix": {**{m: _SCORES for m in ("top-rows", "greedy-independent", "greedy-row-column", "greedy-column-row",
                                        "enumeration", "cpsat", "annealing", "genetic")},
                "structured-obs": ("compensated",), "compensated-rc-swap": ("compensated",),
-               "compensated-rc-tabu": ("compensated",), "compensated-rc-exact": ("compensated",)},
+               "compensated-rc-tabu": ("compensated",), "compensated-rc-exact": ("compensated",),
+               "compensated-rc-annealing": ("compensated",)},
     "retention": {
         "magnitude": ("compensated", "masked"), "diagonal": ("compensated", "masked"),
         "retention-greedy": ("masked",), "retention-annealing": ("masked",), "retention-genetic": ("masked",),

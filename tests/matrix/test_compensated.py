@@ -9,12 +9,13 @@ from hypothesis import given, settings, strategies as st
 import rcprune
 from rcprune import InvalidInstanceError, Instance, Solution
 from rcprune.matrix.compensated import CompensatedInstance
+from rcprune.solvers.matrix.compensated_annealing import swap_delta
 from rcprune.solvers.matrix.compensated_swap import SharedSupport, resize_costs
 
 from tests.matrix.bruteforce import compensated_cost as cost_of, compensated_optimum as optimum
 from tests.retention.bruteforce import refit_error
 
-METHODS = ("structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
+METHODS = ("structured-obs", "compensated-rc-swap", "compensated-rc-tabu", "compensated-rc-annealing")
 
 
 @st.composite
@@ -46,7 +47,7 @@ def test_solvers_are_feasible_and_never_below_brute_force(inst, method):
     assert res.feasible and res.status == "feasible"
     assert res.cost >= opt - 1e-8 * (1 + opt)
     assert res.cost == pytest.approx(rcprune.evaluate(inst, res.solution).cost)
-    if method != "structured-obs":   # both start from structured-OBS (the tabu from the swap search)
+    if method != "structured-obs":   # all start from structured-OBS (tabu and annealing from the swap search)
         start = "structured-obs" if method == "compensated-rc-swap" else "compensated-rc-swap"
         assert res.cost <= rcprune.solve(inst, method=start).cost * (1 + 1e-9) + 1e-12
 
@@ -72,6 +73,8 @@ def test_shared_support_swap_deltas_are_exact(inst, data):
             trial = cols.copy()
             trial[p], trial[q] = False, True
             assert deltas[j, b] == pytest.approx(cost_of(w, h, rows, trial) - base, rel=1e-6, abs=1e-8)
+            # the annealing's one-pair score is the same entry
+            assert swap_delta(state, np.flatnonzero(rows), j, int(q)) == pytest.approx(deltas[j, b], rel=1e-9, abs=1e-12)
     drop, add, outside = resize_costs(inst, state)
     for costs, changed in ((drop, [cols ^ np.eye(n, dtype=bool)[p] for p in state.slots]),
                            (add, [cols | np.eye(n, dtype=bool)[q] for q in outside])):
@@ -95,7 +98,8 @@ def test_from_layer_and_errors():
     inst = Instance.from_layer(w, hessian=np.eye(2), sparsity=0.5)
     assert isinstance(inst, CompensatedInstance) and inst.kind == "matrix" and inst.budget == 2
     assert rcprune.solve(inst).method == "compensated-rc-tabu"
-    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap, compensated-rc-tabu, compensated-rc-exact"):
+    with pytest.raises(InvalidInstanceError, match="methods for it: structured-obs, compensated-rc-swap, compensated-rc-tabu, compensated-rc-exact, "
+                       "compensated-rc-annealing"):
         rcprune.solve(inst, method="annealing")
     with pytest.raises(InvalidInstanceError, match="objective.*scores"):
         rcprune.solve(Instance.from_layer(w, budget=2), method="structured-obs")
@@ -110,7 +114,8 @@ def test_from_layer_and_errors():
     with pytest.raises(InvalidInstanceError, match="max_moves"):
         rcprune.solve(inst, method="compensated-rc-swap", max_moves=-2)
     assert rcprune.method_names("matrix", objective="compensated") == ["structured-obs", "compensated-rc-swap",
-                                                                        "compensated-rc-tabu", "compensated-rc-exact"]
+                                                                        "compensated-rc-tabu", "compensated-rc-exact",
+                                                                        "compensated-rc-annealing"]
     with pytest.raises(InvalidInstanceError, match="tenure"):
         rcprune.solve(inst, method="compensated-rc-tabu", tenure=-1)
 
@@ -177,3 +182,33 @@ def test_block_elimination_lands_on_a_fixed_shape():
     assert res.solution.rows.sum() == 3 and res.solution.cols.sum() == 4 and res.info["block"] == 3
     with pytest.raises(InvalidInstanceError, match="block"):
         rcprune.solve(inst, method="structured-obs", block=0)
+
+
+def _swap_trap(seed: int = 41):
+    """A 4 x 7 layer where the swap search (and the tabu walk from it) stops above the optimum."""
+    rng = np.random.default_rng(seed)
+    m, n = 4, 7
+    x = rng.normal(size=(n, 3 * n + 2))
+    x += rng.normal(size=(n, n)) @ x * 0.8
+    w = rng.laplace(size=(m, n)) * rng.gamma(1.0, size=(m, 1))
+    return Instance.from_layer(w, hessian=x @ x.T / x.shape[1], budget=int(rng.integers(6, 16)))
+
+
+def test_annealing_leaves_the_swap_searchs_local_optimum_for_the_proven_one():
+    inst = _swap_trap()
+    opt = rcprune.solve(inst, method="compensated-rc-exact")
+    assert opt.lower_bound == pytest.approx(opt.cost)          # proven
+    swap = rcprune.solve(inst, method="compensated-rc-swap")
+    assert swap.cost > opt.cost * 1.1                            # a local optimum 14% above
+    sa = rcprune.solve(inst, method="compensated-rc-annealing", seed=0, proposals=2000)
+    assert sa.cost == pytest.approx(opt.cost, rel=1e-9) and sa.info["accepted"] > 0
+    assert sa.info["start_cost"] == pytest.approx(swap.cost)
+    again = rcprune.solve(inst, method="compensated-rc-annealing", seed=0, proposals=2000)
+    assert again.solution == sa.solution and again.info == sa.info
+
+
+@pytest.mark.parametrize("kwargs, match", [({"proposals": -1}, "proposals"), ({"acceptance": 1.0}, "acceptance"),
+                                           ({"final": 0.0}, "final"), ({"seed": -3}, "seed")])
+def test_annealing_options_are_checked(kwargs, match):
+    with pytest.raises(InvalidInstanceError, match=match):
+        rcprune.solve(_swap_trap(), method="compensated-rc-annealing", **kwargs)
