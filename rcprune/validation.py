@@ -287,6 +287,14 @@ def check_real_option(value, name: str, low: float = 0.0, high: float = math.inf
     return v
 
 
+
+def check_schedule(seed, proposals, acceptance, final) -> tuple[int, int, float, float]:
+    """The common options of the annealing solvers: ``(seed, proposals, acceptance, final)`` checked
+    (proposals >= 0, 0 < acceptance < 1, 0 < final <= 1)."""
+    return (check_seed(seed), check_int_option(proposals, "proposals", minimum=0),
+            check_real_option(acceptance, "acceptance", low=1e-12, high=1.0 - 1e-12),
+            check_real_option(final, "final", low=1e-300, high=1.0))
+
 def check_nonnegative(value, name: str) -> float:
     """Return a finite real number >= 0 (bools, strings, NaN and inf are refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

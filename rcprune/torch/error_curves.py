@@ -22,7 +22,6 @@ Each point is therefore an achievable error (an upper bound of the layer's optim
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from rcprune.compensation import DEFAULT_DAMPING

@@ -18,7 +18,7 @@ import numpy as np
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import check_int_option, check_real_option, check_seed
+from rcprune.validation import check_schedule
 
 from rcprune.solvers import check_objective
 from rcprune.solvers.matrix.compensated_swap import REFRESH, SharedSupport, compensated_rc_swap
@@ -68,10 +68,7 @@ def compensated_rc_annealing(instance: CompensatedInstance, *, seed: int = 0, ti
     True
     """
     check_objective(instance, "compensated-rc-annealing")
-    seed = check_seed(seed)
-    proposals = check_int_option(proposals, "proposals", minimum=0)
-    acceptance = check_real_option(acceptance, "acceptance", low=1e-12, high=1.0 - 1e-12)
-    final = check_real_option(final, "final", low=1e-300, high=1.0)
+    seed, proposals, acceptance, final = check_schedule(seed, proposals, acceptance, final)
     clock = Stopwatch(time_limit)
     start = compensated_rc_swap(instance, time_limit=time_limit)
     rows, cols = start.solution.rows, start.solution.cols

@@ -17,7 +17,7 @@ from rcprune import random_stream as rs
 from rcprune.result import SolveResult, Stopwatch, make_result
 from rcprune.retention.compensated_kernels import anneal_rows
 from rcprune.retention.model import RetentionInstance, RetentionSolution
-from rcprune.validation import check_int_option, check_real_option, check_seed
+from rcprune.validation import check_schedule
 
 from rcprune.solvers import check_objective
 from rcprune.solvers.retention.compensated_start import CANDIDATES, row_data, start_mask
@@ -60,10 +60,7 @@ def compensated_annealing(instance: RetentionInstance, *, seed: int = 0, time_li
     ([[True, False, True]], 0.1216)
     """
     check_objective(instance, "compensated-annealing")
-    seed = check_seed(seed)
-    proposals = check_int_option(proposals, "proposals", minimum=0)
-    acceptance = check_real_option(acceptance, "acceptance", low=1e-12, high=1.0 - 1e-12)
-    final = check_real_option(final, "final", low=1e-300, high=1.0)
+    seed, proposals, acceptance, final = check_schedule(seed, proposals, acceptance, final)
     clock = Stopwatch(time_limit)
     candidates = CANDIDATES if candidates is None else candidates
     keep, timed_out, start, candidates = start_mask(instance, start, candidates, clock=clock, progress=progress)
