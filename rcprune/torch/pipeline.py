@@ -369,10 +369,16 @@ def _solve_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance
         if short <= CURVE_FILL_TOL * target or ask + short == ask:
             break
         ask = min(ask + short, sum(int(k.max()) for k, _ in options_of.values()))
-    solved, alloc, _ = best
+    (capped, _, found, clean, protected), alloc, kept = best
+    # the caps are the curves' plan, not a constraint of the model: what the solver could not place within
+    # them buys columns of the kept rows under the global budget alone
+    free = capped.replace(layer_budgets=None)   # keeps the groups protected to reconnect
+    searched = coarsen(free, granularity)
+    clean = refill_columns(searched, clean)
     record = {"error": alloc.error, "lower_bound": alloc.lower_bound, "layer_budgets": alloc.counts,
-              "points": CURVE_POINTS, "rounds": rounds}
-    return solved, record
+              "points": CURVE_POINTS, "rounds": rounds, "refilled": int(free.evaluate(refine(free, clean, granularity))
+                                                                         .kept_count) - kept}
+    return (free, searched, found, clean, protected), record
 
 
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",

@@ -89,11 +89,13 @@ def test_prune_allocates_by_the_curves_within_the_budget():
     rounds = alloc["rounds"]
     assert rounds[0]["asked"] == budget and 1 <= len(rounds) <= 3
     assert all(b["asked"] == a["asked"] + budget - a["kept"] for a, b in zip(rounds, rounds[1:]))   # the shortfall on top
-    assert rep.kept_weights == max(r["kept"] for r in rounds) and all(r["kept"] <= budget for r in rounds)
-    assert sum(alloc["layer_budgets"].values()) <= next(r["asked"] for r in rounds if r["kept"] == rep.kept_weights)
+    best = max(r["kept"] for r in rounds)                         # the round kept, then the refill
+    assert all(r["kept"] <= budget for r in rounds) and rep.kept_weights == best + alloc["refilled"]
+    assert alloc["refilled"] >= 0
+    asked = next(r["asked"] for r in rounds if r["kept"] == best)
+    assert sum(alloc["layer_budgets"].values()) <= asked
     assert alloc["lower_bound"] <= alloc["error"] + 1e-9
-    for ev in rep.result.evaluation.layers:                       # every layer within its allocated count
-        assert ev.kept_count <= alloc["layer_budgets"][ev.name]
+    assert rep.result.feasible
     plain, plain_rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib)
     assert "curve_allocation" not in plain_rep.result.info
     small, _ = prune(model, x[:1], sparsity=0.7, calibration=calib, allocation="curves")
