@@ -40,10 +40,11 @@ MAX_FULL_COLUMNS = 1152   # as the compensation: block steps above this many col
 BLOCK_STEPS = 128
 
 
-def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool = False) -> np.ndarray:
+def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool = False, shapes: bool = False):
     """The error after the refit at each kept count in ``counts``: the best of one column elimination's
     prefixes, with the best rows for each (every row with ``all_rows``; a count below one full column
-    then prunes the whole layer). O(n^3 + m n^2 + n m log m + |counts| n)."""
+    then prunes the whole layer). With ``shapes``: ``(errors, rows, cols)``, the kept shape of each point
+    (``(0, 0)`` where nothing is kept). O(n^3 + m n^2 + n m log m + |counts| n)."""
     m, n = instance.shape
     block = 1 if n <= MAX_FULL_COLUMNS else -(-n // BLOCK_STEPS)
     _, errors = eliminate_columns(instance, block=block)
@@ -53,20 +54,25 @@ def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool =
     cols = n - t
     benefit = instance.energies[None, :] - errors[t]              # (prefixes, m)
     if all_rows:
-        gained = benefit.sum(axis=1)
-        fits = cols[None, :] * m <= counts[:, None]
-        best = np.where(fits, total - gained[None, :], total).min(axis=1)
-        return np.maximum(best, 0.0)
-    cum = np.concatenate([np.zeros((len(t), 1)), np.cumsum(-np.sort(-benefit, axis=1), axis=1)], axis=1)
-    rows = np.minimum(m, counts[:, None] // cols[None, :])        # (counts, prefixes)
-    gained = np.take_along_axis(cum, rows.T, axis=1).T           # cum[prefix, rows[count, prefix]]
-    return np.maximum(total - gained.max(axis=1), 0.0)
+        rows = np.where(cols[None, :] * m <= counts[:, None], m, 0)
+        gained = np.where(rows > 0, benefit.sum(axis=1)[None, :], 0.0)
+    else:
+        cum = np.concatenate([np.zeros((len(t), 1)), np.cumsum(-np.sort(-benefit, axis=1), axis=1)], axis=1)
+        rows = np.minimum(m, counts[:, None] // cols[None, :])    # (counts, prefixes)
+        gained = np.take_along_axis(cum, rows.T, axis=1).T       # cum[prefix, rows[count, prefix]]
+    best = gained.argmax(axis=1)
+    curve = np.maximum(total - gained[np.arange(len(counts)), best], 0.0)
+    if not shapes:
+        return curve
+    kept_rows = rows[np.arange(len(counts)), best]
+    return curve, kept_rows, np.where(kept_rows > 0, cols[best], 0)
 
 
 def error_curves(model: nn.Module, extraction: Extraction, calibration, *, points: int = 32,
                  damping: float = DEFAULT_DAMPING, max_batches: int | None = None,
-                 fixed_rows: dict[str, bool] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per layer ``(kept counts, errors)`` at ``points + 1`` evenly spaced counts from 0 to the layer's size.
+                 fixed_rows: dict[str, bool] | None = None, shapes: bool = False) -> dict[str, tuple]:
+    """Per layer ``(kept counts, errors)`` at ``points + 1`` evenly spaced counts from 0 to the layer's size;
+    with ``shapes`` also the kept rows and columns of each point (``(counts, errors, rows, cols)``).
 
     Parameters
     ----------
@@ -115,7 +121,8 @@ def error_curves(model: nn.Module, extraction: Extraction, calibration, *, point
                 raise InvalidInstanceError(f"layer {name!r} ({samples} calibration vectors for {n} inputs): "
                                            f"{exc}") from None
             counts = np.unique(np.round(np.linspace(0, m * n, points + 1)).astype(np.int64))
-            out[name] = (counts, curve_of(inst, counts, all_rows=bool(fixed_rows.get(name))))
+            found = curve_of(inst, counts, all_rows=bool(fixed_rows.get(name)), shapes=shapes)
+            out[name] = (counts, *found) if shapes else (counts, found)
     finally:
         model.train(was_training)
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import time
 
+import numpy as np
 import networkx as nx
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -342,42 +343,55 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
     return solves[pick], rounds_log
 
 
+def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, granularity: str):
+    """Per layer the curves' options ``(counts, errors)`` (at least one entry, at least the layer's minimum)
+    and, under a measure other than kept entries, each option's spend at its kept shape (columns rounded up
+    to whole input channels outside the column granularity)."""
+    fixed_rows = {li.name: instance.group(li.output).protected for li in instance.layers}
+    curves = error_curves(work, ext, calibration, points=CURVE_POINTS, damping=damping, fixed_rows=fixed_rows,
+                          shapes=True)
+    options, spends = {}, {}
+    for l, li in enumerate(instance.layers):
+        k, e, r, c = curves[li.name]
+        ok = (k > 0) & (k >= instance.min_counts[l])
+        options[li.name] = (k[ok], e[ok])
+        if not instance.measure.is_count:
+            c = c[ok] if granularity == "column" else np.minimum(-(-c[ok] // li.block) * li.block, li.cols)
+            spends[li.name] = np.asarray(instance.measure.spend(li.name, r[ok], c), dtype=np.float64)
+    return options, (spends or None)
+
+
 def _solve_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance, calibration, damping,
                      granularity: str, method: str, options: dict):
     """:func:`_solve_connected` under layer budgets from the layers' error curves (see
-    ``prune(allocation="curves")``), and the allocation's record. The solver keeps a little less than a
-    layer budget when no row-and-column shape fills it exactly, so up to ``CURVE_ROUNDS`` allocations are
-    made, each asking for the previous shortfall on top (the global budget still binds); the round that
-    keeps the most entries is kept."""
-    fixed_rows = {li.name: instance.group(li.output).protected for li in instance.layers}
-    curves = error_curves(work, ext, calibration, points=CURVE_POINTS, damping=damping, fixed_rows=fixed_rows)
-    options_of = {}
-    for l, name in enumerate(instance.layer_names):
-        k, e = curves[name]
-        ok = (k > 0) & (k >= instance.min_counts[l])
-        options_of[name] = (k[ok], e[ok])
-    target = int(instance.effective_budget)
+    ``prune(allocation="curves")``), and the allocation's record. The solver spends a little less than the
+    plan when no row-and-column shape fills a layer's budget exactly, so up to ``CURVE_ROUNDS`` allocations
+    are made, each asking for the previous shortfall on top (the global budget still binds); the round that
+    spends the most is kept, and what it leaves buys columns of its kept rows under the global budget alone."""
+    curve_options, spends = _curve_options(work, ext, instance, calibration, damping, granularity)
+    target = float(instance.effective_budget)
+    most = sum(float(np.max(spends[n] if spends else k)) for n, (k, _) in curve_options.items())
     ask, best, rounds = target, None, []
     for _ in range(CURVE_ROUNDS):
-        alloc = allocate_by_curves(options_of, ask)
+        alloc = allocate_by_curves(curve_options, int(ask) if spends is None else ask, spends=spends)
         solved = _solve_connected(instance.replace(layer_budgets=alloc.counts), granularity, method, options)
-        kept = int(solved[0].evaluate(refine(solved[0], solved[3], granularity)).kept_count)
-        rounds.append({"asked": ask, "kept": kept, "error": alloc.error, "lower_bound": alloc.lower_bound})
-        if best is None or kept > best[2]:
-            best = (solved, alloc, kept)
-        short = target - kept
-        if short <= CURVE_FILL_TOL * target or ask + short == ask:
+        spent = float(solved[0].evaluate(refine(solved[0], solved[3], granularity)).spend)
+        rounds.append({"asked": ask, "spent": spent, "error": alloc.error, "lower_bound": alloc.lower_bound})
+        if best is None or spent > best[2]:
+            best = (solved, alloc, spent)
+        short = target - spent
+        if short <= CURVE_FILL_TOL * target or ask + short == ask or ask >= most:
             break
-        ask = min(ask + short, sum(int(k.max()) for k, _ in options_of.values()))
-    (capped, _, found, clean, protected), alloc, kept = best
+        ask = min(ask + short, most)
+    (capped, _, found, clean, protected), alloc, spent = best
     # the caps are the curves' plan, not a constraint of the model: what the solver could not place within
     # them buys columns of the kept rows under the global budget alone
     free = capped.replace(layer_budgets=None)   # keeps the groups protected to reconnect
     searched = coarsen(free, granularity)
     clean = refill_columns(searched, clean)
     record = {"error": alloc.error, "lower_bound": alloc.lower_bound, "layer_budgets": alloc.counts,
-              "points": CURVE_POINTS, "rounds": rounds, "refilled": int(free.evaluate(refine(free, clean, granularity))
-                                                                         .kept_count) - kept}
+              "points": CURVE_POINTS, "rounds": rounds,
+              "refilled": float(free.evaluate(refine(free, clean, granularity)).spend) - spent}
     return (free, searched, found, clean, protected), record
 
 
@@ -490,14 +504,17 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         ``sequential=False``.
     allocation : "scores" or "curves"
         How the budget is split between the layers. ``"scores"`` (default): by the network solver on the
-        importance scores alone. ``"curves"`` (needs ``calibration`` and ``budget="weights"``): each layer's
-        error after the refit at 32 kept counts (:func:`rcprune.torch.error_curves.error_curves`, one
-        structured-OBS elimination per layer on the dense model's calibration inputs), one count per layer
-        by an exact multiple-choice knapsack under the global budget
-        (:func:`rcprune.network.curve_allocation.allocate_by_curves`; every layer keeps at least 1/32 of
-        its entries), given to the network solver as layer budgets (up to 3 rounds, each asking for what
-        the last one left unspent); ``info["curve_allocation"]`` holds the allocation's summed error, its
-        certified lower bound (of the curves' knapsack) and the rounds.
+        importance scores alone. ``"curves"`` (needs ``calibration``): each layer's error after the refit at
+        32 kept counts (:func:`rcprune.torch.error_curves.error_curves`, one structured-OBS elimination per
+        layer on the dense model's calibration inputs; under MACs or latency each point priced at its kept
+        shape), one point per layer by an exact multiple-choice knapsack under the global budget
+        (:func:`rcprune.network.curve_allocation.allocate_by_curves`; every layer keeps at least 1/32 of its
+        entries), given to the network solver as layer budgets (up to 3 rounds, each asking for what the
+        last one left unspent; what is still left then buys columns of the kept rows);
+        ``info["curve_allocation"]`` holds the allocation's summed error, its certified lower bound (of the
+        curves' knapsack) and the rounds. Measured on the MNIST ResNet-20 (``rcprune bench zeroshot``): it
+        decides zero-shot accuracy and fine-tunes better than the score allocation (docs/report-card.md,
+        section 17).
     finetune : dict, optional
         Keyword arguments of :func:`rcprune.torch.finetune` (``train_loader`` and ``epochs`` required);
         masks stay fixed, so pruned weights stay zero. With ``calibration`` the fine-tune starts from the
@@ -562,9 +579,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         raise InvalidInstanceError("layer_method needs calibration= (the data the layers are compensated on)")
     if allocation not in ALLOCATIONS:
         raise InvalidInstanceError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
-    if allocation == "curves" and (calibration is None or budget != "weights"):
-        raise InvalidInstanceError("allocation='curves' splits a kept-weights budget by the layers' errors on "
-                                   "calibration data: it needs calibration= and budget='weights'")
+    if allocation == "curves" and calibration is None:
+        raise InvalidInstanceError("allocation='curves' splits the budget by the layers' errors on calibration "
+                                   "data: it needs calibration=")
     if scores is None:
         scores = "hessian" if calibration is not None else "l1"
     if isinstance(scores, str) and scores == "hessian" and calibration is None:

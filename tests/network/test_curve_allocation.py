@@ -50,13 +50,34 @@ def test_the_dp_is_the_brute_force_optimum_and_the_bound_is_below_it(case):
 @given(curves_and_budget(), st.integers(2, 5))
 def test_coarse_units_stay_within_the_budget_and_above_the_bound(case, unit):
     curves, budget = case
-    try:
-        res = allocate_by_curves(curves, budget, unit=unit)
-    except InvalidInstanceError as exc:   # the smallest options no longer fit once rounded up
-        assert "too coarse" in str(exc)
-        return
+    res = allocate_by_curves(curves, budget, unit=unit)
     assert sum(res.counts.values()) <= budget
     assert res.error >= _brute(curves, budget) - 1e-9 >= res.lower_bound - 2e-9
+
+
+@given(curves_and_budget(), st.data())
+def test_spends_other_than_counts(case, data):
+    curves, budget = case
+    # spends proportional to the counts with the matching unit: the same answer as the counts
+    halves = {n: np.asarray(k) * 0.5 for n, (k, _) in curves.items()}
+    res = allocate_by_curves(curves, budget, unit=1)
+    half = allocate_by_curves(curves, budget * 0.5, spends=halves, unit=0.5)
+    assert half.error == pytest.approx(res.error, abs=1e-9) and half.spend == pytest.approx(res.spend * 0.5)
+    # any spends: feasible, above the brute-force optimum, which is above the bound
+    spends = {n: np.array(data.draw(st.lists(st.floats(0, 5, allow_nan=False), min_size=len(k), max_size=len(k))))
+              for n, (k, _) in curves.items()}
+    least = sum(float(np.min(v)) for v in spends.values())
+    limit = least + data.draw(st.floats(0, 10, allow_nan=False))
+    got = allocate_by_curves(curves, limit, spends=spends)
+    best = np.inf
+    for combo in itertools.product(*[list(zip(spends[n], curves[n][1])) for n in curves]):
+        if sum(c for c, _ in combo) <= limit + 1e-9:
+            best = min(best, sum(e for _, e in combo))
+    assert got.spend <= limit + 1e-6 and got.error >= best - 1e-9 and got.lower_bound <= best + 1e-9
+    chosen = sum(float(np.min(np.asarray(spends[n])[(np.asarray(curves[n][0]) == got.counts[n])
+                                                    & np.isclose(curves[n][1], curves[n][1])]))
+                 for n in curves)
+    assert chosen <= got.spend + 1e-9
 
 
 def test_convex_curves_meet_their_linear_relaxation():
@@ -71,7 +92,7 @@ def test_a_large_budget_is_coarsened_and_stays_feasible():
     rng = np.random.default_rng(0)
     curves = {f"l{i}": (np.linspace(0, 10**6, 30).astype(int), np.sort(rng.random(30))[::-1]) for i in range(3)}
     res = allocate_by_curves(curves, 1_500_000)
-    assert res.unit == 8 and sum(res.counts.values()) <= 1_500_000 and res.lower_bound <= res.error
+    assert res.unit == 8 and sum(res.counts.values()) <= 1_500_000   # 1.5 M above the cheapest (0) options and res.lower_bound <= res.error
 
 
 @pytest.mark.parametrize("curves, budget, unit, match", [
@@ -84,9 +105,21 @@ def test_a_large_budget_is_coarsened_and_stays_feasible():
     ({"a": ([4, 5], [1.0, 0.0])}, 3, None, "below the least the curves allow, 4"),
     ({"a": ([1, 2], [1.0, 0.0])}, -1, None, "budget must be"),
     ({"a": ([1, 2], [1.0, 0.0])}, 3, 0, "unit must be"),
-    ({"a": ([1, 2], [1.0, 0.0]), "b": ([1], [0.0])}, 3, 2, "too coarse"),
     ({"a": 5}, 3, None, "must be a pair"),
 ])
 def test_bad_input_is_named(curves, budget, unit, match):
     with pytest.raises(InvalidInstanceError, match=match):
         allocate_by_curves(curves, budget, unit=unit)
+
+
+@pytest.mark.parametrize("spends, budget, match", [
+    ({"b": [1.0, 2.0]}, 3.0, "same layers"),
+    ({"a": [1.0]}, 3.0, "must be 2 finite non-negative numbers, one per option"),
+    ({"a": [1.0, -2.0]}, 3.0, "non-negative"),
+    ({"a": [1.0, np.inf]}, 3.0, "finite"),
+    ({"a": [1.0, 2.0]}, np.nan, "budget must be"),
+    ({"a": [4.0, 5.0]}, 3.0, "below the least the curves allow, 4 "),
+])
+def test_bad_spends_are_named(spends, budget, match):
+    with pytest.raises(InvalidInstanceError, match=match):
+        allocate_by_curves({"a": ([1, 2], [1.0, 0.0])}, budget, spends=spends)

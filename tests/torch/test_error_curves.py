@@ -17,7 +17,7 @@ from rcprune.torch import extract, prune
 from rcprune.torch.error_curves import curve_of, error_curves
 from rcprune.validation import InvalidInstanceError
 
-from tests.torch.cases import calibrated_resnet
+from tests.torch.cases import calibrated_resnet, flop_timed_latency_table
 
 
 def _instance(seed, m, n):
@@ -55,6 +55,10 @@ def test_each_point_is_the_structured_obs_cost_and_never_below_the_optimum(seed,
                              method="structured-obs")
         assert curve[k] == pytest.approx(sobs.cost, rel=1e-9, abs=1e-9)
     assert np.all(curve >= _brute(inst) - 1e-9)
+    again, kr, kc = curve_of(inst, counts, shapes=True)
+    np.testing.assert_array_equal(again, curve)
+    assert np.all(kr * kc <= counts) and np.all((kr == 0) == (kc == 0)) and np.all(kr <= m) and np.all(kc <= n)
+    assert np.all(curve[kr == 0] == pytest.approx(inst.energies.sum()))   # nothing kept: everything lost
     rows = curve_of(inst, counts, all_rows=True)
     assert np.all(rows >= _brute(inst, all_rows=True) - 1e-9) and np.all(rows >= curve - 1e-9)
     assert rows[:m] == pytest.approx(np.full(m, inst.energies.sum()))   # below one full column: all pruned
@@ -88,11 +92,11 @@ def test_prune_allocates_by_the_curves_within_the_budget():
     assert rep.kept_weights <= budget
     rounds = alloc["rounds"]
     assert rounds[0]["asked"] == budget and 1 <= len(rounds) <= 3
-    assert all(b["asked"] == a["asked"] + budget - a["kept"] for a, b in zip(rounds, rounds[1:]))   # the shortfall on top
-    best = max(r["kept"] for r in rounds)                         # the round kept, then the refill
-    assert all(r["kept"] <= budget for r in rounds) and rep.kept_weights == best + alloc["refilled"]
+    assert all(b["asked"] == a["asked"] + budget - a["spent"] for a, b in zip(rounds, rounds[1:]))   # the shortfall on top
+    best = max(r["spent"] for r in rounds)                        # the round kept, then the refill
+    assert all(r["spent"] <= budget for r in rounds) and rep.kept_weights == best + alloc["refilled"]
     assert alloc["refilled"] >= 0
-    asked = next(r["asked"] for r in rounds if r["kept"] == best)
+    asked = next(r["asked"] for r in rounds if r["spent"] == best)
     assert sum(alloc["layer_budgets"].values()) <= asked
     assert alloc["lower_bound"] <= alloc["error"] + 1e-9
     assert rep.result.feasible
@@ -104,14 +108,11 @@ def test_prune_allocates_by_the_curves_within_the_budget():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(allocation="curves"), "needs calibration= and budget='weights'"),
-    (dict(allocation="curves", calibration="X", budget="macs", speedup=2.0), "calibration"),
+    (dict(allocation="curves"), "needs calibration="),
     (dict(allocation="layers"), "allocation must be one of scores, curves"),
 ])
 def test_bad_allocation_is_named(kwargs, match):
     model, x, _ = calibrated_resnet()
-    if kwargs.get("calibration") == "X":
-        kwargs["calibration"] = [x]
     with pytest.raises(InvalidInstanceError, match=match):
         prune(model, x[:1], **kwargs)
 
@@ -125,3 +126,16 @@ def test_bad_curve_options_are_named():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(InvalidInstanceError, match="not finite"):
         error_curves(model, ext, [bad], points=4)
+
+
+def test_curves_under_a_latency_budget_in_the_group_space():
+    model, x, _ = calibrated_resnet()
+    table = flop_timed_latency_table(model, x[:4])
+    calib = [x[:24], x[24:]]
+    _, rep = prune(model, x[:4], budget="latency", speedup=1.6, latency_table=table, granularity="group",
+                   calibration=calib, allocation="curves", compact=False)
+    alloc = rep.result.info["curve_allocation"]
+    assert rep.result.feasible and rep.predicted_ms <= table.dense_ms / 1.6 * (1 + 1e-9)
+    assert alloc["lower_bound"] <= alloc["error"] + 1e-9 and alloc["refilled"] >= -1e-9
+    assert all(r["spent"] <= rep.budget * (1 + 1e-9) for r in alloc["rounds"])
+    assert rep.result.method == "network-group"
