@@ -311,9 +311,9 @@ def next_budget(rounds: list[dict], target: float, fixed: float, least: float, f
     return min(max(budget, least), full)
 
 
-def _calibrate(work, x, ext, table, first, granularity, method, options, partial, rounds):
+def _calibrate(work, x, ext, table, first, granularity, solve_at, partial, rounds):
     """Measure the compacted solution and correct the table's budget by the measurements
-    (:func:`next_budget`), re-solving up to ``rounds`` times. Returns the solve of the kept round (the
+    (:func:`next_budget`), re-solving (``solve_at``: instance -> solve) up to ``rounds`` times. Returns the solve of the kept round (the
     largest predicted spend measured within the target's 2%, else the fastest measured) and the rounds'
     records."""
     fixed = first[0].measure.fixed
@@ -333,7 +333,7 @@ def _calibrate(work, x, ext, table, first, granularity, method, options, partial
         if any(abs(budget + fixed - r["budget_ms"]) <= 1e-9 * target for r in rounds_log):
             break
         try:
-            current = _solve_connected(inst.replace(budget=budget), granularity, method, options)
+            current = solve_at(inst.replace(budget=budget))
         except InvalidInstanceError:   # the corrected budget cannot be met (reconnecting does not fit): stop
             break
     ok = [i for i, r in enumerate(rounds_log) if r["measured_ms"] <= target * (1 + CALIBRATION_TOL)]
@@ -361,14 +361,13 @@ def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, g
     return options, (spends or None)
 
 
-def _solve_by_curves(work: nn.Module, ext: Extraction, instance: NetworkInstance, calibration, damping,
-                     granularity: str, method: str, options: dict):
+def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dict | None, granularity: str,
+                     method: str, options: dict):
     """:func:`_solve_connected` under layer budgets from the layers' error curves (see
     ``prune(allocation="curves")``), and the allocation's record. The solver spends a little less than the
     plan when no row-and-column shape fills a layer's budget exactly, so up to ``CURVE_ROUNDS`` allocations
     are made, each asking for the previous shortfall on top (the global budget still binds); the round that
     spends the most is kept, and what it leaves buys columns of its kept rows under the global budget alone."""
-    curve_options, spends = _curve_options(work, ext, instance, calibration, damping, granularity)
     target = float(instance.effective_budget)
     most = sum(float(np.max(spends[n] if spends else k)) for n, (k, _) in curve_options.items())
     ask, best, rounds = target, None, []
@@ -620,24 +619,30 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             if floor == floors[-1]:
                 raise
     t = time.perf_counter()
-    allocated = None
     options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
                **(solver_options or {})}
     if allocation == "curves":
-        solved, allocated = _solve_by_curves(work, ext, instance, calibration, damping, granularity, method, options)
+        curve_options, spends = _curve_options(work, ext, instance, calibration, damping, granularity)
+        records = []   # (solve, its allocation record), one per budget tried
+
+        def solve_at(inst):
+            records.append(_solve_by_curves(inst, curve_options, spends, granularity, method, options))
+            return records[-1][0]
     else:
-        solved = _solve_connected(instance, granularity, method, options)
+        def solve_at(inst):
+            return _solve_connected(inst, granularity, method, options)
+    solved = solve_at(instance)
     rounds = None
     if calibrate:
-        solved, rounds = _calibrate(work, example_inputs, ext, table, solved, granularity, method, options,
+        solved, rounds = _calibrate(work, example_inputs, ext, table, solved, granularity, solve_at,
                                          partial, calibrate)   # work is still the dense copy here
     instance, searched, found, clean, connected = solved
     dropped = sum(int(found.solution[n].rows.sum() - clean[n].rows.sum()) for n in instance.layer_names)
     info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)
     if rounds is not None:
         info["calibration"] = rounds
-    if allocated is not None:
-        info["curve_allocation"] = allocated
+    if allocation == "curves":
+        info["curve_allocation"] = next(record for each, record in records if each is solved)
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}

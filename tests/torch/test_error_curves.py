@@ -139,3 +139,15 @@ def test_curves_under_a_latency_budget_in_the_group_space():
     assert alloc["lower_bound"] <= alloc["error"] + 1e-9 and alloc["refilled"] >= -1e-9
     assert all(r["spent"] <= rep.budget * (1 + 1e-9) for r in alloc["rounds"])
     assert rep.result.method == "network-group"
+
+
+def test_calibration_rounds_solve_by_the_curves_too():
+    model, x, _ = calibrated_resnet()
+    table = flop_timed_latency_table(model, x[:4])
+    _, rep = prune(model, x[:4], budget="latency", speedup=1.6, latency_table=table, granularity="group",
+                   calibration=[x[:24], x[24:]], allocation="curves", calibrate=2, compact=False)
+    rounds = rep.result.info["calibration"]
+    kept = next(r for r in rounds if r.get("kept"))
+    alloc = rep.result.info["curve_allocation"]    # the allocation of the kept round's budget
+    assert alloc["rounds"][0]["asked"] == pytest.approx(kept["budget_ms"] - table.measure(rep.extraction).fixed)
+    assert rep.predicted_ms == pytest.approx(kept["predicted_ms"])
