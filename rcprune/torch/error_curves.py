@@ -34,10 +34,24 @@ from rcprune.torch.extract import Extraction
 from rcprune.torch.layer_statistics import input_statistics
 from rcprune.torch.rcmask import original_tensor
 
-__all__ = ["error_curves", "curve_of"]
+__all__ = ["error_curves", "curve_of", "shape_grid"]
 
 MAX_FULL_COLUMNS = 1152   # as the compensation: block steps above this many columns
 BLOCK_STEPS = 128
+
+
+def _elimination(instance: CompensatedInstance):
+    """``(cols, cum, total)``: the kept column count of each exact prefix of one column elimination (at least
+    one column), ``cum[p, r]`` the largest benefit ``r`` rows get on prefix ``p`` (rows by benefit), and the
+    layer's energy; ``all_rows`` curves use ``cum[p, m]``."""
+    m, n = instance.shape
+    block = 1 if n <= MAX_FULL_COLUMNS else -(-n // BLOCK_STEPS)
+    _, errors = eliminate_columns(instance, block=block)
+    t = np.flatnonzero(~np.isnan(errors).any(axis=1))            # exact prefixes (block boundaries)
+    t = t[t < n]                                                  # at least one kept column
+    benefit = instance.energies[None, :] - errors[t]              # (prefixes, m)
+    cum = np.concatenate([np.zeros((len(t), 1)), np.cumsum(-np.sort(-benefit, axis=1), axis=1)], axis=1)
+    return n - t, cum, float(instance.energies.sum())
 
 
 def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool = False, shapes: bool = False):
@@ -45,21 +59,13 @@ def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool =
     prefixes, with the best rows for each (every row with ``all_rows``; a count below one full column
     then prunes the whole layer). With ``shapes``: ``(errors, rows, cols)``, the kept shape of each point
     (``(0, 0)`` where nothing is kept). O(n^3 + m n^2 + n m log m + |counts| n)."""
-    m, n = instance.shape
-    block = 1 if n <= MAX_FULL_COLUMNS else -(-n // BLOCK_STEPS)
-    _, errors = eliminate_columns(instance, block=block)
-    total = float(instance.energies.sum())
-    t = np.flatnonzero(~np.isnan(errors).any(axis=1))            # exact prefixes (block boundaries)
-    t = t[t < n]                                                  # at least one kept column
-    cols = n - t
-    benefit = instance.energies[None, :] - errors[t]              # (prefixes, m)
+    m = instance.m
+    cols, cum, total = _elimination(instance)
     if all_rows:
         rows = np.where(cols[None, :] * m <= counts[:, None], m, 0)
-        gained = np.where(rows > 0, benefit.sum(axis=1)[None, :], 0.0)
     else:
-        cum = np.concatenate([np.zeros((len(t), 1)), np.cumsum(-np.sort(-benefit, axis=1), axis=1)], axis=1)
         rows = np.minimum(m, counts[:, None] // cols[None, :])    # (counts, prefixes)
-        gained = np.take_along_axis(cum, rows.T, axis=1).T       # cum[prefix, rows[count, prefix]]
+    gained = np.take_along_axis(cum, rows.T, axis=1).T           # cum[prefix, rows[count, prefix]]
     best = gained.argmax(axis=1)
     curve = np.maximum(total - gained[np.arange(len(counts)), best], 0.0)
     if not shapes:
@@ -68,11 +74,26 @@ def curve_of(instance: CompensatedInstance, counts: np.ndarray, all_rows: bool =
     return curve, kept_rows, np.where(kept_rows > 0, cols[best], 0)
 
 
+def shape_grid(instance: CompensatedInstance, points: int, all_rows: bool = False):
+    """``(rows, cols, errors)`` over a grid of kept shapes: about ``points`` row counts (every row with
+    ``all_rows``) times about ``points`` of the elimination's column counts, each with the error after the
+    refit of its best rows on that prefix's columns. For budgets that price a layer by its shape (latency,
+    MACs), where the least-error shape of a count need not be the cheapest."""
+    m = instance.m
+    cols, cum, total = _elimination(instance)
+    prefixes = np.unique(np.round(np.linspace(0, len(cols) - 1, min(points, len(cols)))).astype(np.int64))
+    row_counts = np.array([m]) if all_rows else np.unique(np.round(np.geomspace(1, m, min(points, m))).astype(np.int64))
+    r, p = np.meshgrid(row_counts, prefixes, indexing="ij")
+    errors = np.maximum(total - cum[p, r], 0.0)
+    return r.ravel(), cols[p].ravel(), errors.ravel()
+
+
 def error_curves(model: nn.Module, extraction: Extraction, calibration, *, points: int = 32,
                  damping: float = DEFAULT_DAMPING, max_batches: int | None = None,
                  fixed_rows: dict[str, bool] | None = None, shapes: bool = False) -> dict[str, tuple]:
     """Per layer ``(kept counts, errors)`` at ``points + 1`` evenly spaced counts from 0 to the layer's size;
-    with ``shapes`` also the kept rows and columns of each point (``(counts, errors, rows, cols)``).
+    with ``shapes`` instead ``(counts, errors, rows, cols)`` over a grid of kept shapes (:func:`shape_grid`,
+    about ``points`` x ``points``; counts = rows x cols).
 
     Parameters
     ----------
@@ -120,9 +141,12 @@ def error_curves(model: nn.Module, extraction: Extraction, calibration, *, point
             except InvalidInstanceError as exc:
                 raise InvalidInstanceError(f"layer {name!r} ({samples} calibration vectors for {n} inputs): "
                                            f"{exc}") from None
-            counts = np.unique(np.round(np.linspace(0, m * n, points + 1)).astype(np.int64))
-            found = curve_of(inst, counts, all_rows=bool(fixed_rows.get(name)), shapes=shapes)
-            out[name] = (counts, *found) if shapes else (counts, found)
+            if shapes:
+                r, c, e = shape_grid(inst, points, all_rows=bool(fixed_rows.get(name)))
+                out[name] = (r * c, e, r, c)
+            else:
+                counts = np.unique(np.round(np.linspace(0, m * n, points + 1)).astype(np.int64))
+                out[name] = (counts, curve_of(inst, counts, all_rows=bool(fixed_rows.get(name))))
     finally:
         model.train(was_training)
     return out

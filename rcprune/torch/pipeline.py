@@ -348,17 +348,34 @@ def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, g
     and, under a measure other than kept entries, each option's spend at its kept shape (columns rounded up
     to whole input channels outside the column granularity)."""
     fixed_rows = {li.name: instance.group(li.output).protected for li in instance.layers}
+    priced = not instance.measure.is_count
     curves = error_curves(work, ext, calibration, points=CURVE_POINTS, damping=damping, fixed_rows=fixed_rows,
-                          shapes=True)
+                          shapes=priced)
     options, spends = {}, {}
     for l, li in enumerate(instance.layers):
-        k, e, r, c = curves[li.name]
+        k, e, *shape = curves[li.name]
         ok = (k > 0) & (k >= instance.min_counts[l])
-        options[li.name] = (k[ok], e[ok])
-        if not instance.measure.is_count:
-            c = c[ok] if granularity == "column" else np.minimum(-(-c[ok] // li.block) * li.block, li.cols)
-            spends[li.name] = np.asarray(instance.measure.spend(li.name, r[ok], c), dtype=np.float64)
+        if priced:
+            r, c = shape[0][ok], shape[1][ok]
+            c = c if granularity == "column" else np.minimum(-(-c // li.block) * li.block, li.cols)
+            s = np.asarray(instance.measure.spend(li.name, r, c), dtype=np.float64)
+            keep = _undominated(s, e[ok])
+            options[li.name], spends[li.name] = (k[ok][keep], e[ok][keep]), s[keep]
+        else:
+            options[li.name] = (k[ok], e[ok])
     return options, (spends or None)
+
+
+def _undominated(spend: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Indices of the options no other option beats in both spend and error (the allocation's DP is linear
+    in the number of options)."""
+    order = np.lexsort((error, spend))
+    keep, best = [], np.inf
+    for i in order:
+        if error[i] < best:
+            keep.append(i)
+            best = error[i]
+    return np.array(keep, dtype=np.int64)
 
 
 def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dict | None, granularity: str,

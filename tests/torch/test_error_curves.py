@@ -14,7 +14,7 @@ import rcprune
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.torch import extract, prune
-from rcprune.torch.error_curves import curve_of, error_curves
+from rcprune.torch.error_curves import curve_of, error_curves, shape_grid
 from rcprune.validation import InvalidInstanceError
 
 from tests.torch.cases import calibrated_resnet, flop_timed_latency_table
@@ -59,6 +59,10 @@ def test_each_point_is_the_structured_obs_cost_and_never_below_the_optimum(seed,
     np.testing.assert_array_equal(again, curve)
     assert np.all(kr * kc <= counts) and np.all((kr == 0) == (kc == 0)) and np.all(kr <= m) and np.all(kc <= n)
     assert np.all(curve[kr == 0] == pytest.approx(inst.energies.sum()))   # nothing kept: everything lost
+    gr, gc, ge = shape_grid(inst, 8)                              # shapes: achievable, never below the optimum
+    brute = _brute(inst)
+    assert np.all((1 <= gr) & (gr <= m) & (1 <= gc) & (gc <= n)) and np.all(ge >= brute[gr * gc] - 1e-9)
+    assert np.all(ge >= curve[gr * gc] - 1e-9)                   # a count's curve point is its best shape
     rows = curve_of(inst, counts, all_rows=True)
     assert np.all(rows >= _brute(inst, all_rows=True) - 1e-9) and np.all(rows >= curve - 1e-9)
     assert rows[:m] == pytest.approx(np.full(m, inst.energies.sum()))   # below one full column: all pruned
