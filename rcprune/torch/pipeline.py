@@ -354,11 +354,15 @@ def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, g
     options, spends = {}, {}
     for l, li in enumerate(instance.layers):
         k, e, *shape = curves[li.name]
-        ok = (k > 0) & (k >= instance.min_counts[l])
-        if priced:
-            r, c = shape[0][ok], shape[1][ok]
+        if priced:   # columns in whole input channels outside the column space: counted and priced so
+            r, c = shape
             c = c if granularity == "column" else np.minimum(-(-c // li.block) * li.block, li.cols)
-            s = np.asarray(instance.measure.spend(li.name, r, c), dtype=np.float64)
+            k = r * c
+        ok = (k > 0) & (k >= instance.min_counts[l])
+        if priced:   # the fixed core (protected or floor channels) as a shape, not only as a count
+            fixed_cols = li.block * sum(len(instance.group(g).floor) for g, _ in li.inputs)
+            ok &= (r >= len(instance.group(li.output).fixed)) & (c >= fixed_cols)
+            s = np.asarray(instance.measure.spend(li.name, r[ok], c[ok]), dtype=np.float64)
             keep = _undominated(s, e[ok])
             options[li.name], spends[li.name] = (k[ok][keep], e[ok][keep]), s[keep]
         else:
