@@ -8,15 +8,17 @@ statistics). Rows, each at every sparsity:
 
 * ``magnitude-rc``: ``prune`` on |w| (network-greedy), masks only;
 * ``tp-l1``: Torch-Pruning L1 per-layer channel pruning at the largest ratio within the same kept weights;
-* ``data-aware-rc``: ``prune(calibration=...)``: Hessian scores allocate the budget, each layer's columns
-  re-chosen by compensated-rc-tabu on the pruned network's inputs, refit, bias corrected, BatchNorm
-  re-estimated layer by layer;
+* ``data-aware-rc``: ``prune(calibration=...)``: the budget split by the layers' error curves
+  (``allocation="curves"``), each layer's columns re-chosen by compensated-rc-tabu on the pruned network's
+  inputs, refit, bias corrected, BatchNorm re-estimated layer by layer;
+* ``score-allocation``: the same with the budget allocated on the Hessian scores (``allocation="scores"``,
+  the default before the curves);
 * ablations (what decides it): ``selection-only`` (data-aware-rc's masks on the original weights),
-  ``l1-allocation`` (|w| allocates, then the same compensation), ``refit-only`` (Hessian allocation,
-  the network's columns kept, refit).
+  ``l1-allocation`` (|w| scores allocate, then the same compensation), ``refit-only`` (the curves'
+  allocation, the network's columns kept, refit).
 
 Fine-tuned rows (``--epochs``, lr 0.01, masks fixed, the same recipe as ``bench pareto``): magnitude-rc,
-data-aware-rc, selection-only and tp-l1 at the fine-tune sparsities.
+data-aware-rc, selection-only, score-allocation and tp-l1 at the fine-tune sparsities.
 """
 from __future__ import annotations
 
@@ -42,9 +44,9 @@ from rcprune.torch.pipeline import prune
 
 __all__ = ["run_zeroshot", "summarize_zeroshot", "format_zeroshot", "ZERO_SHOT_ROWS", "FINETUNE_ROWS"]
 
-ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "l1-allocation", "refit-only",
-                  "curve-allocation")
-FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "curve-allocation")
+ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation", "l1-allocation",
+                  "refit-only")
+FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation")
 
 
 def _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick) -> dict:
@@ -71,6 +73,16 @@ def _data(cfg: dict, seed: int):
     return train, test, calib
 
 
+def _facts(report, started: float) -> dict:
+    """A data-aware row's kept weights, seconds, median layer errors and (curves) the allocation's bound."""
+    facts = {"kept_weights": report.kept_weights, "seconds": time.perf_counter() - started,
+             **report.compensation.medians()}
+    if "curve_allocation" in report.result.info:
+        a = report.result.info["curve_allocation"]
+        facts |= {"curve_error": a["error"], "curve_lower_bound": a["lower_bound"]}
+    return facts
+
+
 def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, tuple[nn.Module, dict]]:
     """The zero-shot models of one sparsity (BatchNorm re-estimated on ``calib``) with their facts."""
     out = {}
@@ -85,23 +97,18 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
     if "data-aware-rc" in names or "selection-only" in names:
         t = time.perf_counter()
         aware, rep = prune(dense, x, sparsity=sparsity, compact=False, calibration=calib)
-        facts = {"kept_weights": rep.kept_weights, "seconds": time.perf_counter() - t, **rep.compensation.medians()}
-        out["data-aware-rc"] = (aware, facts)
+        out["data-aware-rc"] = (aware, _facts(rep, t))
     if "selection-only" in names:
         sel = copy.deepcopy(dense).eval()
         apply(sel, rep.solution, rep.extraction)
         reestimate_batchnorm(sel, calib)
         out["selection-only"] = (sel, {"kept_weights": rep.kept_weights})
-    for name, kw in (("l1-allocation", {"scores": "l1"}), ("refit-only", {"layer_method": "refit"}),
-                     ("curve-allocation", {"allocation": "curves"})):
+    for name, kw in (("score-allocation", {"allocation": "scores"}), ("l1-allocation", {"scores": "l1", "allocation": "scores"}),
+                     ("refit-only", {"layer_method": "refit"})):
         if name in names:
             t = time.perf_counter()
             m, r = prune(dense, x, sparsity=sparsity, compact=False, calibration=calib, **kw)
-            facts = {"kept_weights": r.kept_weights, "seconds": time.perf_counter() - t, **r.compensation.medians()}
-            if "curve_allocation" in r.result.info:
-                a = r.result.info["curve_allocation"]
-                facts |= {"curve_error": a["error"], "curve_lower_bound": a["lower_bound"]}
-            out[name] = (m, facts)
+            out[name] = (m, _facts(r, t))
     return {k: v for k, v in out.items() if k in names}
 
 

@@ -10,7 +10,7 @@ import torch
 
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["check_loader", "input_tensor", "labelled_batch"]
+__all__ = ["check_loader", "check_reusable", "input_tensor", "labelled_batch"]
 
 
 def check_loader(loader, what: str):
@@ -18,6 +18,15 @@ def check_loader(loader, what: str):
     if isinstance(loader, (str, bytes, torch.Tensor)) or not hasattr(loader, "__iter__"):
         raise InvalidInstanceError(f"{what} must be an iterable of batches (a DataLoader or a list of tensors), "
                                    f"got {type(loader).__name__}")
+    return loader
+
+
+def check_reusable(loader, what: str, why: str):
+    """Refuse a one-pass iterator where the data is read more than once (``why`` says by whom)."""
+    check_loader(loader, what)
+    if iter(loader) is loader:
+        raise InvalidInstanceError(f"{why} passes over the {what} data once per layer: give a list or a DataLoader, "
+                                   "not an iterator")
     return loader
 
 

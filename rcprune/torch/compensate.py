@@ -38,7 +38,7 @@ from rcprune.parallel import check_backend, check_n_jobs, layer_seed, map_layers
 from rcprune.validation import (InvalidInstanceError, check_flag, check_int_option, check_nonnegative, check_seed,
                                 check_time_limit)
 
-from rcprune.torch.batches import check_loader
+from rcprune.torch.batches import check_reusable
 from rcprune.torch.batchnorm import following_batchnorm, output_scales, reestimate_batchnorm
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.masking import apply, restore
@@ -251,10 +251,7 @@ def compensate(model: nn.Module, solution: NetworkSolution, calibration, *, extr
     extraction = extraction_of(model, extraction)
     inst = extraction.instance
     extraction.effective(solution)   # checks the solution belongs to the instance
-    check_loader(calibration, "calibration")
-    if iter(calibration) is calibration:
-        raise InvalidInstanceError("compensation passes over the calibration data once per layer: give a list or "
-                                   "a DataLoader, not an iterator")
+    check_reusable(calibration, "calibration", "compensation")
     methods = method_names("matrix", objective="compensated")
     if layer_method is not None and layer_method != REFIT_ONLY and layer_method not in methods:
         raise InvalidInstanceError(f"layer_method must be {REFIT_ONLY!r} or a compensated matrix method "

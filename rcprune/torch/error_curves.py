@@ -29,6 +29,7 @@ from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.solvers.matrix.structured_obs import eliminate_columns
 from rcprune.validation import InvalidInstanceError, check_int_option, check_nonnegative
 
+from rcprune.torch.batches import check_reusable
 from rcprune.torch.batchnorm import following_batchnorm, output_scales
 from rcprune.torch.extract import Extraction
 from rcprune.torch.layer_statistics import input_statistics
@@ -117,6 +118,7 @@ def error_curves(model: nn.Module, extraction: Extraction, calibration, *, point
         greedy choices, 0 at the full layer.
     """
     points = check_int_option(points, "points", minimum=1)
+    check_reusable(calibration, "calibration", "error_curves")
     damping = check_nonnegative(damping, "damping")
     fixed_rows = fixed_rows or {}
     modules = dict(model.named_modules())

@@ -32,7 +32,7 @@ def test_quick_writes_every_row(quick):
         assert ("acc" in r) == (r["sparsity"] == 0.9 and r["method"] in FINETUNE_ROWS)
         if r["method"] == "data-aware-rc":
             assert r["error"] <= r["error_masked"] * 1.5 and r["norm_ratio"] > 0
-        if r["method"] == "curve-allocation":
+        if r["method"] in ("data-aware-rc", "refit-only"):   # the curves allocate by default
             assert r["curve_lower_bound"] <= r["curve_error"] + 1e-9
     md = (out / "zeroshot.md").read_text()
     assert "| data-aware-rc | 0.9 |" in md and "## Goals" in md
@@ -49,10 +49,11 @@ def test_goals_read_the_summary():
 
 def test_a_subset_of_methods(tmp_path):
     assert main(["bench", "zeroshot", "--quick", "--out", str(tmp_path), "--sparsities", "0.9",
-                 "--finetune-sparsities", "", "--methods", "magnitude-rc,curve-allocation"]) == 0
+                 "--finetune-sparsities", "", "--methods", "magnitude-rc,score-allocation"]) == 0
     result = json.loads((tmp_path / "zeroshot.json").read_text())
-    assert [r["method"] for r in result["rows"]] == ["magnitude-rc", "curve-allocation"]
-    assert result["config"]["methods"] == ["magnitude-rc", "curve-allocation"]
+    assert [r["method"] for r in result["rows"]] == ["magnitude-rc", "score-allocation"]
+    assert result["config"]["methods"] == ["magnitude-rc", "score-allocation"]
+    assert "curve_error" not in result["rows"][1]
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(dataset="imagenet"), "dataset"), (dict(seeds=()), "seed"),

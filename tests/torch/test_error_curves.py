@@ -104,9 +104,10 @@ def test_prune_allocates_by_the_curves_within_the_budget():
     assert sum(alloc["layer_budgets"].values()) <= asked
     assert alloc["lower_bound"] <= alloc["error"] + 1e-9
     assert rep.result.feasible
-    plain, plain_rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib)
-    assert "curve_allocation" not in plain_rep.result.info
-    small, _ = prune(model, x[:1], sparsity=0.7, calibration=calib, allocation="curves")
+    _, by_scores = prune(model, x[:1], sparsity=0.7, compact=False, calibration=calib, allocation="scores")
+    assert "curve_allocation" not in by_scores.result.info
+    small, default = prune(model, x[:1], sparsity=0.7, calibration=calib)   # the curves: the default here
+    assert default.result.info["curve_allocation"] == alloc
     with torch.no_grad():
         torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
 
@@ -155,3 +156,11 @@ def test_calibration_rounds_solve_by_the_curves_too():
     alloc = rep.result.info["curve_allocation"]    # the allocation of the kept round's budget
     assert alloc["rounds"][0]["asked"] == pytest.approx(kept["budget_ms"] - table.measure(rep.extraction).fixed)
     assert rep.predicted_ms == pytest.approx(kept["predicted_ms"])
+
+
+def test_latency_budgets_allocate_by_the_scores_unless_asked():
+    model, x, _ = calibrated_resnet()
+    table = flop_timed_latency_table(model, x[:4])
+    _, rep = prune(model, x[:4], budget="latency", speedup=1.6, latency_table=table, granularity="group",
+                   calibration=[x[:24], x[24:]], compact=False)
+    assert "curve_allocation" not in rep.result.info
