@@ -9,7 +9,8 @@ regenerating collapsed channels, ``regenerate=True``); ``feather`` (or ``finetun
 learns an unstructured mask during training instead, ``global_magnitude_prune`` is its magnitude baseline; ``ls_refit`` refits the
 kept weights by least squares on calibration data; ``compensate`` re-chooses each layer's columns on the
 compensated objective and refits them layer by layer against the dense model (data-aware pruning without
-training), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chains them all in one call on a copy of
+training), ``error_curves`` measures each layer's error after the refit against its kept count (what a
+data-aware budget is split by), ``reestimate_batchnorm`` renews BatchNorm statistics; ``prune`` chains them all in one call on a copy of
 the model; ``retention_prune`` prunes unstructured, layer by layer,
 keeping the weights whose removal changes each layer's output least (small-weight retention); ``export``
 writes a compacted model as ONNX or as a pickle-free PyTorch file that ``load_compacted`` rebuilds
@@ -25,6 +26,7 @@ from rcprune.torch.finetune import evaluate_accuracy, feather, finetune
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.compensate import CompensationReport, compensate
+from rcprune.torch.error_curves import error_curves
 from rcprune.torch.retention import RetentionReport, restore_original, retention_prune  # noqa: F401
 from rcprune.torch.latency_table import LatencyTable, latency_table
 from rcprune.torch.pipeline import PruneReport, prune
@@ -36,4 +38,4 @@ __all__ = ["extract", "Extraction", "LayerMap", "apply", "bake", "restore", "is_
            "CompactReport", "finetune", "evaluate_accuracy", "DistillationLoss", "ls_refit", "RefitReport",
            "retention_prune", "RetentionReport", "prune", "PruneReport", "latency_table", "LatencyTable",
            "compensate", "CompensationReport", "reestimate_batchnorm", "export", "ExportReport", "save_compacted",
-           "load_compacted", "feather", "FeatherConfig", "global_magnitude_prune", "init_distributed"]
+           "load_compacted", "feather", "FeatherConfig", "global_magnitude_prune", "init_distributed", "error_curves"]
