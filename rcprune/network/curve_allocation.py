@@ -73,16 +73,19 @@ def _options(name: str, curve, spend) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return s[order], e[order], k[order].astype(np.int64)
 
 
+def _undominated(s: np.ndarray, e: np.ndarray, k: np.ndarray):
+    """The options (sorted by spend, then error) that no other beats in both spend and error: the DP is
+    linear in the number of options, and the hull is taken over these."""
+    keep, best = [], np.inf
+    for i in range(len(s)):
+        if e[i] < best:
+            keep.append(i)
+            best = e[i]
+    return s[keep], e[keep], k[keep]
+
+
 def _hull(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The lower convex hull of the options that are not dominated (more spend, no less error)."""
-    keep = [0]
-    for i in range(1, len(s)):
-        if e[i] < e[keep[-1]]:
-            if s[i] == s[keep[-1]]:
-                keep[-1] = i
-            else:
-                keep.append(i)
-    s, e = s[keep], e[keep]
+    """The lower convex hull of undominated options (spend rising, error falling)."""
     hull = []
     for i in range(len(s)):
         while len(hull) >= 2:
@@ -147,7 +150,7 @@ def allocate_by_curves(curves: Mapping[str, tuple], budget: float, *, unit: floa
             or not math.isfinite(budget) or budget < 0:
         raise InvalidInstanceError(f"budget must be a non-negative {'integer' if counted else 'number'}, got {budget!r}")
     names = list(curves)
-    options = [_options(n, curves[n], None if counted else spends[n]) for n in names]
+    options = [_undominated(*_options(n, curves[n], None if counted else spends[n])) for n in names]
     least = sum(float(s[0]) for s, _, _ in options)
     if least > budget:
         what = f"{least:g} entries" if counted else f"{least:g}"

@@ -21,6 +21,8 @@ Each point is therefore an achievable error (an upper bound of the layer's optim
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch.nn as nn
 
@@ -32,7 +34,7 @@ from rcprune.validation import InvalidInstanceError, check_int_option, check_non
 from rcprune.torch.batches import check_reusable
 from rcprune.torch.batchnorm import following_batchnorm, output_scales
 from rcprune.torch.extract import Extraction
-from rcprune.torch.layer_statistics import input_statistics
+from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.rcmask import original_tensor
 
 __all__ = ["error_curves", "curve_of", "shape_grid"]
@@ -127,12 +129,15 @@ def error_curves(model: nn.Module, extraction: Extraction, calibration, *, point
     out = {}
     was_training = model.training
     model.eval()
+    twin = copy.deepcopy(model)   # layer_statistics reads a layer's inputs in two models; here both are dense
+    twins = dict(twin.named_modules())
     try:
         for name, lm in extraction.layers.items():
             module = modules[lm.module]
             weight = original_tensor(module).detach().double().reshape(lm.weight_shape[0], -1)
             m, n = weight.shape
-            H, mu, samples = input_statistics(model, name, module, calibration, max_batches)
+            H, _, mu, _, _, samples = layer_statistics(model, twin, name, module, twins[lm.module], weight,
+                                                       np.arange(n), calibration, max_batches)
             if lm.has_bias or name in after_bn:
                 H = H - np.outer(mu, mu)
             if not np.isfinite(H).all():

@@ -216,17 +216,14 @@ def finetune(model: nn.Module, train_loader, epochs: int, *, optimizer: torch.op
         _train(model, net, train_loader, epochs, optimizer, sched, loss_fn, distill, sparse, val_loader, device,
                regenerate, extraction, seed, progress and rank == 0, desc, history,
                checkpoint if rank == 0 else None)
-    except RuntimeError as exc:
+    except BaseException as exc:
         if sparse is not None:
             sparse.abort()
-        if distributed and not find_unused_parameters and "find_unused_parameters" in str(exc):
+        if isinstance(exc, RuntimeError) and distributed and not find_unused_parameters \
+                and "find_unused_parameters" in str(exc):
             raise InvalidInstanceError("some trainable parameters got no gradient in a step under "
                                        "DistributedDataParallel (a branch the forward pass skips): give "
                                        "finetune(find_unused_parameters=True)") from exc
-        raise
-    except BaseException:
-        if sparse is not None:
-            sparse.abort()
         raise
     if sparse is not None:
         sparse.freeze()   # freeze=0: the mask is fixed after the last step

@@ -12,7 +12,7 @@ from rcprune.validation import InvalidInstanceError
 from rcprune.torch.batches import input_tensor
 from rcprune.torch.layer_inputs import layer_inputs
 
-__all__ = ["layer_statistics", "input_statistics"]
+__all__ = ["layer_statistics"]
 
 
 class _Captured(Exception):
@@ -69,28 +69,3 @@ def layer_statistics(model: nn.Module, dense: nn.Module, name: str, module: nn.M
     if n == 0:
         raise InvalidInstanceError("the calibration data yielded no batch")
     return S.numpy() / n, B.numpy() / n, sp.numpy() / n, sy.numpy() / n, yy.numpy() / n, n
-
-
-@torch.no_grad()
-def input_statistics(model: nn.Module, name: str, module: nn.Module, loader, max_batches: int | None = None):
-    """``(H, mu, N)``: H = E[x x^T] (uncentered) and the mean of ``module``'s input vectors in ``model`` (im2col
-    columns for a conv) over the calibration data, float64; each pass stops at the layer."""
-    store: dict = {}
-    handle = _capture(module, store, "x")
-    S, s, n = None, None, 0
-    try:
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            _run_to(model, input_tensor(batch, "calibration data"))
-            x = layer_inputs(module, store["x"], name).to(torch.float64)
-            if S is None:
-                S, s = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
-            S.addmm_(x.T, x)
-            s += x.sum(0)
-            n += x.shape[0]
-    finally:
-        handle.remove()
-    if n == 0:
-        raise InvalidInstanceError("the calibration data yielded no batch")
-    return S.numpy() / n, s.numpy() / n, n

@@ -33,7 +33,7 @@ from rcprune.network.group_space import group_rankings
 from rcprune.network.model import NetworkInstance, NetworkSolution, alive_channels
 from rcprune.parallel import check_backend, check_n_jobs
 from rcprune.result import SolveResult, make_result
-from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
+from rcprune.validation import (InvalidInstanceError, check_choice, check_flag, check_fraction, check_int_option,
                                 check_real_option)
 
 from rcprune.torch.compact import CompactReport, compact as compact_model
@@ -362,24 +362,11 @@ def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, g
         if priced:   # the fixed core (protected or floor channels) as a shape, not only as a count
             fixed_cols = li.block * sum(len(instance.group(g).floor) for g, _ in li.inputs)
             ok &= (r >= len(instance.group(li.output).fixed)) & (c >= fixed_cols)
-            s = np.asarray(instance.measure.spend(li.name, r[ok], c[ok]), dtype=np.float64)
-            keep = _undominated(s, e[ok])
-            options[li.name], spends[li.name] = (k[ok][keep], e[ok][keep]), s[keep]
+            options[li.name] = (k[ok], e[ok])
+            spends[li.name] = np.asarray(instance.measure.spend(li.name, r[ok], c[ok]), dtype=np.float64)
         else:
             options[li.name] = (k[ok], e[ok])
     return options, (spends or None)
-
-
-def _undominated(spend: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """Indices of the options no other option beats in both spend and error (the allocation's DP is linear
-    in the number of options)."""
-    order = np.lexsort((error, spend))
-    keep, best = [], np.inf
-    for i in order:
-        if error[i] < best:
-            keep.append(i)
-            best = error[i]
-    return np.array(keep, dtype=np.int64)
 
 
 def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dict | None, granularity: str,
@@ -400,7 +387,7 @@ def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dic
         if best is None or spent > best[2]:
             best = (solved, alloc, spent)
         short = target - spent
-        if short <= CURVE_FILL_TOL * target or ask + short == ask or ask >= most:
+        if short <= CURVE_FILL_TOL * target or ask >= most:
             break
         ask = min(ask + short, most)
     (capped, _, found, clean, protected), alloc, spent = best
@@ -603,8 +590,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         raise InvalidInstanceError("layer_method needs calibration= (the data the layers are compensated on)")
     if allocation is None:
         allocation = "curves" if calibration is not None and budget == "weights" else "scores"
-    if allocation not in ALLOCATIONS:
-        raise InvalidInstanceError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    check_choice(allocation, "allocation", ALLOCATIONS)
     if allocation == "curves" and calibration is None:
         raise InvalidInstanceError("allocation='curves' splits the budget by the layers' errors on calibration "
                                    "data: it needs calibration=")

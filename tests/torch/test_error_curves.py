@@ -114,7 +114,7 @@ def test_prune_allocates_by_the_curves_within_the_budget():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(allocation="curves"), "needs calibration="),
-    (dict(allocation="layers"), "allocation must be one of scores, curves"),
+    (dict(allocation="layers"), "allocation must be one of 'scores', 'curves', got 'layers'"),
 ])
 def test_bad_allocation_is_named(kwargs, match):
     model, x, _ = calibrated_resnet()
