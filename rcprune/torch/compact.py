@@ -23,6 +23,8 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
   (:mod:`rcprune.torch.compact_tied`).
 - ``cat``: a channel concatenation, the compacted parts in order (:mod:`rcprune.torch.compact_concat`);
   the channels a concatenation carries are indices into all its segments' channels.
+- ``merge``, ``full``, ``opaque``: reshapes of token tensors, LayerNorm, parameters, attention
+  (:mod:`rcprune.torch.compact_layout`).
 
 Cost of building: one pass over the graph plus one copy of the kept weights. Cost of running: a conv or
 linear layer does rows x kept columns multiply-adds per output position in the ``"conv"``, ``"linear"``
@@ -49,6 +51,7 @@ from rcprune.validation import InvalidInstanceError, check_flag
 from rcprune.torch.compact_forms import (_CL, ChannelScatter, ChannelScatterAdd, RCConv2d, RCLinear,
                                           batchnorm_folded)
 from rcprune.torch.compact_concat import CONCAT_HANDLERS
+from rcprune.torch.compact_layout import LAYOUT_HANDLERS
 from rcprune.torch.compact_tied import COUPLED_HANDLERS
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.latency import measure_latency
@@ -139,7 +142,8 @@ class _Builder:
             return self.env[node.name]
         if info.flat:
             raise InvalidInstanceError(f"node {node.name!r}: cannot restore the channels of a flattened tensor")
-        return self.graph.call_module(self.new_module(ChannelScatter(idx, size), "scatter"), (self.env[node.name],))
+        return self.graph.call_module(self.new_module(ChannelScatter(idx, size, info.axis), "scatter"),
+                                      (self.env[node.name],))
 
     def copy_node(self, node: fx.Node, arg: Callable[[fx.Node], fx.Node]) -> fx.Node:
         """``node`` as in the original graph (its module or attribute copied), arguments mapped by ``arg``."""
@@ -343,7 +347,8 @@ def _add(b: _Builder, node: fx.Node) -> None:
     else:
         pa = None if len(ia) == len(union) else np.searchsorted(union, ia)
         pc = None if len(ic) == len(union) else np.searchsorted(union, ic)
-        b.env[node.name] = b.graph.call_module(b.new_module(ChannelScatterAdd(pa, pc, len(union)), "add"),
+        axis = b.extraction.nodes[node.name].axis
+        b.env[node.name] = b.graph.call_module(b.new_module(ChannelScatterAdd(pa, pc, len(union), axis), "add"),
                                                (b.env[a.name], b.env[c.name]))
     b.chan[node.name] = union
 
@@ -374,7 +379,8 @@ HANDLERS: dict[str, Callable[[_Builder, fx.Node], None]] = {
     "add": _add,
     "flatten": _flatten,
     "channelwise": _channelwise,
-} | COUPLED_HANDLERS | CONCAT_HANDLERS
+    "opaque": _untracked,
+} | COUPLED_HANDLERS | CONCAT_HANDLERS | LAYOUT_HANDLERS
 
 
 # --- the forms of a pruned conv -----------------------------------------------------------------------------

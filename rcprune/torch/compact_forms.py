@@ -148,7 +148,7 @@ class RCConv2d(nn.Module):
 
 
 class RCLinear(nn.Module):
-    """A linear layer on the kept features ``in_index`` of its input (``None``: all of them)."""
+    """A linear layer on the kept features ``in_index`` of its input's last dim (``None``: all of them)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_index):
         super().__init__()
@@ -158,7 +158,7 @@ class RCLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_index is not None:
-            x = select_channels(x, self.in_index)
+            x = x.index_select(x.dim() - 1, self.in_index)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -200,22 +200,25 @@ class ChannelSelect(nn.Module):
 
 class ChannelScatterAdd(nn.Module):
     """``a + b`` where ``a`` and ``b`` hold different channel subsets: each is added at its positions
-    (``None``: it holds all ``size`` channels, in order). Linear in the output's size."""
+    (``None``: it holds all ``size`` channels, in order) along the channel dim ``axis``. Linear in the
+    output's size."""
 
-    def __init__(self, pos_a, pos_b, size: int):
+    def __init__(self, pos_a, pos_b, size: int, axis: int = 1):
         super().__init__()
-        self.size = int(size)
+        self.size, self.axis = int(size), int(axis)
         self.register_buffer("pos_a", _index(pos_a))
         self.register_buffer("pos_b", _index(pos_b))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.dim() != 4:
+        if a.dim() != 4 or self.axis != 1:
+            d = self.axis
             if self.pos_a is None:
-                return a if self.pos_b is None else a.index_add(1, self.pos_b, b)
+                return a if self.pos_b is None else a.index_add(d, self.pos_b, b)
             if self.pos_b is None:
-                return b.index_add(1, self.pos_a, a)
-            return a.new_zeros((a.shape[0], self.size) + tuple(a.shape[2:])).index_add(
-                1, self.pos_a, a).index_add(1, self.pos_b, b)
+                return b.index_add(d, self.pos_a, a)
+            shape = list(a.shape)
+            shape[d] = self.size
+            return a.new_zeros(shape).index_add(d, self.pos_a, a).index_add(d, self.pos_b, b)
         # on the channels-last (n, h, w, c) views: index_add along the contiguous last dim
         if self.pos_a is None:
             return a if self.pos_b is None else _nchw(_nhwc(a).index_add(3, self.pos_b, _nhwc(b)))
@@ -225,14 +228,17 @@ class ChannelScatterAdd(nn.Module):
 
 
 class ChannelScatter(nn.Module):
-    """Put the channels of ``x`` at positions ``pos`` of a zero tensor with ``size`` channels."""
+    """Put the channels of ``x`` (along dim ``axis``) at positions ``pos`` of a zero tensor with ``size``
+    channels."""
 
-    def __init__(self, pos, size: int):
+    def __init__(self, pos, size: int, axis: int = 1):
         super().__init__()
-        self.size = int(size)
+        self.size, self.axis = int(size), int(axis)
         self.register_buffer("pos", _index(pos))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            return x.new_zeros((x.shape[0], self.size) + tuple(x.shape[2:])).index_copy(1, self.pos, x)
+        if x.dim() != 4 or self.axis != 1:
+            shape = list(x.shape)
+            shape[self.axis] = self.size
+            return x.new_zeros(shape).index_copy(self.axis, self.pos, x)
         return _nchw(_zeros(x, self.size).index_copy_(3, self.pos, _nhwc(x)))

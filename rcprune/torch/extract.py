@@ -35,8 +35,12 @@ from rcprune.network.builder import NetworkBuilder
 from rcprune.network.model import NetworkInstance
 from rcprune.validation import InvalidInstanceError, check_name, check_scores
 
+from rcprune.torch.extract_attention import attention
 from rcprune.torch.extract_concat import CAT_FUNCTIONS, concat
+from rcprune.torch.extract_constant import constant
 from rcprune.torch.extract_gate import gate, scale
+from rcprune.torch.extract_layout import index, merge, permute
+from rcprune.torch.extract_norm import layer_norm
 from rcprune.torch.extract_tied import tied_conv
 from rcprune.torch.rcmask import original_tensor
 from rcprune.torch.traced import NodeInfo, TiedConv, Trace, target_name, tensor_shape
@@ -50,9 +54,12 @@ _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.
 _PASS_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout,
                    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 _PASS_METHODS = {"relu", "relu_", "contiguous", "tanh"}
+# the ones that map each value to one value of the same channel: legal whatever dim holds the channels
+_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout}
 try:  # torchvision's stochastic depth scales whole samples by 0 or 1 / (1 - p): zero stays zero
     from torchvision.ops import stochastic_depth as _stochastic_depth
     _PASS_FUNCTIONS.add(_stochastic_depth)
+    _ELEMENTWISE_FUNCTIONS.add(_stochastic_depth)
 except ImportError:  # pragma: no cover - torchvision is optional
     pass
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -164,7 +171,17 @@ def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
 
 
 # the coupling rules, tried in this order before the built-in ops (one module each)
-RULES = (concat, tied_conv, gate, scale)
+RULES = (attention, concat, tied_conv, gate, constant, scale, layer_norm, permute, merge, index)
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU, nn.Dropout,
+                nn.Identity)
+
+
+def _elementwise(node: fx.Node, mod: nn.Module | None) -> bool:
+    if node.op == "call_module":
+        return isinstance(mod, _ELEMENTWISE)
+    if node.op == "call_function":
+        return node.target in _ELEMENTWISE_FUNCTIONS or node.target in _ADD_FUNCTIONS
+    return node.target in _PASS_METHODS
 
 
 def reads_segments(node: fx.Node, mod: nn.Module | None) -> bool:
@@ -290,18 +307,22 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         srcs = tracked(list(node.args) + list(node.kwargs.values()))
         if not srcs:
             continue
-        if shape is None:   # x.size(), x.shape, ...: no tensor flows on
-            if node.op == "call_method" and node.target in ("size", "dim") or \
-                    node.op == "call_function" and node.target is getattr:
-                continue
-            refuse(node, "output is not a single tensor")
-            continue
+        if shape is None and (node.op == "call_method" and node.target in ("size", "dim") or
+                              node.op == "call_function" and node.target is getattr):
+            continue   # x.size(), x.shape, ...: no tensor flows on
         src = values[srcs[0].name]
         mod = modules.get(node.target) if node.op == "call_module" else None
         if any(values[s.name].parts for s in srcs) and not reads_segments(node, mod):
             refuse(node, "this op is not supported on a concatenation of channel groups")
             continue
         if any(rule(trace, node, mod, srcs) for rule in RULES):
+            continue
+        if shape is None:
+            refuse(node, "output is not a single tensor")
+            continue
+        if src.axis != 1 and not (isinstance(mod, nn.Linear) or _elementwise(node, mod)):
+            refuse(node, f"this op on a tensor whose channels are on dim {src.axis} (only elementwise ops, adds "
+                         "and Linear layers are followed there)")
             continue
         if isinstance(mod, nn.Conv2d) or isinstance(mod, nn.Linear):
             lname = node.target
@@ -315,22 +336,24 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
                 refuse(node, "conv on a flattened tensor")
                 continue
             in_shape = tensor_shape(srcs[0])
-            if isinstance(mod, nn.Linear) and (in_shape is None or len(in_shape) != 2):
-                refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor (only (N, features) is supported)")
+            if isinstance(mod, nn.Linear) and (in_shape is None or src.axis != len(in_shape) - 1 or src.flat
+                                               and len(in_shape) != 2):
+                refuse(node, f"linear layer on a {len(in_shape or ())}-d tensor whose channels are on dim "
+                             f"{src.axis} (only on the last dim: (N, features) or (N, ..., C))")
                 continue
             s = _score_matrix(scores, lname, original_tensor(mod))
             reads = [seg.group for seg in src.segments]   # a concatenation: each segment's group in turn
             if isinstance(mod, nn.Conv2d):
                 positions, kind = int(np.prod(shape[2:])), "conv"
                 out = b.layer(lname, s, reads, kernel=tuple(mod.kernel_size), positions=positions)
-            else:
-                positions, kind = 1, "linear"
+            else:    # on (N, ..., C): one product per position of the dims between
+                positions, kind = int(np.prod(shape[1:-1])), "linear"
                 spatial = src.spatial if src.flat else (1,)
                 out = b.layer(lname, s, reads, spatial=spatial, positions=positions)
             if lname in pending_protect:
                 protected_raw.append(out)
             layers[lname] = LayerMap(lname, lname, kind, tuple(mod.weight.shape), mod.bias is not None, positions)
-            values[node.name] = NodeInfo(out, frozenset([lname]))
+            values[node.name] = NodeInfo(out, frozenset([lname]), axis=len(shape) - 1 if kind == "linear" else 1)
         elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
             if src.flat and src.spatial != (1,):
                 refuse(node, "batch norm on a flattened tensor with spatial positions")
@@ -353,7 +376,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
                 refuse(node, "an add must have two traced tensors (adding a constant makes zeros non-zero)")
                 continue
             a, c = values[srcs[0].name], values[srcs[1].name]
-            if a.flat != c.flat or a.spatial != c.spatial:
+            if a.flat != c.flat or a.spatial != c.spatial or a.axis != c.axis:
                 refuse(node, "adds a flattened and an unflattened tensor")
                 continue
             try:
@@ -361,7 +384,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             except InvalidInstanceError as exc:
                 raise InvalidInstanceError(f"node {node.name!r}: {exc}") from None
             sup = None if a.support is None or c.support is None else a.support | c.support
-            values[node.name] = NodeInfo(g, sup, a.spatial, a.flat)
+            values[node.name] = NodeInfo(g, sup, a.spatial, a.flat, axis=a.axis)
         elif (isinstance(mod, nn.Flatten) or (node.op == "call_function" and node.target is torch.flatten)
               or (node.op == "call_method" and node.target in _FLATTEN_METHODS)):
             in_shape = tensor_shape(srcs[0])
@@ -388,8 +411,8 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
         for m in (gi.name, *gi.members):
             root[m] = gi.name
     def rooted(v: NodeInfo) -> NodeInfo:
-        return NodeInfo(root[v.group] if v.group else None, v.support, v.spatial, v.flat,
-                        tuple(rooted(p) for p in v.parts))
+        return dataclasses.replace(v, group=root[v.group] if v.group else None,
+                                   parts=tuple(rooted(p) for p in v.parts))
 
     nodes = {k: rooted(v) for k, v in values.items()}
     params = {lm.module: lm.weight_shape for lm in layers.values()}

@@ -7,7 +7,8 @@ BatchNorm, a flatten) carry the segments; a conv or linear layer reading the con
 segment's group in turn (its ``inputs``: the channel offsets map its columns to each producer's rows), so
 removing channel ``c`` of ``b``'s group frees that layer's columns at ``b``'s offset plus ``c``. A
 BatchNorm on the concatenation masks each segment by its own support. Any other op on a concatenation, a
-concatenation along another dim, of a tensor the tracer does not follow, or of a group twice is refused.
+channel concatenation of a tensor the tracer does not follow, or of a group twice is refused. A
+concatenation along another dim (tokens) keeps the channels: its traced operands' groups merge.
 
 >>> import torch
 >>> from rcprune.torch.extract import extract
@@ -26,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 import torch.nn as nn
+
+from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.traced import NodeInfo, Trace, tensor_shape
 
@@ -51,10 +54,9 @@ def concat(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node
     if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int) or shape is None or len(shape) < 2:
         t.refuse(node, "a concatenation needs a list of tensors and a constant dim")
         return True
-    if dim % len(shape) != 1:
-        t.refuse(node, f"concatenation along dim {dim} of a {len(shape)}-d tensor: only the channel dim 1 "
-                       "can be pruned through")
-        return True
+    axis = t.values[sources[0].name].axis
+    if dim % len(shape) != axis:
+        return _along_positions(t, node, tensors, sources, axis)
     if not all(isinstance(a, fx.Node) and a.name in t.values for a in tensors):
         t.refuse(node, "concatenates a tensor outside the pruned channels (a constant or an untraced value)")
         return True
@@ -68,6 +70,28 @@ def concat(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node
         t.refuse(node, f"concatenates channel group(s) {sorted({g for g in groups if groups.count(g) > 1})} "
                        "more than once")
         return True
+    if any(i.axis != 1 for i in infos):
+        t.refuse(node, "concatenation of channels-last tensors")
+        return True
     t.values[node.name] = NodeInfo(None, None, parts=segments)
     t.ops[node.name] = "cat"
+    return True
+
+
+def _along_positions(t: Trace, node: fx.Node, tensors, sources: list[fx.Node], axis: int) -> bool:
+    """A concatenation along another dim than the channels' (tokens: a class token before the patches)
+    lays the same channels side by side: the traced tensors' groups become one, as in an add; a constant
+    operand may be non-zero on every channel (support ``None``). Compaction runs it on full-size tensors."""
+    infos = [t.values[s.name] for s in sources]
+    if any(i.flat or i.parts or i.axis != axis for i in infos):
+        t.refuse(node, "concatenation along positions of tensors whose channels are not all on the same dim")
+        return True
+    try:
+        group = t.builder.add(*(i.group for i in infos))
+    except InvalidInstanceError as exc:
+        raise InvalidInstanceError(f"node {node.name!r}: {exc}") from None
+    constant = len(sources) < len(tensors) or any(i.support is None for i in infos)
+    support = None if constant else frozenset().union(*(i.support for i in infos))
+    t.values[node.name] = NodeInfo(group, support, axis=axis)
+    t.ops[node.name] = "full"
     return True

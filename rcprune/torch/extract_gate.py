@@ -47,7 +47,7 @@ def gate(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node])
     if src.flat and src.spatial != (1,):
         t.refuse(node, "gate on a flattened tensor")
         return True
-    t.values[node.name] = NodeInfo(src.group, None, src.spatial, src.flat)
+    t.values[node.name] = NodeInfo(src.group, None, src.spatial, src.flat, axis=src.axis)
     t.ops[node.name] = "gate"
     return True
 
@@ -74,7 +74,8 @@ def scale(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]
         return True
     infos = [t.values[s.name] for s in sources]
     shapes = [tensor_shape(s) for s in sources]
-    if any(i.flat for i in infos) or any(s is None or len(s) < 2 for s in shapes) or shapes[0][1] != shapes[1][1]:
+    if any(i.flat or i.axis != 1 for i in infos) or any(s is None or len(s) < 2 for s in shapes) \
+            or shapes[0][1] != shapes[1][1]:
         t.refuse(node, f"a product scales channels only between unflattened tensors of the same channels, "
                        f"got shapes {shapes}")
         return True

@@ -38,8 +38,8 @@ def tied_conv(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.N
                        "output channels: only C_in == C_out ties each output channel to an input channel")
     elif mod.padding_mode != "zeros":
         t.refuse(node, f"padding_mode {mod.padding_mode!r}")
-    elif src.flat:
-        t.refuse(node, "conv on a flattened tensor")
+    elif src.flat or src.axis != 1:
+        t.refuse(node, "conv on a flattened or channels-last tensor")
     elif node.target in t.tied:
         t.refuse(node, "the module is called more than once (shared weights)")
     else:

@@ -25,13 +25,16 @@ class NodeInfo:
     make its channels non-zero; ``None`` = every channel, e.g. a network input) and, after a flatten,
     the spatial size of each channel's block. A concatenation of channel groups
     (:mod:`rcprune.torch.extract_concat`) has no group of its own: ``parts`` are its segments in channel
-    order, each a tensor of one group (``group`` and ``support`` are then ``None``)."""
+    order, each a tensor of one group (``group`` and ``support`` are then ``None``). ``axis`` is the
+    channel dimension: 1 (``(N, C, ...)``), or the last after a permute to channels-last or in a token
+    tensor ``(N, L, C)`` (:mod:`rcprune.torch.extract_layout`)."""
 
     group: str | None
     support: frozenset | None
     spatial: tuple[int, ...] | None = None
     flat: bool = False
     parts: tuple["NodeInfo", ...] = ()
+    axis: int = 1
 
     @property
     def segments(self) -> tuple["NodeInfo", ...]:

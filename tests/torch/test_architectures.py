@@ -77,3 +77,40 @@ def test_prune_compacts_to_the_masked_model(name, bound):
     if bound:
         res = report.result
         assert res.lower_bound is not None and 0 <= res.lower_bound <= res.cost and np.isfinite(res.gap)
+
+
+def _transformer(name: str):
+    """torchvision's ViT and ConvNeXt at a reduced size; the ViT head (zero-initialized) and ConvNeXt's layer
+    scale (1e-6) get values that make the blocks and the classifier count in the outputs compared."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    if name == "vit-small":
+        model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                                  num_classes=10)
+    else:
+        model = ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 1)], num_classes=10)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.startswith("heads") or pname.endswith("layer_scale"):
+                p.normal_(0.0, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["vit-small", "convnext-small"])
+def test_a_transformer_and_a_convnext_prune_to_the_masked_model(name):
+    model = _transformer(name)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    small, report = prune(model, x[:1], sparsity=0.5, method="network-greedy", weighting="mean", bound=True)
+    ext, res = report.extraction, report.result
+    assert {"full", "merge" if name == "vit-small" else "channelwise"} <= set(ext.ops.values())
+    hidden = [n for n in ext.instance.layer_names if n.endswith(("mlp.0", "block.3"))]
+    assert hidden and all(not ext.instance.group(f"{n}:out").protected for n in hidden)
+    masked = apply(copy.deepcopy(model), res.solution, ext)
+    with torch.no_grad():
+        want, got = masked(x), small(x)
+    assert want.std() > 0 and (want[0] - want[1]).abs().max() > 0
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert sum(p.numel() for p in small.parameters()) < 0.8 * sum(p.numel() for p in model.parameters())
+    assert res.lower_bound is not None and 0 <= res.lower_bound <= res.cost and np.isfinite(res.gap)

@@ -140,7 +140,6 @@ class _Cat(nn.Module):
 
 
 @pytest.mark.parametrize("how, message", [
-    ("width", r"node 'cat' \(call_function cat\): concatenation along dim 3 of a 4-d tensor"),
     ("twice", r"node 'cat' \(call_function cat\): concatenates channel group\(s\) \['a:out'\] more than once"),
     ("constant", r"node 'cat' \(call_function cat\): concatenates a tensor outside the pruned channels"),
     ("add", r"node 'add' \(call_function add\): this op is not supported on a concatenation"),
@@ -157,6 +156,14 @@ def test_what_the_tracer_cannot_follow_is_refused_by_node_and_can_be_excluded(ho
     with torch.no_grad():
         want = model(x)
         assert (small(x) - want).abs().max() <= 1e-9 * want.abs().max()
+
+
+def test_a_concatenation_along_positions_merges_the_groups_and_compacts():
+    model, x = _Cat("width").double().eval(), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    ext = extract(model, x[:1], sparsity=0.5)
+    assert ext.instance.group("a:out").producers == ("a", "b") and ext.ops["cat"] == "full"
+    for seed in range(3):
+        compact_matching(_Cat("width").double().eval(), _random_solution(ext.instance, seed, p_row=0.5), ext, x)
 
 
 class _Outputs(nn.Module):
