@@ -28,7 +28,7 @@ __all__ = ["ARCHITECTURES", "QUICK", "bench_architectures", "format_architecture
 ARCHITECTURES = ("resnet18", "resnet50", "wide_resnet50_2", "vgg11_bn", "alexnet", "resnext50_32x4d",
                  "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
                  "densenet121", "squeezenet1_0", "googlenet", "convnext_tiny", "vit_b_16")
-QUICK = ("mobilenet_v3_small", "shufflenet_v2_x0_5")   # one that prunes, one that is refused (channel shuffle)
+QUICK = ("mobilenet_v3_small", "shufflenet_v2_x0_5")   # tied convs and squeeze-excitation; a channel shuffle
 
 
 def build(name: str, size: int) -> torch.nn.Module:

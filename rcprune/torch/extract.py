@@ -39,8 +39,9 @@ from rcprune.torch.extract_attention import attention
 from rcprune.torch.extract_concat import CAT_FUNCTIONS, concat
 from rcprune.torch.extract_constant import constant
 from rcprune.torch.extract_gate import gate, scale
-from rcprune.torch.extract_layout import index, merge, permute
+from rcprune.torch.extract_layout import index, merge, permute, reduce
 from rcprune.torch.extract_norm import layer_norm
+from rcprune.torch.extract_shuffle import shuffle, split
 from rcprune.torch.extract_tied import tied_conv
 from rcprune.torch.rcmask import original_tensor
 from rcprune.torch.traced import NodeInfo, TiedConv, Trace, target_name, tensor_shape
@@ -171,7 +172,8 @@ def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
 
 
 # the coupling rules, tried in this order before the built-in ops (one module each)
-RULES = (attention, concat, tied_conv, gate, constant, scale, layer_norm, permute, merge, index)
+RULES = (attention, split, shuffle, concat, tied_conv, gate, constant, scale, layer_norm, permute, merge, index,
+         reduce)
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU, nn.Dropout,
                 nn.Identity)
 
@@ -298,7 +300,8 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
             if shape is None or len(shape) < 2:
                 continue
             n_inputs += 1
-            values[node.name] = NodeInfo(b.input(node.name, int(shape[1])), None)
+            axis = 2 if len(shape) == 3 else 1   # (N, L, C) tokens; (N, C, H, W) images; (N, features)
+            values[node.name] = NodeInfo(b.input(node.name, int(shape[axis])), None, axis=axis)
             continue
         if node.op == "output":
             for a in tracked(node.args):

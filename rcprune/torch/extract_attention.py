@@ -35,7 +35,9 @@ __all__ = ["attention"]
 
 def attention(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]) -> bool:
     """Record a multi-head attention as opaque, and ``getitem`` of its output tuple."""
-    if node.op == "call_function" and node.target is operator.getitem and t.ops.get(sources[0].name) == "opaque":
+    src = sources[0]
+    if node.op == "call_function" and node.target is operator.getitem and src.op == "call_module" \
+            and isinstance(t.modules.get(src.target), nn.MultiheadAttention):
         if node.args[1] == 0:
             t.values[node.name] = t.values[sources[0].name]
             t.ops[node.name] = "channelwise"

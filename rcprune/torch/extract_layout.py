@@ -6,7 +6,9 @@ group on another dim than 1 (:attr:`rcprune.torch.traced.NodeInfo.axis`):
 - ``permute`` / ``transpose`` (batch dim left in place) move the channel dim;
 - a reshape, view or flatten that merges neighbouring dims other than the batch and channel dims (a
   patch grid ``(N, C, H, W)`` to ``(N, C, H*W)``) keeps every channel's values in that channel;
-- indexing that leaves the channel dim whole (``x[:, 0]``, the class token) keeps the channels.
+- indexing that leaves the channel dim whole (``x[:, 0]``, the class token) keeps the channels;
+- a mean, sum or max over dims other than the batch and channel dims (ShuffleNet's global pool
+  ``x.mean([2, 3])``) keeps the channels, and a zero channel stays zero.
 
 Each keeps the group and support of its input; a Linear layer reads a tensor whose channel dim is the
 last (:func:`rcprune.torch.extract.extract`). Compaction runs permutes and indexing as they are (they do
@@ -35,9 +37,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from rcprune.torch.traced import Trace, tensor_shape
+from rcprune.torch.traced import Trace, target_name, tensor_shape
 
-__all__ = ["permute", "merge", "index", "merged_span"]
+__all__ = ["permute", "merge", "index", "reduce", "merged_span"]
 
 _RESHAPE_METHODS = {"reshape", "view", "flatten"}
 
@@ -134,5 +136,30 @@ def index(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]
         return True
     dropped = sum(isinstance(k, int) for k in key[:src.axis])
     t.values[node.name] = dataclasses.replace(src, axis=src.axis - dropped)
+    t.ops[node.name] = "channelwise"
+    return True
+
+
+_REDUCE_METHODS = {"mean", "sum", "amax"}
+_REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
+
+
+def reduce(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]) -> bool:
+    """A mean, sum or max over constant dims other than the batch and channel dims keeps the channels."""
+    if not ((node.op == "call_method" and node.target in _REDUCE_METHODS)
+            or (node.op == "call_function" and node.target in _REDUCE_FUNCTIONS)):
+        return False
+    src, in_shape = t.values[sources[0].name], tensor_shape(sources[0])
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = [dims] if isinstance(dims, int) else dims
+    keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+    ndim = len(in_shape or ())
+    if src.flat or not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) for d in dims) \
+            or not isinstance(keep, bool) or {d % ndim for d in dims} & {0, src.axis}:
+        t.refuse(node, f"{target_name(node)} over dims {dims!r}: only over constant dims other than the batch and "
+                       f"the channel dim {src.axis}")
+        return True
+    below = 0 if keep else sum(d % ndim < src.axis for d in dims)
+    t.values[node.name] = dataclasses.replace(src, axis=src.axis - below)
     t.ops[node.name] = "channelwise"
     return True

@@ -59,7 +59,8 @@ class TiedConv:
 class Trace:
     """The walk's state: the builder, each tracked node's info (raw builder group names), the model's
     modules, ``refuse(node, why)``, and what the coupling rules record: ``ops`` (node -> kind, the key of
-    compaction's handler) and ``tied`` (module -> :class:`TiedConv`)."""
+    compaction's handler), ``tied`` (module -> :class:`TiedConv`), and for
+    :mod:`rcprune.torch.extract_shuffle` the pieces of each split and the tensors inside a channel shuffle."""
 
     builder: NetworkBuilder
     values: dict[str, NodeInfo]
@@ -67,6 +68,8 @@ class Trace:
     refuse: Callable[[fx.Node, str], None]
     ops: dict[str, str] = field(default_factory=dict)
     tied: dict[str, TiedConv] = field(default_factory=dict)
+    pieces: dict[str, tuple[int, ...]] = field(default_factory=dict)   # split node -> channels per piece
+    regrouped: set[str] = field(default_factory=set)                    # inside a channel shuffle
 
 
 def tensor_shape(node: fx.Node) -> tuple[int, ...] | None:

@@ -4,7 +4,8 @@ pruned end to end:
 model computes what the masked one does (relative 1e-5); the network lower bound gives a certified gap
 (ResNeXt's takes ~12 s and is left out). Width-reduced variants (grouped convs in the ResNeXt and RegNetY
 ones, depthwise convs and squeeze-excitation in the others) and 32x32 inputs keep each test to a few
-seconds; the full-size models run in ``rcprune bench architectures``. SqueezeNet, GoogLeNet (eval mode, no
+seconds; the full-size models run in ``rcprune bench architectures``. ShuffleNet splits and shuffles
+channels (opaque, ``rcprune.torch.extract_shuffle``). SqueezeNet, GoogLeNet (eval mode, no
 auxiliary heads) and DenseNet (a small one and densenet121, BatchNorm on concatenations of concatenations)
 concatenate channels; GoogLeNet's BatchNorm statistics are re-estimated on random inputs first, since with
 its ``init_weights`` the signal vanishes before the classifier and every input would give the same output."""
@@ -50,6 +51,7 @@ def _model(name: str):
         "googlenet": _googlenet,
         "densenet-small": lambda: DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, num_classes=10),
         "densenet121": lambda: tv.densenet121(num_classes=10),
+        "shufflenet_v2_x0_5": lambda: tv.shufflenet_v2_x0_5(num_classes=10),
     }
     torch.manual_seed(0)
     return builders[name]().eval()
@@ -59,7 +61,7 @@ def _model(name: str):
                                          ("efficientnet-small", True), ("regnet-y-small", True),
                                          ("resnext-small", False),   # its bound alone takes ~12 s
                                          ("squeezenet1_0", True), ("googlenet", True), ("densenet-small", True),
-                                         ("densenet121", True)])
+                                         ("densenet121", True), ("shufflenet_v2_x0_5", True)])
 def test_prune_compacts_to_the_masked_model(name, bound):
     model = _model(name)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
