@@ -60,12 +60,12 @@ def _classifier(model: torch.nn.Module) -> list[torch.nn.Module]:
             and (getattr(m, "out_features", None) == 10 or getattr(m, "out_channels", None) == 10)]
 
 
-def torch_pruning_run(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> dict:
-    """Torch-Pruning on a copy of ``model``: seconds, parameters after, or the error."""
+def torch_pruning_run(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> tuple[dict, torch.nn.Module | None]:
+    """Torch-Pruning on a copy of ``model``: (seconds, parameters after, or the error; the pruned model)."""
     try:
         import torch_pruning as tp
     except ImportError as exc:
-        return {"tp_ok": False, "tp_error": f"torch-pruning not installed: {exc}"}
+        return {"tp_ok": False, "tp_error": f"torch-pruning not installed: {exc}"}, None
     m = copy.deepcopy(model)
     start = time.perf_counter()
     try:
@@ -76,18 +76,22 @@ def torch_pruning_run(model: torch.nn.Module, x: torch.Tensor, sparsity: float) 
         with torch.no_grad():
             m(x[:1])
     except Exception as exc:  # noqa: BLE001 -- report whatever Torch-Pruning raises
-        return {"tp_ok": False, "tp_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return {"tp_ok": True, "tp_seconds": time.perf_counter() - start, "tp_params": _params(m)}
+        return {"tp_ok": False, "tp_error": f"{type(exc).__name__}: {str(exc)[:200]}"}, None
+    return {"tp_ok": True, "tp_seconds": time.perf_counter() - start, "tp_params": _params(m)}, m.eval()
 
 
 def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *, method: str, weighting: str,
-         repeats: int, export: bool) -> dict:
+         repeats: int, export: bool, torch_pruning: bool) -> dict:
     from rcprune.torch.export import export as export_model
-    from rcprune.torch.latency import measure_latency
+    from rcprune.torch.latency import time_forms
     from rcprune.torch.masking import apply
     from rcprune.torch.pipeline import prune
 
     row: dict = {"model": name, "sparsity": sparsity, "params_dense": _params(model), "ok": False}
+    tp_model = None
+    if torch_pruning:
+        tp_row, tp_model = torch_pruning_run(model, x, sparsity)
+        row |= tp_row
     stage = "prune"
     try:
         small, report = prune(model, x[:1], sparsity=sparsity, method=method, weighting=weighting)
@@ -109,10 +113,14 @@ def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *,
             with tempfile.TemporaryDirectory() as tmp:
                 rep = export_model(small, x, Path(tmp) / "m.onnx")
             row |= {"export": True, "export_diff": rep.max_abs_diff}
-        stage = "latency"
-        ms = measure_latency({"dense": model, "compact": small}, x, repeats=repeats)
+        stage = "latency"   # dense, rcprune's and Torch-Pruning's models round-robin in one run, each in its
+        # faster deployable form (as it is, or BatchNorm-fused in channels-last), so a fold is no one's edge
+        timed = {"dense": model, "compact": small} | ({"tp": tp_model} if tp_model is not None else {})
+        ms = {k: v["ms"] for k, v in time_forms(timed, x, repeats, threads=torch.get_num_threads()).items()}
         row |= {"dense_ms": ms["dense"], "compact_ms": ms["compact"], "speedup": ms["dense"] / ms["compact"],
                 "ok": True}
+        if tp_model is not None:
+            row |= {"tp_ms": ms["tp"], "tp_speedup": ms["dense"] / ms["tp"]}
     except Exception as exc:  # noqa: BLE001 -- the bench reports every failure by stage
         stage = {"prune": _prune_stage(exc)}.get(stage, stage)
         row |= {"failed": stage, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -156,9 +164,8 @@ def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Seque
             rows.append({"model": name, "ok": False, "failed": "build", "error": f"{type(exc).__name__}: {exc}"})
             continue
         for sparsity in sparsities:
-            row = _one(name, model, x, sparsity, method=method, weighting=weighting, repeats=repeats, export=export)
-            if torch_pruning:
-                row |= torch_pruning_run(model, x, sparsity)
+            row = _one(name, model, x, sparsity, method=method, weighting=weighting, repeats=repeats, export=export,
+                       torch_pruning=torch_pruning)
             rows.append(row | {"warmup_seconds": warmup})
             if log is not None:
                 log(format_architectures([row], header=False))
@@ -167,7 +174,7 @@ def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Seque
 
 _COLUMNS = ("model", "sparsity", "ok", "failed", "params_dense", "params_compact", "kept_weights", "macs_dense",
             "macs_compact", "masked_vs_compact", "constant_output", "export", "speedup", "seconds", "tp_ok",
-            "tp_seconds", "tp_params")
+            "tp_seconds", "tp_params", "tp_speedup")
 
 
 def _cell(v) -> str:
