@@ -141,7 +141,10 @@ def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
             continue
         l = net.col_layer[j]
         r = n_rows[l]
-        more = nk.layer_spend(net, l, r, n_cols[l] + 1) - nk.layer_spend(net, l, r, n_cols[l])
+        if net.tab_rptr[l + 1] > net.tab_rptr[l]:
+            more = nk.layer_spend(net, l, r, n_cols[l] + 1) - nk.layer_spend(net, l, r, n_cols[l])
+        else:   # coef * r * c: written out, since each call copies and refcounts the network's arrays (3-10x)
+            more = net.coef[l] * r
         if total + more <= net.budget[0] and count_l[l] + r <= net.max_count[l]:
             cols[j] = True
             total += more
@@ -185,7 +188,10 @@ def fill_rows(net, rows, cols, n_rows, col_sums, live, spend):
         i = cand[order[t]]
         l = net.row_layer[i]
         e = n_cols[l]
-        more = nk.layer_spend(net, l, n_rows[l] + 1, e) - nk.layer_spend(net, l, n_rows[l], e)
+        if net.tab_rptr[l + 1] > net.tab_rptr[l]:
+            more = nk.layer_spend(net, l, n_rows[l] + 1, e) - nk.layer_spend(net, l, n_rows[l], e)
+        else:   # as in fill_columns
+            more = net.coef[l] * e
         if keys[order[t]] < 0.0 and spend + more <= net.budget[0] and count_l[l] + e <= net.max_count[l]:
             rows[i] = True
             n_rows[l] += 1
