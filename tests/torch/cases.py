@@ -52,3 +52,15 @@ def compact_matching(model, solution, extraction, x):
     assert want.abs().max() > 0
     assert (got - want).abs().max() <= 1e-9 * want.abs().max()
     return small
+
+
+def random_solution(inst, seed, p_row=0.6, p_col=0.7):
+    """A random network solution of ``inst``: each row kept with probability ``p_row`` (fixed rows always),
+    each column with ``p_col``."""
+    import numpy as np
+
+    from rcprune.network.model import NetworkSolution
+
+    rng = np.random.default_rng(seed)
+    return NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < p_row),
+                                      rng.random(li.cols) < p_col) for li in inst.layers})

@@ -13,7 +13,7 @@ import rcprune  # noqa: E402
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.network.model import NetworkSolution  # noqa: E402
 from rcprune.torch import apply, compact, extract  # noqa: E402
-from tests.torch.cases import compact_matching  # noqa: E402
+from tests.torch.cases import compact_matching, random_solution as _random_solution  # noqa: E402
 from rcprune.torch.saved_model import load_compacted, save_compacted  # noqa: E402
 from rcprune.torch.models import randomize_batchnorm  # noqa: E402
 
@@ -40,12 +40,6 @@ class Concats(nn.Module):
         dense = torch.cat((dense, self.d(F.relu(self.bn2(dense)))), 1)             # a, b, c, d
         out = F.adaptive_avg_pool2d(F.relu(self.bn3(dense)), 2)
         return self.fc(torch.flatten(out, 1))
-
-
-def _random_solution(inst, seed, p_row=0.6, p_col=0.7):
-    rng = np.random.default_rng(seed)
-    return NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < p_row),
-                                      rng.random(li.cols) < p_col) for li in inst.layers})
 
 
 def _model(seed=0):

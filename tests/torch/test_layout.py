@@ -3,7 +3,6 @@ Linear layers on the last dim, LayerNorm (its group protected), parameters that 
 concatenation along positions and multi-head attention as an opaque op; compacted == masked in float64 on
 random solutions, and the refusals by node (``rcprune.torch.extract_layout``, ``extract_norm``,
 ``extract_attention``, ``extract_constant``, ``compact_layout``)."""
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,7 +12,7 @@ from rcprune.network.model import NetworkSolution  # noqa: E402
 from rcprune.torch import extract  # noqa: E402
 from rcprune.torch.extract_layout import merged_span  # noqa: E402
 from rcprune.torch.saved_model import load_compacted, save_compacted  # noqa: E402
-from tests.torch.cases import compact_matching  # noqa: E402
+from tests.torch.cases import compact_matching, random_solution as _random_solution  # noqa: E402
 
 nn = torch.nn
 F = torch.nn.functional
@@ -69,12 +68,6 @@ class TinyConvNeXt(nn.Module):
         y = self.fc2(F.gelu(self.fc1(self.ln(y)))).permute(0, 3, 1, 2)
         x = x + self.scale * y
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def _random_solution(inst, seed, p_row=0.6, p_col=0.7):
-    rng = np.random.default_rng(seed)
-    return NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < p_row),
-                                      rng.random(li.cols) < p_col) for li in inst.layers})
 
 
 def _vit(seed=0):

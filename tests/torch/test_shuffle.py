@@ -1,7 +1,6 @@
 """Channel splits and channel shuffles (issue #19, ShuffleNet): opaque reorderings whose inputs are
 protected and whose outputs are new always-alive groups; the branches around them prune; compacted ==
 masked in float64 on random solutions; the refusals by node (``rcprune.torch.extract_shuffle``)."""
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,7 +9,7 @@ from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.network.model import NetworkSolution  # noqa: E402
 from rcprune.torch import extract  # noqa: E402
 from rcprune.torch.models import randomize_batchnorm  # noqa: E402
-from tests.torch.cases import compact_matching  # noqa: E402
+from tests.torch.cases import compact_matching, random_solution as _random_solution  # noqa: E402
 
 nn = torch.nn
 F = torch.nn.functional
@@ -44,12 +43,6 @@ class Unit(nn.Module):
 def _model(seed=0):
     torch.manual_seed(seed)
     return randomize_batchnorm(Unit(), seed).double().eval()
-
-
-def _random_solution(inst, seed, p_row=0.6, p_col=0.7):
-    rng = np.random.default_rng(seed)
-    return NetworkSolution({li.name: (inst.fixed_rows(li.name) | (rng.random(li.rows) < p_row),
-                                      rng.random(li.cols) < p_col) for li in inst.layers})
 
 
 def test_splits_and_shuffles_protect_what_they_read_and_give_new_groups():
