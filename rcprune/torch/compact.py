@@ -17,14 +17,16 @@ entry of :data:`HANDLERS`, keyed by the node's kind (:func:`node_kind`):
   channel (a branch whose every row was pruned) is dropped, so the add is its other side.
 - ``flatten``, ``channelwise`` (activations, pooling, dropout, ...): run as they are on the carried
   channels.
-- ``untracked`` (excluded or outside the pruned groups): run as in the original on full-size tensors.
+- ``untracked`` (excluded or outside the pruned groups), and every op that runs as it is on its inputs
+  scattered to full size: ``gate`` (a gate maps 0 to non-zero), ``full`` (LayerNorm, a parameter that
+  broadcasts against all channels, a concatenation along positions) and ``opaque`` (attention, channel
+  splits and shuffles); a tracked result holds every channel of its group.
 - ``placeholder``, ``output``: the inputs as they are; the outputs scattered back to full size.
-- ``tied-conv``, ``gate``, ``scale``: grouped and depthwise convs, squeeze-excitation
+- ``tied-conv``, ``scale``: grouped and depthwise convs, squeeze-excitation
   (:mod:`rcprune.torch.compact_tied`).
 - ``cat``: a channel concatenation, the compacted parts in order (:mod:`rcprune.torch.compact_concat`);
   the channels a concatenation carries are indices into all its segments' channels.
-- ``merge``, ``full``, ``opaque``: reshapes of token tensors, LayerNorm, parameters, attention
-  (:mod:`rcprune.torch.compact_layout`).
+- ``merge``: a reshape merging non-channel dims (:mod:`rcprune.torch.compact_layout`).
 
 Cost of building: one pass over the graph plus one copy of the kept weights. Cost of running: a conv or
 linear layer does rows x kept columns multiply-adds per output position in the ``"conv"``, ``"linear"``
@@ -202,7 +204,7 @@ def node_kind(b: _Builder, node: fx.Node) -> str:
     if info is None or node.name in ext.excluded or not srcs:
         return "untracked"
     if node.name in ext.ops:
-        return ext.ops[node.name]        # a coupled op: "tied-conv", "gate", "scale"
+        return ext.ops[node.name]        # a coupling rule's kind: "tied-conv", "gate", "cat", "full", ...
     target = node.target if node.op == "call_module" else None
     if target in ext.layers:
         return ext.layers[target].kind   # "conv" or "linear"
@@ -379,6 +381,8 @@ HANDLERS: dict[str, Callable[[_Builder, fx.Node], None]] = {
     "add": _add,
     "flatten": _flatten,
     "channelwise": _channelwise,
+    "gate": _untracked,
+    "full": _untracked,
     "opaque": _untracked,
 } | COUPLED_HANDLERS | CONCAT_HANDLERS | LAYOUT_HANDLERS
 

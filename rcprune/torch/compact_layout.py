@@ -1,19 +1,11 @@
-"""Compaction of the layout, norm, attention and constant rules (:mod:`rcprune.torch.extract_layout`,
-:mod:`rcprune.torch.extract_norm`, :mod:`rcprune.torch.extract_attention`,
-:mod:`rcprune.torch.extract_constant`):
-
-- ``merge``: ``torch.flatten`` over the merged dims (the original reshape names the channel count, which
-  compaction changes);
-- ``full``: the op as it is on its input scattered to the group's full channel count (a LayerNorm over all
-  channels, a parameter that broadcasts against them); the output holds every channel;
-- ``opaque``: a multi-head attention as it is, on full-size inputs.
-Permutes and indexing are ``channelwise`` (:mod:`rcprune.torch.compact`): they run as they are.
-"""
+"""Compaction of :mod:`rcprune.torch.extract_layout`'s ``merge``: ``torch.flatten`` over the merged dims
+(the original reshape names the channel count, which compaction changes). Permutes, indexing and
+reductions are ``channelwise`` (they run as they are); LayerNorm, constants, attention, splits and
+shuffles run as they are on full-size inputs (``full``, ``opaque``: :mod:`rcprune.torch.compact`)."""
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.fx as fx
 
@@ -32,9 +24,4 @@ def _merge(b, node: fx.Node) -> None:
     b.chan[node.name] = b.chan[src.name]
 
 
-def _full(b, node: fx.Node) -> None:
-    b.env[node.name] = b.copy_node(node, b.full)
-    b.chan[node.name] = np.arange(b.group_size(node))
-
-
-LAYOUT_HANDLERS: dict[str, Callable] = {"merge": _merge, "full": _full}
+LAYOUT_HANDLERS: dict[str, Callable] = {"merge": _merge}

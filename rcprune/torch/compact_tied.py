@@ -6,7 +6,8 @@ one handler per kind of :attr:`rcprune.torch.Extraction.ops`, on the state of :f
   channel keeps the same number, this is a smaller grouped conv over those groups (a depthwise conv stays
   depthwise), else each group is padded to the widest with zero weights (:class:`GroupedConv`), exact
   either way. A BatchNorm that alone reads it folds in (``fold_batchnorm``, as after a pruned conv).
-- ``gate``: run on its input scattered to the full group (a gate maps 0 to non-zero).
+- ``gate`` runs as it is on its input scattered to the full group (a gate maps 0 to non-zero): the
+  ``untracked`` handler of :mod:`rcprune.torch.compact`.
 - ``scale``: the carrier factor's channels (:func:`rcprune.torch.extract_gate.carrier`) times the other
   factor, scattered to the full group and gathered at those channels.
 """
@@ -71,11 +72,6 @@ def _tied_conv(b, node: fx.Node) -> None:
     b.env[node.name] = b.graph.call_module(b.new_module(form, node.target), (b.env[src.name],))
 
 
-def _gate(b, node: fx.Node) -> None:
-    b.env[node.name] = b.copy_node(node, b.full)
-    b.chan[node.name] = np.arange(b.group_size(node))
-
-
 def _scale(b, node: fx.Node) -> None:
     factors = [a for a in node.args if isinstance(a, fx.Node)]
     k = carrier([b.extraction.nodes[f.name] for f in factors])
@@ -91,4 +87,4 @@ def _scale(b, node: fx.Node) -> None:
     b.env[node.name] = b.graph.call_function(operator.mul, (b.env[x.name], g))
 
 
-COUPLED_HANDLERS: dict[str, Callable] = {"tied-conv": _tied_conv, "gate": _gate, "scale": _scale}
+COUPLED_HANDLERS: dict[str, Callable] = {"tied-conv": _tied_conv, "scale": _scale}

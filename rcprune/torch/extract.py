@@ -48,21 +48,20 @@ from rcprune.torch.traced import NodeInfo, TiedConv, Trace, target_name, tensor_
 
 __all__ = ["extraction_of", "extract", "Extraction", "LayerMap", "NodeInfo"]
 
-# modules / functions that keep every channel where it is and map 0 to 0
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU,
-                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                 nn.AdaptiveMaxPool2d)
-_PASS_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout,
-                   F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
-_PASS_METHODS = {"relu", "relu_", "contiguous", "tanh"}
-# the ones that map each value to one value of the same channel: legal whatever dim holds the channels
+# modules / functions that keep every channel where it is and map 0 to 0; the elementwise ones map each value
+# to one value of the same channel, so they are legal whatever dim holds the channels
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU,
+                        nn.Dropout, nn.Identity)
+_PASS_MODULES = _ELEMENTWISE_MODULES + (nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                                        nn.AdaptiveMaxPool2d)
 _ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.tanh, F.dropout}
 try:  # torchvision's stochastic depth scales whole samples by 0 or 1 / (1 - p): zero stays zero
     from torchvision.ops import stochastic_depth as _stochastic_depth
-    _PASS_FUNCTIONS.add(_stochastic_depth)
     _ELEMENTWISE_FUNCTIONS.add(_stochastic_depth)
 except ImportError:  # pragma: no cover - torchvision is optional
     pass
+_PASS_FUNCTIONS = _ELEMENTWISE_FUNCTIONS | {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+_PASS_METHODS = {"relu", "relu_", "contiguous", "tanh"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 
@@ -174,13 +173,11 @@ def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
 # the coupling rules, tried in this order before the built-in ops (one module each)
 RULES = (attention, split, shuffle, concat, tied_conv, gate, constant, scale, layer_norm, permute, merge, index,
          reduce)
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.ELU, nn.Dropout,
-                nn.Identity)
 
 
 def _elementwise(node: fx.Node, mod: nn.Module | None) -> bool:
     if node.op == "call_module":
-        return isinstance(mod, _ELEMENTWISE)
+        return isinstance(mod, _ELEMENTWISE_MODULES)
     if node.op == "call_function":
         return node.target in _ELEMENTWISE_FUNCTIONS or node.target in _ADD_FUNCTIONS
     return node.target in _PASS_METHODS
@@ -380,7 +377,7 @@ def extract(model: nn.Module, example_inputs, *, scores: str | Callable = "l1", 
                 continue
             a, c = values[srcs[0].name], values[srcs[1].name]
             if a.flat != c.flat or a.spatial != c.spatial or a.axis != c.axis:
-                refuse(node, "adds a flattened and an unflattened tensor")
+                refuse(node, "adds tensors whose channels lie differently (flattened or not, or on other dims)")
                 continue
             try:
                 g = b.add(a.group, c.group)

@@ -47,9 +47,7 @@ def attention(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.N
     if not mod.batch_first:
         t.refuse(node, "MultiheadAttention with batch_first=False (the batch must be dim 0)")
         return True
-    for s in sources:
-        for seg in t.values[s.name].segments:
-            t.builder.protect(seg.group)
+    t.protect(sources)
     t.values[node.name] = NodeInfo(t.builder.input(f"{node.name}:out", mod.embed_dim), None, axis=2)
     t.ops[node.name] = "opaque"
     return True

@@ -31,6 +31,7 @@ not name a channel count) and a merge as ``torch.flatten`` over the merged dims
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 
 import torch
@@ -85,15 +86,10 @@ def merged_span(in_shape, shape, axis: int) -> tuple[int, int] | None:
     them the batch dim 0 or the channel dim ``axis``; else ``None``."""
     if len(shape) >= len(in_shape) or len(shape) < 2:
         return None
-    end_keep = len(shape) - 1
     start = next((i for i in range(len(shape)) if shape[i] != in_shape[i]), len(shape) - 1)
     end = start + len(in_shape) - len(shape)
-    if in_shape[:start] != shape[:start] or in_shape[end + 1:] != shape[start + 1:] or start > end_keep:
-        return None
-    size = 1
-    for d in in_shape[start:end + 1]:
-        size *= d
-    if size != shape[start] or start == 0 or start <= axis <= end:
+    if in_shape[end + 1:] != shape[start + 1:] or math.prod(in_shape[start:end + 1]) != shape[start] \
+            or start == 0 or start <= axis <= end:
         return None
     return start, end
 

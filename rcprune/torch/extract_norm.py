@@ -42,7 +42,7 @@ def layer_norm(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.
         t.refuse(node, f"LayerNorm over {normalized} of a tensor of shape {shape} with channels on dim "
                        f"{src.axis}: only a LayerNorm over the channel dim, last, is followed")
         return True
-    t.builder.protect(src.group)
+    t.protect(sources[:1])
     t.values[node.name] = dataclasses.replace(src, support=None)
     t.ops[node.name] = "full"
     return True

@@ -44,12 +44,6 @@ __all__ = ["split", "shuffle"]
 _RESHAPES = {"view", "reshape"}
 
 
-def _protect_sources(t: Trace, sources: list[fx.Node]) -> None:
-    for s in sources:
-        for seg in t.values[s.name].segments:
-            t.builder.protect(seg.group)
-
-
 def _split_sizes(node: fx.Node, channels: int) -> tuple[int, ...] | None:
     """Channels per piece of a ``chunk`` / ``split`` along dim 1, or None if ``node`` is not one."""
     is_chunk = (node.op == "call_method" and node.target == "chunk") or node.target is torch.chunk
@@ -91,7 +85,7 @@ def split(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Node]
         t.refuse(node, "a split along another dim than the channels of an (N, C, ...) tensor, or by sizes that "
                        "are not constants")
         return True
-    _protect_sources(t, sources)
+    t.protect(sources)
     t.pieces[node.name] = sizes
     t.values[node.name] = NodeInfo(t.builder.input(f"{node.name}:whole", in_shape[1]), None)
     t.ops[node.name] = "opaque"
@@ -110,7 +104,7 @@ def shuffle(t: Trace, node: fx.Node, mod: nn.Module | None, sources: list[fx.Nod
                 and src.axis == 1 and not src.flat and shape[0] == in_shape[0]
                 and shape[1] * shape[2] == in_shape[1] and shape[3:] == in_shape[2:]):
             return False
-        _protect_sources(t, sources)
+        t.protect(sources)
         t.values[node.name] = NodeInfo(t.builder.input(f"{node.name}:shuffled", in_shape[1]), None)
     else:
         info = t.values[inside[0].name]

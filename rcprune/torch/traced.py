@@ -71,6 +71,12 @@ class Trace:
     pieces: dict[str, tuple[int, ...]] = field(default_factory=dict)   # split node -> channels per piece
     regrouped: set[str] = field(default_factory=set)                    # inside a channel shuffle
 
+    def protect(self, sources: list[fx.Node]) -> None:
+        """Keep every channel the traced tensors ``sources`` carry (each segment's group protected)."""
+        for s in sources:
+            for seg in self.values[s.name].segments:
+                self.builder.protect(seg.group)
+
 
 def tensor_shape(node: fx.Node) -> tuple[int, ...] | None:
     meta = node.meta.get("tensor_meta")
