@@ -78,7 +78,7 @@ class NetworkBuilder:
         ``positions``: output positions per sample (``H_out * W_out`` of a conv), for the MACs measure."""
         if name in self._parent or any(name == l[0] for l in self._layers):
             raise InvalidInstanceError(f"name {name!r} is already used")
-        s = check_scores(scores, name=f"scores of layer {name!r}")
+        s = check_scores(scores, name=f"scores of layer {name!r}", copy=False)   # copied once, by the instance
         ins = [inputs] if isinstance(inputs, str) else list(inputs)
         out = self._new_group(f"{name}:out", s.shape[0])
         if protected:

@@ -93,36 +93,28 @@ def flatten_network(instance) -> FlatNetwork:
     col_off = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
     row_layer = np.repeat(np.arange(len(layers)), m).astype(np.int64)
     col_layer = np.repeat(np.arange(len(layers)), n).astype(np.int64)
-    row_chan = np.empty(row_off[-1], np.int64)
-    col_chan = np.empty(col_off[-1], np.int64)
-    fixed_row = np.zeros(row_off[-1], bool)
-    fixed_col = np.zeros(col_off[-1], bool)
+    g_start = np.array([group_off[gindex[li.output]] for li in layers], np.int64)
+    row_chan = g_start[row_layer] + (np.arange(row_off[-1]) - row_off[row_layer])
+    fixed_row = np.concatenate([instance.fixed_rows(li.name) for li in layers])
+    fixed_col = np.concatenate([instance.fixed_cols(li.name) for li in layers])
+    # one entry per (layer, input channel): its channel, its layer and the global id of its first column
+    blk_chan = np.concatenate([np.concatenate([group_off[gindex[g]] + np.arange(instance.group(g).size)
+                                               for g, _ in li.inputs]) for li in layers]).astype(np.int64)
+    blk_layer = np.repeat(np.arange(len(layers)), [li.in_channels for li in layers]).astype(np.int64)
+    blk_off = np.concatenate([np.arange(li.in_channels) * li.block for li in layers]).astype(np.int64)
+    blk_col0 = col_off[blk_layer] + blk_off
+    col_chan = np.repeat(blk_chan, k[blk_layer])
     n_chan = int(group_off[-1])
-    prods: list[list[int]] = [[] for _ in range(n_chan)]
-    cons: list[list[tuple[int, int]]] = [[] for _ in range(n_chan)]
-    for l, li in enumerate(layers):
-        g0 = group_off[gindex[li.output]]
-        rows = np.arange(row_off[l], row_off[l + 1])
-        row_chan[rows] = g0 + np.arange(li.rows)
-        fixed_row[rows] = instance.fixed_rows(li.name)
-        fixed_col[col_off[l]:col_off[l + 1]] = instance.fixed_cols(li.name)
-        for r, ch in zip(rows, row_chan[rows]):
-            prods[ch].append(int(r))
-        for g, off in li.inputs:
-            gs = group_off[gindex[g]]
-            for c in range(instance.group(g).size):
-                col0 = col_off[l] + (off + c) * li.block
-                col_chan[col0:col0 + li.block] = gs + c
-                cons[gs + c].append((l, int(col0)))
+    # CSR by channel, in layer order within a channel (stable sorts of layer-ordered ids)
+    prod_row = np.argsort(row_chan, kind="stable").astype(np.int64)
+    prod_ptr = np.concatenate([[0], np.cumsum(np.bincount(row_chan, minlength=n_chan))]).astype(np.int64)
+    by_chan = np.argsort(blk_chan, kind="stable")
+    cons_layer, cons_col0 = blk_layer[by_chan], blk_col0[by_chan]
+    cons_ptr = np.concatenate([[0], np.cumsum(np.bincount(blk_chan, minlength=n_chan))]).astype(np.int64)
     chan_input = np.zeros(n_chan, bool)
     chan_group = np.repeat(np.arange(len(groups)), [g.size for g in groups]).astype(np.int64)
     for i, g in enumerate(groups):
         chan_input[group_off[i]:group_off[i + 1]] = g.input
-    prod_ptr = np.concatenate([[0], np.cumsum([len(p) for p in prods])]).astype(np.int64)
-    cons_ptr = np.concatenate([[0], np.cumsum([len(c) for c in cons])]).astype(np.int64)
-    prod_row = np.array([r for p in prods for r in p], np.int64)
-    cons_layer = np.array([l for c in cons for l, _ in c], np.int64)
-    cons_col0 = np.array([j for c in cons for _, j in c], np.int64)
     measure = instance.measure
     full = float(np.sum(instance.full_spend))
     if instance.budget is None:

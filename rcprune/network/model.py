@@ -143,6 +143,7 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
         if graph.nodes[u]["kind"] == graph.nodes[v]["kind"]:
             raise InvalidInstanceError(f"edge {u!r} -> {v!r} joins two {graph.nodes[u]['kind']}s; edges join "
                                        "a layer to its output group or a group to a consuming layer")
+    trusted = isinstance(scores, LayerScores) and scores.flat is not None
     extra = set(scores) - set(layers)
     if extra:
         raise InvalidInstanceError(f"scores given for unknown layer(s) {sorted(extra)}")
@@ -163,7 +164,9 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
         d = graph.nodes[name]
         if name not in scores:
             raise InvalidInstanceError(f"layer {name!r}: no score matrix given")
-        s = check_scores(scores[name], name=f"scores of layer {name!r}")
+        # an instance's own scores were checked when it was built; anything else is checked here, without
+        # a copy (the instance copies every matrix once, into its flat array)
+        s = scores[name] if trusted else check_scores(scores[name], name=f"scores of layer {name!r}", copy=False)
         outs = list(graph.successors(name))
         if len(outs) != 1:
             raise InvalidInstanceError(f"layer {name!r} must produce exactly one channel group, it has {len(outs)}")
@@ -230,8 +233,12 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
 class LayerScores(Mapping):
     """A read-only mapping layer name -> score matrix whose unknown keys are named errors."""
 
-    def __init__(self, views: dict[str, np.ndarray]):
+    def __init__(self, views: dict[str, np.ndarray], flat: np.ndarray | None = None,
+                 offsets: np.ndarray | None = None, totals: np.ndarray | None = None):
         self._views = dict(views)
+        # set by NetworkInstance: the checked, read-only array the views share (and each layer's sum), so
+        # that a derived instance (replace) shares them instead of checking and copying every matrix again
+        self.flat, self.offsets, self.totals = flat, offsets, totals
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer not in self._views:
@@ -333,14 +340,18 @@ class NetworkInstance:
         meta = check_metadata(metadata)
         names = [li.name for li in infos]
         sizes = np.array([li.size for li in infos], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        flat = np.empty(int(offsets[-1]), dtype=np.float64)
-        views = {}
-        for li, a, b in zip(infos, offsets[:-1], offsets[1:]):
-            flat[a:b] = matrices[li.name].ravel()
-        flat.setflags(write=False)
-        for li, a, b in zip(infos, offsets[:-1], offsets[1:]):
-            views[li.name] = flat[a:b].reshape(li.rows, li.cols)
+        if isinstance(scores, LayerScores) and scores.flat is not None and list(scores) == names:
+            flat, offsets, views, totals = scores.flat, scores.offsets, dict(scores.items()), scores.totals
+        else:
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            flat = np.empty(int(offsets[-1]), dtype=np.float64)
+            for li, a, b in zip(infos, offsets[:-1], offsets[1:]):
+                flat[a:b] = matrices[li.name].ravel()
+            flat.setflags(write=False)
+            offsets.setflags(write=False)
+            views = {li.name: flat[a:b].reshape(li.rows, li.cols) for li, a, b in zip(infos, offsets[:-1], offsets[1:])}
+            totals = np.array([float(views[n].sum()) for n in names])
+            totals.setflags(write=False)
         total_entries = int(offsets[-1])
 
         given = [k for k, v in (("budget", budget), ("density", density), ("sparsity", sparsity)) if v is not None]
@@ -402,7 +413,6 @@ class NetworkInstance:
                 f"and columns; "
                 f"min_density needs its share of every layer); the best reachable budget is that minimum")
 
-        totals = np.array([float(views[n].sum()) for n in names])
         if isinstance(weighting, str):
             if weighting == "none":
                 w = np.ones(len(names))
@@ -427,7 +437,7 @@ class NetworkInstance:
         d["_layers"] = {li.name: li for li in infos}
         d["_groups"] = groups
         d["_order"] = tuple(names)
-        d["_scores"] = LayerScores(views)
+        d["_scores"] = LayerScores(views, flat, offsets, totals)
         d["_flat_scores"] = flat
         d["_score_offsets"] = offsets
         d["_budget"] = k_global

@@ -33,7 +33,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from rcprune.network.builder import NetworkBuilder
 from rcprune.network.model import NetworkInstance
-from rcprune.validation import InvalidInstanceError, check_name, check_scores
+from rcprune.validation import InvalidInstanceError, check_name
 
 from rcprune.torch.extract_attention import attention
 from rcprune.torch.extract_concat import CAT_FUNCTIONS, concat
@@ -154,20 +154,24 @@ class Extraction:
 
 
 def _score_matrix(scores, name: str, weight: torch.Tensor) -> np.ndarray:
-    w = weight.detach().to(torch.float64).cpu().numpy().reshape(weight.shape[0], -1)
+    """The layer's score matrix (rows = output channels), not copied: the instance copies every layer's
+    scores once, into its flat float64 array (|w| is exact in the weight's own precision)."""
     if scores == "l1":
-        s = np.abs(w)
+        w = weight.detach().cpu()
+        w = w if w.dtype in (torch.float32, torch.float64) else w.to(torch.float64)
+        s = w.abs().numpy().reshape(weight.shape[0], -1)
     elif scores == "l2":
-        s = np.square(w)
+        s = np.square(weight.detach().to(torch.float64).cpu().numpy().reshape(weight.shape[0], -1))
     elif callable(scores):
         s = np.asarray(scores(name, weight.detach()), dtype=np.float64)
-        if s.size != w.size:
+        shape = (weight.shape[0], weight[0].numel())
+        if s.size != weight.numel():
             raise InvalidInstanceError(f"scores callable returned shape {s.shape} for layer {name!r}; "
-                                       f"expected {tuple(weight.shape)} or {w.shape}")
-        s = s.reshape(w.shape)
+                                       f"expected {tuple(weight.shape)} or {shape}")
+        s = s.reshape(shape)
     else:
         raise InvalidInstanceError(f"scores must be 'l1', 'l2' or a callable (name, weight) -> array, got {scores!r}")
-    return check_scores(s, name=f"scores of layer {name!r}")
+    return s   # checked by the builder, copied by the instance
 
 
 # the coupling rules, tried in this order before the built-in ops (one module each)

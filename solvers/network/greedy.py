@@ -75,6 +75,18 @@ def _add_channel_rows(net, order, start, stop, rows, col_sums, n_rows, live):
 
 
 @jit(nogil=True)
+def _add_row_sums(net, rows, col_sums):
+    """Add the scores of ``rows`` (global row ids) to their layers' column sums. O(their entries)."""
+    for i in rows:
+        l = net.row_layer[i]
+        n = net.n[l]
+        base = net.score_off[l] + (i - net.row_off[l]) * n
+        c0 = net.col_off[l]
+        for j in range(n):
+            col_sums[c0 + j] += net.scores[base + j]
+
+
+@jit(nogil=True)
 def fill_columns(net, n_rows, col_sums, live, cols, keep_existing):
     """Take live columns by decreasing ``w_l * col_sums[j] / (n_rows[l] * unit_l)`` (worth per spend)
     while the global and per-layer budgets allow, after each layer's minimum (its best columns first).
@@ -254,11 +266,7 @@ class _Sweep:
         self.live[f.row_chan[self.rows]] = True
         self.n_rows = np.bincount(f.row_layer[self.rows], minlength=f.m.shape[0]).astype(np.int64)
         self.col_sums = np.zeros(f.col_off[-1])
-        start_rows = np.flatnonzero(self.rows)
-        for i in start_rows:  # few: protected outputs
-            l = f.row_layer[i]
-            seg = slice(f.score_off[l] + (i - f.row_off[l]) * f.n[l], f.score_off[l] + (i - f.row_off[l] + 1) * f.n[l])
-            self.col_sums[f.col_off[l]:f.col_off[l + 1]] += f.scores[seg]
+        _add_row_sums(f, np.flatnonzero(self.rows), self.col_sums)
         self.t = 0
 
     def advance(self, t: int):

@@ -330,6 +330,38 @@ def test_instance_is_immutable_and_replace():
     assert not net.scores["conv1"].flags.writeable
 
 
+def test_replace_shares_the_checked_scores():
+    """A derived instance shares its source's read-only flat scores (no second check, no copy), also with
+    a changed graph attribute; a new scores mapping is checked and copied."""
+    net = chain_network(budget=20)
+    graph = nx.DiGraph(net.graph)
+    graph.nodes["conv2:out"]["protected"] = True
+    for other in (net.replace(sparsity=0.5), net.replace(graph=graph)):
+        assert other.flat_scores is net.flat_scores and np.array_equal(other.totals, net.totals)
+    fresh = net.replace(scores={n: np.asarray(net.scores[n]) * 2 for n in net.layer_names})
+    assert not np.shares_memory(fresh.flat_scores, net.flat_scores)
+    assert np.allclose(fresh.totals, 2 * net.totals)
+    bad = {n: np.asarray(net.scores[n]).copy() for n in net.layer_names}
+    bad["conv2"][0, 0] = np.nan
+    with pytest.raises(InvalidInstanceError, match="scores of layer 'conv2' contains 1 non-finite"):
+        net.replace(scores=bad)
+
+
+def test_user_scores_are_copied_once_and_left_as_they_were():
+    """float32 scores are taken exactly; the user's arrays stay writable, and changing them later does not
+    change the instance."""
+    b = NetworkBuilder()
+    x = b.input("x", 2)
+    s = np.arange(1, 7, dtype=np.float32).reshape(3, 2) / 3
+    want = s.astype(np.float64)
+    b.layer("a", s, x)
+    net = b.build(budget=4)
+    assert s.flags.writeable and net.scores["a"].dtype == np.float64
+    assert np.array_equal(net.scores["a"], want)
+    s[:] = 0
+    assert np.array_equal(net.scores["a"], want) and net.totals[0] == float(want.sum())
+
+
 def test_library_networks():
     assert {"chain3", "residual-identity", "residual-downsample", "conv-flatten-linear",
             "resnet18-s90", "resnet50-s93"} <= set(network_names())
