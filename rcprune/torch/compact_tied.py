@@ -36,9 +36,13 @@ def grouped_weights(weight: torch.Tensor, bias: torch.Tensor | None, kept: np.nd
     rank = np.arange(len(kept)) - np.repeat(start, counts)           # position within its group's kept
     slot = np.repeat(np.arange(len(used)), counts) * width + rank    # the channel's slot in the compact conv
     w = weight.new_zeros((len(used) * width, width) + tuple(weight.shape[2:]))
-    for j, (s, c) in enumerate(zip(start, counts)):
-        rows = kept[s:s + c]
-        w[j * width:j * width + c, :c] = weight[rows][:, rows - used[j] * n]
+    # every (kept output, kept input) pair of a group at once: group g's c x c block of weight[out, in - g n]
+    pairs = counts * counts
+    g = np.repeat(np.arange(len(used)), pairs)
+    local = np.arange(int(pairs.sum())) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+    r, r2 = local // counts[g], local % counts[g]
+    src_out, src_in = kept[start[g] + r], kept[start[g] + r2] - used[g] * n
+    w[torch.as_tensor(g * width + r), torch.as_tensor(r2)] = weight[torch.as_tensor(src_out), torch.as_tensor(src_in)]
     b = None
     if bias is not None:
         b = bias.new_zeros(len(used) * width)

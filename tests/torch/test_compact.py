@@ -294,3 +294,31 @@ def test_a_stem_without_kept_rows_runs_through_pooling():
         with torch.no_grad():
             assert (small.eval()(x) - masked).abs().max() <= 1e-5 * masked.abs().max()
     model.eval()
+
+
+def test_layer_weight_selects_the_kept_part_of_every_mask_form():
+    """``layer_weight(module, rows, cols)`` == the effective weight's rows and columns, whether the module is
+    masked by apply (selected before masking), also with a second parametrization on top, by
+    torch.nn.utils.prune, or plain."""
+    from torch.nn.utils import parametrize, prune as tprune
+
+    from rcprune.torch.compact import layer_weight
+    from rcprune.torch.rcmask import register
+
+    rows, cols = np.array([0, 2, 3]), np.array([1, 4])
+    for form in ("rcmask", "rcmask+scale", "torch-prune", "plain"):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(5, 4)
+        keep = torch.rand(4, 5) > 0.4
+        if form.startswith("rcmask"):
+            register(lin, "weight", keep)
+        if form == "rcmask+scale":
+            class Double(torch.nn.Module):
+                def forward(self, w):
+                    return 2 * w
+            parametrize.register_parametrization(lin, "weight", Double())
+        if form == "torch-prune":
+            tprune.custom_from_mask(lin, "weight", keep)
+        want = lin.weight.detach()[rows][:, cols]
+        assert torch.equal(layer_weight(lin, rows, cols), want), form
+        assert torch.equal(layer_weight(lin, rows), lin.weight.detach()[rows]), form
