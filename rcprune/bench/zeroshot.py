@@ -15,7 +15,10 @@ statistics). Rows, each at every sparsity:
   the default before the curves);
 * ablations (what decides it): ``selection-only`` (data-aware-rc's masks on the original weights),
   ``l1-allocation`` (|w| scores allocate, then the same compensation), ``refit-only`` (the curves'
-  allocation, the network's columns kept, refit).
+  allocation, the network's columns kept, refit);
+* unstructured weight selection (``retention_prune``, every conv and linear layer, OBC per layer with its
+  refit, sequential calibration against the dense layers): ``retention-uniform`` (the same sparsity in every
+  layer) and ``retention-curves`` (the budget split by the layers' error curves, ``allocation="curves"``).
 
 Fine-tuned rows (``--epochs``, lr 0.01, masks fixed, the same recipe as ``bench pareto``): magnitude-rc,
 data-aware-rc, selection-only, score-allocation and tp-l1 at the fine-tune sparsities.
@@ -41,11 +44,12 @@ from rcprune.torch.data import digits_loaders, digits_tensors, mnist_loaders, mn
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.masking import apply
 from rcprune.torch.pipeline import prune
+from rcprune.torch.retention import retention_prune
 
 __all__ = ["run_zeroshot", "summarize_zeroshot", "format_zeroshot", "ZERO_SHOT_ROWS", "FINETUNE_ROWS"]
 
 ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation", "l1-allocation",
-                  "refit-only")
+                  "refit-only", "retention-uniform", "retention-curves")
 FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation")
 
 
@@ -103,6 +107,17 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
         apply(sel, rep.solution, rep.extraction)
         reestimate_batchnorm(sel, calib)
         out["selection-only"] = (sel, {"kept_weights": rep.kept_weights})
+    for name, split in (("retention-uniform", "uniform"), ("retention-curves", "curves")):
+        if name in names:
+            t = time.perf_counter()
+            m = copy.deepcopy(dense).eval()
+            r = retention_prune(m, calib, sparsity, method="obc", refit=True, sequential=True, allocation=split)
+            reestimate_batchnorm(m, calib)
+            facts = {"kept_weights": sum(row["kept"] for row in r.layers), "seconds": time.perf_counter() - t}
+            if r.allocation:
+                facts |= {"curve_error": r.allocation["error"], "curve_lower_bound": r.allocation["lower_bound"],
+                          "uniform_curve_error": r.allocation["uniform_error"]}
+            out[name] = (m, facts)
     for name, kw in (("score-allocation", {"allocation": "scores"}), ("l1-allocation", {"scores": "l1", "allocation": "scores"}),
                      ("refit-only", {"layer_method": "refit"})):
         if name in names:

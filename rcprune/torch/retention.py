@@ -18,6 +18,7 @@ then solved as a :class:`rcprune.RetentionInstance` and masked as :func:`rcprune
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from rcprune.parallel import check_backend, check_n_jobs, layer_seed, map_layers
 from rcprune.retention_task import solve_layer
 from rcprune.retention.model import SCOPES
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
-                                check_nonnegative, check_seed, check_time_limit)
+                                check_nonnegative, check_seed, check_time_limit, kept_from_fraction)
 
 from rcprune.compensation import dense_target
 from rcprune.torch.batchnorm import reestimate_batchnorm
@@ -39,6 +40,7 @@ from rcprune.torch.layer_inputs import layer_inputs
 from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import register, unregister
+from rcprune.torch.retention_curves import allocate_retention, retention_curves
 from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
@@ -65,6 +67,11 @@ class RetentionReport:
         The call's settings; ``samples`` counts the calibration vectors (output positions) of the first layer.
     skipped : tuple of str
         Grouped convolutions left out of the default layer selection.
+    allocation : dict or None
+        With ``allocation="curves"``: ``rule``, ``points``, ``counts`` and ``sparsity`` per layer (the
+        chosen split), ``error`` (its summed curve error) and ``lower_bound`` (no split within the budget
+        has less curve error), ``uniform_error`` (the uniform split's), ``curves`` (per layer the kept
+        counts and errors) and ``seconds``; None with the uniform split.
     """
 
     layers: tuple[dict, ...]
@@ -75,6 +82,7 @@ class RetentionReport:
     refit: bool
     samples: int
     skipped: tuple[str, ...] = ()
+    allocation: dict | None = None
 
     def table(self) -> list[dict]:
         return [dict(r) for r in self.layers]
@@ -96,11 +104,21 @@ def _dense_weights(module: nn.Module) -> np.ndarray:
     return w.reshape(w.shape[0], -1).cpu().to(torch.float64).numpy()
 
 
-def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int) -> list:
+def _layer_settings(settings: dict, seed: int, name: str, layer_sparsity: dict | None) -> dict:
+    """One layer's solve settings: its seed from its name, its sparsity from the allocation if there is one."""
+    out = dict(settings, seed=layer_seed(seed, name))
+    if layer_sparsity is not None:
+        out["sparsity"] = layer_sparsity[name]
+    return out
+
+
+def layer_jobs(modules: dict, names: list[str], hessians: dict, settings: dict, seed: int,
+               layer_sparsity: dict | None = None) -> list:
     """The :func:`rcprune.retention_task.solve_layer` jobs of ``names``: each its own weights and H
-    (taken out of ``hessians``, so the dict does not hold them twice) and its seed from its name."""
+    (taken out of ``hessians``, so the dict does not hold them twice), its seed from its name and, with
+    ``layer_sparsity``, its own sparsity."""
     return [(name, (name, _dense_weights(modules[name]), hessians.pop(name),
-                    dict(settings, seed=layer_seed(seed, name)))) for name in names]
+                    _layer_settings(settings, seed, name, layer_sparsity))) for name in names]
 
 
 def _register(module: nn.Module, mask: np.ndarray, fitted: np.ndarray | None) -> None:
@@ -114,7 +132,7 @@ def _register(module: nn.Module, mask: np.ndarray, fitted: np.ndarray | None) ->
 
 
 def _sequential(model, loader, names, modules, settings, seed, max_batches, batchnorm, dense_target_on, progress,
-                postfix):
+                postfix, layer_sparsity=None):
     """Layer by layer: statistics from the network pruned so far, solve, mask; serial by nature. On an
     error the layers masked so far are unmasked again."""
     dense = copy.deepcopy(model).eval() if dense_target_on else None
@@ -144,7 +162,7 @@ def _sequential(model, loader, names, modules, settings, seed, max_batches, batc
             else:
                 hs, c = layer_hessians(model, loader, [name], max_batches=max_batches)
                 h, counts[name] = hs[name], c[name]
-            out, = map_layers(solve_layer, [(name, (name, w2, h, dict(settings, seed=layer_seed(seed, name)),
+            out, = map_layers(solve_layer, [(name, (name, w2, h, _layer_settings(settings, seed, name, layer_sparsity),
                                                     target_weights, stats))])   # errors name the layer
             _register(module, out[0], out[1])
             solved.append(out)
@@ -162,7 +180,8 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
                     refit: bool = False, damping: float = 0.01, layers=None, scope: str = "row", seed: int = 0,
                     time_limit: float | None = None, max_batches: int | None = None, sequential: bool = False,
                     target: str = "dense", batchnorm: bool = True, progress: bool = False, n_jobs: int = 1,
-                    backend: str = "loky", shards=None, **options) -> RetentionReport:
+                    backend: str = "loky", shards=None, allocation: str = "uniform", points: int = 16,
+                    **options) -> RetentionReport:
     """Prune ``model`` in place, layer by layer, to ``sparsity`` by small-weight retention.
 
     Parameters
@@ -173,8 +192,9 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         Batches ``(inputs, ...)`` or input tensors; H comes from one pass of the unpruned model over them.
         None with ``shards``.
     sparsity : float
-        Pruned fraction in [0, 1]: k = round((1 - sparsity) n) kept per row (``scope="row"``) or
-        round((1 - sparsity) m n) in the layer (``scope="layer"``).
+        Pruned fraction in [0, 1): k = floor((1 - sparsity) n) kept per row (``scope="row"``) or
+        floor((1 - sparsity) m n) in the layer (``scope="layer"``), in every layer (``allocation="uniform"``)
+        or as the total of the layers (``"curves"``).
     method : str
         A retention method of :func:`rcprune.solve`; ``**options`` go to it. The masked-objective methods
         ("retention-greedy", "retention-annealing", "retention-genetic", "retention-exact") and the
@@ -220,6 +240,15 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     shards : list of iterables, optional
         Calibration shards instead of ``calibration_loader`` (:func:`rcprune.torch.hessians.layer_hessians`):
         summed apart, on the ``n_jobs`` workers, and merged.
+    allocation : {"uniform", "curves"}
+        How the kept weights are split between the layers: the same sparsity in every layer (default), or
+        by the layers' error curves (:mod:`rcprune.torch.retention_curves`; compensated methods only): per
+        layer the error after the refit of SparseGPT's mask at ``points`` kept counts (and at the uniform
+        one), on the dense model's H (also with ``sequential``), then one count per layer by an exact
+        multiple-choice knapsack under the uniform split's total; ``report.allocation`` has the split, its
+        certified gap on the curves and the uniform split's curve error (never below the split's).
+    points : int
+        Curve points per layer with ``allocation="curves"`` (each one SparseGPT solve and refit).
 
     Returns
     -------
@@ -245,6 +274,14 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     check_flag(refit, "refit")
     if scope not in SCOPES:
         raise InvalidInstanceError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if allocation not in ("uniform", "curves"):
+        raise InvalidInstanceError(f"allocation must be 'uniform' or 'curves', got {allocation!r}")
+    if allocation == "curves":
+        if objective != "compensated":
+            raise InvalidInstanceError(f"allocation='curves' splits the budget by the layers' error after the refit: "
+                                       f"give a compensated method ({', '.join(m for m in METHODS['retention'] if 'compensated' in RETENTION_OBJECTIVES[m])}), "
+                                       f"not {method!r}")
+        points = check_int_option(points, "points", minimum=2)
     names, skipped = retention_layers(model, layers)
     modules = dict(model.named_modules())
     masked = [n for n in names if is_masked(modules[n])]
@@ -270,20 +307,45 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
     settings = dict(sparsity=sparsity, method=method, scope=scope, damping=damping, objective=objective,
                     time_limit=time_limit, refit=refit, options=options)
     postfix = lambda out: {"error": f"{out[2]['relative_error']:.3g}"}   # noqa: E731
-    if sequential:
-        solved, counts = _sequential(model, calibration_loader, names, modules, settings, seed, max_batches,
-                                     batchnorm, dense_target_on, progress, postfix)
-    else:   # every H from one pass: the layers are independent, each task gets its own W and H only
+    hessians = layer_sparsity = split = None
+    if not sequential or allocation == "curves":   # every H from one pass of the dense model
         hessians, counts = layer_hessians(model, calibration_loader, names, shards=shards, n_jobs=n_jobs if shards
                                           else 1, backend=backend, max_batches=max_batches, progress=progress)
-        solved = map_layers(solve_layer, layer_jobs(modules, names, hessians, settings, seed), n_jobs=n_jobs,
+    if allocation == "curves":
+        layer_sparsity, split = _curve_split(modules, names, hessians, sparsity, scope, damping, points, n_jobs,
+                                             backend, progress)
+    if sequential:
+        hessians = None
+        solved, counts = _sequential(model, calibration_loader, names, modules, settings, seed, max_batches,
+                                     batchnorm, dense_target_on, progress, postfix, layer_sparsity)
+    else:   # the layers are independent, each task gets its own W and H only
+        solved = map_layers(solve_layer, layer_jobs(modules, names, hessians, settings, seed, layer_sparsity), n_jobs=n_jobs,
                             backend=backend, progress=progress, desc=f"{method} layers", postfix=postfix,
                             cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
         for name, (mask, fitted, _) in zip(names, solved):   # every layer solved: only now is the model masked
             _register(modules[name], mask, fitted)
     rows = [row for _, _, row in solved]
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
-                           refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped))
+                           refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped), allocation=split)
+
+
+def _curve_split(modules, names, hessians, sparsity, scope, damping, points, n_jobs, backend, progress):
+    """Per layer its sparsity under the curves' allocation, and the allocation's record."""
+    start = time.perf_counter()
+    weights = {name: _dense_weights(modules[name]) for name in names}
+    curves = retention_curves(weights, hessians, sparsity=sparsity, points=points, scope=scope, damping=damping,
+                              n_jobs=n_jobs, backend=backend, progress=progress)
+    shapes = {name: w.shape for name, w in weights.items()}
+    layer_sparsity, alloc = allocate_retention(curves, shapes, sparsity, scope)
+    uniform = 0.0
+    for name, (m, n) in shapes.items():
+        k = kept_from_fraction(n if scope == "row" else m * n, sparsity=sparsity) * (m if scope == "row" else 1)
+        counts, errors = curves[name]
+        uniform += float(errors[np.searchsorted(counts, k)])
+    return layer_sparsity, {"rule": "curves", "points": points, "counts": dict(alloc.counts), "sparsity": layer_sparsity,
+                            "error": alloc.error, "lower_bound": alloc.lower_bound, "uniform_error": uniform,
+                            "curves": {n: (c.tolist(), e.tolist()) for n, (c, e) in curves.items()},
+                            "seconds": time.perf_counter() - start}
 
 
 def restore_original(model: nn.Module, report: RetentionReport | None = None) -> nn.Module:
