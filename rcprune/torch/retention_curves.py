@@ -30,10 +30,12 @@ __all__ = ["layer_curve", "retention_curves", "allocate_retention"]
 
 def _grid(m: int, n: int, points: int, keep: int, scope: str) -> np.ndarray:
     """Kept counts of one layer: ``points`` even steps up to every weight (per row for ``scope="row"``,
-    so each is a multiple of ``m``), at least one weight per row, and ``keep`` (the uniform count)."""
+    so each is a multiple of ``m``), and ``keep`` (the uniform count); at least one weight per row unless
+    the uniform count is below that (a 3x3 stem on one input channel keeps 0 of 9 per row at 95%), so the
+    uniform split is always a choice and the budget always reachable."""
     per = n if scope == "row" else m * n
     ks = np.unique(np.concatenate([np.round(np.linspace(per / points, per, points)), [keep]]).astype(np.int64))
-    ks = ks[(ks >= (1 if scope == "row" else m)) & (ks <= per)]
+    ks = ks[(ks >= min(1 if scope == "row" else m, keep)) & (ks <= per)]
     return ks * m if scope == "row" else ks
 
 

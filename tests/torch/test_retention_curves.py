@@ -39,6 +39,20 @@ def test_layer_curve_is_sparsegpt_after_the_refit_at_each_count(scope):
         assert e >= solve(inst, method="obc").cost - 1e-9 if scope == "row" else e >= 0
 
 
+def test_a_uniform_count_of_zero_is_on_the_grid_and_priced_as_the_whole_energy():
+    """A layer whose uniform share rounds to nothing (9 weights per row at 95%) offers 0 kept at its energy,
+    so the uniform budget can always be met; other layers start at one weight per row."""
+    model, data = _tiny(), _batches()
+    h = layer_hessians(model, data, ["conv2"])[0]["conv2"]
+    w = _weights(model, "conv2")[:, :9]
+    h = h[:9, :9]
+    counts, errors = layer_curve("c", w, h, dict(points=3, keep=0, scope="row", damping=0.01))
+    inst = RetentionInstance(w, h, k=0, scope="row", damping=0.01, objective="compensated")
+    assert counts[0] == 0 and errors[0] == pytest.approx(inst.evaluate(np.zeros(w.shape, bool)).cost)
+    counts, _ = layer_curve("c", w, h, dict(points=3, keep=4, scope="row", damping=0.01))
+    assert counts[0] == w.shape[0] * 3
+
+
 def test_allocation_is_the_knapsack_optimum_under_the_uniform_budget():
     shapes = {"a": (2, 3), "b": (2, 3)}    # at 1/3 sparsity 2 of 3 per row: a budget of 8 kept weights
     curves = {"a": (np.array([2, 4, 6]), np.array([9.0, 1.0, 0.0])), "b": (np.array([2, 4, 6]), np.array([3.0, 0.5, 0.0]))}
