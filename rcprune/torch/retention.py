@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,8 +71,9 @@ class RetentionReport:
     allocation : dict or None
         With ``allocation="curves"``: ``rule``, ``points``, ``counts`` and ``sparsity`` per layer (the
         chosen split), ``error`` (its summed curve error) and ``lower_bound`` (no split within the budget
-        has less curve error), ``uniform_error`` (the uniform split's), ``curves`` (per layer the kept
-        counts and errors) and ``seconds``; None with the uniform split.
+        has less curve error), ``uniform_error`` (the uniform split's; None where it keeps less than a
+        weight per row in some layer, which the curves never do), ``curves`` (per layer the kept counts and
+        errors) and ``seconds``; None with the uniform split.
     """
 
     layers: tuple[dict, ...]
@@ -245,8 +247,10 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         by the layers' error curves (:mod:`rcprune.torch.retention_curves`; compensated methods only): per
         layer the error after the refit of SparseGPT's mask at ``points`` kept counts (and at the uniform
         one), on the dense model's H (also with ``sequential``), then one count per layer by an exact
-        multiple-choice knapsack under the uniform split's total; ``report.allocation`` has the split, its
-        certified gap on the curves and the uniform split's curve error (never below the split's).
+        multiple-choice knapsack under the uniform split's total, every row keeping at least one weight (a
+        sparsity that leaves less is an error naming the largest one possible); ``report.allocation`` has
+        the split, its certified gap on the curves and the uniform split's curve error (never below the
+        split's).
     points : int
         Curve points per layer with ``allocation="curves"`` (each one SparseGPT solve and refit).
 
@@ -325,6 +329,11 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         for name, (mask, fitted, _) in zip(names, solved):   # every layer solved: only now is the model masked
             _register(modules[name], mask, fitted)
     rows = [row for _, _, row in solved]
+    empty = [row["name"] for row in rows if row["kept"] == 0]
+    if empty:   # a layer without weights outputs its bias whatever the input: say so, it is rarely meant
+        warnings.warn(f"retention_prune keeps no weight of layer(s) {empty} at sparsity {sparsity:g} ({allocation} "
+                      "split): their outputs no longer depend on the input (a smaller sparsity, or allocation='curves', "
+                      "which moves weights between the layers, can keep some)", RuntimeWarning, stacklevel=2)
     return RetentionReport(layers=tuple(rows), method=method, sparsity=sparsity, scope=scope, damping=float(damping),
                            refit=bool(refit), samples=counts[names[0]], skipped=tuple(skipped), allocation=split)
 
@@ -341,6 +350,9 @@ def _curve_split(modules, names, hessians, sparsity, scope, damping, points, n_j
     for name, (m, n) in shapes.items():
         k = kept_from_fraction(n if scope == "row" else m * n, sparsity=sparsity) * (m if scope == "row" else 1)
         counts, errors = curves[name]
+        if k < counts[0]:   # the uniform split keeps less than a weight per row here: not one of the choices
+            uniform = None
+            break
         uniform += float(errors[np.searchsorted(counts, k)])
     return layer_sparsity, {"rule": "curves", "points": points, "counts": dict(alloc.counts), "sparsity": layer_sparsity,
                             "error": alloc.error, "lower_bound": alloc.lower_bound, "uniform_error": uniform,

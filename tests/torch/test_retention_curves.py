@@ -39,18 +39,27 @@ def test_layer_curve_is_sparsegpt_after_the_refit_at_each_count(scope):
         assert e >= solve(inst, method="obc").cost - 1e-9 if scope == "row" else e >= 0
 
 
-def test_a_uniform_count_of_zero_is_on_the_grid_and_priced_as_the_whole_energy():
-    """A layer whose uniform share rounds to nothing (9 weights per row at 95%) offers 0 kept at its energy,
-    so the uniform budget can always be met; other layers start at one weight per row."""
+def test_every_row_keeps_a_weight_on_the_curves_and_a_budget_below_that_is_an_error():
+    """A layer whose uniform share rounds to nothing (9 weights per row at 95%) still starts at one per
+    row (its curve does not see that every later layer depends on it); a sparsity leaving less than one
+    weight per row of every layer is refused with the largest one possible, the model untouched."""
     model, data = _tiny(), _batches()
     h = layer_hessians(model, data, ["conv2"])[0]["conv2"]
-    w = _weights(model, "conv2")[:, :9]
-    h = h[:9, :9]
-    counts, errors = layer_curve("c", w, h, dict(points=3, keep=0, scope="row", damping=0.01))
-    inst = RetentionInstance(w, h, k=0, scope="row", damping=0.01, objective="compensated")
-    assert counts[0] == 0 and errors[0] == pytest.approx(inst.evaluate(np.zeros(w.shape, bool)).cost)
-    counts, _ = layer_curve("c", w, h, dict(points=3, keep=4, scope="row", damping=0.01))
-    assert counts[0] == w.shape[0] * 3
+    w, h = _weights(model, "conv2")[:, :9], h[:9, :9]
+    counts, _ = layer_curve("c", w, h, dict(points=3, keep=0, scope="row", damping=0.01))
+    assert counts.tolist() == [w.shape[0] * k for k in (1, 3, 6, 9)]
+    counts, _ = layer_curve("c", w, h, dict(points=3, keep=1, scope="row", damping=0.01))
+    assert counts[0] == w.shape[0]
+    # Tiny: rows 4 + 3 + 5 = 12 of 72 + 48 + 60 = 180 weights: at most 1 - 12/180 = 0.9333
+    with pytest.raises(InvalidInstanceError, match=r"at least one weight per row of every layer \(12 of 180\).* at most 0.9333"):
+        retention_prune(model, data, 0.95, method="sparsegpt", allocation="curves")
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())
+    torch.manual_seed(0)   # a one-channel 3x3 stem: uniform keeps 0 of its 9 per row at 90%, the curves one
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(128, 4))
+    calib = [torch.randn(32, 1, 6, 6, generator=torch.Generator().manual_seed(1))]
+    rep = retention_prune(net, calib, 0.9, method="sparsegpt", allocation="curves", points=4)
+    assert all(r["kept"] >= r["m"] for r in rep.layers)
+    assert rep.allocation["uniform_error"] is None and sum(r["kept"] for r in rep.layers) <= 4 * 12
 
 
 def test_allocation_is_the_knapsack_optimum_under_the_uniform_budget():
@@ -111,3 +120,11 @@ def test_bad_curve_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(InvalidInstanceError, match=message):
         retention_prune(model, _batches(), 0.5, **kwargs)
     assert not any(hasattr(m, "parametrizations") for m in model.modules())
+
+
+def test_a_layer_left_without_weights_is_a_warning_naming_it():
+    """conv has 2 x 3 x 3 = 18 inputs per row: at 95% uniform keeps 0 of them; the curves' split keeps some."""
+    model = _tiny()
+    with pytest.warns(RuntimeWarning, match=r"keeps no weight of layer\(s\) \['conv'"):
+        rep = retention_prune(model, _batches(), 0.95, method="sparsegpt")
+    assert next(r for r in rep.layers if r["name"] == "conv")["kept"] == 0
