@@ -41,7 +41,7 @@ from rcprune.torch.layer_inputs import layer_inputs
 from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import register, unregister
-from rcprune.torch.retention_curves import allocate_retention, retention_curves
+from rcprune.torch.retention_curves import allocate_retention, check_budget as check_curve_budget, retention_curves
 from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
@@ -288,6 +288,9 @@ def retention_prune(model: nn.Module, calibration_loader, sparsity: float, *, me
         points = check_int_option(points, "points", minimum=2)
     names, skipped = retention_layers(model, layers)
     modules = dict(model.named_modules())
+    if allocation == "curves":   # before any calibration pass
+        check_curve_budget({n: (modules[n].weight.shape[0], modules[n].weight[0].numel()) for n in names},
+                           sparsity, scope)
     masked = [n for n in names if is_masked(modules[n])]
     if masked:
         raise InvalidInstanceError(f"layer(s) {masked} already carry a pruning mask: rcprune.torch.restore(model) "

@@ -26,7 +26,7 @@ from rcprune.parallel import map_layers
 from rcprune.retention.model import RetentionInstance
 from rcprune.validation import InvalidInstanceError, kept_from_fraction
 
-__all__ = ["layer_curve", "retention_curves", "allocate_retention"]
+__all__ = ["layer_curve", "retention_curves", "allocate_retention", "check_budget"]
 
 
 def _grid(m: int, n: int, points: int, keep: int, scope: str) -> np.ndarray:
@@ -75,10 +75,9 @@ def retention_curves(weights: dict[str, np.ndarray], hessians: dict[str, np.ndar
     return dict(zip(weights, out))
 
 
-def allocate_retention(curves: dict[str, tuple[np.ndarray, np.ndarray]], shapes: dict[str, tuple[int, int]],
-                       sparsity: float, scope: str) -> tuple[dict[str, float], CurveAllocation]:
-    """Per layer the sparsity of its chosen point (its kept count exactly: ``k / n`` per row, or ``K / (m n)``)
-    and the allocation, under the kept-weight budget of the uniform split at ``sparsity``."""
+def check_budget(shapes: dict[str, tuple[int, int]], sparsity: float, scope: str) -> int:
+    """The kept-weight total of the uniform split at ``sparsity``; an error naming the largest possible
+    sparsity where it is less than one weight per row of every layer (the curves' least)."""
     budget = sum(m * kept_from_fraction(n, sparsity=sparsity) if scope == "row" else
                  kept_from_fraction(m * n, sparsity=sparsity) for m, n in shapes.values())
     least = sum(m for m, _ in shapes.values())
@@ -87,5 +86,12 @@ def allocate_retention(curves: dict[str, tuple[np.ndarray, np.ndarray]], shapes:
         raise InvalidInstanceError(
             f"allocation='curves' keeps at least one weight per row of every layer ({least} of {total}), more than "
             f"sparsity {sparsity:g} leaves ({budget}): ask for at most {1 - least / total:.4f}")
-    alloc = allocate_by_curves(curves, budget)
+    return budget
+
+
+def allocate_retention(curves: dict[str, tuple[np.ndarray, np.ndarray]], shapes: dict[str, tuple[int, int]],
+                       sparsity: float, scope: str) -> tuple[dict[str, float], CurveAllocation]:
+    """Per layer the sparsity of its chosen point (its kept count exactly: ``k / n`` per row, or ``K / (m n)``)
+    and the allocation, under the kept-weight budget of the uniform split at ``sparsity``."""
+    alloc = allocate_by_curves(curves, check_budget(shapes, sparsity, scope))
     return {name: 1.0 - alloc.counts[name] / (m * n) for name, (m, n) in shapes.items()}, alloc

@@ -51,8 +51,12 @@ def test_every_row_keeps_a_weight_on_the_curves_and_a_budget_below_that_is_an_er
     counts, _ = layer_curve("c", w, h, dict(points=3, keep=1, scope="row", damping=0.01))
     assert counts[0] == w.shape[0]
     # Tiny: rows 4 + 3 + 5 = 12 of 72 + 48 + 60 = 180 weights: at most 1 - 12/180 = 0.9333
+    class NoPass(list):   # the refusal comes before any calibration pass
+        def __iter__(self):
+            raise AssertionError("a calibration pass before the budget check")
+
     with pytest.raises(InvalidInstanceError, match=r"at least one weight per row of every layer \(12 of 180\).* at most 0.9333"):
-        retention_prune(model, data, 0.95, method="sparsegpt", allocation="curves")
+        retention_prune(model, NoPass(data), 0.95, method="sparsegpt", allocation="curves")
     assert not any(hasattr(m, "parametrizations") for m in model.modules())
     torch.manual_seed(0)   # a one-channel 3x3 stem: uniform keeps 0 of its 9 per row at 90%, the curves one
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(128, 4))
