@@ -98,7 +98,7 @@ def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *,
         start = time.perf_counter()
         small, report = prune(model, x[:1], sparsity=sparsity, method=method, weighting=weighting)
         row |= {"extract": True, "solve": True, "compact": True, "seconds": time.perf_counter() - start,
-                "seconds_by_step": report.seconds, "kept_weights": report.kept_weights,
+                "seconds_by_step": report.seconds, "kept_weights": report.kept_weights, "budget": report.budget,
                 "tied_convs": len(report.extraction.tied), "layers": len(report.extraction.layers),
                 "params_compact": _params(small)}
         stage = "check"

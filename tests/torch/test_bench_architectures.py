@@ -33,7 +33,7 @@ def test_quick_bench_reports_what_prunes_and_what_is_refused(tmp_path, monkeypat
         assert good["ok"] and good["extract"] and good["solve"] and good["compact"] and good["tied_convs"] > 0
         assert good["masked_vs_compact"] <= 1e-5
         assert good["params_compact"] < good["params_dense"] and good["macs_compact"] < good["macs_dense"]
-        assert good["speedup"] > 0 and good["seconds"] > 0
+        assert good["speedup"] > 0 and good["seconds"] > 0 and 0 < good["kept_weights"] <= good["budget"]
     refused = by_model["reflect"]
     assert not refused["ok"] and refused["failed"] == "extract" and "node '_0'" in refused["error"]
     js, md = write_architectures(rows, tmp_path / "arch")
