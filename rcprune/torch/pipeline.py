@@ -87,7 +87,9 @@ class PruneReport:
     history : list of dict
         Fine-tuning epochs (empty without fine-tuning).
     seconds : dict
-        Wall time of each step.
+        Wall time of each step: ``extract`` (with the copy of the model), ``budget`` (the instance under the
+        budget), ``latency_table``, ``solve``, ``mask``, ``refit``, ``compensate``, ``finetune``,
+        ``compact``, those that ran.
     """
 
     extraction: Extraction
@@ -621,6 +623,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         table = latency_table if latency_table is not None else build_latency_table(
             work, example_inputs, extraction=ext, device=device)
         seconds["latency_table"] = time.perf_counter() - t
+    t = time.perf_counter()
     floors = [min_channels] if min_channels is not None else \
         [0.0] if budget == "weights" else [DEFAULT_FLOOR / 2 ** k for k in range(4)] + [0.0]
     for floor in floors:
@@ -631,6 +634,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         except UnreachableTargetError:
             if floor == floors[-1]:
                 raise
+    seconds["budget"] = time.perf_counter() - t
     t = time.perf_counter()
     options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
                **(solver_options or {})}
@@ -664,7 +668,9 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                          runtime=found.runtime, iterations=found.iterations, seed=seed, lower_bound=lower_bound,
                          timed_out=found.status == "time_limit", trace=found.trace, info=info)
     seconds["solve"] = time.perf_counter() - t
+    t = time.perf_counter()
     apply(work, result.solution, ext)
+    seconds["mask"] = time.perf_counter() - t
     report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,
                          measure=instance.measure.name, spend=float(result.evaluation.spend),
                          predicted_ms=(instance.measure.fixed + float(result.evaluation.spend)) if table else None,

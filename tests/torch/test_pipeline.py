@@ -45,7 +45,7 @@ def test_prune_leaves_the_user_model_alone_and_matches_the_masked_copy():
     assert (summary["kept_weights"], summary["macs_before"], summary["macs_after"], summary["weights_after"]) == (
         report.kept_weights, report.macs_before, report.macs_after, report.weights_after)
     assert summary["refit_layers"] == 0 and summary["finetune"] is None
-    assert set(summary["seconds"]) == {"extract", "solve", "compact"}
+    assert set(summary["seconds"]) == {"extract", "budget", "solve", "mask", "compact"}
 
 
 def test_prune_refits_and_finetunes_with_fixed_masks():
