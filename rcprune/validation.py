@@ -52,14 +52,8 @@ def as_array(value, name: str, dtype=None) -> np.ndarray:
         raise InvalidInstanceError(f"{name} cannot be converted to an array: {exc}") from None
 
 
-def check_matrix(value, name: str, *, copy: bool = True) -> np.ndarray:
-    """Return ``value`` as a writable, C-contiguous float64 copy of a finite, non-empty 2-D numeric matrix
-    (with ``copy=False``: ``value`` itself where it is a float array of any precision, checked, for callers
-    that copy it into float64 anyway).
-
-    Accepts anything ``np.asarray`` understands (lists, int/float arrays, CPU tensors); rejects ragged or
-    non-numeric data, booleans, wrong dimensionality, empty matrices and NaN/inf.
-    """
+def _checked_matrix(value, name: str, copy: bool) -> tuple[np.ndarray, float]:
+    """:func:`check_matrix`'s work, and the matrix's sum (float64; inf when finite values overflow it)."""
     arr = as_array(value, name)
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
         raise InvalidInstanceError(f"{name} must be a numeric (integer or float) matrix, got dtype {arr.dtype}")
@@ -72,28 +66,37 @@ def check_matrix(value, name: str, *, copy: bool = True) -> np.ndarray:
     elif arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        quick = np.isfinite(arr.sum(dtype=np.float64))   # a finite sum has no NaN or inf in it: one pass, no mask
-    if not quick:
+        total = float(arr.sum(dtype=np.float64))
+    if not np.isfinite(total):   # a finite sum has no NaN or inf in it: one pass, no mask
         finite = np.isfinite(arr)
         if not finite.all():
             i, j = np.argwhere(~finite)[0]
             kind = "NaN" if np.isnan(arr[i, j]) else "inf"
             raise InvalidInstanceError(f"{name} contains {int((~finite).sum())} non-finite value(s) ({kind} at [{i}, {j}])")
-    return arr
+    return arr, total
+
+
+def check_matrix(value, name: str, *, copy: bool = True) -> np.ndarray:
+    """Return ``value`` as a writable, C-contiguous float64 copy of a finite, non-empty 2-D numeric matrix
+    (with ``copy=False``: ``value`` itself where it is a float array of any precision, checked, for callers
+    that copy it into float64 anyway).
+
+    Accepts anything ``np.asarray`` understands (lists, int/float arrays, CPU tensors); rejects ragged or
+    non-numeric data, booleans, wrong dimensionality, empty matrices and NaN/inf.
+    """
+    return _checked_matrix(value, name, copy)[0]
 
 
 def check_scores(scores, name: str = "scores", *, copy: bool = True) -> np.ndarray:
     """Return ``scores`` as a read-only, C-contiguous float64 matrix of non-negative finite values whose sum is
     finite too (with ``copy=False``: validated, but possibly ``scores`` itself, its flags untouched)."""
-    arr = check_matrix(scores, name, copy=copy)
+    arr, total = _checked_matrix(scores, name, copy)
     if float(arr.min()) < 0:
         i, j = np.argwhere(arr < 0)[0]
         raise InvalidInstanceError(
             f"{name} must be non-negative; found negative score {arr[i, j]!r} at [{i}, {j}] "
             "(use rcprune.scores(w, kind='l1') to turn weights into scores)"
         )
-    with np.errstate(over="ignore"):
-        total = float(arr.sum(dtype=np.float64))
     if not np.isfinite(total):   # every cost and bound is a difference of sums: they would be inf or nan
         raise InvalidInstanceError(f"{name} sum to more than a float64 holds (largest {float(arr.max())!r}); "
                                    "rescale them")

@@ -143,7 +143,7 @@ def _check_graph(graph: nx.DiGraph, scores: Mapping[str, Any]) -> tuple[list[Lay
         if graph.nodes[u]["kind"] == graph.nodes[v]["kind"]:
             raise InvalidInstanceError(f"edge {u!r} -> {v!r} joins two {graph.nodes[u]['kind']}s; edges join "
                                        "a layer to its output group or a group to a consuming layer")
-    trusted = isinstance(scores, LayerScores) and scores.flat is not None
+    trusted = isinstance(scores, LayerScores) and scores.checked
     extra = set(scores) - set(layers)
     if extra:
         raise InvalidInstanceError(f"scores given for unknown layer(s) {sorted(extra)}")
@@ -239,6 +239,11 @@ class LayerScores(Mapping):
         # set by NetworkInstance: the checked, read-only array the views share (and each layer's sum), so
         # that a derived instance (replace) shares them instead of checking and copying every matrix again
         self.flat, self.offsets, self.totals = flat, offsets, totals
+
+    @property
+    def checked(self) -> bool:
+        """Whether these are an instance's own (checked, read-only) scores."""
+        return self.flat is not None
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer not in self._views:
@@ -340,7 +345,7 @@ class NetworkInstance:
         meta = check_metadata(metadata)
         names = [li.name for li in infos]
         sizes = np.array([li.size for li in infos], dtype=np.int64)
-        if isinstance(scores, LayerScores) and scores.flat is not None and list(scores) == names:
+        if isinstance(scores, LayerScores) and scores.checked and list(scores) == names:
             flat, offsets, views, totals = scores.flat, scores.offsets, dict(scores.items()), scores.totals
         else:
             offsets = np.concatenate([[0], np.cumsum(sizes)])

@@ -32,7 +32,7 @@ from rcprune.parallel import check_backend, check_n_jobs, layer_seed, map_layers
 from rcprune.retention_task import solve_layer
 from rcprune.retention.model import SCOPES
 from rcprune.validation import (InvalidInstanceError, check_flag, check_fraction, check_int_option,
-                                check_nonnegative, check_seed, check_time_limit, kept_from_fraction)
+                                check_nonnegative, check_seed, check_time_limit)
 
 from rcprune.compensation import dense_target
 from rcprune.torch.batchnorm import reestimate_batchnorm
@@ -41,7 +41,8 @@ from rcprune.torch.layer_inputs import layer_inputs
 from rcprune.torch.layer_statistics import layer_statistics
 from rcprune.torch.masking import is_masked, restore
 from rcprune.torch.rcmask import register, unregister
-from rcprune.torch.retention_curves import allocate_retention, check_budget as check_curve_budget, retention_curves
+from rcprune.torch.retention_curves import (allocate_retention, check_budget as check_curve_budget, retention_curves,
+                                            uniform_error)
 from rcprune.torch.retention_layers import retention_layers
 
 __all__ = ["retention_prune", "RetentionReport", "layer_hessians", "layer_inputs", "restore_original",
@@ -349,14 +350,7 @@ def _curve_split(modules, names, hessians, sparsity, scope, damping, points, n_j
                               n_jobs=n_jobs, backend=backend, progress=progress)
     shapes = {name: w.shape for name, w in weights.items()}
     layer_sparsity, alloc = allocate_retention(curves, shapes, sparsity, scope)
-    uniform = 0.0
-    for name, (m, n) in shapes.items():
-        k = kept_from_fraction(n if scope == "row" else m * n, sparsity=sparsity) * (m if scope == "row" else 1)
-        counts, errors = curves[name]
-        if k < counts[0]:   # the uniform split keeps less than a weight per row here: not one of the choices
-            uniform = None
-            break
-        uniform += float(errors[np.searchsorted(counts, k)])
+    uniform = uniform_error(curves, shapes, sparsity, scope)
     return layer_sparsity, {"rule": "curves", "points": points, "counts": dict(alloc.counts), "sparsity": layer_sparsity,
                             "error": alloc.error, "lower_bound": alloc.lower_bound, "uniform_error": uniform,
                             "curves": {n: (c.tolist(), e.tolist()) for n, (c, e) in curves.items()},

@@ -26,7 +26,13 @@ from rcprune.parallel import map_layers
 from rcprune.retention.model import RetentionInstance
 from rcprune.validation import InvalidInstanceError, kept_from_fraction
 
-__all__ = ["layer_curve", "retention_curves", "allocate_retention", "check_budget"]
+__all__ = ["layer_curve", "retention_curves", "allocate_retention", "check_budget", "uniform_count", "uniform_error"]
+
+
+def uniform_count(m: int, n: int, sparsity: float, scope: str) -> int:
+    """The kept weights of an m x n layer under the uniform split: ``m floor((1 - s) n)`` per row, else
+    ``floor((1 - s) m n)`` (:func:`rcprune.validation.kept_from_fraction`, the instances' own rule)."""
+    return m * kept_from_fraction(n, sparsity=sparsity) if scope == "row" else kept_from_fraction(m * n, sparsity=sparsity)
 
 
 def _grid(m: int, n: int, points: int, keep: int, scope: str) -> np.ndarray:
@@ -43,7 +49,7 @@ def _grid(m: int, n: int, points: int, keep: int, scope: str) -> np.ndarray:
 
 def layer_curve(name: str, weights: np.ndarray, hessian: np.ndarray, settings: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(counts, errors)`` of one layer: kept weights and the error after the refit of SparseGPT's mask there.
-    ``settings``: ``points``, ``keep`` (the uniform count: per row, or in the layer for ``scope="layer"``),
+    ``settings``: ``points``, ``keep`` (the uniform count, per row for ``scope="row"``),
     ``scope``, ``damping``. O(points (n^3 + m n^2 + m k^3))."""
     from rcprune.solve import solve
 
@@ -68,7 +74,7 @@ def retention_curves(weights: dict[str, np.ndarray], hessians: dict[str, np.ndar
     jobs = []
     for name, w in weights.items():
         m, n = w.shape
-        keep = kept_from_fraction(n if scope == "row" else m * n, sparsity=sparsity)
+        keep = uniform_count(m, n, sparsity, scope) // (m if scope == "row" else 1)
         jobs.append((name, (name, w, hessians[name], dict(points=points, keep=keep, scope=scope, damping=damping))))
     out = map_layers(layer_curve, jobs, n_jobs=n_jobs, backend=backend, progress=progress, desc="retention curves",
                      cost=lambda args: args[1].shape[0] * args[1].shape[1] ** 2)
@@ -78,8 +84,7 @@ def retention_curves(weights: dict[str, np.ndarray], hessians: dict[str, np.ndar
 def check_budget(shapes: dict[str, tuple[int, int]], sparsity: float, scope: str) -> int:
     """The kept-weight total of the uniform split at ``sparsity``; an error naming the largest possible
     sparsity where it is less than one weight per row of every layer (the curves' least)."""
-    budget = sum(m * kept_from_fraction(n, sparsity=sparsity) if scope == "row" else
-                 kept_from_fraction(m * n, sparsity=sparsity) for m, n in shapes.values())
+    budget = sum(uniform_count(m, n, sparsity, scope) for m, n in shapes.values())
     least = sum(m for m, _ in shapes.values())
     total = sum(m * n for m, n in shapes.values())
     if budget < least:
@@ -95,3 +100,17 @@ def allocate_retention(curves: dict[str, tuple[np.ndarray, np.ndarray]], shapes:
     and the allocation, under the kept-weight budget of the uniform split at ``sparsity``."""
     alloc = allocate_by_curves(curves, check_budget(shapes, sparsity, scope))
     return {name: 1.0 - alloc.counts[name] / (m * n) for name, (m, n) in shapes.items()}, alloc
+
+
+def uniform_error(curves: dict[str, tuple[np.ndarray, np.ndarray]], shapes: dict[str, tuple[int, int]],
+                  sparsity: float, scope: str) -> float | None:
+    """The uniform split's summed curve error (its counts are on every grid), or None where it keeps less than
+    a weight per row in some layer (then it is not one of the curves' choices)."""
+    total = 0.0
+    for name, (m, n) in shapes.items():
+        counts, errors = curves[name]
+        k = uniform_count(m, n, sparsity, scope)
+        if k < counts[0]:
+            return None
+        total += float(errors[np.searchsorted(counts, k)])
+    return total
