@@ -4,6 +4,8 @@ dropping it changes nothing the network computes and frees its share of the budg
 latency, in the latency measure). Dropping rows can leave further channels unread upstream, so the
 pass repeats to a fixed point. Protected groups (the model's outputs) are always read; input groups have
 no producers; a group no layer consumes is an output, read whole. O(passes x total columns), passes <= the network's depth.
+:func:`drop_unread_flat` is the same pass on the flat arrays, in numba, for solvers that clean many
+candidate solutions; :func:`drop_unread_rows` is its reference.
 
 >>> import numpy as np
 >>> from rcprune.network.builder import NetworkBuilder
@@ -21,9 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from rcprune.jit import jit
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
 
-__all__ = ["drop_unread_rows", "read_channels", "input_reaches_outputs"]
+__all__ = ["drop_unread_rows", "read_channels", "input_reaches_outputs", "always_read", "drop_unread_flat"]
 
 
 def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[str, np.ndarray]:
@@ -81,3 +84,38 @@ def input_reaches_outputs(instance: NetworkInstance, solution: NetworkSolution) 
                 changed = True
     outputs = [g.name for g in instance.groups if (g.protected or not g.consumers) and not g.input]
     return all(reached[g].any() for g in outputs), [g for g, r in reached.items() if not r.any()]
+
+
+def always_read(instance: NetworkInstance) -> np.ndarray:
+    """Per global channel (:class:`rcprune.network.kernels.FlatNetwork` order), whether it counts as read
+    whatever the consumers keep: fixed channels and every channel of a group no layer consumes."""
+    return np.concatenate([g.fixed_mask | (not g.consumers) for g in instance.groups]).astype(np.bool_)
+
+
+@jit(nogil=True)
+def drop_unread_flat(net, read_anyway, rows, cols):
+    """:func:`drop_unread_rows` on the flat arrays: clears, in place, the kept ``rows`` (global row mask)
+    whose channel no consumer reads through a kept column of a live channel in a layer with kept rows
+    (``read_anyway``: :func:`always_read`), to a fixed point. ``cols`` is not changed. Returns the number
+    of rows dropped. O(passes x (rows + columns))."""
+    n_layers = net.m.shape[0]
+    dropped = 0
+    while True:
+        alive = net.chan_input.copy()
+        n_rows = np.zeros(n_layers, np.int64)
+        for i in range(rows.shape[0]):
+            if rows[i]:
+                alive[net.row_chan[i]] = True
+                n_rows[net.row_layer[i]] += 1
+        read = read_anyway.copy()
+        for j in range(cols.shape[0]):
+            if cols[j] and n_rows[net.col_layer[j]] > 0 and alive[net.col_chan[j]]:
+                read[net.col_chan[j]] = True
+        changed = False
+        for i in range(rows.shape[0]):
+            if rows[i] and not read[net.row_chan[i]]:
+                rows[i] = False
+                dropped += 1
+                changed = True
+        if not changed:
+            return dropped

@@ -131,6 +131,8 @@ DEFAULT_FLOOR = 0.25   # prune's channel floor under MACs and latency budgets (d
 CALIBRATION_TOL = 0.02  # a calibrated latency is accepted within 2% of the target
 CALIBRATION_REPEATS = 20
 CALIBRATION_MAX_ROUNDS = 10
+RESPEND_TOL = 0.02      # a cleaned solution keeping 98% of its budget is not solved again
+RESPEND_ROUNDS = 4
 
 
 class UnreachableTargetError(InvalidInstanceError):
@@ -267,6 +269,76 @@ def _solve_connected(instance: NetworkInstance, granularity: str, method: str, o
             raise InvalidInstanceError(f"{cut}, and keeping {group!r} alive too does not fit the budget ({exc}): "
                                        "ask for less") from None
         protected.append(group)
+
+
+def _solve_best_connected(instance: NetworkInstance, granularity: str, method: str, options: dict,
+                          variants: list[dict]):
+    """:func:`_solve_connected` with ``options`` updated by each of ``variants``; the solve whose cleaned
+    solution has the lowest cost (a variant that cannot connect the network is skipped unless all fail).
+
+    ``prune`` runs network-greedy both ways, comparing its candidates after the unread rows are dropped
+    (``drop_unread=True``) and as the instance's objective counts them: measured on 12 torchvision models
+    at 50% and 70% removed (random weights, docs/architectures.md), the first keeps the whole budget and
+    costs up to 40% less on ResNets, ResNeXt, DenseNet, ShuffleNet, but 8-28% more on MobileNetV2/V3 and
+    EfficientNet, where the second's reconnect rounds keep whole the narrow residual streams the channel
+    ranking puts last."""
+    best, best_cost, error = None, np.inf, None
+    for extra in variants:
+        try:
+            solved = _solve_connected(instance, granularity, method, {**options, **extra})
+        except InvalidInstanceError as exc:
+            error = error or exc
+            continue
+        cost = float(instance.evaluate(refine(instance, solved[3], granularity)).cost)
+        if cost < best_cost:
+            best, best_cost = solved, cost
+    if best is None:
+        raise error
+    return best
+
+
+def _spend_fully(instance: NetworkInstance, first, solve_at, granularity: str, rounds: int = RESPEND_ROUNDS):
+    """The best solve under ``instance``'s budget among ``first`` and re-solves at larger solver budgets.
+
+    The objective counts a kept row's importance even when no consumer reads it; such rows are dropped
+    after the solve and the budget they free buys only columns of the kept rows, so a cleaned solution
+    can keep much less than asked (measured, torchvision ResNet-50 at 50% removed: 61% of its budget).
+    While the cleaned spend is under ``1 - RESPEND_TOL`` of the budget, solve again at a larger budget
+    (the last round's ratio, then the secant between rounds on both sides: :func:`next_budget`, with the
+    solver's budget as its prediction and the cleaned spend as its measurement), up to ``rounds`` times.
+    Kept: the lowest cost whose cleaned spend fits the budget; ``first`` fits, so the result is never
+    worse than it. Returns that solve (its instance with the original budget) and the rounds' records
+    (``solver_budget``, ``spend``, ``cost``; empty when ``first`` spends enough)."""
+    budget = float(instance.budget)
+
+    def measured(solved):
+        found = instance.evaluate(refine(instance, solved[3], granularity))
+        return float(found.spend), float(found.cost)
+
+    spend, cost = measured(first)
+    if spend >= budget * (1 - RESPEND_TOL) or not rounds:
+        return first, []
+    log = [{"budget_ms": budget, "predicted_ms": budget, "measured_ms": spend, "cost": cost}]
+    best, best_cost = first, cost
+    full = float(instance.full_spend.sum())
+    while len(log) <= rounds:
+        larger = next_budget(log, budget, 0.0, budget, full)
+        if instance.measure.is_count:
+            larger = int(min(round(larger), full))
+        if any(abs(larger - r["budget_ms"]) <= 1e-9 * budget for r in log):
+            break
+        try:
+            solved = solve_at(instance.replace(budget=larger))
+        except InvalidInstanceError:
+            break
+        spend, cost = measured(solved)
+        log.append({"budget_ms": larger, "predicted_ms": larger, "measured_ms": spend, "cost": cost})
+        if spend <= budget and cost < best_cost:
+            best, best_cost = solved, cost
+        if budget * (1 - RESPEND_TOL) <= spend <= budget:
+            break
+    kept = best if best is first else (best[0].replace(budget=instance.budget),) + tuple(best[1:])
+    return kept, [{"solver_budget": r["budget_ms"], "spend": r["measured_ms"], "cost": r["cost"]} for r in log]
 
 
 def _measured_ms(work: nn.Module, x, ext: Extraction, table: LatencyTable, solution, partial: str) -> float:
@@ -485,6 +557,13 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     (:func:`rcprune.network.cleanup.drop_unread_rows`: the same function, less work) and the budget they
     free buys columns of the kept rows (:func:`rcprune.solvers.network.greedy.refill_columns`); the
     result then reports the cost of what is kept and ``info["unread_rows_dropped"]``.
+    ``"network-greedy"`` (unless ``solver_options`` sets ``drop_unread``) is run twice, comparing its
+    candidates with the unread rows dropped and as the instance's objective counts them, and the
+    cheaper cleaned solution is kept (:func:`_solve_best_connected`). When what is kept still leaves more
+    than 2% of the budget unspent, the solve is repeated at up to 4 larger solver budgets and the cheapest
+    cleaned solution within the asked budget is kept (``info["respend"]`` lists the rounds; measured on
+    torchvision ResNet-50 at 50% removed: 61% of the budget kept before these two steps, 100% after,
+    ``docs/architectures.md``).
     refit : iterable of batches, optional
         Calibration data for :func:`rcprune.torch.ls_refit` (the older ridge refit of the network's kept
         weights, columns unchanged, no BatchNorm re-estimation); not together with ``calibration``.
@@ -638,16 +717,25 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     t = time.perf_counter()
     options = {"seed": seed, "time_limit": time_limit, "bound": bound, "progress": check_flag(progress, "progress"),
                **(solver_options or {})}
+    records = []   # (solve, its allocation or re-spend record), one per budget tried
     if allocation == "curves":
         curve_options, spends = _curve_options(work, ext, instance, calibration, damping, granularity)
-        records = []   # (solve, its allocation record), one per budget tried
 
         def solve_at(inst):
             records.append(_solve_by_curves(inst, curve_options, spends, granularity, method, options))
             return records[-1][0]
     else:
+        variants = [{}]
+        if method == "network-greedy" and "drop_unread" not in options:
+            variants = [{"drop_unread": True}, {"drop_unread": False}]
+
         def solve_at(inst):
-            return _solve_connected(inst, granularity, method, options)
+            first = _solve_best_connected(inst, granularity, method, options, variants)
+            # the larger budgets are solved the way that won (a greedy's info says which)
+            won = {k: first[2].info[k] for k in variants[0] if k in first[2].info}
+            again = lambda larger: _solve_connected(larger, granularity, method, {**options, **won})  # noqa: E731
+            records.append(_spend_fully(inst, first, again, granularity))
+            return records[-1][0]
     solved = solve_at(instance)
     rounds = None
     if calibrate:
@@ -658,8 +746,11 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     info = dict(found.info, unread_rows_dropped=dropped, protected_to_connect=connected, min_channels=floor)
     if rounds is not None:
         info["calibration"] = rounds
+    record = next(record for each, record in records if each is solved)
     if allocation == "curves":
-        info["curve_allocation"] = next(record for each, record in records if each is solved)
+        info["curve_allocation"] = record
+    elif record:
+        info["respend"] = record
     lower_bound = found.lower_bound
     if granularity != "column":  # a bound of the restricted space is no bound of the full one: kept apart
         info |= {"granularity": granularity, "lower_bound_in_granularity": lower_bound}

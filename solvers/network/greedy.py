@@ -15,9 +15,10 @@ import numpy as np
 
 from rcprune.jit import jit
 from rcprune.network import kernels as nk
+from rcprune.network.cleanup import always_read, drop_unread_flat
 from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.result import SolveResult, Stopwatch, make_result
-from rcprune.validation import InvalidInstanceError, check_int_option
+from rcprune.validation import InvalidInstanceError, check_flag, check_int_option
 
 
 
@@ -75,15 +76,16 @@ def _add_channel_rows(net, order, start, stop, rows, col_sums, n_rows, live):
 
 
 @jit(nogil=True)
-def _add_row_sums(net, rows, col_sums):
-    """Add the scores of ``rows`` (global row ids) to their layers' column sums. O(their entries)."""
+def _add_row_sums(net, rows, col_sums, sign):
+    """Add ``sign`` times the scores of ``rows`` (global row ids) to their layers' column sums. O(their
+    entries)."""
     for i in rows:
         l = net.row_layer[i]
         n = net.n[l]
         base = net.score_off[l] + (i - net.row_off[l]) * n
         c0 = net.col_off[l]
         for j in range(n):
-            col_sums[c0 + j] += net.scores[base + j]
+            col_sums[c0 + j] += sign * net.scores[base + j]
 
 
 @jit(nogil=True)
@@ -266,7 +268,7 @@ class _Sweep:
         self.live[f.row_chan[self.rows]] = True
         self.n_rows = np.bincount(f.row_layer[self.rows], minlength=f.m.shape[0]).astype(np.int64)
         self.col_sums = np.zeros(f.col_off[-1])
-        _add_row_sums(f, np.flatnonzero(self.rows), self.col_sums)
+        _add_row_sums(f, np.flatnonzero(self.rows), self.col_sums, 1.0)
         self.t = 0
 
     def advance(self, t: int):
@@ -302,13 +304,40 @@ class _Sweep:
         kept, _, feasible = fill_columns(self.net, n_rows, col_sums, live, cols, False)
         return self.const - kept, feasible
 
+    def read_cost_at(self, t: int, read_anyway: np.ndarray) -> tuple[float, bool]:
+        """:meth:`cost_at` after the unread rows are dropped and their budget refilled (:func:`clean`)."""
+        rows, n_rows, col_sums, live = (a.copy() for a in self.state_at(t))
+        cols = np.zeros(self.net.col_off[-1], bool)
+        _, _, feasible = fill_columns(self.net, n_rows, col_sums, live, cols, False)
+        kept, ok = clean(self.net, read_anyway, rows, cols, n_rows, col_sums, live)
+        return self.const - kept, feasible and ok
+
+
+def clean(net, read_anyway, rows, cols, n_rows, col_sums, live) -> tuple[float, bool]:
+    """Drop the kept rows no consumer reads (:func:`rcprune.network.cleanup.drop_unread_flat`) and the
+    columns of channels that dies with them, then re-spend the freed budget on columns of the kept rows
+    (:func:`fill_columns`); updates the arrays in place. Returns the weighted kept sum and whether every
+    layer still meets its minimum count. O(passes x (rows + columns) + dropped entries + N log N)."""
+    before = rows.copy()
+    if drop_unread_flat(net, read_anyway, rows, cols):
+        gone = np.flatnonzero(before & ~rows)
+        _add_row_sums(net, gone, col_sums, -1.0)
+        n_rows -= np.bincount(net.row_layer[gone], minlength=n_rows.shape[0])
+        live[:] = net.chan_input
+        live[net.row_chan[rows]] = True
+        cols &= live[net.col_chan]
+    kept, _, feasible = fill_columns(net, n_rows, col_sums, live, cols, True)
+    n_cols = np.bincount(net.col_layer[cols], minlength=n_rows.shape[0])
+    return kept, feasible and bool(np.all(n_rows * n_cols >= net.min_count))
+
 
 def _grid(lo: int, hi: int, points: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(lo, hi, points)})
 
 
 def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: float | None = None,
-                   checkpoints: int = 48, refine: int = 24, fill: bool = True) -> SolveResult:
+                   checkpoints: int = 48, refine: int = 24, fill: bool = True,
+                   drop_unread: bool = False) -> SolveResult:
     """Global row-then-column greedy: the top-t channels' rows, then the best columns; best t.
 
     Parameters
@@ -322,6 +351,14 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     fill : bool
         Spend the budget the column phase leaves on rows (by weighted row sum over the kept columns per
         entry), then on columns again.
+    drop_unread : bool
+        Compare the values of t by what the network computes: each t's solution without the kept rows
+        no consumer reads, their budget re-spent on columns (:func:`clean`), and return that solution.
+        The instance's objective counts an unread row's scores as kept, so the plain sweep prefers a t
+        whose rows the consumers cannot all afford to read (measured, torchvision ResNet-50 at 50%
+        removed, random weights: the plain sweep's best t keeps every channel and, cleaned, 60% of the
+        budget at cost 433k; compared after cleaning, t keeps 87% of the channels, 93% of the budget,
+        cost 318k). :func:`rcprune.torch.prune` sets it. About twice the plain sweep's time.
 
     Returns
     -------
@@ -356,12 +393,18 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
     refine = check_int_option(refine, "refine", minimum=0)
     if not isinstance(instance, NetworkInstance):
         raise InvalidInstanceError(f"expected a rcprune.NetworkInstance, got {type(instance).__name__}")
+    drop_unread = check_flag(drop_unread, "drop_unread")
     order, _ = channel_order(instance)
     sweep = _Sweep(instance, order)
     n = order.shape[0]
     results: dict[int, tuple[float, bool]] = {}
+    if drop_unread:
+        read_anyway = always_read(instance)
+        cost_at = lambda t: sweep.read_cost_at(t, read_anyway)   # noqa: E731
+    else:
+        cost_at = sweep.cost_at
     for t in _grid(0, n, checkpoints):
-        results[t] = sweep.cost_at(t)
+        results[t] = cost_at(t)
     ranked = sorted(results, key=lambda t: (not results[t][1], results[t][0], t))
     best = ranked[0]
     if refine and n > 0:
@@ -370,17 +413,24 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
         lo, hi = grid[max(pos - 1, 0)], grid[min(pos + 1, len(grid) - 1)]
         for t in _grid(lo, hi, refine + 2):
             if t not in results:
-                results[t] = sweep.cost_at(t)
+                results[t] = cost_at(t)
         best = sorted(results, key=lambda t: (not results[t][1], results[t][0], t))[0]
     f = instance.flat
     rows, n_rows, col_sums, live = (a.copy() for a in sweep.state_at(best))
     cols = np.zeros(f.col_off[-1], bool)
     _, spend, _ = fill_columns(f, n_rows, col_sums, live, cols, False)
     if fill:
+        plain = (rows.copy(), cols.copy(), n_rows.copy(), col_sums.copy(), live.copy())
         spend = fill_rows(f, rows, cols, n_rows, col_sums, live, spend)
         fill_columns(f, n_rows, col_sums, live, cols, True)
+    if drop_unread:
+        kept, ok = clean(f, read_anyway, rows, cols, n_rows, col_sums, live)
+        if fill:   # rows the fill added may go unread: keep the better cleaned solution
+            kept_plain, ok_plain = clean(f, read_anyway, *plain)
+            if (ok_plain, kept_plain) > (ok, kept):
+                rows, cols = plain[:2]
     solution = NetworkSolution.from_flat(instance, rows, cols)
-    info = {"kept_channels": int(best), "rankable_channels": int(n),
+    info = {"kept_channels": int(best), "rankable_channels": int(n), "drop_unread": drop_unread,
             "sweep": [(int(t), float(c), bool(ok)) for t, (c, ok) in sorted(results.items())]}
     return make_result(instance, solution, method="network-greedy", runtime=clock.elapsed(),
                                iterations=len(results), seed=seed, info=info)

@@ -86,3 +86,23 @@ def test_reachability_matches_a_path_search(seed):
         return any(g.has_node(s) and g.has_node(("ch", gr.name, c)) and nx.has_path(g, s, ("ch", gr.name, c))
                    for s in inputs for c in range(gr.size))
     assert ok == all(reached(gr) for gr in outputs)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 100_000))
+def test_the_flat_kernel_drops_what_the_reference_drops(seed):
+    from rcprune.network.cleanup import always_read, drop_unread_flat
+
+    net = measured(seed, n_layers=6, residual=0.5) if seed % 2 else random_network(seed, n_layers=6, residual=0.5)
+    if seed % 3 == 0:
+        net = channel_floor(net.replace(budget=None, density=1.0), 0.4)
+    rng = np.random.default_rng(seed)
+    p_row, p_col = rng.uniform(0.2, 0.9, 2)
+    sol = NetworkSolution({li.name: (rng.random(li.rows) < p_row, rng.random(li.cols) < p_col) for li in net.layers})
+    rows, cols = sol.to_flat(net)
+    rows, cols = rows.copy(), cols.copy()
+    before = int(rows.sum())
+    dropped = drop_unread_flat(net.flat, always_read(net), rows, cols)
+    assert NetworkSolution.from_flat(net, rows, cols) == drop_unread_rows(net, sol)
+    assert dropped == before - int(rows.sum())
+    assert np.array_equal(cols, sol.to_flat(net)[1])
