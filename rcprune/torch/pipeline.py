@@ -306,8 +306,9 @@ def _spend_fully(instance: NetworkInstance, first, solve_at, granularity: str, r
     While the cleaned spend is under ``1 - RESPEND_TOL`` of the budget, solve again at a larger budget
     (the last round's ratio, then the secant between rounds on both sides: :func:`next_budget`, with the
     solver's budget as its prediction and the cleaned spend as its measurement), up to ``rounds`` times.
-    Kept: the lowest cost whose cleaned spend fits the budget; ``first`` fits, so the result is never
-    worse than it. Returns that solve (its instance with the original budget) and the rounds' records
+    Each round starts from ``first``'s instance (with the groups it protected to stay connected). Kept:
+    the lowest cost whose cleaned spend fits the budget; ``first`` fits, so the result is never worse
+    than it. Returns that solve (its instance with the original budget) and the rounds' records
     (``solver_budget``, ``spend``, ``cost``; empty when ``first`` spends enough)."""
     budget = float(instance.budget)
 
@@ -327,8 +328,8 @@ def _spend_fully(instance: NetworkInstance, first, solve_at, granularity: str, r
             larger = int(min(round(larger), full))
         if any(abs(larger - r["budget_ms"]) <= 1e-9 * budget for r in log):
             break
-        try:
-            solved = solve_at(instance.replace(budget=larger))
+        try:   # from the first solve's instance: the groups it protected to stay connected stay protected
+            solved = solve_at(first[0].replace(budget=larger))
         except InvalidInstanceError:
             break
         spend, cost = measured(solved)
