@@ -109,7 +109,7 @@ def _lower_bound(options, budget: float) -> float:
     for slope, width, drop in sorted(segments, key=lambda seg: -seg[0]):   # convex: slopes fall within a layer
         if left <= 0:
             break
-        take = min(1.0, left / width)
+        take = 1.0 if left >= width else left / width   # (a subnormal width overflowed the division)
         error -= take * drop
         left -= take * width
     return error
