@@ -95,27 +95,49 @@ def always_read(instance: NetworkInstance) -> np.ndarray:
 @jit(nogil=True)
 def drop_unread_flat(net, read_anyway, rows, cols):
     """:func:`drop_unread_rows` on the flat arrays: clears, in place, the kept ``rows`` (global row mask)
-    whose channel no consumer reads through a kept column of a live channel in a layer with kept rows
-    (``read_anyway``: :func:`always_read`), to a fixed point. ``cols`` is not changed. Returns the number
-    of rows dropped. O(passes x (rows + columns))."""
+    whose channel no consumer reads through a kept column in a layer with kept rows (``read_anyway``:
+    :func:`always_read`), to the same fixed point. ``cols`` is not changed. Returns the number of rows
+    dropped. A worklist instead of passes: ``readers[ch]`` counts the kept columns on ``ch`` in layers
+    with kept rows; a channel at zero loses its rows, a layer that loses its last row stops reading.
+    O(rows + columns)."""
     n_layers = net.m.shape[0]
+    n_chan = net.chan_input.shape[0]
+    n_rows = np.zeros(n_layers, np.int64)
+    for i in range(rows.shape[0]):
+        if rows[i]:
+            n_rows[net.row_layer[i]] += 1
+    readers = np.zeros(n_chan, np.int64)
+    for j in range(cols.shape[0]):
+        if cols[j] and n_rows[net.col_layer[j]] > 0:
+            readers[net.col_chan[j]] += 1
+    queue = np.empty(n_chan, np.int64)
+    queued = np.zeros(n_chan, np.bool_)
+    size = 0
+    for ch in range(n_chan):
+        if readers[ch] == 0 and not read_anyway[ch]:
+            queue[size] = ch
+            queued[ch] = True
+            size += 1
     dropped = 0
-    while True:
-        alive = net.chan_input.copy()
-        n_rows = np.zeros(n_layers, np.int64)
-        for i in range(rows.shape[0]):
-            if rows[i]:
-                alive[net.row_chan[i]] = True
-                n_rows[net.row_layer[i]] += 1
-        read = read_anyway.copy()
-        for j in range(cols.shape[0]):
-            if cols[j] and n_rows[net.col_layer[j]] > 0 and alive[net.col_chan[j]]:
-                read[net.col_chan[j]] = True
-        changed = False
-        for i in range(rows.shape[0]):
-            if rows[i] and not read[net.row_chan[i]]:
-                rows[i] = False
-                dropped += 1
-                changed = True
-        if not changed:
-            return dropped
+    head = 0
+    while head < size:
+        ch = queue[head]
+        head += 1
+        for p in range(net.prod_ptr[ch], net.prod_ptr[ch + 1]):
+            i = net.prod_row[p]
+            if not rows[i]:
+                continue
+            rows[i] = False
+            dropped += 1
+            l = net.row_layer[i]
+            n_rows[l] -= 1
+            if n_rows[l] == 0:   # the layer reads nothing any more
+                for j in range(net.col_off[l], net.col_off[l + 1]):
+                    if cols[j]:
+                        c = net.col_chan[j]
+                        readers[c] -= 1
+                        if readers[c] == 0 and not read_anyway[c] and not queued[c]:
+                            queue[size] = c
+                            queued[c] = True
+                            size += 1
+    return dropped

@@ -308,25 +308,43 @@ class _Sweep:
         """:meth:`cost_at` after the unread rows are dropped and their budget refilled (:func:`clean`)."""
         rows, n_rows, col_sums, live = (a.copy() for a in self.state_at(t))
         cols = np.zeros(self.net.col_off[-1], bool)
-        _, _, feasible = fill_columns(self.net, n_rows, col_sums, live, cols, False)
-        kept, ok = clean(self.net, read_anyway, rows, cols, n_rows, col_sums, live)
+        kept, _, feasible = fill_columns(self.net, n_rows, col_sums, live, cols, False)
+        kept, ok = clean(self.net, read_anyway, rows, cols, n_rows, col_sums, live, filled=kept)
         return self.const - kept, feasible and ok
 
 
-def clean(net, read_anyway, rows, cols, n_rows, col_sums, live) -> tuple[float, bool]:
+def _remove_row_sums(net, gone, rows, n_rows, col_sums):
+    """Column sums without the rows ``gone`` (``rows``, ``n_rows``: after their removal), per layer by
+    subtracting the gone rows or summing again the kept ones, whichever are fewer (a layer that lost
+    every row: zero). O(rows + columns + min(gone, kept) entries per layer touched)."""
+    n_gone = np.bincount(net.row_layer[gone], minlength=n_rows.shape[0])
+    again = (n_gone > 0) & (n_rows < n_gone)
+    col_sums[again[net.col_layer]] = 0.0
+    _add_row_sums(net, np.flatnonzero(rows & again[net.row_layer]), col_sums, 1.0)
+    _add_row_sums(net, gone[~again[net.row_layer[gone]]], col_sums, -1.0)
+
+
+def clean(net, read_anyway, rows, cols, n_rows, col_sums, live, filled=None) -> tuple[float, bool]:
     """Drop the kept rows no consumer reads (:func:`rcprune.network.cleanup.drop_unread_flat`) and the
-    columns of channels that dies with them, then re-spend the freed budget on columns of the kept rows
+    columns of channels that die with them, then re-spend the freed budget on columns of the kept rows
     (:func:`fill_columns`); updates the arrays in place. Returns the weighted kept sum and whether every
-    layer still meets its minimum count. O(passes x (rows + columns) + dropped entries + N log N)."""
+    layer still meets its minimum count. ``filled``: the kept sum of a :func:`fill_columns` that made
+    ``cols`` from these rows; when no row is dropped it is the answer (a second fill of the same state
+    takes nothing: every column it skipped did not fit then and does not now), and the fill is skipped.
+    O(passes x (rows + columns) + dropped entries + N log N)."""
     before = rows.copy()
     if drop_unread_flat(net, read_anyway, rows, cols):
         gone = np.flatnonzero(before & ~rows)
-        _add_row_sums(net, gone, col_sums, -1.0)
         n_rows -= np.bincount(net.row_layer[gone], minlength=n_rows.shape[0])
+        _remove_row_sums(net, gone, rows, n_rows, col_sums)
         live[:] = net.chan_input
         live[net.row_chan[rows]] = True
         cols &= live[net.col_chan]
-    kept, _, feasible = fill_columns(net, n_rows, col_sums, live, cols, True)
+        kept, _, feasible = fill_columns(net, n_rows, col_sums, live, cols, True)
+    elif filled is not None:
+        kept, feasible = filled, True
+    else:
+        kept, _, feasible = fill_columns(net, n_rows, col_sums, live, cols, True)
     n_cols = np.bincount(net.col_layer[cols], minlength=n_rows.shape[0])
     return kept, feasible and bool(np.all(n_rows * n_cols >= net.min_count))
 

@@ -109,3 +109,22 @@ def test_compared_after_cleaning_it_spends_what_the_plain_sweep_leaves():
     read = network_greedy(net, drop_unread=True)
     assert plain.kept_count < 0.5 * net.budget
     assert read.kept_count >= 0.99 * net.budget and read.cost < 0.95 * plain.cost
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 100_000))
+def test_column_sums_without_removed_rows_match_a_recount(seed):
+    from rcprune.solvers.network.greedy import _add_row_sums, _remove_row_sums
+
+    net = random_network(seed, n_layers=4, max_channels=4, residual=0.5)
+    f = net.flat
+    rng = np.random.default_rng(seed)
+    before = rng.random(f.row_off[-1]) < rng.uniform(0.3, 1.0)
+    after = before & (rng.random(before.shape[0]) < rng.uniform(0.0, 1.0))
+    sums = np.zeros(f.col_off[-1])
+    _add_row_sums(f, np.flatnonzero(before), sums, 1.0)
+    n_rows = np.bincount(f.row_layer[after], minlength=f.m.shape[0]).astype(np.int64)
+    _remove_row_sums(f, np.flatnonzero(before & ~after), after, n_rows, sums)
+    want = np.zeros(f.col_off[-1])
+    _add_row_sums(f, np.flatnonzero(after), want, 1.0)
+    np.testing.assert_allclose(sums, want, atol=1e-9)
