@@ -309,8 +309,9 @@ class _Sweep:
         rows, n_rows, col_sums, live = (a.copy() for a in self.state_at(t))
         cols = np.zeros(self.net.col_off[-1], bool)
         kept, _, feasible = fill_columns(self.net, n_rows, col_sums, live, cols, False)
-        kept, ok = clean(self.net, read_anyway, rows, cols, n_rows, col_sums, live, filled=kept)
-        return self.const - kept, feasible and ok
+        cleaned, ok = clean(self.net, read_anyway, rows, cols, n_rows, col_sums, live, filled=kept)
+        # rows kept only for a layer's minimum count may be unread: then they stay
+        return self.const - (cleaned if ok else kept), feasible
 
 
 def _remove_row_sums(net, gone, rows, n_rows, col_sums):
@@ -441,13 +442,16 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
         plain = (rows.copy(), cols.copy(), n_rows.copy(), col_sums.copy(), live.copy())
         spend = fill_rows(f, rows, cols, n_rows, col_sums, live, spend)
         fill_columns(f, n_rows, col_sums, live, cols, True)
-    if drop_unread:
-        kept, ok = clean(f, read_anyway, rows, cols, n_rows, col_sums, live)
-        if fill:   # rows the fill added may go unread: keep the better cleaned solution
-            kept_plain, ok_plain = clean(f, read_anyway, *plain)
-            if (ok_plain, kept_plain) > (ok, kept):
-                rows, cols = plain[:2]
-    solution = NetworkSolution.from_flat(instance, rows, cols)
+    if drop_unread:   # each cleaned unless that breaks a layer's minimum; rows the fill added may go unread
+        found = []
+        for arrays in [(rows, cols, n_rows, col_sums, live)] + ([plain] if fill else []):
+            kept_rows, kept_cols = arrays[0].copy(), arrays[1].copy()
+            _, ok = clean(f, read_anyway, *arrays)
+            found.append(arrays[:2] if ok else (kept_rows, kept_cols))
+        scored = [(instance.evaluate(s), s) for s in (NetworkSolution.from_flat(instance, r, c) for r, c in found)]
+        solution = min(scored, key=lambda e: (not e[0].feasible, e[0].cost))[1]
+    else:
+        solution = NetworkSolution.from_flat(instance, rows, cols)
     info = {"kept_channels": int(best), "rankable_channels": int(n), "drop_unread": drop_unread,
             "sweep": [(int(t), float(c), bool(ok)) for t, (c, ok) in sorted(results.items())]}
     return make_result(instance, solution, method="network-greedy", runtime=clock.elapsed(),
