@@ -40,23 +40,38 @@ def test_a_solution_that_spends_its_budget_is_not_solved_again():
 
 
 @pytest.mark.parametrize("seed", [2, 9, 60, 191, 203, 213, 281])   # ties, either wins, one fails
-def test_the_better_variant_wins(seed):
+def test_the_cleaned_comparison_runs_where_the_plain_solve_wasted_and_the_cheaper_wins(seed):
     from rcprune import InvalidInstanceError
 
     net = random_network(seed, n_layers=5, residual=0.5)
-    variants = [{"drop_unread": True}, {"drop_unread": False}]
+    variants = [{"drop_unread": False}, {"drop_unread": True}]   # prune's order
     each = []
     for v in variants:
         try:
-            each.append(_cost(net, P._solve_connected(net, "column", "network-greedy", v)))
+            solved = P._solve_connected(net, "column", "network-greedy", v)
         except InvalidInstanceError:   # no connected solution this way: the other one counts
-            pass
+            continue
+        each.append(_cost(net, solved))
+        if not P._wasted(net, solved, float(net.evaluate(solved[3]).spend)):
+            break
     if not each:
         with pytest.raises(InvalidInstanceError, match="cuts the path"):
             P._solve_best_connected(net, "column", "network-greedy", {}, variants)
         return
     best = P._solve_best_connected(net, "column", "network-greedy", {}, variants)
     assert _cost(net, best) == min(each)
+
+
+def test_a_solve_wastes_unread_rows_reconnection_or_unspent_budget():
+    net = resnet_network(50, 0, width=0.125, weighting="none", sparsity=0.9)
+    solved = _plain(net)
+    assert P._wasted(net, solved, float(net.evaluate(solved[3]).spend))     # it under-spends (above)
+    tight = random_network(0, n_layers=5, residual=0.5)   # nothing dropped, nothing protected, all spent
+    solved = _plain(tight)
+    assert solved[4] == [] and solved[2].solution == solved[3]
+    assert not P._wasted(tight, solved, float(tight.evaluate(solved[3]).spend))
+    assert P._wasted(tight, solved, 0.5 * float(tight.budget))             # unspent budget alone
+    assert P._wasted(tight, solved[:4] + (["l0:out"],), float(tight.budget))  # a group protected to connect
 
 
 def test_prune_keeps_the_asked_budget_on_resnet50():
