@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 
 import numpy as np
 import networkx as nx
@@ -47,6 +48,7 @@ from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.compensate import REFIT_ONLY, CompensationReport, compensate
 from rcprune.torch.hessian_scores import hessian_scores
+from rcprune.torch.input_dependence import responds_to_input
 from rcprune.torch.error_curves import error_curves
 from rcprune.network.curve_allocation import allocate_by_curves
 from rcprune.compensation import DEFAULT_DAMPING
@@ -491,6 +493,16 @@ def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dic
     return (free, searched, found, clean, protected), record
 
 
+def _warn_constant(instance: NetworkInstance, solution: NetworkSolution) -> None:
+    """Warn that the masked model computes a constant, naming what its output layers keep."""
+    outputs = [li for li in instance.layers
+               if instance.group(li.output).protected or not instance.group(li.output).consumers]
+    kept = ", ".join(f"{li.name} keeps {int(solution[li.name].cols.sum())} of {li.cols} columns" for li in outputs)
+    warnings.warn(f"the pruned model's output no longer depends on its input (it computes a constant), although "
+                  f"the dense model's does ({kept}): ask for a smaller sparsity, or keep more with "
+                  "min_channels= or protect=", RuntimeWarning, stacklevel=3)
+
+
 def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, budget: str = "weights",
           speedup: float | None = None, latency_ms: float | None = None, granularity: str = "column",
           latency_table=None, device: str = "cpu", method: str | None = None,
@@ -579,6 +591,10 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     cleaned solution within the asked budget is kept (``info["respend"]`` lists the rounds; measured on
     torchvision ResNet-50 at 50% removed: 61% of the budget kept before these two steps, 100% after,
     ``docs/architectures.md``).
+    A masked model whose output no longer depends on its input while the dense model's does (one kept
+    classifier column reading a channel a ReLU zeroes: connected, yet constant) gets a ``RuntimeWarning``
+    naming what the output layers keep (:func:`rcprune.torch.input_dependence.responds_to_input`, two
+    forward passes of each).
     refit : iterable of batches, optional
         Calibration data for :func:`rcprune.torch.ls_refit` (the older ridge refit of the network's kept
         weights, columns unchanged, no BatchNorm re-estimation); not together with ``calibration``.
@@ -775,7 +791,10 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                          timed_out=found.status == "time_limit", trace=found.trace, info=info)
     seconds["solve"] = time.perf_counter() - t
     t = time.perf_counter()
+    dense_responds = responds_to_input(work, example_inputs)
     apply(work, result.solution, ext)
+    if dense_responds and not responds_to_input(work, example_inputs):
+        _warn_constant(instance, result.solution)
     seconds["mask"] = time.perf_counter() - t
     report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,
                          measure=instance.measure.name, spend=float(result.evaluation.spend),
