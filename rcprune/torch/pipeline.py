@@ -19,19 +19,16 @@ import time
 import warnings
 
 import numpy as np
-import networkx as nx
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs
 from rcprune.solvers.network.greedy import refill_columns
-from rcprune.network.floor import channel_floor, fix_channels
+from rcprune.network.floor import channel_floor
 from rcprune.network.granularity import check_method, coarsen, least_spend, refine
-from rcprune.network.group_space import group_rankings
-from rcprune.network.model import NetworkInstance, NetworkSolution, alive_channels
+from rcprune.network.model import NetworkInstance, NetworkSolution
 from rcprune.parallel import check_backend, check_n_jobs
 from rcprune.result import SolveResult, make_result
 from rcprune.validation import (InvalidInstanceError, check_choice, check_flag, check_fraction, check_int_option,
@@ -49,6 +46,7 @@ from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.compensate import REFIT_ONLY, CompensationReport, compensate
 from rcprune.torch.hessian_scores import hessian_scores
 from rcprune.torch.input_dependence import responds_to_input
+from rcprune.torch.connected_solve import next_budget, solve_best_connected, solve_connected, spend_fully
 from rcprune.torch.error_curves import error_curves
 from rcprune.network.curve_allocation import allocate_by_curves
 from rcprune.compensation import DEFAULT_DAMPING
@@ -133,8 +131,6 @@ DEFAULT_FLOOR = 0.25   # prune's channel floor under MACs and latency budgets (d
 CALIBRATION_TOL = 0.02  # a calibrated latency is accepted within 2% of the target
 CALIBRATION_REPEATS = 20
 CALIBRATION_MAX_ROUNDS = 10
-RESPEND_TOL = 0.02      # a cleaned solution keeping 98% of its budget is not solved again
-RESPEND_ROUNDS = 4
 
 
 class UnreachableTargetError(InvalidInstanceError):
@@ -197,167 +193,6 @@ def budgeted_instance(extraction: Extraction, budget: str, *, sparsity: float | 
     return measured.replace(budget=total - measure.fixed)
 
 
-def _cut_to_protect(instance: NetworkInstance, unreached: list[str]) -> str:
-    """The unreached group nearest the input among those every input-to-output path passes through (a
-    ResNet's stem and stage groups, not a removed branch's inside), else the unreached group produced
-    first in layer order."""
-    g = nx.DiGraph()
-    for gi in instance.groups:
-        if gi.input:
-            g.add_edge("<source>", gi.name)
-        if (gi.protected or not gi.consumers) and not gi.input:
-            g.add_edge(gi.name, "<sink>")
-    for li in instance.layers:
-        for src, _ in li.inputs:
-            g.add_edge(src, li.output)
-    chain, node = [], "<sink>"
-    idom = nx.immediate_dominators(g, "<source>") if g.has_node("<sink>") else {}
-    while node in idom and idom[node] != node:
-        node = idom[node]
-        chain.append(node)
-    for group in reversed(chain):   # from the input towards the output
-        if group in unreached and instance.group(group).producers:
-            return group
-    first = {u: min(instance.layer(p).index for p in instance.group(u).producers) for u in unreached
-             if instance.group(u).producers}
-    return min(first, key=first.get)
-
-
-def _reconnect(instance: NetworkInstance, group: str, granularity: str) -> NetworkInstance:
-    """``instance`` with ``group`` kept alive: protected, or in the group space (where protecting keeps
-    every channel, read whole by every consumer) its top-ranked channel fixed. Raises when that does not
-    fit the budget."""
-    if granularity == "group":
-        return fix_channels(instance, {group: group_rankings(instance)[group][:1]})
-    graph = nx.DiGraph(instance.graph)
-    graph.nodes[group]["protected"] = True
-    return instance.replace(graph=graph)
-
-
-def _solve_connected(instance: NetworkInstance, granularity: str, method: str, options: dict):
-    """Solve (in the granularity's space), drop unread rows and re-spend their budget on columns; while
-    the solution cuts every path from the input to an output (the importance scores do not see that
-    everything after a layer depends on it, and a latency table makes whole layers tempting), keep the
-    cut group nearest the input alive (protected; in the group space, its best channel fixed: a path is
-    cut there only by a group keeping no channel) and solve again. Returns the (possibly more
-    constrained) instance, the searched instance, the solver's result, the cleaned solution and the
-    groups kept alive on the way."""
-    from rcprune.solve import solve
-
-    protected: list[str] = []
-    while True:
-        searched = coarsen(instance, granularity)
-        found = solve(searched, method=method, **options)
-        if not found.feasible:
-            raise InvalidInstanceError(f"method {method!r} returned an infeasible solution (status {found.status})")
-        # unread rows out, their budget into columns of the kept rows, in the searched space
-        clean = drop_unread_rows(searched, refill_columns(searched, drop_unread_rows(searched, found.solution)))
-        ok, unreached = input_reaches_outputs(searched, clean)
-        if ok:
-            return instance, searched, found, clean, protected
-        if granularity == "group":
-            alive = alive_channels(searched, clean)
-            unreached = [g for g in unreached if not alive[g].any()] or unreached
-        group = _cut_to_protect(instance, unreached)
-        kept = instance.group(group).fixed if granularity == "group" else instance.group(group).protected
-        cut = (f"every {method} solution found cuts the path from the input to the output (no signal reaches "
-               f"{', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''})")
-        if kept or len(protected) >= len(instance.groups):
-            raise InvalidInstanceError(f"{cut} although {group!r} is kept alive: its producers keep rows but "
-                                       "read no live input; ask for less")
-        try:
-            instance = _reconnect(instance, group, granularity)
-        except InvalidInstanceError as exc:
-            raise InvalidInstanceError(f"{cut}, and keeping {group!r} alive too does not fit the budget ({exc}): "
-                                       "ask for less") from None
-        protected.append(group)
-
-
-def _solve_best_connected(instance: NetworkInstance, granularity: str, method: str, options: dict,
-                          variants: list[dict]):
-    """:func:`_solve_connected` with ``options`` updated by each of ``variants`` in turn, while the last
-    one's solution wasted something (:func:`_wasted`); the solve whose cleaned solution has the lowest
-    cost (a variant that cannot connect the network is skipped unless all fail).
-
-    ``prune`` runs network-greedy as the instance's objective counts kept rows, then, where that solution
-    kept unread rows, needed reconnecting or under-spends, comparing its candidates after the unread rows
-    are dropped (``drop_unread=True``). Measured on the 16 torchvision models at 50% and 70% removed
-    (random weights, docs/architectures.md): the second keeps the whole budget and costs up to 40% less on
-    ResNets, ResNeXt, DenseNet, ShuffleNet, ConvNeXt and ViT, but 8-28% more on MobileNetV2/V3 and
-    EfficientNet, where the first's reconnect rounds keep whole the narrow residual streams the channel
-    ranking puts last."""
-    best, best_cost, error = None, np.inf, None
-    for extra in variants:
-        try:
-            solved = _solve_connected(instance, granularity, method, {**options, **extra})
-        except InvalidInstanceError as exc:
-            error = error or exc
-            continue
-        found = instance.evaluate(refine(instance, solved[3], granularity))
-        if float(found.cost) < best_cost:
-            best, best_cost = solved, float(found.cost)
-        if not _wasted(instance, solved, float(found.spend)):
-            break
-    if best is None:
-        raise error
-    return best
-
-
-def _wasted(instance: NetworkInstance, solved, spend: float) -> bool:
-    """Whether a solve kept rows no consumer reads, protected groups to stay connected or leaves more than
-    ``RESPEND_TOL`` of the budget unspent after cleaning. Where none of these happened, the objective
-    counted nothing the network does not compute at the greedy's chosen t (comparing every t after
-    cleaning may still pick another: measured 0-2% better on AlexNet, RegNetY, SqueezeNet)."""
-    _, _, found, clean, protected = solved
-    dropped = any(int(found.solution[name].rows.sum()) != int(kept.rows.sum()) for name, kept in clean.items())
-    return bool(protected) or dropped or spend < (1 - RESPEND_TOL) * float(instance.budget)
-
-
-def _spend_fully(instance: NetworkInstance, first, solve_at, granularity: str, rounds: int = RESPEND_ROUNDS):
-    """The best solve under ``instance``'s budget among ``first`` and re-solves at larger solver budgets.
-
-    The objective counts a kept row's importance even when no consumer reads it; such rows are dropped
-    after the solve and the budget they free buys only columns of the kept rows, so a cleaned solution
-    can keep much less than asked (measured, torchvision ResNet-50 at 50% removed: 61% of its budget).
-    While the cleaned spend is under ``1 - RESPEND_TOL`` of the budget, solve again at a larger budget
-    (the last round's ratio, then the secant between rounds on both sides: :func:`next_budget`, with the
-    solver's budget as its prediction and the cleaned spend as its measurement), up to ``rounds`` times.
-    Each round starts from ``first``'s instance (with the groups it protected to stay connected). Kept:
-    the lowest cost whose cleaned spend fits the budget; ``first`` fits, so the result is never worse
-    than it. Returns that solve (its instance with the original budget) and the rounds' records
-    (``solver_budget``, ``spend``, ``cost``; empty when ``first`` spends enough)."""
-    budget = float(instance.budget)
-
-    def measured(solved):
-        found = instance.evaluate(refine(instance, solved[3], granularity))
-        return float(found.spend), float(found.cost)
-
-    spend, cost = measured(first)
-    if spend >= budget * (1 - RESPEND_TOL) or not rounds:
-        return first, []
-    log = [{"budget_ms": budget, "predicted_ms": budget, "measured_ms": spend, "cost": cost}]
-    best, best_cost = first, cost
-    full = float(instance.full_spend.sum())
-    while len(log) <= rounds:
-        larger = next_budget(log, budget, 0.0, budget, full)
-        if instance.measure.is_count:
-            larger = int(min(round(larger), full))
-        if any(abs(larger - r["budget_ms"]) <= 1e-9 * budget for r in log):
-            break
-        try:   # from the first solve's instance: the groups it protected to stay connected stay protected
-            solved = solve_at(first[0].replace(budget=larger))
-        except InvalidInstanceError:
-            break
-        spend, cost = measured(solved)
-        log.append({"budget_ms": larger, "predicted_ms": larger, "measured_ms": spend, "cost": cost})
-        if spend <= budget and cost < best_cost:
-            best, best_cost = solved, cost
-        if budget * (1 - RESPEND_TOL) <= spend <= budget:
-            break
-    kept = best if best is first else (best[0].replace(budget=instance.budget),) + tuple(best[1:])
-    return kept, [{"solver_budget": r["budget_ms"], "spend": r["measured_ms"], "cost": r["cost"]} for r in log]
-
-
 def _measured_ms(work: nn.Module, x, ext: Extraction, table: LatencyTable, solution, partial: str) -> float:
     """The compacted ``solution``'s latency measured against the dense ``work`` in one interleaved run,
     each in its faster deployable form (as it is, or BatchNorm-fused in channels-last:
@@ -368,38 +203,6 @@ def _measured_ms(work: nn.Module, x, ext: Extraction, table: LatencyTable, solut
     small, _ = compact_model(probe.eval(), solution, ext, partial=partial, latency_table=table)
     ms = time_forms({"dense": work, "small": small}, x, CALIBRATION_REPEATS)
     return table.dense_ms * ms["small"]["ms"] / ms["dense"]["ms"]
-
-
-def next_budget(rounds: list[dict], target: float, fixed: float, least: float, full: float) -> float:
-    """The table budget (without the fixed part) of the next calibration round, from the rounds so far
-    (``budget_ms``, ``predicted_ms``, ``measured_ms``, in the table's milliseconds).
-
-    Once one round measured at or under ``target`` and another over it, the budget is the secant between
-    the bracketing pair nearest the target in budget (the table's error is not one ratio: a fixed
-    per-layer cost it misses makes a ratio correction overshoot, and the rounds then swing around the
-    target; measured on the MNIST ResNet-20 at TP 0.9's target: 6.45, 7.89, 7.68 ms for 7.43). Until
-    then, the last round's misprediction rescales the budget: ``target * predicted / measured - fixed``.
-    Clipped to ``[least, full]``.
-
-    >>> rounds = [{"budget_ms": 7.4, "predicted_ms": 7.4, "measured_ms": 6.4},
-    ...           {"budget_ms": 8.6, "predicted_ms": 8.6, "measured_ms": 7.9}]
-    >>> round(next_budget(rounds, 7.4, 1.0, 0.0, 20.0) + 1.0, 3)   # 7.4 + (7.4 - 6.4) * 1.2 / 1.5
-    8.2
-    """
-    below = [r for r in rounds if r["measured_ms"] <= target]
-    above = [r for r in rounds if r["measured_ms"] > target]
-    if below and above:
-        lo = max(below, key=lambda r: r["budget_ms"])
-        hi = min(above, key=lambda r: r["budget_ms"])
-        if hi["budget_ms"] > lo["budget_ms"] and hi["measured_ms"] > lo["measured_ms"]:
-            step = (target - lo["measured_ms"]) / (hi["measured_ms"] - lo["measured_ms"])
-            budget = lo["budget_ms"] + step * (hi["budget_ms"] - lo["budget_ms"]) - fixed
-        else:   # timing noise broke the order: halve the gap
-            budget = (lo["budget_ms"] + hi["budget_ms"]) / 2 - fixed
-    else:
-        last = rounds[-1]
-        budget = target * last["predicted_ms"] / last["measured_ms"] - fixed
-    return min(max(budget, least), full)
 
 
 def _calibrate(work, x, ext, table, first, granularity, solve_at, partial, rounds):
@@ -462,7 +265,7 @@ def _curve_options(work, ext, instance: NetworkInstance, calibration, damping, g
 
 def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dict | None, granularity: str,
                      method: str, options: dict):
-    """:func:`_solve_connected` under layer budgets from the layers' error curves (see
+    """:func:`solve_connected` under layer budgets from the layers' error curves (see
     ``prune(allocation="curves")``), and the allocation's record. The solver spends a little less than the
     plan when no row-and-column shape fills a layer's budget exactly, so up to ``CURVE_ROUNDS`` allocations
     are made, each asking for the previous shortfall on top (the global budget still binds); the round that
@@ -472,7 +275,7 @@ def _solve_by_curves(instance: NetworkInstance, curve_options: dict, spends: dic
     ask, best, rounds = target, None, []
     for _ in range(CURVE_ROUNDS):
         alloc = allocate_by_curves(curve_options, int(ask) if spends is None else ask, spends=spends)
-        solved = _solve_connected(instance.replace(layer_budgets=alloc.counts), granularity, method, options)
+        solved = solve_connected(instance.replace(layer_budgets=alloc.counts), granularity, method, options)
         spent = float(solved[0].evaluate(refine(solved[0], solved[3], granularity)).spend)
         rounds.append({"asked": ask, "spent": spent, "error": alloc.error, "lower_bound": alloc.lower_bound})
         if best is None or spent > best[2]:
@@ -586,7 +389,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     result then reports the cost of what is kept and ``info["unread_rows_dropped"]``.
     ``"network-greedy"`` (unless ``solver_options`` sets ``drop_unread``) is run twice, comparing its
     candidates with the unread rows dropped and as the instance's objective counts them, and the
-    cheaper cleaned solution is kept (:func:`_solve_best_connected`). When what is kept still leaves more
+    cheaper cleaned solution is kept (:func:`rcprune.torch.connected_solve.solve_best_connected`). When what is kept still leaves more
     than 2% of the budget unspent, the solve is repeated at up to 4 larger solver budgets and the cheapest
     cleaned solution within the asked budget is kept (``info["respend"]`` lists the rounds; measured on
     torchvision ResNet-50 at 50% removed: 61% of the budget kept before these two steps, 100% after,
@@ -761,11 +564,11 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             variants = [{"drop_unread": False}, {"drop_unread": True}]
 
         def solve_at(inst):
-            first = _solve_best_connected(inst, granularity, method, options, variants)
+            first = solve_best_connected(inst, granularity, method, options, variants)
             # the larger budgets are solved the way that won (a greedy's info says which)
             won = {k: first[2].info[k] for k in variants[0] if k in first[2].info}
-            again = lambda larger: _solve_connected(larger, granularity, method, {**options, **won})  # noqa: E731
-            records.append(_spend_fully(inst, first, again, granularity))
+            again = lambda larger: solve_connected(larger, granularity, method, {**options, **won})  # noqa: E731
+            records.append(spend_fully(inst, first, again, granularity))
             return records[-1][0]
     solved = solve_at(instance)
     rounds = None

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from rcprune.network.generate import random_network, resnet_network
-from rcprune.torch import pipeline as P
+from rcprune.torch import connected_solve as P
 
 
 def _plain(instance):
-    return P._solve_connected(instance, "column", "network-greedy", {"drop_unread": False})
+    return P.solve_connected(instance, "column", "network-greedy", {"drop_unread": False})
 
 
 def _cost(net, solved):
@@ -20,7 +20,7 @@ def _cost(net, solved):
 def test_larger_solver_budgets_spend_what_cleaning_freed_and_never_cost_more():
     net = resnet_network(50, 0, width=0.125, weighting="none", sparsity=0.9)
     first = _plain(net)
-    got, log = P._spend_fully(net, first, _plain, "column")
+    got, log = P.spend_fully(net, first, _plain, "column")
     before, after = net.evaluate(first[3]), net.evaluate(got[3])
     assert before.kept_count < 0.5 * net.budget                      # the plain greedy, cleaned, under-spends
     assert before.kept_count < after.kept_count <= net.budget
@@ -35,7 +35,7 @@ def test_a_solution_that_spends_its_budget_is_not_solved_again():
     first = _plain(net)
     assert net.evaluate(first[3]).kept_count >= (1 - P.RESPEND_TOL) * net.budget
     calls = []
-    got, log = P._spend_fully(net, first, lambda i: calls.append(i), "column")
+    got, log = P.spend_fully(net, first, lambda i: calls.append(i), "column")
     assert got is first and log == [] and calls == []
 
 
@@ -48,30 +48,30 @@ def test_the_cleaned_comparison_runs_where_the_plain_solve_wasted_and_the_cheape
     each = []
     for v in variants:
         try:
-            solved = P._solve_connected(net, "column", "network-greedy", v)
+            solved = P.solve_connected(net, "column", "network-greedy", v)
         except InvalidInstanceError:   # no connected solution this way: the other one counts
             continue
         each.append(_cost(net, solved))
-        if not P._wasted(net, solved, float(net.evaluate(solved[3]).spend)):
+        if not P.wasted(net, solved, float(net.evaluate(solved[3]).spend)):
             break
     if not each:
         with pytest.raises(InvalidInstanceError, match="cuts the path"):
-            P._solve_best_connected(net, "column", "network-greedy", {}, variants)
+            P.solve_best_connected(net, "column", "network-greedy", {}, variants)
         return
-    best = P._solve_best_connected(net, "column", "network-greedy", {}, variants)
+    best = P.solve_best_connected(net, "column", "network-greedy", {}, variants)
     assert _cost(net, best) == min(each)
 
 
 def test_a_solve_wastes_unread_rows_reconnection_or_unspent_budget():
     net = resnet_network(50, 0, width=0.125, weighting="none", sparsity=0.9)
     solved = _plain(net)
-    assert P._wasted(net, solved, float(net.evaluate(solved[3]).spend))     # it under-spends (above)
+    assert P.wasted(net, solved, float(net.evaluate(solved[3]).spend))     # it under-spends (above)
     tight = random_network(0, n_layers=5, residual=0.5)   # nothing dropped, nothing protected, all spent
     solved = _plain(tight)
     assert solved[4] == [] and solved[2].solution == solved[3]
-    assert not P._wasted(tight, solved, float(tight.evaluate(solved[3]).spend))
-    assert P._wasted(tight, solved, 0.5 * float(tight.budget))             # unspent budget alone
-    assert P._wasted(tight, solved[:4] + (["l0:out"],), float(tight.budget))  # a group protected to connect
+    assert not P.wasted(tight, solved, float(tight.evaluate(solved[3]).spend))
+    assert P.wasted(tight, solved, 0.5 * float(tight.budget))             # unspent budget alone
+    assert P.wasted(tight, solved[:4] + (["l0:out"],), float(tight.budget))  # a group protected to connect
 
 
 def test_prune_keeps_the_asked_budget_on_resnet50():
@@ -80,6 +80,8 @@ def test_prune_keeps_the_asked_budget_on_resnet50():
 
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=10).eval()
-    _, report = P.prune(model, torch.randn(1, 3, 64, 64), sparsity=0.5, compact=False)
+    from rcprune.torch import prune
+
+    _, report = prune(model, torch.randn(1, 3, 64, 64), sparsity=0.5, compact=False)
     assert report.kept_weights >= 0.98 * report.budget
     assert report.result.info["drop_unread"] is True
