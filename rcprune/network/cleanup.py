@@ -4,8 +4,9 @@ dropping it changes nothing the network computes and frees its share of the budg
 latency, in the latency measure). Dropping rows can leave further channels unread upstream, so the
 pass repeats to a fixed point. Protected groups (the model's outputs) are always read; input groups have
 no producers; a group no layer consumes is an output, read whole. O(passes x total columns), passes <= the network's depth.
-:func:`drop_unread_flat` is the same pass on the flat arrays, in numba, for solvers that clean many
-candidate solutions; :func:`drop_unread_rows` is its reference.
+:func:`drop_unread_flat` is the same on the flat arrays, in numba (a worklist), which
+:func:`drop_unread_rows` runs and solvers that clean many candidate solutions call directly;
+:func:`drop_unread_rows_reference` is the pass-by-pass numpy reference.
 
 >>> import numpy as np
 >>> from rcprune.network.builder import NetworkBuilder
@@ -26,7 +27,7 @@ import numpy as np
 from rcprune.jit import jit
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
 
-__all__ = ["drop_unread_rows", "read_channels", "input_reaches_outputs", "always_read", "drop_unread_flat"]
+__all__ = ["drop_unread_rows", "drop_unread_rows_reference", "read_channels", "input_reaches_outputs", "always_read", "drop_unread_flat"]
 
 
 def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[str, np.ndarray]:
@@ -46,7 +47,17 @@ def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[
 def drop_unread_rows(instance: NetworkInstance, solution: NetworkSolution) -> NetworkSolution:
     """``solution`` without the kept rows of channels no consumer reads, repeated to a fixed point (see the
     module docstring). Never adds anything: kept count and spend can only fall, the computed function of a
-    masked model is unchanged."""
+    masked model is unchanged. Runs :func:`drop_unread_flat` (O(rows + columns));
+    :func:`drop_unread_rows_reference` is the same written from the definition."""
+    check_network_solution(instance, solution)
+    rows, cols = (a.copy() for a in solution.to_flat(instance))
+    if not drop_unread_flat(instance.flat, always_read(instance), rows, cols):
+        return NetworkSolution({n: (s.rows.copy(), s.cols.copy()) for n, s in solution.items()})
+    return NetworkSolution.from_flat(instance, rows, cols)
+
+
+def drop_unread_rows_reference(instance: NetworkInstance, solution: NetworkSolution) -> NetworkSolution:
+    """:func:`drop_unread_rows` by passes over the layers until nothing changes (numpy, the reference)."""
     check_network_solution(instance, solution)
     layers = {n: (s.rows.copy(), s.cols.copy()) for n, s in solution.items()}
     while True:
