@@ -594,10 +594,13 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
                          timed_out=found.status == "time_limit", trace=found.trace, info=info)
     seconds["solve"] = time.perf_counter() - t
     t = time.perf_counter()
-    dense_responds = responds_to_input(work, example_inputs)
     apply(work, result.solution, ext)
-    if dense_responds and not responds_to_input(work, example_inputs):
-        _warn_constant(instance, result.solution)
+    if not responds_to_input(work, example_inputs):
+        restore(work)   # the dense weights are still there under the masks: is it the pruning's doing?
+        dense_responds = responds_to_input(work, example_inputs)
+        apply(work, result.solution, ext)
+        if dense_responds:
+            _warn_constant(instance, result.solution)
     seconds["mask"] = time.perf_counter() - t
     report = PruneReport(ext, result, instance.effective_budget, int(result.kept_count), seconds=seconds,
                          measure=instance.measure.name, spend=float(result.evaluation.spend),

@@ -53,3 +53,20 @@ def test_prune_warns_when_the_pruned_model_computes_a_constant():
         warnings.filterwarnings("error", message=".*no longer depends on its input")
         small, _ = prune(model, x, sparsity=0.5, min_channels=0.25)
     assert responds_to_input(small, x)
+
+
+def test_no_warning_when_the_dense_model_is_constant_too():
+    import torchvision
+
+    from rcprune.torch import prune
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()        # the dense output is its bias, whatever the input
+    x = torch.randn(1, 3, 32, 32)
+    assert not responds_to_input(model, x)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*no longer depends on its input")
+        small, report = prune(model, x, sparsity=0.5)
+    assert report.kept_weights <= report.budget
