@@ -332,7 +332,7 @@ def clean(net, read_anyway, rows, cols, n_rows, col_sums, live, filled=None) -> 
     layer still meets its minimum count. ``filled``: the kept sum of a :func:`fill_columns` that made
     ``cols`` from these rows; when no row is dropped it is the answer (a second fill of the same state
     takes nothing: every column it skipped did not fit then and does not now), and the fill is skipped.
-    O(passes x (rows + columns) + dropped entries + N log N)."""
+    O(rows + columns + the entries of the fewer of the dropped and the kept rows + N log N)."""
     before = rows.copy()
     if drop_unread_flat(net, read_anyway, rows, cols):
         gone = np.flatnonzero(before & ~rows)
@@ -377,7 +377,9 @@ def network_greedy(instance: NetworkInstance, *, seed: int = 0, time_limit: floa
         whose rows the consumers cannot all afford to read (measured, torchvision ResNet-50 at 50%
         removed, random weights: the plain sweep's best t keeps every channel and, cleaned, 60% of the
         budget at cost 433k; compared after cleaning, t keeps 87% of the channels, 93% of the budget,
-        cost 318k). :func:`rcprune.torch.prune` sets it. About twice the plain sweep's time.
+        cost 318k). :func:`rcprune.torch.prune` runs it where the plain sweep's solution kept unread
+        rows (:mod:`rcprune.torch.connected_solve`). 1.2-1.6x the plain sweep's time (ResNet-50,
+        DenseNet-121, EfficientNet-B0).
 
     Returns
     -------
