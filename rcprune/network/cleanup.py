@@ -3,7 +3,7 @@ computes an output nobody uses. The objective still counts its scores as kept, s
 dropping it changes nothing the network computes and frees its share of the budget (a dense layer's
 latency, in the latency measure). Dropping rows can leave further channels unread upstream, so the
 pass repeats to a fixed point. Protected groups (the model's outputs) are always read; input groups have
-no producers; a group no layer consumes is an output, read whole. O(passes x total columns), passes <= the network's depth.
+no producers; a group no layer consumes is an output, read whole.
 :func:`drop_unread_flat` is the same on the flat arrays, in numba (a worklist), which
 :func:`drop_unread_rows` runs and solvers that clean many candidate solutions call directly;
 :func:`drop_unread_rows_reference` is the pass-by-pass numpy reference.
@@ -27,14 +27,25 @@ import numpy as np
 from rcprune.jit import jit
 from rcprune.network.model import NetworkInstance, NetworkSolution, check_network_solution
 
-__all__ = ["drop_unread_rows", "drop_unread_rows_reference", "read_channels", "input_reaches_outputs", "always_read", "drop_unread_flat"]
+__all__ = ["drop_unread_rows", "drop_unread_rows_reference", "read_channels", "input_reaches_outputs",
+           "output_groups", "always_read", "drop_unread_flat"]
+
+
+def output_groups(instance: NetworkInstance) -> list[str]:
+    """The network's outputs: groups that are protected or that no layer consumes (inputs excepted)."""
+    return [g.name for g in instance.groups if (g.protected or not g.consumers) and not g.input]
+
+
+def _read_anyway(group) -> np.ndarray:
+    """Channels of ``group`` read whatever the consumers keep: fixed ones, and all of a group no layer consumes."""
+    return group.fixed_mask | (not group.consumers)
 
 
 def read_channels(instance: NetworkInstance, solution: NetworkSolution) -> dict[str, np.ndarray]:
     """Per group, which channels some consumer reads through a kept effective column (counting as read:
     fixed channels, which must stay, and every channel of a group no layer consumes: a network output)."""
     eff = solution.effective(instance)
-    read = {g.name: g.fixed_mask | (not g.consumers) for g in instance.groups}
+    read = {g.name: _read_anyway(g) for g in instance.groups}
     for li in instance.layers:
         blocks = eff[li.name].cols.reshape(li.in_channels, li.block).any(axis=1)
         if not eff[li.name].rows.any():
@@ -51,8 +62,7 @@ def drop_unread_rows(instance: NetworkInstance, solution: NetworkSolution) -> Ne
     :func:`drop_unread_rows_reference` is the same written from the definition."""
     check_network_solution(instance, solution)
     rows, cols = (a.copy() for a in solution.to_flat(instance))
-    if not drop_unread_flat(instance.flat, always_read(instance), rows, cols):
-        return NetworkSolution({n: (s.rows.copy(), s.cols.copy()) for n, s in solution.items()})
+    drop_unread_flat(instance.flat, always_read(instance), rows, cols)
     return NetworkSolution.from_flat(instance, rows, cols)
 
 
@@ -93,14 +103,13 @@ def input_reaches_outputs(instance: NetworkInstance, solution: NetworkSolution) 
             if (blocks & carried).any():
                 reached[li.output] |= s.rows
                 changed = True
-    outputs = [g.name for g in instance.groups if (g.protected or not g.consumers) and not g.input]
-    return all(reached[g].any() for g in outputs), [g for g, r in reached.items() if not r.any()]
+    return all(reached[g].any() for g in output_groups(instance)), [g for g, r in reached.items() if not r.any()]
 
 
 def always_read(instance: NetworkInstance) -> np.ndarray:
     """Per global channel (:class:`rcprune.network.kernels.FlatNetwork` order), whether it counts as read
     whatever the consumers keep: fixed channels and every channel of a group no layer consumes."""
-    return np.concatenate([g.fixed_mask | (not g.consumers) for g in instance.groups]).astype(np.bool_)
+    return np.concatenate([_read_anyway(g) for g in instance.groups]).astype(np.bool_)
 
 
 @jit(nogil=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs
+from rcprune.network.cleanup import drop_unread_rows, input_reaches_outputs, output_groups
 from rcprune.network.floor import fix_channels
 from rcprune.network.granularity import coarsen, refine
 from rcprune.network.group_space import group_rankings
@@ -35,8 +35,8 @@ def cut_to_protect(instance: NetworkInstance, unreached: list[str]) -> str:
     for gi in instance.groups:
         if gi.input:
             g.add_edge("<source>", gi.name)
-        if (gi.protected or not gi.consumers) and not gi.input:
-            g.add_edge(gi.name, "<sink>")
+    for name in output_groups(instance):
+        g.add_edge(name, "<sink>")
     for li in instance.layers:
         for src, _ in li.inputs:
             g.add_edge(src, li.output)
