@@ -34,11 +34,11 @@ from rcprune.network.granularity import GROUP_METHODS
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.compact import compact
-from rcprune.torch.data import digits_loaders, mnist_loaders
+from rcprune.torch.data import calibration_batches, digits_loaders, mnist_loaders
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.latency import time_forms, torch_threads
 from rcprune.torch.latency_table import latency_table
-from rcprune.torch.pipeline import prune
+from rcprune.torch.pipeline import masks_on_original, prune
 
 __all__ = ["run_pareto", "summarize", "evaluate_goals", "format_report", "write_report", "DATASETS"]
 
@@ -47,6 +47,8 @@ GRANULARITIES = ("column", "channel", "group")
 DEFAULT_GRANULARITIES = ("column", "channel")
 METHODS = ("network-greedy", "network-annealing")
 LATENCY_MODELS = ("resnet18",)
+SCORES = ("l1", "hessian")               # the RC objective: data-free, or on CALIBRATION_IMAGES training images
+CALIBRATION_IMAGES = 512
 TP_VARIANTS = {"tp-l1-per-layer": False, "tp-l1-global": True}
 TARGET_METHOD = "tp-l1-per-layer"       # its measured speedups are the targets rcprune is asked for
 ACC_TOL = 0.001                          # one MNIST-5k test image
@@ -55,7 +57,8 @@ LATENCY_TOL = 0.05                       # goal (c)
 MATCH_SPARSITIES = (0.9, 0.93)           # goal (c)
 
 
-def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model) -> None:
+def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
+                scores=("l1",)) -> None:
     if dataset not in DATASETS:
         raise InvalidInstanceError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
@@ -68,7 +71,8 @@ def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granulariti
     for name, v in (("epochs", epochs), ("train_epochs", train_epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise InvalidInstanceError(f"{name} must be a non-negative integer, got {v!r}")
-    for name, given, known in (("granularities", granularities, GRANULARITIES), ("methods", methods, METHODS)):
+    for name, given, known in (("granularities", granularities, GRANULARITIES), ("methods", methods, METHODS),
+                               ("scores", scores, SCORES)):
         if not given or any(g not in known for g in given):
             raise InvalidInstanceError(f"{name} must be a non-empty subset of {', '.join(known)}, got {given!r}")
     if latency_model is not None and latency_model not in LATENCY_MODELS:
@@ -100,45 +104,54 @@ def _targets(timed: dict[str, dict], sparsities) -> dict[float, float]:
     return {s: base / timed[f"{TARGET_METHOD}@{s}"]["ms"] for s in sparsities}
 
 
-def _label(granularity: str, method: str, floor: float | None = None) -> str:
-    return f"rc-{granularity}-{method.removeprefix('network-')}" + (f"-floor{floor:g}" if floor is not None else "")
+def _label(granularity: str, method: str, floor: float | None = None, scores: str = "l1") -> str:
+    return (f"rc-{granularity}-{method.removeprefix('network-')}" + (f"-floor{floor:g}" if floor is not None else "")
+            + (f"-{scores}" if scores != "l1" else ""))
 
 
-def _rc_runs(cfg: dict) -> list[tuple[str, str, float | None]]:
-    """``(granularity, method, floor)`` of every RC row: each granularity with each method and floor,
-    except that the group space is searched by its own methods (``GROUP_METHODS``: the optimized allocation
-    and the uniform one) whatever ``methods`` says."""
-    return [(g, m, f) for g in cfg["granularities"] for m in (GROUP_METHODS if g == "group" else cfg["methods"])
-            for f in cfg.get("floors", [None])]
+def _rc_runs(cfg: dict) -> list[tuple[str, str, float | None, str]]:
+    """``(granularity, method, floor, scores)`` of every RC row: each granularity with each method, floor and
+    objective, except that the group space is searched by its own methods (``GROUP_METHODS``: the optimized
+    allocation and the uniform one) whatever ``methods`` says."""
+    return [(g, m, f, sc) for g in cfg["granularities"] for m in (GROUP_METHODS if g == "group" else cfg["methods"])
+            for f in cfg.get("floors", [None]) for sc in cfg.get("scores", ["l1"])]
 
 
 def _solver_options(method: str, moves: int) -> dict:
     return {"moves": moves} if method == "network-annealing" else {}
 
 
-def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=None, calibrate=0):
+def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect=(), floor=None, calibrate=0,
+              calibration=None):
     """The masked RC model asked for ``speedup`` and its report, or ``(None, reason)`` when unreachable."""
     try:
         return prune(dense, x, budget="latency", speedup=speedup, latency_table=table, granularity=granularity,
                      method=method, seed=seed, solver_options=opts, compact=False, protect=tuple(protect),
-                     min_channels=floor, calibrate=calibrate)
+                     min_channels=floor, calibrate=calibrate, calibration=calibration)
     except InvalidInstanceError as exc:
         return None, f"skipped: {exc}"
 
 
 def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=None,
-            calibrate=0):
-    """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``."""
-    train, test, x = data
+            calibrate=0, scores="l1"):
+    """Prune, fine-tune (masks fixed), compact with the table: ``(small model or None, row)``. With
+    ``scores="hessian"`` the masks are chosen on the calibration set (``data[3]``) and the zero-shot accuracy
+    is the refit model's; the fine-tune starts from the original weights under those masks, as
+    ``prune(finetune=)`` does."""
+    train, test, x, calib = data
+    calib = calib if scores == "hessian" else None
     with torch_threads(1):   # calibration times like the table: one thread
-        masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor, calibrate)
-    row = {"method": _label(granularity, method, floor), "granularity": granularity, "solver": method, "seed": seed,
-           "target_speedup": speedup, "solver_options": opts}
+        masked, rep = _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect, floor, calibrate,
+                                calib)
+    row = {"method": _label(granularity, method, floor, scores), "granularity": granularity, "solver": method,
+           "seed": seed, "scores": scores, "target_speedup": speedup, "solver_options": opts}
     if masked is None:
         return None, row | {"note": rep, "acc": None}
     # a layer with no kept row: on a plain path (the stem, a block and its shortcut) it cuts the network
     row["dead_layers"] = [le.name for le in rep.result.evaluation.layers if le.density == 0]
     acc0 = evaluate_accuracy(masked, test)
+    if calib is not None:
+        masks_on_original(masked, rep.result.solution, rep.extraction, calib)
     t = time.perf_counter()
     hist = finetune(masked, train, epochs, lr=0.01, seed=seed, desc=row["method"], progress=progress)
     ft_s = time.perf_counter() - t
@@ -155,7 +168,7 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
 
 
 def _tp_row(model, label, sparsity, data, seed, epochs, progress):
-    train, test, _ = data
+    train, test = data[:2]
     model = copy.deepcopy(model)
     acc0 = evaluate_accuracy(model, test)
     t = time.perf_counter()
@@ -167,18 +180,19 @@ def _tp_row(model, label, sparsity, data, seed, epochs, progress):
 
 
 def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, moves,
-            repeats, quick, protect=(), floors=(None,), calibrate=0) -> dict:
+            repeats, quick, protect=(), floors=(None,), calibrate=0, scores=("l1",)) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8,
            "train_epochs": train_epochs, "finetune_epochs": epochs, "seeds": list(seeds),
            "tp_sparsities": list(tp_sparsities), "granularities": list(granularities), "methods": list(methods),
            "latency_model": latency_model, "annealing_moves": moves, "repeats": repeats, "quick": quick,
            "latency_batch": 64, "latency_threads": 1, "train_threads": torch.get_num_threads(),
            "torch": torch.__version__, "seed": seeds[0], "protect": list(protect),
-           "floors": [None if f is None else float(f) for f in floors], "calibrate": calibrate}
+           "floors": [None if f is None else float(f) for f in floors], "calibrate": calibrate,
+           "scores": list(scores), "calibration_images": CALIBRATION_IMAGES}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, finetune_epochs=min(epochs, 1),
                    seeds=list(seeds)[:1], tp_sparsities=list(tp_sparsities)[-2:], methods=["network-greedy"],
-                   annealing_moves=min(moves, 20000), repeats=min(repeats, 5))
+                   annealing_moves=min(moves, 20000), repeats=min(repeats, 5), calibration_images=128)
         cfg["seed"] = cfg["seeds"][0]
     return cfg
 
@@ -203,7 +217,8 @@ def _attach_latency(rows: list[dict], keys: dict[int, str], timed: dict[str, dic
 def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
     """Every fine-tuned model of one seed: ``(rows, {row index: model})``."""
     train, test = _loaders(cfg, seed)
-    data = (train, test, x)
+    calib = calibration_batches(train.dataset.tensors[0], cfg.get("calibration_images", CALIBRATION_IMAGES), seed)
+    data = (train, test, x, calib)
     rows, models = [], {}
     for key, model in tp.items():
         label, s = key.split("@")
@@ -211,10 +226,10 @@ def _seed_rows(cfg, dense, tp, table, targets, x, seed, log, progress):
         rows.append(row | {"target_speedup": targets[float(s)] if label == TARGET_METHOD else None})
         log(f"seed {seed} {key}: acc {row['acc']:.4f} (fine-tune {row['finetune_seconds']:.0f} s)")
     for s, speedup in targets.items():
-        for g, m, floor in _rc_runs(cfg):
+        for g, m, floor, sc in _rc_runs(cfg):
             opts = _solver_options(m, cfg["annealing_moves"])
             small, row = _rc_row(dense, data, table, speedup, g, m, seed, cfg["finetune_epochs"], opts, progress,
-                                 cfg["protect"], floor, cfg.get("calibrate", 0))
+                                 cfg["protect"], floor, cfg.get("calibrate", 0), sc)
             if small is not None:
                 models[len(rows)] = small
                 log(f"seed {seed} {row['method']} @{speedup:.3f}x: acc {row['acc']:.4f}, predicted "
@@ -250,7 +265,7 @@ def _latency_model_part(name: str, cfg: dict, cache_dir: Path, log) -> dict:
                                                       "target_speedup": targets[s]} for s in sparsities]
     models = {0: model} | {i + 1: m for i, m in enumerate(tp.values())}
     for s, speedup in targets.items():
-        for g, m, floor in _rc_runs(cfg):
+        for g, m, floor in dict.fromkeys((g, m, f) for g, m, f, _ in _rc_runs(cfg)):   # random weights: no data
             row = {"method": _label(g, m, floor), "sparsity": s, "target_speedup": speedup}
             try:
                 small, rep = prune(model, x, budget="latency", speedup=speedup, latency_table=table, granularity=g,
@@ -276,7 +291,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
                granularities: Sequence[str] = DEFAULT_GRANULARITIES, methods: Sequence[str] = METHODS,
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
                protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), calibrate: int = 3,
-               threads: int = 1, quick: bool = False,
+               scores: Sequence[str] = ("l1",), threads: int = 1, quick: bool = False,
                progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Run the report card and write ``pareto.json``, ``pareto.md`` and ``pareto.png`` to ``out``.
@@ -312,6 +327,12 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
     calibrate : int
         ``prune(calibrate=)`` for the RC rows of the trained model: rounds of measuring the compacted model
         and rescaling the table's budget (0 trusts the table).
+    scores : sequence of "l1", "hessian"
+        The RC rows' objectives, each row repeated with each: ``"l1"`` (data-free) or ``"hessian"``
+        (``prune(calibration=...)`` on 512 training images drawn with the row's seed: masks chosen on
+        w_ij^2 H_jj scores and refit, labelled ``...-hessian``; its zero-shot accuracy is the refit
+        model's, its fine-tune starts from the original weights under its masks). The latency-only part
+        (random weights) runs the ``"l1"`` rows.
     threads : int
         Torch intra-op threads for training and fine-tuning (latency is always timed on one): on a shared
         machine a second thread that loses its core stalls every parallel region (10x slower epochs).
@@ -325,7 +346,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         What ``pareto.json`` holds: ``config``, ``dense``, ``targets``, ``rows``, ``summary``, ``goals``,
         ``latency_model``, ``runtime_seconds``.
     """
-    _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model)
+    _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, scores)
     if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
         raise InvalidInstanceError(f"calibrate must be a non-negative integer, got {calibrate!r}")
     if not floors or any(f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1)
@@ -335,16 +356,16 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
     with torch_threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                    annealing_moves, repeats, quick, progress, log, protect, floors, calibrate)
+                    annealing_moves, repeats, quick, progress, log, protect, floors, calibrate, scores)
 
 
 def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-         annealing_moves, repeats, quick, progress, log, protect, floors=(None,), calibrate=0) -> dict:
+         annealing_moves, repeats, quick, progress, log, protect, floors=(None,), calibrate=0, scores=("l1",)) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                  annealing_moves, repeats, quick, protect, floors, calibrate)
+                  annealing_moves, repeats, quick, protect, floors, calibrate, scores)
     cache_dir = out / "latency-tables"
     torch.manual_seed(cfg["seed"])
     train, test = _loaders(cfg, cfg["seed"])
@@ -523,6 +544,8 @@ def format_report(result: dict) -> str:
              + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
              + (f", protecting {', '.join(cfg['protect'])}" if cfg.get("protect") else "")
              + (f", channel floors {cfg['floors']} (None: prune's default)" if cfg.get("floors", [None]) != [None] else "")
+             + (f", objectives {cfg['scores']} (hessian: {cfg['calibration_images']} calibration images)"
+                if cfg.get("scores", ["l1"]) != ["l1"] else "")
              + (f", latency calibrated by up to {cfg['calibrate']} measured rounds" if cfg.get("calibrate") else "")
              + f", asked for TP per-layer's measured speedups (phase 1 timing). Latency: CPU, batch "
              f"{cfg['latency_batch']}, {cfg['latency_threads']} thread, median of {cfg['repeats']} interleaved rounds, "

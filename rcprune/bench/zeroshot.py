@@ -40,7 +40,7 @@ from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.batchnorm import reestimate_batchnorm
-from rcprune.torch.data import digits_loaders, digits_tensors, mnist_loaders, mnist_tensors
+from rcprune.torch.data import calibration_batches, digits_loaders, digits_tensors, mnist_loaders, mnist_tensors
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.masking import apply
 from rcprune.torch.pipeline import prune
@@ -71,10 +71,7 @@ def _data(cfg: dict, seed: int):
     else:
         xtr = digits_tensors(cfg["size"])[0]
         train, test = digits_loaders(cfg["size"], seed=seed)
-    pick = torch.from_numpy(np.random.default_rng(seed).choice(len(xtr), min(cfg["calibration"], len(xtr)),
-                                                                replace=False))
-    calib = list(xtr[pick].split(64))
-    return train, test, calib
+    return train, test, calibration_batches(xtr, cfg["calibration"], seed)
 
 
 def _facts(report, started: float) -> dict:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["digits_tensors", "digits_loaders", "mnist_tensors", "mnist_loaders"]
+__all__ = ["digits_tensors", "digits_loaders", "mnist_tensors", "mnist_loaders", "calibration_batches"]
 
 
 def _check_size(size, low: int, high: int) -> int:
@@ -83,3 +83,17 @@ def mnist_loaders(size: int = 28, *, batch_size: int = 64, seed: int = 0):
     """MNIST-5k ``(train_loader, test_loader)``; the training loader shuffles with a generator seeded by
     ``seed``; the split is the same for every seed."""
     return _loaders(mnist_tensors(size), batch_size, seed)
+
+
+def calibration_batches(images: torch.Tensor, n: int, seed: int, batch_size: int = 64) -> list[torch.Tensor]:
+    """``n`` of ``images`` drawn without replacement with ``seed`` (all of them when there are fewer), in
+    batches: the calibration set of data-aware pruning (``prune(calibration=)``).
+
+    >>> xtr = mnist_tensors()[0]
+    >>> [tuple(b.shape) for b in calibration_batches(xtr, 100, seed=0)]
+    [(64, 1, 28, 28), (36, 1, 28, 28)]
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidInstanceError(f"the calibration set needs a positive number of images, got {n!r}")
+    pick = torch.from_numpy(np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False))
+    return list(images[pick].split(batch_size))

@@ -16,7 +16,8 @@ from rcprune.validation import InvalidInstanceError  # noqa: E402
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto")
-    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1", "--floors", "default,0"]) == 0
+    assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1", "--floors", "default,0",
+                 "--scores", "l1,hessian"]) == 0
     return out, json.loads((out / "pareto.json").read_text())
 
 
@@ -28,9 +29,13 @@ def test_quick_writes_files_and_every_row(quick):
     assert cfg["quick"] and cfg["dataset"] == "digits" and cfg["seeds"] == [0] and cfg["latency_threads"] == 1
     assert cfg["tp_sparsities"] == [0.9, 0.93] and cfg["protect"] == ["conv1"]
     keys = {(r["method"], r["sparsity"], r["seed"]) for r in result["rows"] if r["method"] != "dense"}
-    methods = ["tp-l1-per-layer", "tp-l1-global", "rc-column-greedy", "rc-channel-greedy", "rc-column-greedy-floor0",
-               "rc-channel-greedy-floor0"]
+    rc = ["rc-column-greedy", "rc-channel-greedy", "rc-column-greedy-floor0", "rc-channel-greedy-floor0"]
+    methods = ["tp-l1-per-layer", "tp-l1-global", *rc, *(m + "-hessian" for m in rc)]
     assert keys == {(m, s, 0) for m in methods for s in (0.9, 0.93)}
+    assert cfg["scores"] == ["l1", "hessian"] and cfg["calibration_images"] == 128
+    for r in result["rows"]:
+        if r["method"].startswith("rc-"):
+            assert r["scores"] == ("hessian" if r["method"].endswith("-hessian") else "l1")
     targets = {float(s): v for s, v in result["targets"]["speedups"].items()}
     dense = next(r for r in result["rows"] if r["method"] == "dense")
     for r in result["rows"]:
@@ -100,6 +105,7 @@ def test_summary_mean_and_sd_over_seeds():
     ({"epochs": -1}, "epochs must be a non-negative integer"),
     ({"threads": 0}, "threads must be a positive integer"),
     ({"floors": (1.5,)}, "floors must be a non-empty sequence of shares"),
+    ({"scores": ("l2",)}, "scores must be a non-empty subset of l1, hessian"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(InvalidInstanceError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -110,10 +116,13 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
 def test_group_rows_run_the_group_methods_with_every_floor():
     cfg = {"granularities": ["channel", "group"], "methods": ["network-greedy", "network-annealing"],
            "floors": [None, 0.0]}
-    assert _rc_runs(cfg) == [("channel", "network-greedy", None), ("channel", "network-greedy", 0.0),
-                             ("channel", "network-annealing", None), ("channel", "network-annealing", 0.0),
-                             ("group", "network-group", None), ("group", "network-group", 0.0),
-                             ("group", "network-uniform", None), ("group", "network-uniform", 0.0)]
+    assert _rc_runs(cfg) == [("channel", "network-greedy", None, "l1"), ("channel", "network-greedy", 0.0, "l1"),
+                             ("channel", "network-annealing", None, "l1"), ("channel", "network-annealing", 0.0, "l1"),
+                             ("group", "network-group", None, "l1"), ("group", "network-group", 0.0, "l1"),
+                             ("group", "network-uniform", None, "l1"), ("group", "network-uniform", 0.0, "l1")]
+    cfg = {"granularities": ["group"], "methods": ["network-greedy"], "scores": ["l1", "hessian"]}
+    assert _rc_runs(cfg) == [("group", "network-group", None, "l1"), ("group", "network-group", None, "hessian"),
+                             ("group", "network-uniform", None, "l1"), ("group", "network-uniform", None, "hessian")]
 
 
 def test_cli_reports_bad_arguments(tmp_path, capsys):

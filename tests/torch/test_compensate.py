@@ -197,3 +197,27 @@ def test_finetune_after_calibration_starts_from_the_original_weights(resnet, mon
         keep = w != 0
         assert torch.equal(w[keep], dense[name].weight[keep]), name
     assert any(not torch.equal(a, b) for a, b in zip(starts[0].values(), starts[1].values()))   # the refit start
+
+
+def test_masks_on_original_keeps_the_masks_over_the_dense_weights(resnet):
+    from rcprune.torch.batchnorm import reestimate_batchnorm
+    from rcprune.torch.pipeline import masks_on_original
+
+    model, x, _ = resnet
+    work, rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=[x])
+    refit = {n: m.weight.detach().clone() for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
+    masks_on_original(work, rep.result.solution, rep.extraction, [x])
+    dense = dict(model.named_modules())
+    expected = copy.deepcopy(model)
+    apply(expected, rep.result.solution, rep.extraction)
+    reestimate_batchnorm(expected, [x])
+    for name, m in work.named_modules():
+        if isinstance(m, nn.Conv2d):
+            keep = refit[name] != 0
+            assert torch.equal(m.weight[keep], dense[name].weight[keep]) and not m.weight[~keep].any(), name
+        if isinstance(m, nn.BatchNorm2d):
+            other = dict(expected.named_modules())[name]
+            assert torch.allclose(m.running_mean, other.running_mean) and torch.allclose(m.running_var, other.running_var)
+    assert any(not torch.equal(refit[n], dict(work.named_modules())[n].weight) for n in refit)   # the refit is gone
+    restore(work)      # still reversible: the dense weights come back
+    assert all(torch.equal(m.weight, dense[n].weight) for n, m in work.named_modules() if isinstance(m, nn.Conv2d))

@@ -45,3 +45,16 @@ def test_loaders_are_seeded():
     other = [y.tolist() for _, y in mnist_loaders(batch_size=500, seed=4)[0]]
     assert first == again != other
     assert sorted(sum(first, [])) == sorted(np.repeat(np.arange(10), 400).tolist())
+
+
+def test_calibration_batches_are_a_seeded_sample_without_repeats():
+    from rcprune.torch.data import calibration_batches
+
+    x = torch.arange(300, dtype=torch.float32)[:, None]
+    a, b, c = (torch.cat(calibration_batches(x, 100, seed)) for seed in (0, 0, 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(a) == 100 and len(set(a[:, 0].tolist())) == 100
+    assert len(torch.cat(calibration_batches(x, 1000, 0))) == 300       # fewer images than asked: all of them
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InvalidInstanceError, match="positive number of images"):
+            calibration_batches(x, bad, 0)
