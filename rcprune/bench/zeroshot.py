@@ -18,10 +18,14 @@ statistics). Rows, each at every sparsity:
   allocation, the network's columns kept, refit);
 * unstructured weight selection (``retention_prune``, every conv and linear layer, OBC per layer with its
   refit, sequential calibration against the dense layers): ``retention-uniform`` (the same sparsity in every
-  layer) and ``retention-curves`` (the budget split by the layers' error curves, ``allocation="curves"``).
+  layer) and ``retention-curves`` (the budget split by the layers' error curves, ``allocation="curves"``);
+  ``retention-curves-masks``: retention-curves' masks on the original weights (no refit), BatchNorm
+  re-estimated; and their data-free anchor ``magnitude-global`` (one |w| threshold over every conv and
+  linear layer, :func:`rcprune.torch.feather.global_magnitude_prune`; at retention-curves' kept weights
+  where that row runs).
 
-Fine-tuned rows (``--epochs``, lr 0.01, masks fixed, the same recipe as ``bench pareto``): magnitude-rc,
-data-aware-rc, selection-only, score-allocation and tp-l1 at the fine-tune sparsities.
+Fine-tuned rows (``--epochs``, lr 0.01, masks fixed, the same recipe as ``bench pareto``): every row but
+l1-allocation and refit-only, at the fine-tune sparsities.
 """
 from __future__ import annotations
 
@@ -36,21 +40,25 @@ import torch
 import torch.nn as nn
 
 from rcprune.bench.demo import _dense_model, _prunable_weights, _tp_prune
+from rcprune.bench.retention_demo import _kept_weights
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.data import calibration_batches, digits_loaders, digits_tensors, mnist_loaders, mnist_tensors
 from rcprune.torch.finetune import evaluate_accuracy, finetune
-from rcprune.torch.masking import apply
+from rcprune.torch.feather import global_magnitude_prune
+from rcprune.torch.masking import apply, restore
+from rcprune.torch.rcmask import keep_mask, register
 from rcprune.torch.pipeline import prune
 from rcprune.torch.retention import retention_prune
 
 __all__ = ["run_zeroshot", "summarize_zeroshot", "format_zeroshot", "ZERO_SHOT_ROWS", "FINETUNE_ROWS"]
 
 ZERO_SHOT_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation", "l1-allocation",
-                  "refit-only", "retention-uniform", "retention-curves")
-FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation")
+                  "refit-only", "retention-uniform", "retention-curves", "retention-curves-masks", "magnitude-global")
+FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "score-allocation", "retention-uniform",
+                 "retention-curves", "retention-curves-masks", "magnitude-global")
 
 
 def _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick) -> dict:
@@ -84,6 +92,19 @@ def _facts(report, started: float) -> dict:
     return facts
 
 
+def _masks_on_original(model: nn.Module, calib) -> nn.Module:
+    """A copy of a masked (and refit) ``model`` with the original weights under the same masks, BatchNorm
+    re-estimated on ``calib``."""
+    out = copy.deepcopy(model)
+    keeps = {n: keep_mask(m).clone() for n, m in out.named_modules() if keep_mask(m) is not None}
+    restore(out)
+    for name, m in out.named_modules():
+        if name in keeps:
+            register(m, "weight", keeps[name])
+    reestimate_batchnorm(out, calib)
+    return out
+
+
 def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, tuple[nn.Module, dict]]:
     """The zero-shot models of one sparsity (BatchNorm re-estimated on ``calib``) with their facts."""
     out = {}
@@ -105,7 +126,7 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
         reestimate_batchnorm(sel, calib)
         out["selection-only"] = (sel, {"kept_weights": rep.kept_weights})
     for name, split in (("retention-uniform", "uniform"), ("retention-curves", "curves")):
-        if name in names:
+        if name in names or (name == "retention-curves" and "retention-curves-masks" in names):
             t = time.perf_counter()
             m = copy.deepcopy(dense).eval()
             r = retention_prune(m, calib, sparsity, method="obc", refit=True, sequential=True, allocation=split)
@@ -115,6 +136,16 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
                 facts |= {"curve_error": r.allocation["error"], "curve_lower_bound": r.allocation["lower_bound"],
                           "uniform_curve_error": r.allocation["uniform_error"]}
             out[name] = (m, facts)
+    if "retention-curves-masks" in names:
+        out["retention-curves-masks"] = (_masks_on_original(out["retention-curves"][0], calib),
+                                         {"kept_weights": out["retention-curves"][1]["kept_weights"]})
+    if "magnitude-global" in names:
+        m = copy.deepcopy(dense).eval()
+        total = _kept_weights(m)   # at retention-curves' kept weights where it ran (its per-row floors keep fewer)
+        kept = out["retention-curves"][1]["kept_weights"] if "retention-curves" in out else None
+        global_magnitude_prune(m, sparsity if kept is None else (total - kept) / total)
+        reestimate_batchnorm(m, calib)
+        out["magnitude-global"] = (m, {"kept_weights": _kept_weights(m)})
     for name, kw in (("score-allocation", {"allocation": "scores"}), ("l1-allocation", {"scores": "l1", "allocation": "scores"}),
                      ("refit-only", {"layer_method": "refit"})):
         if name in names:

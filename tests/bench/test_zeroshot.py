@@ -37,8 +37,36 @@ def test_quick_writes_every_row(quick):
         if r["method"] == "retention-curves":   # the uniform split is one of the curves' choices
             assert r["curve_lower_bound"] - 1e-9 <= r["curve_error"]
             assert r["uniform_curve_error"] is None or r["curve_error"] <= r["uniform_curve_error"] + 1e-9
+        if r["method"] in ("retention-curves-masks", "magnitude-global"):   # at retention-curves' kept weights
+            curves = next(c for c in result["rows"] if c["method"] == "retention-curves" and c["sparsity"] == r["sparsity"])
+            assert r["kept_weights"] == curves["kept_weights"]
     md = (out / "zeroshot.md").read_text()
     assert "| data-aware-rc | 0.9 |" in md and "## Goals" in md
+
+
+def test_retention_masks_on_the_original_weights():
+    import copy
+
+    from rcprune.bench.zeroshot import _masks_on_original
+    from rcprune.torch.models import cifar_resnet
+    from rcprune.torch.rcmask import keep_mask
+    from rcprune.torch.retention import retention_prune
+
+    torch.manual_seed(0)
+    dense = cifar_resnet(depth=8, width=4, in_channels=1).eval()
+    x = [torch.randn(16, 1, 8, 8)]
+    refit = copy.deepcopy(dense)
+    retention_prune(refit, x, 0.7, method="obc", refit=True)
+    plain = _masks_on_original(refit, x)
+    modules, originals = dict(refit.named_modules()), dict(dense.named_modules())
+    convs = [n for n, m in plain.named_modules() if keep_mask(m) is not None]
+    assert convs
+    for name in convs:
+        keep = keep_mask(modules[name])
+        assert torch.equal(keep_mask(dict(plain.named_modules())[name]), keep)
+        w = dict(plain.named_modules())[name].weight
+        assert torch.equal(w[keep], originals[name].weight[keep]) and not w[~keep].any()
+    assert any(not torch.equal(modules[n].weight, dict(plain.named_modules())[n].weight) for n in convs)   # refit gone
 
 
 def test_goals_read_the_summary():
