@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch.nn as nn
 
 from rcprune.compensation import quadratic_forms
 from rcprune.retention.model import RetentionInstance

@@ -21,7 +21,7 @@ import numpy as np
 from rcprune.matrix import kernels
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Evaluation, Solution, check_solution, is_feasible
-from rcprune.validation import (InvalidInstanceError, as_array, check_budget, check_mask, check_matrix, check_metadata,
+from rcprune.validation import (InvalidInstanceError, check_budget, check_matrix, check_metadata,
                                 check_name, check_scores)
 
 __all__ = ["Instance", "Solution", "Evaluation", "evaluate", "maximal_shapes"]

@@ -37,7 +37,7 @@ def row_errors_reference(weights: np.ndarray, hessian: np.ndarray, mask: np.ndar
     (w - v)^T H (w - v), solved with ``lstsq`` row by row. O(m (k^3 + n^2))."""
     out = np.empty(weights.shape[0])
     for i, (w, keep) in enumerate(zip(weights, mask)):
-        s, p = np.flatnonzero(keep), np.flatnonzero(~keep)
+        s = np.flatnonzero(keep)
         v = np.zeros_like(w)
         if s.size:
             v[s] = np.linalg.lstsq(hessian[np.ix_(s, s)], hessian[s] @ w, rcond=None)[0]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from rcprune.network.model import NetworkSolution
-from rcprune.torch import apply, compact, extract, prune, restore
+from rcprune.torch import apply, extract, prune, restore
 from rcprune.torch.compensate import compensate
 from rcprune.torch.rcmask import keep_mask
 from rcprune.validation import InvalidInstanceError

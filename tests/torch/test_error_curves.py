@@ -6,7 +6,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
