@@ -622,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tp-sparsities", default=None,
                    help="pareto: Torch-Pruning's removed shares, the latency targets (default 0.5,0.75,0.9,0.93)")
     b.add_argument("--methods", default=None,
-                   help="pareto: network methods (default network-greedy,network-annealing); large-layer: retention "
+                   help="pareto: network methods (default network-greedy,network-annealing); zeroshot: rows (default all, "
+                        "rcprune.bench.zeroshot.ZERO_SHOT_ROWS); large-layer: retention "
                         "methods (default sparsegpt,compensated-tabu); parallel: the retention method (default "
                         "compensated-tabu); feather: rows (default magnitude,feather; also "
                         "feather-learned, magnitude-rc, feather-rc)")
