@@ -17,7 +17,10 @@ rows at the same RC budget: ``magnitude-rc`` (:func:`rcprune.torch.prune` on |w|
 only, then the masked fine-tune), ``rc-distill`` (the same masks, fine-tuned with distillation from the
 dense model: ``teacher=``, T = 4, alpha = 0.5), ``rc-regenerate`` (the same masks, ``regenerate=True``),
 ``feather-rc`` (``structure="rc"``, network-greedy every 10 steps), ``feather-rc-distill`` (the same with
-distillation from the dense model), and ``tp-l1`` (Torch-Pruning L1
+distillation from the dense model), ``data-aware-rc`` (the masks of ``prune(calibration=...)`` on 512
+training images drawn with the seed: the budget split by the layers' error curves, the columns chosen on
+the error after the refit; fine-tuned from the original weights under those masks, as
+``prune(finetune=)`` does), ``data-aware-rc-distill`` (the same start, distillation), and ``tp-l1`` (Torch-Pruning L1
 per-layer channel pruning with the largest kept conv + linear weights not above the same budget, then the
 same fine-tune; the ``bench`` extra), ``tp-l1-distill`` (the same with distillation: the anchor for
 ``rc-distill``). Every row trains the same epochs with the same recipe.
@@ -39,10 +42,10 @@ from rcprune.bench.demo import _dense_model
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
-from rcprune.torch.data import digits_loaders, mnist_loaders
+from rcprune.torch.data import calibration_batches, digits_loaders, mnist_loaders
 from rcprune.torch.feather import global_magnitude_prune, prunable_layers
 from rcprune.torch.finetune import evaluate_accuracy, feather, finetune
-from rcprune.torch.pipeline import prune
+from rcprune.torch.pipeline import masks_on_original, prune
 from rcprune.torch.rcmask import keep_mask
 
 __all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "format_feather", "FEATHER_ROWS",
@@ -50,9 +53,12 @@ __all__ = ["run_feather_bench", "summarize_feather", "evaluate_feather_goals", "
 
 FEATHER_ROWS = ("magnitude", "feather")
 OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill",
-                 "tp-l1", "tp-l1-distill")
-RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill")   # recoveries of the RC budget, judged against magnitude-rc
-MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "tp-l1", "tp-l1-distill")   # pruned, then fine-tuned
+                 "data-aware-rc", "data-aware-rc-distill", "tp-l1", "tp-l1-distill")
+# recoveries of the RC budget (a better start or a better fine-tune), judged against magnitude-rc
+RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill", "data-aware-rc", "data-aware-rc-distill")
+MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "data-aware-rc", "data-aware-rc-distill",
+               "tp-l1", "tp-l1-distill")   # pruned, then fine-tuned
+CALIBRATION_IMAGES = 512
 
 
 def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
@@ -135,7 +141,8 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                 t = time.perf_counter()
                 row = {"method": method, "seed": seed, "sparsity": s}
                 if method in MASKED_ROWS:
-                    model, options = _pruned(method, dense, example, s)
+                    calib = calibration_batches(train.dataset.tensors[0], CALIBRATION_IMAGES, seed)
+                    model, options = _pruned(method, dense, example, s, calib)
                     row["acc_zero_shot"] = evaluate_accuracy(model, test)
                     hist = finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
                                     desc=f"{method} {s:g}", **options)
@@ -159,8 +166,9 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
     return result
 
 
-def _pruned(method: str, dense, example, sparsity: float):
-    """The pruned copy of ``dense`` for a row that prunes first and then fine-tunes, with its fine-tune options."""
+def _pruned(method: str, dense, example, sparsity: float, calib=None):
+    """The pruned copy of ``dense`` for a row that prunes first and then fine-tunes, with its fine-tune options
+    (``calib``: the data-aware rows' calibration batches)."""
     if method == "magnitude":
         model = copy.deepcopy(dense)
         global_magnitude_prune(model, sparsity)
@@ -170,10 +178,13 @@ def _pruned(method: str, dense, example, sparsity: float):
         total = sum(_prunable_weights(dense).values())
         options = {"teacher": copy.deepcopy(dense).eval()} if method == "tp-l1-distill" else {}
         return _tp_prune(dense, example, int((1 - sparsity) * total), global_pruning=False), options
+    teacher = {"teacher": copy.deepcopy(dense).eval()}
+    if method.startswith("data-aware-rc"):
+        model, rep = prune(dense, example, sparsity=sparsity, compact=False, calibration=calib)
+        masks_on_original(model, rep.result.solution, rep.extraction, calib)
+        return model, teacher if method.endswith("distill") else {}
     model, _ = prune(dense, example, sparsity=sparsity, compact=False)
-    options = {"rc-distill": {"teacher": copy.deepcopy(dense).eval()},
-               "rc-regenerate": {"regenerate": True}}.get(method, {})
-    return model, options
+    return model, {"rc-distill": teacher, "rc-regenerate": {"regenerate": True}}.get(method, {})
 
 
 def _stats(values) -> tuple[float, float]:

@@ -64,3 +64,22 @@ def test_rc_recovery_goal_needs_more_than_the_seed_sd():
     rows.append({"method": "tp-l1", "sparsity": 0.98, "acc": 0.95, "acc_sd": 0.0})
     goals = [g for g in evaluate_feather_goals(rows) if "Torch-Pruning" in g["goal"]]
     assert [g["passed"] for g in goals] == [False] and goals[0]["value"] == pytest.approx(-0.047)
+
+
+def test_data_aware_rows_start_from_the_original_weights_under_the_data_aware_masks():
+    from rcprune.bench.feather import _pruned
+    from rcprune.torch.models import cifar_resnet
+    from rcprune.torch.rcmask import keep_mask
+
+    torch.manual_seed(0)
+    dense = cifar_resnet(depth=8, width=4, in_channels=1).eval()
+    calib = [torch.randn(32, 1, 8, 8)]
+    model, options = _pruned("data-aware-rc", dense, calib[0][:1], 0.7, calib)
+    _, distill = _pruned("data-aware-rc-distill", dense, calib[0][:1], 0.7, calib)
+    assert options == {} and set(distill) == {"teacher"}
+    originals = dict(dense.named_modules())
+    masked = [(n, m) for n, m in model.named_modules() if keep_mask(m) is not None]
+    assert masked
+    for name, m in masked:
+        keep = keep_mask(m)
+        assert torch.equal(m.weight[keep], originals[name].weight[keep]) and not m.weight[~keep].any()
