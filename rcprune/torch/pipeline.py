@@ -399,7 +399,8 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
     result then reports the cost of what is kept and ``info["unread_rows_dropped"]``.
     ``"network-greedy"`` (unless ``solver_options`` sets ``drop_unread``) is run as the instance's
     objective counts kept rows and, where that solve kept unread rows, reconnected or under-spent, again
-    comparing its candidates with the unread rows dropped; the cheaper cleaned solution is kept
+    comparing its candidates with the unread rows dropped (from the instance and, where the first solve
+    reconnected, from its reconnected instance too); the cheapest cleaned solution is kept
     (:func:`rcprune.torch.connected_solve.solve_best_connected`). When what is kept still leaves more
     than 2% of the budget unspent, the solve is repeated at up to 4 larger solver budgets and the cheapest
     cleaned solution within the asked budget is kept (``info["respend"]`` lists the rounds; measured on
