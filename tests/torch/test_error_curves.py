@@ -13,6 +13,7 @@ import rcprune
 from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.solution import Solution
 from rcprune.torch import extract, prune
+from rcprune.network.curve_allocation import allocate_by_curves
 from rcprune.torch.error_curves import curve_of, error_curves, shape_grid
 from rcprune.validation import InvalidInstanceError
 
@@ -75,7 +76,9 @@ def test_curves_of_a_network_and_the_batchnorm_gain():
     assert set(curves) == set(ext.layers)
     for name, (k, e) in curves.items():
         size = int(np.prod(ext.layers[name].weight_shape))
-        assert k[0] == 0 and k[-1] == size and len(k) == 9
+        even = np.round(np.linspace(0, size, 9)).astype(np.int64)
+        assert np.all(np.isin(even, k)) and k[1] == 1 and np.all(np.diff(k) > 0)   # and log-spaced below size/8
+        assert np.sum(k < size / 8) > 2
         assert e[-1] == pytest.approx(0.0, abs=1e-9 * max(e[0], 1)) and np.all(np.diff(e) <= 1e-9 * e[0])
     bn = model.layer1[0].bn1
     with torch.no_grad():
@@ -109,6 +112,16 @@ def test_prune_allocates_by_the_curves_within_the_budget():
     assert default.result.info["curve_allocation"] == alloc
     with torch.no_grad():
         torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_curves_reach_a_budget_of_a_few_percent():
+    # evenly spaced counts alone kept every layer at 1/points of itself at least: 98% was refused
+    model, x, _ = calibrated_resnet()
+    masked, rep = prune(model, x[:1], sparsity=0.98, compact=False, calibration=[x[:24], x[24:]])
+    assert "curve_allocation" in rep.result.info and rep.result.feasible
+    assert 0 < rep.kept_weights <= rep.budget
+    with pytest.raises(InvalidInstanceError, match="below the least the curves allow"):
+        allocate_by_curves({"a": (np.array([4, 8]), np.array([1.0, 0.0]))}, 3)
 
 
 @pytest.mark.parametrize("kwargs, match", [
