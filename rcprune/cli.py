@@ -633,8 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel: joblib backend: loky (default), threading, dask (rcprune[dask]), ray (rcprune[ray])")
     b.add_argument("--granularities", default=None, help="pareto: column,channel,group (default column,channel; group "
                    "rows run network-group and network-uniform)")
-    b.add_argument("--calibrate", type=int, default=3,
-                   help="pareto: rounds of measuring each RC model and rescaling the table's budget (0: trust the table)")
+    b.add_argument("--calibrate", type=int, default=6,
+                   help="pareto: at most this many rounds of measuring each RC model and correcting the table's "
+                        "budget, stopped within 2%% of the target (0: trust the table)")
     b.add_argument("--floors", default=None,
                    help="pareto: comma-separated channel floors (prune(min_channels=)), each RC row with each; "
                         "'default' is prune's default (the default)")
