@@ -42,7 +42,7 @@ from rcprune.bench.demo import _dense_model
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
-from rcprune.torch.data import calibration_batches, digits_loaders, mnist_loaders
+from rcprune.torch.data import CALIBRATION_IMAGES, calibration_batches, digits_loaders, mnist_loaders
 from rcprune.torch.feather import global_magnitude_prune, prunable_layers
 from rcprune.torch.finetune import evaluate_accuracy, feather, finetune
 from rcprune.torch.pipeline import masks_on_original, prune
@@ -58,7 +58,6 @@ OPTIONAL_ROWS = ("feather-learned", "magnitude-rc", "rc-distill", "rc-regenerate
 RC_RECOVERY = ("rc-distill", "rc-regenerate", "feather-rc", "feather-rc-distill", "data-aware-rc", "data-aware-rc-distill")
 MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "data-aware-rc", "data-aware-rc-distill",
                "tp-l1", "tp-l1-distill")   # pruned, then fine-tuned
-CALIBRATION_IMAGES = 512
 
 
 def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
@@ -141,7 +140,8 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
                 t = time.perf_counter()
                 row = {"method": method, "seed": seed, "sparsity": s}
                 if method in MASKED_ROWS:
-                    calib = calibration_batches(train.dataset.tensors[0], CALIBRATION_IMAGES, seed)
+                    calib = (calibration_batches(train.dataset.tensors[0], CALIBRATION_IMAGES, seed)
+                             if method.startswith("data-aware-rc") else None)
                     model, options = _pruned(method, dense, example, s, calib)
                     row["acc_zero_shot"] = evaluate_accuracy(model, test)
                     hist = finetune(model, train, cfg["epochs"], lr=cfg["lr"], seed=seed, progress=progress,
@@ -181,7 +181,7 @@ def _pruned(method: str, dense, example, sparsity: float, calib=None):
     teacher = {"teacher": copy.deepcopy(dense).eval()}
     if method.startswith("data-aware-rc"):
         model, rep = prune(dense, example, sparsity=sparsity, compact=False, calibration=calib)
-        masks_on_original(model, rep.result.solution, rep.extraction, calib)
+        masks_on_original(model, calib)
         return model, teacher if method.endswith("distill") else {}
     model, _ = prune(dense, example, sparsity=sparsity, compact=False)
     return model, {"rc-distill": teacher, "rc-regenerate": {"regenerate": True}}.get(method, {})

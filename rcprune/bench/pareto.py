@@ -34,7 +34,7 @@ from rcprune.network.granularity import GROUP_METHODS
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.compact import compact
-from rcprune.torch.data import calibration_batches, digits_loaders, mnist_loaders
+from rcprune.torch.data import CALIBRATION_IMAGES, calibration_batches, digits_loaders, mnist_loaders
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.latency import time_forms, torch_threads
 from rcprune.torch.latency_table import latency_table
@@ -48,7 +48,6 @@ DEFAULT_GRANULARITIES = ("column", "channel")
 METHODS = ("network-greedy", "network-annealing")
 LATENCY_MODELS = ("resnet18",)
 SCORES = ("l1", "hessian")               # the RC objective: data-free, or on CALIBRATION_IMAGES training images
-CALIBRATION_IMAGES = 512
 TP_VARIANTS = {"tp-l1-per-layer": False, "tp-l1-global": True}
 TARGET_METHOD = "tp-l1-per-layer"       # its measured speedups are the targets rcprune is asked for
 ACC_TOL = 0.001                          # one MNIST-5k test image
@@ -151,7 +150,7 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
     row["dead_layers"] = [le.name for le in rep.result.evaluation.layers if le.density == 0]
     acc0 = evaluate_accuracy(masked, test)
     if calib is not None:
-        masks_on_original(masked, rep.result.solution, rep.extraction, calib)
+        masks_on_original(masked, calib)
     t = time.perf_counter()
     hist = finetune(masked, train, epochs, lr=0.01, seed=seed, desc=row["method"], progress=progress)
     ft_s = time.perf_counter() - t

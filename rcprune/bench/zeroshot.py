@@ -45,12 +45,11 @@ from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.batchnorm import reestimate_batchnorm
-from rcprune.torch.data import calibration_batches, digits_loaders, digits_tensors, mnist_loaders, mnist_tensors
+from rcprune.torch.data import CALIBRATION_IMAGES, calibration_batches, digits_loaders, digits_tensors, mnist_loaders, mnist_tensors
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.feather import global_magnitude_prune
-from rcprune.torch.masking import apply, restore
-from rcprune.torch.rcmask import keep_mask, register
-from rcprune.torch.pipeline import prune
+from rcprune.torch.masking import apply
+from rcprune.torch.pipeline import masks_on_original, prune
 from rcprune.torch.retention import retention_prune
 
 __all__ = ["run_zeroshot", "summarize_zeroshot", "format_zeroshot", "ZERO_SHOT_ROWS", "FINETUNE_ROWS"]
@@ -92,19 +91,6 @@ def _facts(report, started: float) -> dict:
     return facts
 
 
-def _masks_on_original(model: nn.Module, calib) -> nn.Module:
-    """A copy of a masked (and refit) ``model`` with the original weights under the same masks, BatchNorm
-    re-estimated on ``calib``."""
-    out = copy.deepcopy(model)
-    keeps = {n: keep_mask(m).clone() for n, m in out.named_modules() if keep_mask(m) is not None}
-    restore(out)
-    for name, m in out.named_modules():
-        if name in keeps:
-            register(m, "weight", keeps[name])
-    reestimate_batchnorm(out, calib)
-    return out
-
-
 def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, tuple[nn.Module, dict]]:
     """The zero-shot models of one sparsity (BatchNorm re-estimated on ``calib``) with their facts."""
     out = {}
@@ -137,8 +123,9 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
                           "uniform_curve_error": r.allocation["uniform_error"]}
             out[name] = (m, facts)
     if "retention-curves-masks" in names:
-        out["retention-curves-masks"] = (_masks_on_original(out["retention-curves"][0], calib),
-                                         {"kept_weights": out["retention-curves"][1]["kept_weights"]})
+        plain = copy.deepcopy(out["retention-curves"][0])
+        masks_on_original(plain, calib)
+        out["retention-curves-masks"] = (plain, {"kept_weights": out["retention-curves"][1]["kept_weights"]})
     if "magnitude-global" in names:
         m = copy.deepcopy(dense).eval()
         total = _kept_weights(m)   # at retention-curves' kept weights where it ran (its per-row floors keep fewer)
@@ -157,7 +144,7 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
 
 def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                  sparsities: Sequence[float] = (0.5, 0.7, 0.9, 0.93), finetune_sparsities: Sequence[float] = (0.9, 0.93),
-                 epochs: int = 15, calibration: int = 512, quick: bool = False, log=print, progress: bool = False,
+                 epochs: int = 15, calibration: int = CALIBRATION_IMAGES, quick: bool = False, log=print, progress: bool = False,
                  methods: Sequence[str] | None = None) -> dict:
     """Run the benchmark; writes ``zeroshot.json`` and ``zeroshot.md`` into ``out`` (the dense model is
     cached there too) and returns the result dict (``rows``, ``summary``, ``goals``). ``methods``: a subset

@@ -17,7 +17,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rcprune.validation import InvalidInstanceError
 
-__all__ = ["digits_tensors", "digits_loaders", "mnist_tensors", "mnist_loaders", "calibration_batches"]
+__all__ = ["digits_tensors", "digits_loaders", "mnist_tensors", "mnist_loaders", "calibration_batches",
+           "CALIBRATION_IMAGES"]
+
+CALIBRATION_IMAGES = 512   # the benches' calibration set (data-aware pruning), as OBC and SparseGPT use
 
 
 def _check_size(size, low: int, high: int) -> int:

@@ -23,7 +23,7 @@ from rcprune.validation import InvalidInstanceError
 from rcprune.torch.extract import Extraction, extraction_of
 from rcprune.torch.rcmask import rc_mask, register, unregister
 
-__all__ = ["apply", "bake", "restore", "is_masked", "layer_masks"]
+__all__ = ["apply", "bake", "restore", "originals_under_masks", "is_masked", "layer_masks"]
 
 
 def layer_masks(extraction: Extraction, solution: NetworkSolution) -> dict[str, dict[str, torch.Tensor]]:
@@ -73,6 +73,25 @@ def restore(model: nn.Module) -> nn.Module:
     touch, such as BatchNorm running statistics, stay as training left them.
     """
     return _remove(model, bake=False)
+
+
+def originals_under_masks(model: nn.Module) -> nn.Module:
+    """Put the original values back under the masks, the masks kept: every masked tensor is again as
+    :func:`apply` left it, whatever a refit or training wrote since (the same parameter objects, so
+    optimizers built on them keep working). In place; returns ``model``.
+
+    Only rcprune's masks keep the originals apart from the trainable values; a ``torch.nn.utils.prune``
+    mask trains its ``<name>_orig`` itself, so a model with one is an error."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            for pname in ("weight", "bias"):
+                rc = rc_mask(module, pname)
+                if rc is not None:
+                    rc.value.copy_(module.parametrizations[pname].original)
+                elif hasattr(module, pname + "_mask") and hasattr(module, pname + "_orig"):
+                    raise InvalidInstanceError(f"{name or 'the model'}.{pname} carries a torch.nn.utils.prune mask, "
+                                               "which keeps no original values apart from the trained ones")
+    return model
 
 
 def bake(model: nn.Module) -> nn.Module:

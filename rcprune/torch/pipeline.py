@@ -41,7 +41,7 @@ from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
 from rcprune.torch.latency_table import LatencyTable, latency_table as build_latency_table
 from rcprune.torch.latency import time_forms
-from rcprune.torch.masking import apply, restore
+from rcprune.torch.masking import apply, originals_under_masks, restore
 from rcprune.torch.batchnorm import reestimate_batchnorm
 from rcprune.torch.refit import RefitReport, ls_refit
 from rcprune.torch.compensate import REFIT_ONLY, CompensationReport, compensate
@@ -145,12 +145,12 @@ def _reach(measured: NetworkInstance, granularity: str) -> tuple[float, float]:
     return float(measured.full_spend.sum()), least_spend(measured, granularity)
 
 
-def masks_on_original(model: nn.Module, solution: NetworkSolution, extraction: Extraction, calibration) -> None:
-    """Put the original weights back under ``solution``'s masks in a model ``prune(calibration=...)``
-    refit, and re-estimate its BatchNorm statistics on ``calibration``: where a fine-tune follows, this
-    start fine-tunes better than the refit one (``prune(finetune=)`` does it unless told otherwise)."""
-    restore(model)
-    apply(model, solution, extraction)
+def masks_on_original(model: nn.Module, calibration) -> None:
+    """Put the original weights back under the masks of a model ``prune(calibration=...)`` refit
+    (:func:`rcprune.torch.masking.originals_under_masks`), and re-estimate its BatchNorm statistics on
+    ``calibration``: where a fine-tune follows, this start fine-tunes better than the refit one
+    (``prune(finetune=)`` does it unless told otherwise)."""
+    originals_under_masks(model)
     reestimate_batchnorm(model, calibration)
 
 
@@ -640,7 +640,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         if calibration is not None and not finetune_from_refit:
             # measured (docs/report-card.md, section 14): the refit start fine-tunes worse than the original
             # weights under the data-aware masks (93%: 96.1 vs 97.0); keep the masks, put the originals back
-            masks_on_original(work, report.result.solution, ext, calibration)
+            masks_on_original(work, calibration)
         args = dict(finetune)
         report.history = finetune_model(work, args.pop("train_loader"), args.pop("epochs"), **args)
         seconds["finetune"] = time.perf_counter() - t

@@ -47,9 +47,9 @@ def test_quick_writes_every_row(quick):
 def test_retention_masks_on_the_original_weights():
     import copy
 
-    from rcprune.bench.zeroshot import _masks_on_original
     from rcprune.torch.models import cifar_resnet
     from rcprune.torch.rcmask import keep_mask
+    from rcprune.torch.pipeline import masks_on_original
     from rcprune.torch.retention import retention_prune
 
     torch.manual_seed(0)
@@ -57,7 +57,8 @@ def test_retention_masks_on_the_original_weights():
     x = [torch.randn(16, 1, 8, 8)]
     refit = copy.deepcopy(dense)
     retention_prune(refit, x, 0.7, method="obc", refit=True)
-    plain = _masks_on_original(refit, x)
+    plain = copy.deepcopy(refit)
+    masks_on_original(plain, x)
     modules, originals = dict(refit.named_modules()), dict(dense.named_modules())
     convs = [n for n, m in plain.named_modules() if keep_mask(m) is not None]
     assert convs

@@ -206,7 +206,7 @@ def test_masks_on_original_keeps_the_masks_over_the_dense_weights(resnet):
     model, x, _ = resnet
     work, rep = prune(model, x[:1], sparsity=0.7, compact=False, calibration=[x])
     refit = {n: m.weight.detach().clone() for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
-    masks_on_original(work, rep.result.solution, rep.extraction, [x])
+    masks_on_original(work, [x])
     dense = dict(model.named_modules())
     expected = copy.deepcopy(model)
     apply(expected, rep.result.solution, rep.extraction)

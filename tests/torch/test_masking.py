@@ -13,6 +13,7 @@ from torch.nn.utils import prune as torch_prune  # noqa: E402
 import rcprune  # noqa: E402
 from rcprune import InvalidInstanceError  # noqa: E402
 from rcprune.torch import apply, bake, extract, finetune, is_masked, ls_refit, restore  # noqa: E402
+from rcprune.torch.masking import originals_under_masks  # noqa: E402
 from rcprune.torch.models import cifar_resnet  # noqa: E402
 from rcprune.torch.rcmask import keep_mask, rc_mask  # noqa: E402
 from tests.torch.cases import calibrated_resnet  # noqa: E402
@@ -66,6 +67,29 @@ def test_restore_after_refit_and_training_gives_back_every_parameter_bit_for_bit
         assert torch.equal(p, before[name]), name
     # BatchNorm running statistics are training's, not masking's: the fine-tune step changed them
     assert not torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
+
+
+def test_originals_under_masks_undo_a_refit_and_training_and_keep_the_masks():
+    model, ext, sol, x, y = _masked()
+    fresh = apply(copy.deepcopy(model), sol, ext)       # as apply left it
+    apply(model, sol, ext)
+    masks = {k: keep_mask(dict(model.named_modules())[k[0]], k[1]).clone() for k in _masked_tensors(model)}
+    ids = {n: id(p) for n, p in model.named_parameters()}
+    ls_refit(model, sol, [(x[:24],), (x[24:],)], extraction=ext)
+    finetune(model, [(x[:24], y[:24]), (x[24:], y[24:])], epochs=1, lr=0.1, progress=False)
+    changed = [k for k in masks if not torch.equal(getattr(dict(model.named_modules())[k[0]], k[1]),
+                                                   getattr(dict(fresh.named_modules())[k[0]], k[1]))]
+    assert changed                                       # the refit and training moved the kept values
+    assert originals_under_masks(model) is model
+    modules, expected = dict(model.named_modules()), dict(fresh.named_modules())
+    for (name, pname), keep in masks.items():
+        assert torch.equal(keep_mask(modules[name], pname), keep), (name, pname)   # the same masks
+        assert torch.equal(getattr(modules[name], pname), getattr(expected[name], pname)), (name, pname)
+    assert {n: id(p) for n, p in model.named_parameters()} == ids
+    other = cifar_resnet(depth=8, width=4)
+    torch_prune.l1_unstructured(other.conv1, "weight", amount=0.5)
+    with pytest.raises(InvalidInstanceError, match="conv1.weight carries a torch.nn.utils.prune mask"):
+        originals_under_masks(other)
 
 
 def test_restore_after_refit_alone_gives_back_the_whole_state_dict():
