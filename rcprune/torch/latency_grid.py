@@ -12,7 +12,13 @@ runs (:mod:`rcprune.torch.compact_forms`), channels-last, and timed on an input 
 
 The *epilogue* of a layer, BatchNorm and then an activation that consume its output and nothing else, runs
 on the kept rows only, so it is timed with the form (it shrinks as rows are pruned; a constant remainder
-would overestimate pruned models).
+would overestimate pruned models). The BatchNorm itself is not run: :func:`rcprune.torch.compact` folds it
+into the conv in eval mode, so it costs the form a bias (timing it overestimated compacted ResNet-20s by
+1.13-1.66x, ``docs/pareto-mnist.md``).
+
+Each timed run follows an untimed run of the same call: in a model a layer's input was just written by its
+producer and is in cache; timed cold (after the other calls of the round) the small layers of a pruned
+model read 10-30% slow.
 
 >>> grid_knots(64, 8).tolist()
 [0, 1, 5, 9, 16, 26, 41, 64]
@@ -130,16 +136,19 @@ def _spread(count: int, full: int) -> np.ndarray:
 def _with_epilogue(form: nn.Module, probe: LayerProbe, rows: int) -> nn.Module:
     if not probe.epilogue:
         return form
-    ep = []
-    for m in probe.epilogue:
-        ep.append(type(m)(rows, eps=m.eps) if isinstance(m, nn.modules.batchnorm._BatchNorm) else m)
-    return nn.Sequential(form, *ep)
+    ep = [m for m in probe.epilogue if not _folded(m)]
+    return nn.Sequential(form, *ep) if ep else form
+
+
+def _folded(m: nn.Module) -> bool:
+    """A BatchNorm of the epilogue: ``compact`` folds it into the conv before it."""
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 def _form(probe: LayerProbe, form: str, r: int, c: int, device, dtype) -> tuple[nn.Module, tuple[torch.Tensor]]:
     """The module of ``form`` at ``r`` rows and ``c`` kept columns (channels for ``"conv"``) and its input."""
     m, shape = probe.module, probe.input_shape
-    bias = None if m.bias is None else torch.zeros(r)
+    bias = None if m.bias is None and not any(map(_folded, probe.epilogue)) else torch.zeros(r)
     if form == "linear":
         module, x = RCLinear(torch.randn(r, c), bias, None), torch.randn(shape[0], c)
     elif form == "conv":
@@ -173,9 +182,10 @@ def layer_calls(probe: LayerProbe, form: str, r: int, cols, device, dtype) -> di
 
 def time_calls(calls: Mapping, *, repeats: int, warmup: int, device: torch.device) -> dict:
     """Median milliseconds of ``module(*inputs)`` per key of ``calls``, interleaved: ``warmup`` untimed runs
-    of each, then ``repeats`` rounds of one timed run of every call in turn (load hits them alike). On
-    CUDA each timed run is bracketed by synchronizations (kernels run asynchronously).
-    O(len(calls) * (repeats + warmup)) forwards."""
+    of each, then ``repeats`` rounds of one timed run of every call in turn (load hits them alike), each
+    right after an untimed run of the same call (its input and weights in cache, as in a model). On CUDA
+    each timed run is bracketed by synchronizations (kernels run asynchronously).
+    O(len(calls) * (2 * repeats + warmup)) forwards."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: dict = {k: [] for k in calls}
     with torch.inference_mode():
@@ -185,6 +195,8 @@ def time_calls(calls: Mapping, *, repeats: int, warmup: int, device: torch.devic
         sync()
         for _ in range(repeats):
             for key, (module, args) in calls.items():
+                module(*args)
+                sync()
                 t = time.perf_counter()
                 module(*args)
                 sync()

@@ -7,8 +7,8 @@ in between): with ``granularity="column"``, ``f(r, c) = max(min(im2col(r, c), co
 conv(r, c / block))``: partially kept channels run as the faster of the im2col GEMM and a conv over the
 touched channels (``c`` kept columns touch at most ``min(C_in, c)``), whole channels as a conv over
 ``c / block`` channels (never more than ``min(C_in, c)``); with ``granularity="channel"`` or ``"group"`` columns come in whole channels and
-``f(r, t * block) = conv(r, t)``. The BatchNorm and activation that run on a conv's kept rows only are timed
-with it (:mod:`rcprune.torch.latency_grid`); ``fixed`` is the rest of the measured dense model (input
+``f(r, t * block) = conv(r, t)``. The activation that runs on a conv's kept rows only is timed with it, and
+the BatchNorm between them as the bias ``compact`` folds it into (:mod:`rcprune.torch.latency_grid`); ``fixed`` is the rest of the measured dense model (input
 layout, residual adds, pooling, ...), so the predicted whole-model latency is ``fixed + sum_l f_l(r_l, c_l)``.
 
 Tables are cached on disk (``.npz``, no pickle) under a hash of everything the timings depend on.
@@ -50,7 +50,7 @@ from rcprune.torch.extract import Extraction, extract
 
 __all__ = ["latency_table", "LatencyTable", "LayerTimes", "FormTimes", "TABLE_FORMAT"]
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2   # 2: BatchNorm folded (not timed), each timed run after a warm one
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -352,8 +352,8 @@ def latency_table(model: nn.Module, example_inputs, *, extraction: Extraction | 
     repeats, warmup : int
         Timed and untimed runs per grid point; the median of the timed ones is kept.
     epilogue : bool
-        Time each layer with the BatchNorm and activation that consume only its output (they run on its
-        kept rows); ``False`` leaves them in ``fixed``.
+        Time each layer with the activation that consumes only its output, through a BatchNorm that
+        ``compact`` folds into it (a bias): they run on its kept rows; ``False`` leaves them in ``fixed``.
     cache, cache_dir : bool, path
         Reuse a table saved under a hash of the model's layers, input shapes, device, dtype, torch version,
         threads, grid and repeats (``cache_dir``, else ``$RCPRUNE_CACHE``, else ``~/.cache/rcprune/latency``).
@@ -366,7 +366,7 @@ def latency_table(model: nn.Module, example_inputs, *, extraction: Extraction | 
     LatencyTable
 
     Cost: per layer, ``rows * cols`` grid points per form (two forms for a conv with a kernel over 1x1), each
-    run ``warmup + repeats`` times; then the dense model ``max(repeats, 5)`` times.
+    run ``warmup + 2 * repeats`` times; then the dense model ``max(repeats, 5)`` times.
     """
     inputs = _check_args(model, example_inputs, dtype, rows, cols, repeats, warmup)
     rows, cols = rows or 8, cols or 8

@@ -146,6 +146,37 @@ def test_epilogue_is_the_batchnorm_and_activation_on_the_layer_output_alone(buil
     assert all(not p.epilogue for p in latency_grid.probe_layers(model, ext, (x,), epilogue=False))
 
 
+def test_timed_forms_run_the_folded_batchnorm_as_a_bias_and_the_activation_on_the_kept_rows(built):
+    model, x, ext, _ = built
+    probes = {p.name: p for p in latency_grid.probe_layers(model, ext, (x,), epilogue=True)}
+    for form in ("conv", "im2col"):
+        module, (inp,) = latency_grid.layer_calls(probes["conv1"], form, 3, [2], "cpu", torch.float32)[(form, 3, 2)]
+        kinds = [type(m).__name__ for m in module.modules()]
+        assert "BatchNorm2d" not in kinds and kinds[-1] == "ReLU"   # compact folds it, so it is not timed
+        assert module[0].bias is not None and module[0].bias.shape == (3,)
+        assert module(inp).shape[1] == 3
+    plain, _ = latency_grid.layer_calls(probes["fc"], "linear", 2, [3], "cpu", torch.float32)[("linear", 2, 3)]
+    assert not any(isinstance(m, torch.nn.ReLU) for m in plain.modules())
+
+
+def test_each_timed_run_follows_an_untimed_run_of_the_same_call():
+    order = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            order.append(self.name)
+            return x
+
+    calls = {k: (Spy(k), (torch.zeros(1),)) for k in "ab"}
+    got = latency_grid.time_calls(calls, repeats=2, warmup=1, device=torch.device("cpu"))
+    assert set(got) == {"a", "b"} and all(v >= 0 for v in got.values())
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 2   # warmups, then warm + timed per call and round
+
+
 def test_cache_is_reused_and_a_stale_or_corrupt_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
     model, x = _model(), torch.randn(2, 1, 8, 8)
     first = latency_table(model, x, cache_dir=tmp_path, **FAST)
