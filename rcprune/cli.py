@@ -398,6 +398,7 @@ def _bench_pareto(args) -> None:
               "latency_model": None if args.no_latency_model else "resnet18",
               "protect": _split_list(args.protect or "", str, "--protect"),
               "calibrate": args.calibrate, "scores": _split_list(args.scores or "l1", str, "--scores"),
+              "recoveries": _split_list(args.recoveries or "plain", str, "--recoveries"),
               "floors": _split_list(args.floors or "default", lambda f: None if f == "default" else float(f), "--floors"),
               "log": lambda msg: print(msg, file=sys.stderr)}
     if args.tp_sparsities is not None:
@@ -642,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scores", default=None,
                    help="pareto: comma-separated RC objectives, each RC row with each: l1 (data-free, the default), "
                         "hessian (prune(calibration=) on 512 training images)")
+    b.add_argument("--recoveries", default=None,
+                   help="pareto: comma-separated fine-tunes, every model with each: plain (the default), distill "
+                        "(distillation from the dense model)")
     b.add_argument("--protect", default=None,
                    help="pareto: comma-separated layers whose output channels rcprune keeps (e.g. conv1)")
     b.add_argument("--no-latency-model", action="store_true",

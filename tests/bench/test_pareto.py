@@ -17,7 +17,7 @@ from rcprune.validation import InvalidInstanceError  # noqa: E402
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto")
     assert main(["bench", "pareto", "--quick", "--out", str(out), "--protect", "conv1", "--floors", "default,0",
-                 "--scores", "l1,hessian"]) == 0
+                 "--scores", "l1,hessian", "--recoveries", "plain,distill"]) == 0
     return out, json.loads((out / "pareto.json").read_text())
 
 
@@ -31,11 +31,22 @@ def test_quick_writes_files_and_every_row(quick):
     keys = {(r["method"], r["sparsity"], r["seed"]) for r in result["rows"] if r["method"] != "dense"}
     rc = ["rc-column-greedy", "rc-channel-greedy", "rc-column-greedy-floor0", "rc-channel-greedy-floor0"]
     methods = ["tp-l1-per-layer", "tp-l1-global", *rc, *(m + "-hessian" for m in rc)]
+    methods += [m + "-distill" for m in methods]
     assert keys == {(m, s, 0) for m in methods for s in (0.9, 0.93)}
+    assert cfg["recoveries"] == ["plain", "distill"]
+    by_key = {(r["method"], r["sparsity"]): r for r in result["rows"]}
+    for (m, s), r in by_key.items():
+        if m.endswith("-distill"):
+            plain = by_key[(m.removesuffix("-distill"), s)]
+            assert r["recovery"] == "distill" and plain["recovery"] == "plain"
+            # the same start (one prune, one TP model), fine-tuned two ways
+            assert r["acc_zero_shot"] == plain["acc_zero_shot"] and r.get("note") == plain.get("note")
+            if m.startswith("rc-") and "note" not in r:
+                assert r["predicted_ms"] == plain["predicted_ms"] and r["kept_weights"] == plain["kept_weights"]
     assert cfg["scores"] == ["l1", "hessian"] and cfg["calibration_images"] == 128
     for r in result["rows"]:
         if r["method"].startswith("rc-"):
-            assert r["scores"] == ("hessian" if r["method"].endswith("-hessian") else "l1")
+            assert r["scores"] == ("hessian" if r["method"].removesuffix("-distill").endswith("-hessian") else "l1")
     targets = {float(s): v for s, v in result["targets"]["speedups"].items()}
     dense = next(r for r in result["rows"] if r["method"] == "dense")
     for r in result["rows"]:
@@ -60,7 +71,7 @@ def test_quick_goals_are_computed_from_the_rows(quick):
     summary = summarize(result["rows"])
     goals = evaluate_goals(summary, result["config"]["tp_sparsities"])
     assert goals == result["goals"]
-    for goal in "abc":
+    for goal in "abcr":
         assert any(g["goal"] == goal and g["status"] in ("PASS", "FAIL") for g in goals), goal
     for g in goals:
         assert f"- {g['status']} {g['text']}" in md
@@ -86,6 +97,24 @@ def test_goals_follow_the_numbers():
     assert [g["status"] for g in evaluate_goals(near, [0.9]) if g["goal"] == "b"] == ["FAIL", "PASS"]
 
 
+def test_goals_compare_within_a_recovery_and_the_best_recovery_with_plain_torch_pruning():
+    tp = [_point("tp-l1-per-layer", 0.9, 0.95, 5.0), _point("tp-l1-global", 0.9, 0.94, 5.5)]
+    tp_d = [_point("tp-l1-per-layer-distill", 0.9, 0.97, 5.0), _point("tp-l1-global-distill", 0.9, 0.965, 5.5)]
+    # distillation lifts both: RC-distill beats plain TP (r) but not TP-distill (a, within distill)
+    rc = [_point("rc-group-group", 0.9, 0.945, 5.0), _point("rc-group-group-distill", 0.9, 0.96, 5.0)]
+    goals = evaluate_goals(tp + tp_d + rc, [0.9])
+    a = {g["text"].split("]")[0]: [] for g in goals if g["goal"] == "a"}
+    for g in goals:
+        if g["goal"] == "a":
+            a[g["text"].split("]")[0]].append(g["status"])
+    assert a == {"(a) [plain fine-tune: rows without a suffix": ["FAIL", "PASS"],
+                 "(a) [distill fine-tune: rows ...-distill": ["FAIL", "FAIL"]}
+    r = [g for g in goals if g["goal"] == "r"]
+    assert [g["status"] for g in r] == ["PASS", "PASS"] and all("rc-group-group-distill 0.9600" in g["text"] for g in r)
+    # a run with one recovery has no tags and no (r) lines
+    assert all("[" not in g["text"] and g["goal"] != "r" for g in evaluate_goals(tp + rc[:1], [0.9]))
+
+
 def test_summary_mean_and_sd_over_seeds():
     rows = [{"method": "rc-column-greedy", "sparsity": 0.9, "seed": s, "acc": a, "latency_ms": ms, "speedup": 10 / ms,
              "target_speedup": 2.0} for s, a, ms in ((0, 0.9, 4.0), (1, 0.8, 6.0))]
@@ -106,6 +135,7 @@ def test_summary_mean_and_sd_over_seeds():
     ({"threads": 0}, "threads must be a positive integer"),
     ({"floors": (1.5,)}, "floors must be a non-empty sequence of shares"),
     ({"scores": ("l2",)}, "scores must be a non-empty subset of l1, hessian"),
+    ({"recoveries": ("regenerate",)}, "recoveries must be a non-empty subset of plain, distill"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(InvalidInstanceError, match=message.replace("(", r"\(").replace(")", r"\)")):
