@@ -76,8 +76,9 @@ def _check_args(dataset, seeds, tp_sparsities, epochs, train_epochs, granulariti
             raise InvalidInstanceError(f"{name} must be a non-negative integer, got {v!r}")
     for name, given, known in (("granularities", granularities, GRANULARITIES), ("methods", methods, METHODS),
                                ("scores", scores, SCORES), ("recoveries", recoveries, RECOVERIES)):
-        if not given or any(g not in known for g in given):
-            raise InvalidInstanceError(f"{name} must be a non-empty subset of {', '.join(known)}, got {given!r}")
+        if not given or any(g not in known for g in given) or len(set(given)) != len(given):
+            raise InvalidInstanceError(f"{name} must be a non-empty subset of {', '.join(known)} (each once), "
+                                       f"got {given!r}")
     if latency_model is not None and latency_model not in LATENCY_MODELS:
         raise InvalidInstanceError(f"latency_model must be None or one of {', '.join(LATENCY_MODELS)}, "
                                    f"got {latency_model!r}")
@@ -538,7 +539,10 @@ def _goal_r(summary, sparsities) -> list[tuple[bool, str]]:
         best = max(rc, key=lambda g: g["acc"], default=None)
         for label in TP_VARIANTS:
             tp = _find(summary, label, s)
-            if tp is None or best is None:
+            if tp is None:
+                continue
+            if best is None:
+                lines.append((False, f"(r) target of TP {s}: no rcprune model reached it; {label} {tp['acc']:.4f}"))
                 continue
             lines.append((best["acc"] >= tp["acc"], f"(r) target of TP {s}: best rcprune with any recovery "
                           f"{best['method']} {best['acc']:.4f} ({best['latency_ms']:.2f} ms) vs {label} with the plain "
@@ -550,14 +554,15 @@ def evaluate_goals(summary: list[dict], sparsities) -> list[dict]:
     """Goals (a), (b), (c) from the summary, within each recovery (rcprune and Torch-Pruning fine-tuned alike;
     the text says which when a run has several), and (r) across them: ``[{"goal", "status" (PASS / FAIL /
     SKIP), "text"}]``."""
-    recoveries = list(dict.fromkeys(_recovery_of(g["method"]) for g in summary))
+    recoveries = list(dict.fromkeys(_recovery_of(g["method"]) for g in summary if g["method"].startswith(("rc-", "tp-"))))
     lines = []
     for rec in recoveries:
         sub = [g | {"method": g["method"].removesuffix(_suffix(rec))} for g in summary
                if _recovery_of(g["method"]) == rec]
         got = _goal_a(sub, sparsities) + _goal_b(sub) + _goal_c(sub, sparsities)
         tag = f" [{rec} fine-tune: rows {'...' + _suffix(rec) if _suffix(rec) else 'without a suffix'}]"
-        lines += [(ok, text[:3] + tag + text[3:]) if len(recoveries) > 1 else (ok, text) for ok, text in got]
+        tagged = len(recoveries) > 1 or rec != "plain"
+        lines += [(ok, text[:3] + tag + text[3:]) if tagged else (ok, text) for ok, text in got]
     if len(recoveries) > 1:
         lines += _goal_r(summary, sparsities)
     status = {True: "PASS", False: "FAIL", None: "SKIP"}

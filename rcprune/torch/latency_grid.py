@@ -88,7 +88,7 @@ def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, bat
         user = next(iter(node.users))
         mod = modules.get(user.target) if user.op == "call_module" else None
         if not out and mod is not None and user.target in batchnorms:
-            out.append(type(mod)(mod.num_features, eps=mod.eps))
+            out.append(type(mod)(mod.num_features, eps=mod.eps, track_running_stats=mod.track_running_stats))
         elif out and isinstance(mod, _ACTIVATIONS):
             out.append(copy.deepcopy(mod))
             break
@@ -136,19 +136,25 @@ def _spread(count: int, full: int) -> np.ndarray:
 def _with_epilogue(form: nn.Module, probe: LayerProbe, rows: int) -> nn.Module:
     if not probe.epilogue:
         return form
-    ep = [m for m in probe.epilogue if not _folded(m)]
+    ep = [(type(m)(rows, eps=m.eps, track_running_stats=m.track_running_stats) if _batchnorm(m) else m)
+          for m in probe.epilogue if not _folded(probe, m)]
     return nn.Sequential(form, *ep) if ep else form
 
 
-def _folded(m: nn.Module) -> bool:
-    """A BatchNorm of the epilogue: ``compact`` folds it into the conv before it."""
+def _batchnorm(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _folded(probe: LayerProbe, m: nn.Module) -> bool:
+    """A BatchNorm of the epilogue that ``compact`` folds into the conv before it (in eval mode, on running
+    statistics); after a linear layer, or without running statistics, it runs and is timed."""
+    return probe.kind == "conv" and _batchnorm(m) and m.track_running_stats
 
 
 def _form(probe: LayerProbe, form: str, r: int, c: int, device, dtype) -> tuple[nn.Module, tuple[torch.Tensor]]:
     """The module of ``form`` at ``r`` rows and ``c`` kept columns (channels for ``"conv"``) and its input."""
     m, shape = probe.module, probe.input_shape
-    bias = None if m.bias is None and not any(map(_folded, probe.epilogue)) else torch.zeros(r)
+    bias = None if m.bias is None and not any(_folded(probe, e) for e in probe.epilogue) else torch.zeros(r)
     if form == "linear":
         module, x = RCLinear(torch.randn(r, c), bias, None), torch.randn(shape[0], c)
     elif form == "conv":

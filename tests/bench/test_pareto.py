@@ -111,8 +111,16 @@ def test_goals_compare_within_a_recovery_and_the_best_recovery_with_plain_torch_
                  "(a) [distill fine-tune: rows ...-distill": ["FAIL", "FAIL"]}
     r = [g for g in goals if g["goal"] == "r"]
     assert [g["status"] for g in r] == ["PASS", "PASS"] and all("rc-group-group-distill 0.9600" in g["text"] for g in r)
-    # a run with one recovery has no tags and no (r) lines
-    assert all("[" not in g["text"] and g["goal"] != "r" for g in evaluate_goals(tp + rc[:1], [0.9]))
+    # a run with the plain recovery alone has no tags and no (r) lines; the dense row is no recovery
+    dense = [_point("dense", 0.0, 0.98, 10.0)]
+    assert all("[" not in g["text"] and g["goal"] != "r" for g in evaluate_goals(dense + tp + rc[:1], [0.9]))
+    # distillation alone: tagged as such, compared with Torch-Pruning distilled
+    alone = evaluate_goals(dense + tp_d + rc[1:], [0.9])
+    assert {g["goal"] for g in alone} == {"a", "b", "c"}
+    assert all(g["text"].startswith(f"({g['goal']}) [distill fine-tune") for g in alone)
+    # (r) fails where no rcprune model reached the target
+    missed = evaluate_goals(tp + tp_d + [_point("rc-group-group-distill", 0.93, 0.99, 4.0)], [0.9])
+    assert [g["status"] for g in missed if g["goal"] == "r"] == ["FAIL", "FAIL"]
 
 
 def test_summary_mean_and_sd_over_seeds():
@@ -136,6 +144,7 @@ def test_summary_mean_and_sd_over_seeds():
     ({"floors": (1.5,)}, "floors must be a non-empty sequence of shares"),
     ({"scores": ("l2",)}, "scores must be a non-empty subset of l1, hessian"),
     ({"recoveries": ("regenerate",)}, "recoveries must be a non-empty subset of plain, distill"),
+    ({"recoveries": ("plain", "plain")}, "recoveries must be a non-empty subset of plain, distill (each once)"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(InvalidInstanceError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -159,6 +159,22 @@ def test_timed_forms_run_the_folded_batchnorm_as_a_bias_and_the_activation_on_th
     assert not any(isinstance(m, torch.nn.ReLU) for m in plain.modules())
 
 
+def test_a_batchnorm_compact_does_not_fold_is_timed():
+    # after a linear layer, and without running statistics, compact keeps the BatchNorm: the table times it
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.BatchNorm1d(5),
+                                torch.nn.ReLU(), torch.nn.Linear(5, 2)).eval()
+    x = torch.randn(3, 1, 4, 4)
+    ext = extract(model, x[:1])
+    probes = {p.name: p for p in latency_grid.probe_layers(model, ext, (x,), epilogue=True)}
+    for name, form, shape in (("0", "conv", (1, 2)), ("3", "linear", (3, 7))):
+        r, c = shape
+        module, _ = latency_grid.layer_calls(probes[name], form, r, [c], "cpu", torch.float32)[(form, r, c)]
+        bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert len(bns) == 1 and bns[0].num_features == r, name
+        assert module[0].bias is None if name == "0" else module[0].bias is not None
+
+
 def test_each_timed_run_follows_an_untimed_run_of_the_same_call():
     order = []
 
