@@ -40,7 +40,8 @@ def test_quick_writes_files_and_every_row(quick):
             plain = by_key[(m.removesuffix("-distill"), s)]
             assert r["recovery"] == "distill" and plain["recovery"] == "plain"
             # the same start (one prune, one TP model), fine-tuned two ways
-            assert r["acc_zero_shot"] == plain["acc_zero_shot"] and r.get("note") == plain.get("note")
+            # (a row skipped as unreachable has a note and no accuracies, the same for both)
+            assert r.get("acc_zero_shot") == plain.get("acc_zero_shot") and r.get("note") == plain.get("note")
             if m.startswith("rc-") and "note" not in r:
                 assert r["predicted_ms"] == plain["predicted_ms"] and r["kept_weights"] == plain["kept_weights"]
     assert cfg["scores"] == ["l1", "hessian"] and cfg["calibration_images"] == 128
