@@ -15,21 +15,25 @@ import dataclasses
 import time
 
 from rcprune.bounds.lagrangian import lagrangian_bound
+from rcprune.bounds.perspective import perspective_bound
 from rcprune.bounds.shapes import BoundResult, safety_margin
 from rcprune.bounds import shapewise
 from rcprune.bounds.spectral import spectral_bound
 from rcprune.bounds.surrogate import surrogate_bound
 from rcprune.bounds.topk import topk_bound
+from rcprune.matrix.compensated import CompensatedInstance
 from rcprune.matrix.model import Instance
 from rcprune.result import SolveResult
+from rcprune.retention.model import RetentionInstance
 from rcprune.solvers.matrix.exact_shapes import ExactShapes
 from rcprune.validation import InvalidInstanceError, check_int_option, check_time_limit
 
-__all__ = ["lower_bound", "certify", "BOUND_METHODS", "DEFAULT_TIME_LIMIT"]
+__all__ = ["lower_bound", "certify", "BOUND_METHODS", "COMPENSATED_BOUND_METHODS", "DEFAULT_TIME_LIMIT"]
 
 DEFAULT_TIME_LIMIT = 5.0  # seconds of refinement when no time limit is given
 
 BOUND_METHODS = ("best", "surrogate", "topk", "spectral", "lagrangian", "shapewise")
+COMPENSATED_BOUND_METHODS = ("best", "perspective")
 
 
 def _surrogate(instance: Instance) -> BoundResult:
@@ -49,8 +53,10 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
 
     Parameters
     ----------
-    instance : Instance
-        Budget or fixed-shape form.
+    instance : Instance, RetentionInstance or CompensatedInstance
+        Budget or fixed-shape form. A compensated weight selection (:class:`rcprune.RetentionInstance`) or
+        data-aware RC instance gets the perspective bound (:mod:`rcprune.bounds.perspective`; methods
+        ``"best"`` and ``"perspective"``, run to completion unless ``time_limit`` is given).
     method : str
         ``"surrogate"`` (row/column sums, :func:`rcprune.bounds.surrogate.surrogate_bound`),
         ``"topk"`` (:mod:`.topk`), ``"spectral"`` (:mod:`.spectral`), ``"lagrangian"`` (:mod:`.lagrangian`,
@@ -75,8 +81,14 @@ def lower_bound(instance: Instance, method: str = "best", *, time_limit: float |
     BoundResult
         ``bound <= OPT``.
     """
+    if isinstance(instance, (RetentionInstance, CompensatedInstance)):
+        if method not in COMPENSATED_BOUND_METHODS:
+            raise InvalidInstanceError(f"unknown bound method {method!r} for a {type(instance).__name__}; "
+                                       f"available: {', '.join(COMPENSATED_BOUND_METHODS)}")
+        return perspective_bound(instance, time_limit=check_time_limit(time_limit))
     if not isinstance(instance, Instance):
-        raise InvalidInstanceError(f"expected a rcprune.Instance, got {type(instance).__name__}")
+        raise InvalidInstanceError(f"expected a rcprune.Instance, RetentionInstance (compensated) or data-aware "
+                                   f"RC instance, got {type(instance).__name__}")
     if method not in BOUND_METHODS:
         raise InvalidInstanceError(f"unknown bound method {method!r}; available: {', '.join(BOUND_METHODS)}")
     time_limit = check_time_limit(time_limit)

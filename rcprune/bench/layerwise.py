@@ -9,7 +9,10 @@ the same run:
 * RC (rows x columns, |R| |C| <= K): error / structured-OBS column elimination's; ``rc-magnitude`` is
   data-free RC (greedy on |w|).
 
-Every mask is scored after the refit.
+Every mask is scored after the refit. With ``bounds`` (the default) two more rows per layer say how far
+below the anchor any method could go: ``perspective-bound`` (a proven lower bound on the least error,
+:mod:`rcprune.bounds.perspective`) and, on layers of at most 16 columns, ``exact`` (the optimum, proven by
+enumeration: ``compensated-exact`` / ``compensated-rc-exact``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAU
 DEFAULT_METHODS = ("magnitude", "masked-greedy", "sparsegpt", "obc", "compensated-swap", "compensated-tabu",
                    "compensated-annealing")
 RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
+EXACT_N = 16       # columns up to which the optimum is enumerated (compensated-exact's limit)
+EXACT_METHODS = {"weights": "compensated-exact", "rc": "compensated-rc-exact"}
 ANCHOR, RC_ANCHOR = "obc", "structured-obs"
 LAYERWISE_COLUMNS = ["layer", "m", "n", "sparsity", "problem", "method", "error", "vs_anchor", "relative_error",
                      "runtime", "time_vs_anchor"]
@@ -45,8 +50,20 @@ def _solve(inst, method: str, seed: int, time_limit: float | None):
     return inst.evaluate(res.solution).cost, res.runtime
 
 
-def _rows(inst, methods, anchor, problem, energy, seed, time_limit, base) -> list[dict]:
+def _lower_bound(inst, time_limit):
+    from rcprune.bounds.perspective import perspective_bound
+
+    res = perspective_bound(inst, time_limit=time_limit)
+    return res.bound, res.runtime
+
+
+def _rows(inst, methods, anchor, problem, energy, seed, time_limit, base, bounds=False) -> list[dict]:
     found = {m: _solve(inst, m, seed, time_limit) for m in methods}
+    if bounds:
+        found["perspective-bound"] = _lower_bound(inst, time_limit)
+        if inst.n <= EXACT_N:
+            exact = _solve(inst, EXACT_METHODS[problem], seed, None)
+            found["exact"] = exact
     anchor_error, anchor_time = found[anchor]
     return [base | {"problem": problem, "method": method, "error": error, "anchor": anchor,
                     "vs_anchor": error / anchor_error if anchor_error > 0 else (1.0 if error == 0 else np.inf),
@@ -59,14 +76,15 @@ def bench_layerwise(cache: str | Path = "rcprune-demo", *, sparsities=(0.5, 0.7,
                     rc_methods=RC_METHODS,
                     calibration: int = 512, damping: float = 0.01, seed: int = 0, time_limit: float | None = 600.0,
                     depth: int = 20, width: int = 16, train_epochs: int = 15, progress: bool = False,
-                    log=print) -> list[dict]:
+                    bounds: bool = True, log=print) -> list[dict]:
     """Post-refit error of each method on each layer of the trained digits ResNet-20 (the demo's model,
     trained and cached in ``cache`` if missing), at each sparsity (per-row budget).
 
     Returns one dict per layer, sparsity, problem and method: layer, m, n, sparsity, problem ("weights" or
     "rc"), method, error (after the refit), anchor, vs_anchor (error / the anchor's error on that layer,
     sparsity and problem), relative_error (error / sum_i w_i^T H w_i), runtime, time_vs_anchor, samples,
-    model.
+    model. ``bounds``: also the rows ``perspective-bound`` (its "error" is the proven lower bound) and, on
+    layers of at most :data:`EXACT_N` columns, ``exact`` (the proven optimum).
     """
     from rcprune.matrix.model import Instance
 
@@ -91,10 +109,10 @@ def bench_layerwise(cache: str | Path = "rcprune-demo", *, sparsities=(0.5, 0.7,
             energy = float(quadratic_forms(inst.weights, inst.hessian).sum())
             base = {"layer": name, "m": inst.m, "n": inst.n, "sparsity": sparsity, "samples": counts[name],
                     "model": info["model"]}
-            rows += _rows(inst, methods, ANCHOR, "weights", energy, seed, time_limit, base)
+            rows += _rows(inst, methods, ANCHOR, "weights", energy, seed, time_limit, base, bounds)
             if rc_methods:
                 rc = Instance.from_layer(w, hessian=hessians[name], sparsity=sparsity, damping=damping, name=name)
-                rows += _rows(rc, rc_methods, RC_ANCHOR, "rc", energy, seed, time_limit, base)
+                rows += _rows(rc, rc_methods, RC_ANCHOR, "rc", energy, seed, time_limit, base, bounds)
         log(f"{name} ({w.shape[0]} x {w.shape[1]}): " + ", ".join(
             f"{r['method']}@{r['sparsity']:g} {r['vs_anchor']:.3f}" for r in rows if r["layer"] == name
             and r["method"] not in (ANCHOR, RC_ANCHOR)))

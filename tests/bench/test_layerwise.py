@@ -10,13 +10,22 @@ pytest.importorskip("sklearn")
 from rcprune.cli import main  # noqa: E402
 
 
-def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path):
+def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path, monkeypatch):
+    import rcprune.bench.layerwise as lw
     from rcprune.bench.layerwise import bench_layerwise, summarize_layerwise
+    from rcprune.bounds.perspective import perspective_bound
 
+    def quick_bound(inst, time_limit):   # fewer proximal steps: a looser bound, still a bound
+        res = perspective_bound(inst, iterations=30, steps=6)
+        return res.bound, res.runtime
+
+    monkeypatch.setattr(lw, "_lower_bound", quick_bound)
     rows = bench_layerwise(tmp_path, depth=8, width=4, train_epochs=0, sparsities=(0.5, 0.9), calibration=64,
                            log=lambda msg: None)
     layers = {r["layer"] for r in rows}
-    assert "conv1" in layers and "fc" in layers and len(rows) == len(layers) * 2 * (7 + 4)
+    small = {r["layer"] for r in rows if r["n"] <= 16}
+    assert "conv1" in small and "fc" in layers and len(layers) > len(small)
+    assert len(rows) == len(layers) * 2 * (7 + 4 + 2) + len(small) * 2 * 2   # + bound, + exact where n <= 16
     for r in rows:
         by = {x["method"]: x for x in rows if x["layer"] == r["layer"] and x["sparsity"] == r["sparsity"]
               and x["problem"] == r["problem"]}
@@ -27,8 +36,13 @@ def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path):
                            "compensated-rc-tabu"):   # they start from it
             assert r["error"] <= anchor["error"] * (1 + 1e-9) + 1e-12
         assert 0 <= r["relative_error"] <= 1 + 1e-9
+        tol = 1e-9 * (1 + anchor["error"])
+        assert by["perspective-bound"]["error"] <= r["error"] + tol   # a proven bound is below every method
+        if "exact" in by and r["method"] != "perspective-bound":
+            assert by["exact"]["error"] <= r["error"] + tol
+        assert ("exact" in by) == (r["n"] <= 16)
     lines = summarize_layerwise(rows)
-    assert len(lines) == 2 * (7 + 4) and all("median" in line for line in lines)
+    assert len(lines) == 2 * (7 + 2) + 2 * (4 + 2) and all("median" in line for line in lines)
     with pytest.raises(ValueError, match="anchor"):
         bench_layerwise(tmp_path, methods=("magnitude",), depth=8, width=4, train_epochs=0)
 
