@@ -258,7 +258,7 @@ def _bench_zeroshot(args) -> None:
         kw["methods"] = _split_list(args.methods, str.strip, "--methods")
     result = run_zeroshot(args.out or "rcprune-zeroshot", dataset=args.dataset,
                           seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
-                          log=lambda msg: print(msg, file=sys.stderr), **kw)
+                          dense_seed=args.dense_seed, log=lambda msg: print(msg, file=sys.stderr), **kw)
     from rcprune.bench.zeroshot import format_zeroshot
 
     print(format_zeroshot(result))
@@ -326,7 +326,7 @@ def _bench_feather(args) -> None:
         kw["methods"] = _split_list(args.methods, str.strip, "--methods")
     result = run_feather_bench(args.out or "rcprune-feather", dataset=args.dataset,
                                seeds=_split_list(args.seeds, int, "--seeds"), epochs=args.epochs, quick=args.quick,
-                               log=lambda msg: print(msg, file=sys.stderr), **kw)
+                               dense_seed=args.dense_seed, log=lambda msg: print(msg, file=sys.stderr), **kw)
     print(format_feather(result))
 
 
@@ -391,7 +391,7 @@ def _bench_pareto(args) -> None:
         raise InvalidInstanceError(f"bench pareto needs the torch and bench extras (pip install "
                                    f"'rcprune[torch,bench]'): {exc}") from None
     kwargs = {"dataset": args.dataset, "seeds": _split_list(args.seeds, int, "--seeds"), "epochs": args.epochs,
-              "train_epochs": args.train_epochs, "quick": args.quick,
+              "train_epochs": args.train_epochs, "quick": args.quick, "dense_seed": args.dense_seed,
               "granularities": _split_list(args.granularities or ",".join(DEFAULT_GRANULARITIES), str,
                                             "--granularities"),
               "methods": _split_list(args.methods or ",".join(METHODS), str, "--methods"),
@@ -616,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "for latency_table_check.json and .md")
     b.add_argument("--dataset", default="mnist", help="pareto: mnist (MNIST-5k 28x28) or digits (8x8)")
     b.add_argument("--seeds", default="0,1,2", help="pareto: comma-separated seeds (fine-tunes and solves)")
+    b.add_argument("--dense-seed", type=int, default=None,
+                   help="pareto, feather, zeroshot: seed of the cached dense model and the run's shared data order "
+                        "(default: the first of --seeds); give the same one to runs split by seeds")
     b.add_argument("--epochs", type=int, default=15, help="pareto, zeroshot, feather: fine-tuning (feather: training) epochs, the same for every model")
     b.add_argument("--train-epochs", type=int, default=15, help="pareto: dense training epochs (cached)")
     b.add_argument("--finetune-sparsities", default=None,

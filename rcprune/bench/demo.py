@@ -69,6 +69,17 @@ def _save_state(model: nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def run_seed(seeds, dense_seed: int | None = None) -> int:
+    """A report card's base seed: it trains the dense model (and names its cache file) and orders the data
+    the runs share. The first of ``seeds`` unless ``dense_seed`` is given: a run split by seeds over
+    processes passes one ``dense_seed`` so that every part uses the same dense model."""
+    if dense_seed is None:
+        return int(list(seeds)[0])
+    if isinstance(dense_seed, bool) or not isinstance(dense_seed, (int, np.integer)) or dense_seed < 0:
+        raise InvalidInstanceError(f"dense_seed must be a non-negative integer, got {dense_seed!r}")
+    return int(dense_seed)
+
+
 def _dense_model(out: Path, cfg: dict, train, test, log) -> tuple[nn.Module, dict]:
     key = "dense-d{depth}-w{width}-s{size}-e{train_epochs}-seed{seed}.pt".format(**cfg)
     if cfg.get("dataset", "digits") != "digits":   # digits keeps its old name: existing caches still load

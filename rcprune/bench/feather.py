@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rcprune.bench.demo import _dense_model
+from rcprune.bench.demo import _dense_model, run_seed
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
 
@@ -60,11 +60,11 @@ MASKED_ROWS = ("magnitude", "magnitude-rc", "rc-distill", "rc-regenerate", "data
                "tp-l1", "tp-l1-distill")   # pruned, then fine-tuned
 
 
-def _config(dataset, seeds, sparsities, epochs, lr, quick, methods) -> dict:
+def _config(dataset, seeds, sparsities, epochs, lr, quick, methods, dense_seed=None) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8, "train_epochs": 15,
            "epochs": epochs, "lr": lr, "seeds": list(seeds), "sparsities": list(sparsities), "quick": quick,
            "methods": list(methods),
-           "torch": torch.__version__, "seed": seeds[0]}
+           "torch": torch.__version__, "seed": run_seed(seeds, dense_seed)}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, epochs=min(epochs, 1), seeds=list(seeds)[:1])
     return cfg
@@ -93,10 +93,10 @@ def measured_sparsity(model: torch.nn.Module, dense_weights: int | None = None) 
 def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                       sparsities: Sequence[float] = (0.9, 0.98), epochs: int = 15, lr: float = 0.01,
                       methods: Sequence[str] = FEATHER_ROWS, quick: bool = False, log=print,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, dense_seed: int | None = None) -> dict:
     """Run the benchmark; writes ``feather.json`` and ``feather.md`` into ``out`` (after every row, so an
     interrupted run keeps what it measured; the dense model is cached there too) and returns the result
-    dict (``rows``, ``summary``, ``goals``)."""
+    dict (``rows``, ``summary``, ``goals``). ``dense_seed``: as in :func:`rcprune.bench.demo.run_seed`."""
     if dataset not in ("mnist", "digits"):
         raise InvalidInstanceError(f"dataset must be 'mnist' or 'digits', got {dataset!r}")
     if not seeds:
@@ -112,7 +112,7 @@ def run_feather_bench(out="rcprune-feather", *, dataset: str = "mnist", seeds: S
     unknown = [m for m in methods if m not in FEATHER_ROWS + OPTIONAL_ROWS]
     if unknown or not methods:
         raise InvalidInstanceError(f"methods must be some of {FEATHER_ROWS + OPTIONAL_ROWS}, got {methods!r}")
-    cfg = _config(dataset, seeds, sparsities, epochs, lr, quick, methods)
+    cfg = _config(dataset, seeds, sparsities, epochs, lr, quick, methods, dense_seed)
     cfg["progress"] = progress
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ def format_feather(result: dict) -> str:
     lines = [f"# Recovery after pruning: Feather, magnitude, RC, TP L1 ({cfg['dataset']}, ResNet-{cfg['depth']} width {cfg['width']}, "
              f"{cfg['size']}x{cfg['size']})", "",
              f"Dense accuracy {result['dense_acc']:.4f}; every row from the same trained dense model, {cfg['epochs']} "
-             f"epochs each, lr {cfg['lr']}, cosine; seeds {cfg['seeds']}. Runtime {result['runtime_seconds']:.0f} s.", "",
+             f"epochs each, lr {cfg['lr']}, cosine; seeds {cfg['seeds']}, dense model seed {cfg['seed']}. Runtime {result['runtime_seconds']:.0f} s.", "",
              "| method | sparsity | measured | zero-shot | accuracy | vs TP L1 (points) | seeds |",
              "|---|---|---|---|---|---|---|"]
     tp = {e["sparsity"]: e["acc"] for e in result["summary"] if e["method"] == "tp-l1"}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rcprune.bench.demo import _dense_model, _prunable_weights, _save_png, _tp_prune
+from rcprune.bench.demo import _dense_model, _prunable_weights, _save_png, _tp_prune, run_seed
 from rcprune.files import atomic_write_bytes
 from rcprune.network.granularity import GROUP_METHODS
 from rcprune.validation import InvalidInstanceError
@@ -209,13 +209,14 @@ def _tp_row(model, label, sparsity, data, seed, epochs, progress, dense=None, re
 
 
 def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model, moves,
-            repeats, quick, protect=(), floors=(None,), calibrate=0, scores=("l1",), recoveries=("plain",)) -> dict:
+            repeats, quick, protect=(), floors=(None,), calibrate=0, scores=("l1",), recoveries=("plain",),
+            dense_seed=None) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8,
            "train_epochs": train_epochs, "finetune_epochs": epochs, "seeds": list(seeds),
            "tp_sparsities": list(tp_sparsities), "granularities": list(granularities), "methods": list(methods),
            "latency_model": latency_model, "annealing_moves": moves, "repeats": repeats, "quick": quick,
            "latency_batch": 64, "latency_threads": 1, "train_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "seed": seeds[0], "protect": list(protect),
+           "torch": torch.__version__, "seed": run_seed(seeds, dense_seed), "protect": list(protect),
            "floors": [None if f is None else float(f) for f in floors], "calibrate": calibrate,
            "scores": list(scores), "calibration_images": CALIBRATION_IMAGES, "recoveries": list(recoveries)}
     if quick:
@@ -223,7 +224,7 @@ def _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, 
                    seeds=list(seeds)[:1], tp_sparsities=list(tp_sparsities)[-2:], methods=["network-greedy"],
                    annealing_moves=min(moves, 20000), repeats=min(repeats, 5), calibration_images=128,
                    calibrate=min(calibrate, 3))
-        cfg["seed"] = cfg["seeds"][0]
+        cfg["seed"] = run_seed(cfg["seeds"], dense_seed)
     return cfg
 
 
@@ -325,7 +326,7 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
                latency_model: str | None = "resnet18", annealing_moves: int = 200000, repeats: int = 20,
                protect: Sequence[str] = (), floors: Sequence[float | None] = (None,), calibrate: int = 6,
                scores: Sequence[str] = ("l1",), recoveries: Sequence[str] = ("plain",), threads: int = 1,
-               quick: bool = False,
+               quick: bool = False, dense_seed: int | None = None,
                progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Run the report card and write ``pareto.json``, ``pareto.md`` and ``pareto.png`` to ``out``.
@@ -337,7 +338,11 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
     dataset : "mnist" or "digits"
         MNIST-5k at 28x28 (one test image is 0.1 point) or digits at 8x8.
     seeds : sequence of int
-        Each repeats every fine-tune and RC solve; the dense model is trained once, with the first.
+        Each repeats every fine-tune and RC solve; the dense model is trained once, with the first (or
+        ``dense_seed``).
+    dense_seed : int, optional
+        Seed of the dense model and of the run's shared data order (:func:`rcprune.bench.demo.run_seed`):
+        give the same one to runs split by seeds so that they share one dense model.
     tp_sparsities : sequence of float in (0, 1)
         Shares of conv/linear weights Torch-Pruning removes; its per-layer models' measured speedups are
         the latency targets.
@@ -396,19 +401,21 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1] or None, got {floors!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
+    run_seed(seeds, dense_seed)
     with torch_threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                    annealing_moves, repeats, quick, progress, log, protect, floors, calibrate, scores, recoveries)
+                    annealing_moves, repeats, quick, progress, log, protect, floors, calibrate, scores, recoveries,
+                    dense_seed)
 
 
 def _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
          annealing_moves, repeats, quick, progress, log, protect, floors=(None,), calibrate=0, scores=("l1",),
-         recoveries=("plain",)) -> dict:
+         recoveries=("plain",), dense_seed=None) -> dict:
     t_start = time.perf_counter()
+    cfg = _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
+                  annealing_moves, repeats, quick, protect, floors, calibrate, scores, recoveries, dense_seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _config(dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
-                  annealing_moves, repeats, quick, protect, floors, calibrate, scores, recoveries)
     cache_dir = out / "latency-tables"
     torch.manual_seed(cfg["seed"])
     train, test = _loaders(cfg, cfg["seed"])
@@ -602,7 +609,7 @@ def format_report(result: dict) -> str:
     lines = [f"# Latency vs accuracy: rcprune vs Torch-Pruning L1 on ResNet-{cfg['depth']} (width {cfg['width']}), "
              f"{cfg['dataset']} {cfg['size']}x{cfg['size']}", "",
              f"Seeds {cfg['seeds']}, {cfg['finetune_epochs']} fine-tune epochs for every model (lr 0.01, cosine), dense "
-             f"trained {cfg['train_epochs']} epochs (accuracy {result['dense']['accuracy']:.4f}); TP sparsities "
+             f"trained {cfg['train_epochs']} epochs with seed {cfg['seed']} (accuracy {result['dense']['accuracy']:.4f}); TP sparsities "
              f"{cfg['tp_sparsities']}; rcprune {cfg['granularities']} x {cfg['methods']}"
              + (f" (annealing: {cfg['annealing_moves']} moves)" if "network-annealing" in cfg["methods"] else "")
              + (f", protecting {', '.join(cfg['protect'])}" if cfg.get("protect") else "")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rcprune.bench.demo import _dense_model, _prunable_weights, _tp_prune
+from rcprune.bench.demo import _dense_model, _prunable_weights, _tp_prune, run_seed
 from rcprune.bench.retention_demo import _kept_weights
 from rcprune.files import atomic_write_bytes
 from rcprune.validation import InvalidInstanceError
@@ -60,11 +60,11 @@ FINETUNE_ROWS = ("magnitude-rc", "tp-l1", "data-aware-rc", "selection-only", "sc
                  "retention-curves", "retention-curves-masks", "magnitude-global")
 
 
-def _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick) -> dict:
+def _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick, dense_seed=None) -> dict:
     cfg = {"dataset": dataset, "depth": 20, "width": 16, "size": 28 if dataset == "mnist" else 8, "train_epochs": 15,
            "epochs": epochs, "seeds": list(seeds), "sparsities": list(sparsities),
            "finetune_sparsities": list(finetune_sparsities), "calibration": calibration, "quick": quick,
-           "torch": torch.__version__, "seed": seeds[0]}
+           "torch": torch.__version__, "seed": run_seed(seeds, dense_seed)}
     if quick:
         cfg.update(dataset="digits", size=8, depth=8, width=8, train_epochs=1, epochs=min(epochs, 1), seeds=list(seeds)[:1],
                    calibration=min(calibration, 128))
@@ -145,10 +145,11 @@ def _variants(dense: nn.Module, x, sparsity: float, calib, names) -> dict[str, t
 def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Sequence[int] = (0, 1, 2),
                  sparsities: Sequence[float] = (0.5, 0.7, 0.9, 0.93), finetune_sparsities: Sequence[float] = (0.9, 0.93),
                  epochs: int = 15, calibration: int = CALIBRATION_IMAGES, quick: bool = False, log=print, progress: bool = False,
-                 methods: Sequence[str] | None = None) -> dict:
+                 methods: Sequence[str] | None = None, dense_seed: int | None = None) -> dict:
     """Run the benchmark; writes ``zeroshot.json`` and ``zeroshot.md`` into ``out`` (the dense model is
     cached there too) and returns the result dict (``rows``, ``summary``, ``goals``). ``methods``: a subset
-    of ``ZERO_SHOT_ROWS`` (default all); fine-tuned are those of them in ``FINETUNE_ROWS``."""
+    of ``ZERO_SHOT_ROWS`` (default all); fine-tuned are those of them in ``FINETUNE_ROWS``. ``dense_seed``:
+    as in :func:`rcprune.bench.demo.run_seed`."""
     methods = tuple(ZERO_SHOT_ROWS if methods is None else methods)
     unknown = [m for m in methods if m not in ZERO_SHOT_ROWS]
     if unknown or not methods:
@@ -160,7 +161,7 @@ def run_zeroshot(out="rcprune-zeroshot", *, dataset: str = "mnist", seeds: Seque
     for s in list(sparsities) + list(finetune_sparsities):
         if not 0 <= s < 1:
             raise InvalidInstanceError(f"sparsities must be in [0, 1), got {s}")
-    cfg = _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick)
+    cfg = _config(dataset, seeds, sparsities, finetune_sparsities, epochs, calibration, quick, dense_seed)
     cfg["progress"], cfg["methods"] = progress, list(methods)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,7 @@ def format_zeroshot(result: dict) -> str:
     lines = [f"# Zero-shot and fine-tuned data-aware RC ({cfg['dataset']}, ResNet-{cfg['depth']} width {cfg['width']}, "
              f"{cfg['size']}x{cfg['size']})", "",
              f"Dense accuracy {result['dense_acc']:.4f}; calibration {cfg['calibration']} training images per seed "
-             f"(seeds {cfg['seeds']}); BatchNorm re-estimated on them for every zero-shot model; fine-tune "
+             f"(seeds {cfg['seeds']}, dense model seed {cfg['seed']}); BatchNorm re-estimated on them for every zero-shot model; fine-tune "
              f"{cfg['epochs']} epochs, lr 0.01, masks fixed. Runtime {result['runtime_seconds']:.0f} s.", "",
              "| method | removed | kept weights | zero-shot | fine-tuned | layer error (median) | norm ratio |",
              "|---|---|---|---|---|---|---|"]
