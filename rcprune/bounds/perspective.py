@@ -131,6 +131,8 @@ def _relaxation(weights, h, d, k, scope, iterations, steps, deadline):
             x, t = nxt, tn
             if moved <= 1e-12 * (1.0 + float(np.abs(x).max())):
                 break
+            if it % 10 == 9 and deadline is not None and time.perf_counter() > deadline:
+                break
         beta = x
         best = np.maximum(best, bound_at(weights, h, d, beta, k, scope))
         z = np.minimum(1.0, np.abs(beta) * np.sqrt(d[None, :] / lam_rows)).sum(axis=1)

@@ -110,3 +110,12 @@ def test_bad_input_is_named():
         perspective_bound(rcprune.RetentionInstance(w, h, k=2, objective="masked"))
     with pytest.raises(InvalidInstanceError, match="RetentionInstance"):
         perspective_bound(rcprune.Instance(np.abs(w), budget=3))
+
+
+def test_a_time_limit_cuts_the_search_short_and_the_bound_stays_valid():
+    w, h = _layer(4, 5, 12, 0.7)
+    inst = rcprune.RetentionInstance(w, h, sparsity=0.5, damping=0.01)
+    exact = rcprune.solve(inst, method="compensated-exact").cost
+    cut, full = perspective_bound(inst, time_limit=0.0), perspective_bound(inst)
+    assert 0.0 <= cut.bound <= exact + _tol(exact) and 0.0 < full.bound <= exact + _tol(exact)
+    assert cut.runtime < full.runtime
