@@ -226,8 +226,10 @@ def cmd_bench(args) -> int:
         except ImportError as exc:
             raise InvalidInstanceError(f"bench architectures needs the torch and bench extras (pip install "
                                        f"'rcprune[torch,bench]'): {exc}") from None
+        sparsities = _split_list(args.sparsities, float, "--sparsities") if args.sparsities else None
         print(run_architectures(quick=args.quick, models=args.models, size=args.size, batch=args.batch,
-                                repeats=args.repeats, out=args.out, log=lambda msg: print(msg, file=sys.stderr)))
+                                repeats=args.repeats, out=args.out, sparsities=sparsities,
+                                latency_budget=args.latency_budget, log=lambda msg: print(msg, file=sys.stderr)))
     elif args.what in ("table", "plan"):
         _bench_table(args)
     elif args.what == "retention":
@@ -581,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", help="latency: the device to time on (cpu, or cuda when there is one)")
     b.add_argument("--sparsities", default=None,
                    help="comma-separated sparsities: network (default 0.5,0.8,0.9,0.93), layerwise (0.5,0.7,0.9), "
-                        "zeroshot (0.5,0.7,0.9,0.93), feather (0.9,0.98)")
+                        "zeroshot (0.5,0.7,0.9,0.93), feather (0.9,0.98), architectures (0.5,0.7)")
     b.add_argument("--bound", action="store_true",
                    help="network: certified lower bound per instance and a gap column for every method")
     b.add_argument("--instances", help="solvers, bounds: comma-separated library names (default: all)")
@@ -651,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(distillation from the dense model)")
     b.add_argument("--protect", default=None,
                    help="pareto: comma-separated layers whose output channels rcprune keeps (e.g. conv1)")
+    b.add_argument("--latency-budget", action="store_true",
+                   help="architectures: also prune under a latency budget at Torch-Pruning's measured speedup "
+                        "(column and group space) and compare kept L1 importance and speedup with Torch-Pruning's")
     b.add_argument("--no-latency-model", action="store_true",
                    help="pareto: skip the latency-only ResNet-18 64x64 part")
     b.set_defaults(func=cmd_bench)

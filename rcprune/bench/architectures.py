@@ -10,6 +10,13 @@ prune of a tiny model has compiled or loaded the numba kernels: ``warmup_seconds
 Torch-Pruning's time on the same model in the same run (its ``MagnitudePruner``, L1 importance, per-layer
 channel ratio ``1 - sqrt(1 - sparsity)``, which removes about that share of the weights; the classifier
 ignored). JSON rows and a Markdown table.
+
+With ``latency_budget`` (issue #19's "at the same latency, more kept importance"): rcprune also prunes
+under ``budget="latency"`` asked for Torch-Pruning's measured speedup (``calibrate`` measured rounds), in the
+column and the group space; dense, Torch-Pruning and those models are timed in one more interleaved run,
+and the kept L1 importance (sum of |w| over the conv and linear weights, BatchNorm not folded) is compared
+with Torch-Pruning's: columns ``lat_target``, ``lat_tp_speedup``, ``lat_<space>_speedup``,
+``lat_<space>_l1_vs_tp``.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ ARCHITECTURES = ("resnet18", "resnet50", "wide_resnet50_2", "vgg11_bn", "alexnet
                  "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
                  "densenet121", "squeezenet1_0", "googlenet", "convnext_tiny", "vit_b_16")
 QUICK = ("mobilenet_v3_small", "shufflenet_v2_x0_5")   # tied convs and squeeze-excitation; a channel shuffle
+LATENCY_SPACES = ("column", "group")
 
 
 def build(name: str, size: int) -> torch.nn.Module:
@@ -81,8 +89,37 @@ def torch_pruning_run(model: torch.nn.Module, x: torch.Tensor, sparsity: float) 
     return {"tp_ok": True, "tp_seconds": time.perf_counter() - start, "tp_params": _params(m)}, m.eval()
 
 
+def _l1(model: torch.nn.Module) -> float:
+    """Sum of |w| over a model's conv and linear weights (its parameters of two or more dimensions)."""
+    return float(sum(p.detach().abs().sum() for p in model.parameters() if p.ndim >= 2))
+
+
+def _at_latency(model: torch.nn.Module, x: torch.Tensor, tp_model: torch.nn.Module, target: float, repeats: int,
+                calibrate: int) -> dict:
+    """rcprune asked for Torch-Pruning's measured speedup in each of :data:`LATENCY_SPACES`, timed with the
+    dense and Torch-Pruning's models in one interleaved run; kept L1 against Torch-Pruning's."""
+    from rcprune.torch.compact import compact
+    from rcprune.torch.latency import time_forms
+    from rcprune.torch.pipeline import prune
+
+    row, timed, tp_l1 = {"lat_target": target}, {"dense": model, "tp": tp_model}, _l1(tp_model)
+    for space in LATENCY_SPACES:
+        start = time.perf_counter()
+        small, report = prune(model, x, budget="latency", speedup=target, granularity=space, calibrate=calibrate)
+        row[f"lat_{space}_seconds"] = time.perf_counter() - start
+        # the kept weights themselves: compact without folding BatchNorm into them
+        plain, _ = compact(copy.deepcopy(model), report.result.solution, report.extraction, fold_batchnorm=False)
+        row[f"lat_{space}_l1_vs_tp"] = _l1(plain) / tp_l1
+        row[f"lat_{space}_rounds"] = len(report.result.info.get("calibration") or [])
+        timed[space] = small
+    ms = {k: v["ms"] for k, v in time_forms(timed, x, repeats, threads=torch.get_num_threads()).items()}
+    row["lat_tp_speedup"] = ms["dense"] / ms["tp"]
+    row |= {f"lat_{space}_speedup": ms["dense"] / ms[space] for space in LATENCY_SPACES}
+    return row
+
+
 def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *, method: str, weighting: str,
-         repeats: int, export: bool, torch_pruning: bool) -> dict:
+         repeats: int, export: bool, torch_pruning: bool, latency_budget: bool = False, calibrate: int = 6) -> dict:
     from rcprune.torch.export import export as export_model
     from rcprune.torch.latency import time_forms
     from rcprune.torch.masking import apply
@@ -123,6 +160,9 @@ def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *,
                 "ok": True}
         if tp_model is not None:
             row |= {"tp_ms": ms["tp"], "tp_speedup": ms["dense"] / ms["tp"]}
+            if latency_budget:
+                stage = "latency budget"
+                row |= _at_latency(model, x, tp_model, row["tp_speedup"], repeats, calibrate)
     except Exception as exc:  # noqa: BLE001 -- the bench reports every failure by stage
         stage = {"prune": _prune_stage(exc)}.get(stage, stage)
         row |= {"failed": stage, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -148,7 +188,7 @@ def _prune_stage(exc: Exception) -> str:
 def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Sequence[float] = (0.5, 0.7), *,
                         size: int = 64, batch: int = 8, method: str = "network-greedy", weighting: str = "none",
                         repeats: int = 5, export: bool = True, torch_pruning: bool = True, seed: int = 0,
-                        log=None) -> list[dict]:
+                        latency_budget: bool = False, calibrate: int = 6, log=None) -> list[dict]:
     """One row per model and sparsity (see the module docstring); a model that cannot even be built or
     run dense gets one row saying so. ``weighting`` ``"none"`` is :func:`rcprune.torch.prune`'s default;
     the column ``constant_output`` flags a solution that emptied a classifier (then the masked-vs-compact
@@ -167,7 +207,7 @@ def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Seque
             continue
         for sparsity in sparsities:
             row = _one(name, model, x, sparsity, method=method, weighting=weighting, repeats=repeats, export=export,
-                       torch_pruning=torch_pruning)
+                       torch_pruning=torch_pruning, latency_budget=latency_budget, calibrate=calibrate)
             rows.append(row | {"warmup_seconds": warmup})
             if log is not None:
                 log(format_architectures([row], header=False))
@@ -177,6 +217,8 @@ def bench_architectures(models: Sequence[str] = ARCHITECTURES, sparsities: Seque
 _COLUMNS = ("model", "sparsity", "ok", "failed", "params_dense", "params_compact", "kept_weights", "macs_dense",
             "macs_compact", "masked_vs_compact", "constant_output", "export", "speedup", "seconds", "tp_ok",
             "tp_seconds", "tp_params", "tp_speedup")
+_LATENCY_COLUMNS = ("lat_target", "lat_tp_speedup") + tuple(
+    f"lat_{s}_{k}" for s in LATENCY_SPACES for k in ("speedup", "l1_vs_tp"))
 
 
 def _cell(v) -> str:
@@ -190,9 +232,10 @@ def _cell(v) -> str:
 def format_architectures(rows: list[dict], header: bool = True) -> str:
     """A Markdown table of the rows (the errors listed below it)."""
     lines = []
+    columns = _COLUMNS + (_LATENCY_COLUMNS if any("lat_target" in r for r in rows) else ())
     if header:
-        lines += ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in _COLUMNS) + " |" for r in rows]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     errors = [f"- {r['model']} ({r.get('sparsity')}): {r['failed']}: {r['error']}" for r in rows if r.get("error")]
     errors += [f"- {r['model']} ({r.get('sparsity')}): Torch-Pruning: {r['tp_error']}" for r in rows if r.get("tp_error")]
     return "\n".join(lines + ([""] + errors if errors and header else errors))
@@ -209,11 +252,14 @@ def write_architectures(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
 
 def run_architectures(*, quick: bool = False, models: str | None = None, size: int | None = None,
                       batch: int | None = None, repeats: int | None = None, out: str | Path | None = None,
-                      log=print) -> str:
+                      sparsities: Sequence[float] | None = None, latency_budget: bool = False, log=print) -> str:
     """What ``rcprune bench architectures [--quick]`` runs: the bench (``--quick``: :data:`QUICK` at 32x32,
-    sparsity 0.5), ``<out>.json`` and ``<out>.md`` written, the Markdown table returned."""
+    sparsity 0.5; else 0.5 and 0.7 unless ``sparsities``), ``<out>.json`` and ``<out>.md`` written, the
+    Markdown table returned."""
     names = QUICK if quick else tuple(models.split(",")) if models else ARCHITECTURES
-    rows = bench_architectures(names, (0.5,) if quick else (0.5, 0.7), size=size or (32 if quick else 64),
-                               batch=batch or (2 if quick else 8), repeats=repeats or (2 if quick else 5), log=log)
+    sparsities = tuple(sparsities) if sparsities else (0.5,) if quick else (0.5, 0.7)
+    rows = bench_architectures(names, sparsities, size=size or (32 if quick else 64),
+                               batch=batch or (2 if quick else 8), repeats=repeats or (2 if quick else 5),
+                               latency_budget=latency_budget, calibrate=2 if quick else 6, log=log)
     write_architectures(rows, out or "rcprune-architectures")
     return format_architectures(rows)

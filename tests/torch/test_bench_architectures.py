@@ -49,3 +49,27 @@ def test_the_cli_runs_the_quick_subset(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| mobilenet_v3_small | 0.5 | True |" in out and "| shufflenet_v2_x0_5 | 0.5 | True |" in out
     assert (tmp_path / "a.json").exists() and (tmp_path / "a.md").exists()
+
+
+def test_latency_budget_rows_compare_speedup_and_kept_importance_with_torch_pruning():
+    pytest.importorskip("torch_pruning")
+    rows = bench_architectures(("mobilenet_v3_small",), (0.5,), size=32, batch=2, repeats=1, export=False,
+                               latency_budget=True, calibrate=1)
+    row = rows[0]
+    assert row["ok"], row.get("error")
+    assert row["lat_target"] == pytest.approx(row["tp_speedup"])
+    for space in arch.LATENCY_SPACES:
+        assert row[f"lat_{space}_speedup"] > 0 and row[f"lat_{space}_l1_vs_tp"] > 0
+        assert 1 <= row[f"lat_{space}_rounds"] <= 1 + 1   # the first solve and at most one measured round
+    assert row["lat_tp_speedup"] > 0
+    table = format_architectures(rows)
+    assert "lat_column_l1_vs_tp" in table.splitlines()[0]
+    assert "lat_target" not in format_architectures([{k: v for k, v in row.items() if not k.startswith("lat_")}])
+
+
+def test_l1_is_the_conv_and_linear_weights_only():
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, bias=True), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                            torch.nn.Linear(2, 1))
+    for p in m.parameters():
+        torch.nn.init.constant_(p, -1.0)
+    assert arch._l1(m) == 2 + 2   # conv 2x1x1x1, linear 1x2; biases and BatchNorm left out
