@@ -160,12 +160,17 @@ def _one(name: str, model: torch.nn.Module, x: torch.Tensor, sparsity: float, *,
                 "ok": True}
         if tp_model is not None:
             row |= {"tp_ms": ms["tp"], "tp_speedup": ms["dense"] / ms["tp"]}
-            if latency_budget:
-                stage = "latency budget"
-                row |= _at_latency(model, x, tp_model, row["tp_speedup"], repeats, calibrate)
     except Exception as exc:  # noqa: BLE001 -- the bench reports every failure by stage
         stage = {"prune": _prune_stage(exc)}.get(stage, stage)
         row |= {"failed": stage, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    if latency_budget and row["ok"] and tp_model is not None:
+        if row["tp_speedup"] <= 1.0:
+            row["lat_error"] = f"Torch-Pruning measured no speedup ({row['tp_speedup']:.3f}x): no latency target"
+        else:
+            try:
+                row |= _at_latency(model, x, tp_model, row["tp_speedup"], repeats, calibrate)
+            except Exception as exc:  # noqa: BLE001 -- reported beside the row, which stands without it
+                row["lat_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     return row
 
 
@@ -238,6 +243,8 @@ def format_architectures(rows: list[dict], header: bool = True) -> str:
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     errors = [f"- {r['model']} ({r.get('sparsity')}): {r['failed']}: {r['error']}" for r in rows if r.get("error")]
     errors += [f"- {r['model']} ({r.get('sparsity')}): Torch-Pruning: {r['tp_error']}" for r in rows if r.get("tp_error")]
+    errors += [f"- {r['model']} ({r.get('sparsity')}): latency budget: {r['lat_error']}" for r in rows
+               if r.get("lat_error")]
     return "\n".join(lines + ([""] + errors if errors and header else errors))
 
 

@@ -53,18 +53,29 @@ def test_the_cli_runs_the_quick_subset(tmp_path, capsys):
 
 def test_latency_budget_rows_compare_speedup_and_kept_importance_with_torch_pruning():
     pytest.importorskip("torch_pruning")
-    rows = bench_architectures(("mobilenet_v3_small",), (0.5,), size=32, batch=2, repeats=1, export=False,
-                               latency_budget=True, calibrate=1)
-    row = rows[0]
-    assert row["ok"], row.get("error")
-    assert row["lat_target"] == pytest.approx(row["tp_speedup"])
+    model = arch.build("mobilenet_v3_small", 32)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _, tp_model = arch.torch_pruning_run(model, x, 0.5)
+    row = arch._at_latency(model, x, tp_model, 1.05, repeats=1, calibrate=1)   # well within reach
+    assert row["lat_target"] == 1.05 and row["lat_tp_speedup"] > 0
     for space in arch.LATENCY_SPACES:
         assert row[f"lat_{space}_speedup"] > 0 and row[f"lat_{space}_l1_vs_tp"] > 0
-        assert 1 <= row[f"lat_{space}_rounds"] <= 1 + 1   # the first solve and at most one measured round
-    assert row["lat_tp_speedup"] > 0
-    table = format_architectures(rows)
-    assert "lat_column_l1_vs_tp" in table.splitlines()[0]
-    assert "lat_target" not in format_architectures([{k: v for k, v in row.items() if not k.startswith("lat_")}])
+        assert 1 <= row[f"lat_{space}_rounds"] <= 2   # the first solve and at most one measured round
+    assert "lat_column_l1_vs_tp" in format_architectures([{"model": "m"} | row]).splitlines()[0]
+    assert "lat_target" not in format_architectures([{"model": "m"}])
+
+
+def test_no_latency_target_where_torch_pruning_measured_no_speedup(monkeypatch):
+    pytest.importorskip("torch_pruning")
+    import rcprune.torch.latency as latency
+
+    monkeypatch.setattr(latency, "time_forms", lambda models, *a, **k: {key: {"ms": 1.0 if key == "dense" else 1.1}
+                                                                          for key in models})
+    row = bench_architectures(("mobilenet_v3_small",), (0.5,), size=32, batch=2, repeats=1, export=False,
+                              latency_budget=True, calibrate=1)[0]
+    assert row["ok"] and "lat_target" not in row
+    assert row["lat_error"].startswith("Torch-Pruning measured no speedup (0.909x)")
+    assert "latency budget: Torch-Pruning measured no speedup" in format_architectures([row])
 
 
 def test_l1_is_the_conv_and_linear_weights_only():
