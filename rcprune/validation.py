@@ -338,7 +338,7 @@ def damped(h: np.ndarray, damping: float) -> np.ndarray:
     return h
 
 
-def _clears(h: np.ndarray, tolerance: float) -> bool:
+def clears(h: np.ndarray, tolerance: float) -> bool:
     """Whether the symmetric ``h`` has smallest eigenvalue > ``tolerance`` x its largest |eigenvalue|: a
     Cholesky factorization of h - tolerance |lambda|_max I (O(n^3 / 3), against eigvalsh's ~9 n^3; large
     layers' H are 4608 x 4608). |lambda|_max by Lanczos above EXACT_SPECTRUM rows, to 1e-6."""
@@ -374,7 +374,7 @@ def check_hessian(hessian, n: int | None, damping: float, definite: bool = False
         raise InvalidInstanceError(
             f"hessian must be symmetric: H[{i}, {j}] = {h[i, j]!r} but H[{j}, {i}] = {h[j, i]!r}")
     h = damped((h + h.T) / 2, damping)
-    if _clears(h, DEFINITE_TOLERANCE if definite else -PSD_TOLERANCE):
+    if clears(h, DEFINITE_TOLERANCE if definite else -PSD_TOLERANCE):
         return np.ascontiguousarray(h)
     eig = np.linalg.eigvalsh(h)     # only to say by how much it fails
     if eig[0] < -PSD_TOLERANCE * max(abs(eig[0]), abs(eig[-1])):

@@ -62,8 +62,7 @@ def _rows(inst, methods, anchor, problem, energy, seed, time_limit, base, bounds
     if bounds:
         found["perspective-bound"] = _lower_bound(inst, time_limit)
         if inst.n <= EXACT_N:
-            exact = _solve(inst, EXACT_METHODS[problem], seed, None)
-            found["exact"] = exact
+            found["exact"] = _solve(inst, EXACT_METHODS[problem], seed, None)
     anchor_error, anchor_time = found[anchor]
     return [base | {"problem": problem, "method": method, "error": error, "anchor": anchor,
                     "vs_anchor": error / anchor_error if anchor_error > 0 else (1.0 if error == 0 else np.inf),

@@ -401,7 +401,6 @@ def run_pareto(out="rcprune-pareto", *, dataset: str = "mnist", seeds: Sequence[
         raise InvalidInstanceError(f"floors must be a non-empty sequence of shares in [0, 1] or None, got {floors!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidInstanceError(f"threads must be a positive integer, got {threads!r}")
-    run_seed(seeds, dense_seed)
     with torch_threads(threads):
         return _run(out, dataset, seeds, tp_sparsities, epochs, train_epochs, granularities, methods, latency_model,
                     annealing_moves, repeats, quick, progress, log, protect, floors, calibrate, scores, recoveries,
