@@ -90,7 +90,9 @@ def test_a_worker_that_dies_names_the_layers_in_flight():
     jobs = [(n, (n, "b")) for n in ("a", "b", "c", "d")]
     with pytest.raises(LayerTaskError, match="a worker stopped while working on one of the layers") as info:
         map_layers(dies_on, jobs, n_jobs=2, backend="loky")
-    assert "b" in info.value.layer and "d" not in info.value.layer   # at most n_jobs in flight
+    # the dying layer is named among at most n_jobs layers (which others were in flight depends on timing:
+    # once 'a' or 'c' is done, 'd' may be dispatched before the death of 'b' is seen)
+    assert "b" in info.value.layer and len(info.value.layer) <= 2
     assert map_layers(square, [("a", (3,))], n_jobs=2) == [9]   # the pool recovers
 
 

@@ -23,7 +23,8 @@ def test_macs_speedup_bounds_the_prunable_macs(model_and_table):
     model, x, _ = model_and_table
     # without a channel floor the L1 objective gives the stem away ...
     _, cut = prune(model, x[:1], budget="macs", speedup=2.0, min_channels=0)
-    assert cut.result.info["protected_to_connect"] == ["conv1:out"]   # ... so it was protected, and solved again
+    # ... so it was protected first, with every group that solution left without a channel, and solved again
+    assert cut.result.info["protected_to_connect"][0] == "conv1:out"
     _, floored = prune(model, x[:1], budget="macs", speedup=2.0)       # the default floor keeps every group
     assert floored.result.info["min_channels"] == 0.25 and floored.result.info["protected_to_connect"] == []
     small, report = prune(model, x[:1], budget="macs", speedup=2.0, protect=["conv1"])
