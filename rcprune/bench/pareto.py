@@ -6,7 +6,9 @@ removed weights sets the latency targets: the speedup the per-layer model measur
 rcprune is then asked for exactly that speedup (``prune(budget="latency", speedup=s)``, measured latency
 table, the given channel floors, ``calibrate`` rounds of measuring and correcting the budget) at each
 granularity with each network method. Every model is fine-tuned with the same recipe and
-epochs (``finetune(lr=0.01)``, seeded), the RC models masked, then compacted; with ``recoveries``
+epochs (``finetune(lr=0.01)``, seeded), the RC models masked, then compacted (or, where the compacted
+model trains only kept weights, as in the group space, compacted and then fine-tuned: the same training,
+in less time; the rows' ``finetuned`` says which); with ``recoveries``
 including ``"distill"`` every model is fine-tuned a second time from the same start with distillation from
 the dense model (rows ``...-distill``, the goals computed within each recovery, and one more goal line: RC's
 best recovery against Torch-Pruning's plain fine-tune); all models are timed in one
@@ -37,6 +39,7 @@ from rcprune.network.granularity import GROUP_METHODS
 from rcprune.validation import InvalidInstanceError
 
 from rcprune.torch.compact import compact
+from rcprune.torch.compact_finetune import compacted_for_training, fold_batchnorms
 from rcprune.torch.data import CALIBRATION_IMAGES, calibration_batches, digits_loaders, mnist_loaders
 from rcprune.torch.finetune import evaluate_accuracy, finetune
 from rcprune.torch.latency import time_forms, torch_threads
@@ -153,7 +156,8 @@ def _rc_model(dense, x, table, speedup, granularity, method, seed, opts, protect
 
 def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts, progress, protect=(), floor=None,
             calibrate=0, scores="l1", recoveries=("plain",)) -> list[tuple]:
-    """Prune once, then per recovery fine-tune (masks fixed) from the same start and compact with the table:
+    """Prune once, then per recovery fine-tune (masks fixed; the compacted model where it trains only kept
+    weights, :mod:`rcprune.torch.compact_finetune`) from the same start and compact with the table:
     ``[(small model or None, row)]``. With ``scores="hessian"`` the masks are chosen on the calibration set
     (``data[3]``) and the zero-shot accuracy is the refit model's; the fine-tune starts from the original
     weights under those masks, as ``prune(finetune=)`` does."""
@@ -177,11 +181,18 @@ def _rc_row(dense, data, table, speedup, granularity, method, seed, epochs, opts
     for row in rows:
         masked.load_state_dict(start)
         t = time.perf_counter()
-        hist = finetune(masked, train, epochs, lr=0.01, seed=seed, desc=row["method"], progress=progress,
+        # where the compacted model trains only kept weights it is fine-tuned instead, as prune(finetune=) does
+        compacted = compacted_for_training(masked.eval(), rep.solution, rep.extraction, latency_table=table)
+        trained = masked if compacted is None else compacted[0]
+        hist = finetune(trained, train, epochs, lr=0.01, seed=seed, desc=row["method"], progress=progress,
                         **_teacher(dense, row["recovery"]))
         ft_s = time.perf_counter() - t
-        acc_masked = evaluate_accuracy(masked, test)
-        small, crep = compact(masked.eval(), rep.solution, rep.extraction, latency_table=table)
+        acc_masked = evaluate_accuracy(trained, test)
+        if compacted is None:
+            small, crep = compact(masked.eval(), rep.solution, rep.extraction, latency_table=table)
+        else:
+            small, crep = fold_batchnorms(trained.eval()), compacted[1]
+        row["finetuned"] = "masked" if compacted is None else "compacted"
         if (err := _run_error(small, x)) is not None:
             out.append((None, row | {"note": f"compacted model does not run: {err}", "acc": None}))
             continue

@@ -18,16 +18,24 @@ import numpy as np
 import torch.fx as fx
 import torch.nn as nn
 
-from rcprune.torch.compact import CompactReport
+from rcprune.torch.compact import CompactReport, compact
 from rcprune.torch.compact_forms import GroupedConv, RCConv2d, batchnorm_folded
 
-__all__ = ["trains_only_kept_weights", "fold_batchnorms", "MASKED_ONLY_OPTIONS"]
+__all__ = ["compacted_for_training", "trains_only_kept_weights", "fold_batchnorms", "MASKED_ONLY_OPTIONS"]
 
 # finetune options that work on the masked model's own structure (its extraction, its masks, its
 # parameters' names in a checkpoint): with any of them the masked model is fine-tuned
 MASKED_ONLY_OPTIONS = ("regenerate", "sparse_training", "extraction", "checkpoint", "resume", "distributed")
 
 _FOLDABLE = (RCConv2d, GroupedConv, nn.Conv2d)   # after a linear, compact keeps the BatchNorm too
+
+
+def compacted_for_training(model: nn.Module, solution, extraction, **compact_options):
+    """``compact(model, solution, extraction, fold_batchnorm=False, **compact_options)`` and its report where
+    that model trains only kept weights (:func:`trains_only_kept_weights`), else None: the model to
+    fine-tune in place of the masked ``model``; :func:`fold_batchnorms` after training."""
+    small, report = compact(model, solution, extraction, fold_batchnorm=False, **compact_options)
+    return (small, report) if trains_only_kept_weights(small, report) else None
 
 
 def trains_only_kept_weights(model: nn.Module, report: CompactReport) -> bool:

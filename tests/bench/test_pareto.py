@@ -54,6 +54,9 @@ def test_quick_writes_files_and_every_row(quick):
         if r["method"].startswith("rc-"):
             assert r["target_speedup"] == targets[r["sparsity"]]   # asked for TP per-layer's measured speedup
             assert "note" in r or "conv1" not in r["dead_layers"]   # protected: its rows all stay
+            if "note" not in r:   # whole channels: the compacted model is what was fine-tuned
+                assert r["finetuned"] in ("masked", "compacted")
+                assert "-channel-" not in r["method"] or r["finetuned"] == "compacted"
             if "note" not in r:   # the floor used: 0 when asked for, else prune's default (0.25, or lower)
                 assert r["min_channels"] == 0.0 if r["method"].endswith("floor0") else r["min_channels"] in (
                     0.25, 0.125, 0.0625, 0.03125, 0.0)
