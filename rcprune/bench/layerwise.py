@@ -11,8 +11,9 @@ the same run:
 
 Every mask is scored after the refit. With ``bounds`` (the default) two more rows per layer say how far
 below the anchor any method could go: ``perspective-bound`` (a proven lower bound on the least error,
-:mod:`rcprune.bounds.perspective`) and, on layers of at most 16 columns, ``exact`` (the optimum, proven by
-enumeration: ``compensated-exact`` / ``compensated-rc-exact``).
+:mod:`rcprune.bounds.perspective`) and ``exact`` (the optimum, proven by enumeration): for weights where a
+row has at most 65,536 supports of its budget (``compensated-exact``: n <= 16, or n = 32 at 90%), for RC on
+layers of at most 16 columns (``compensated-rc-exact``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ __all__ = ["bench_layerwise", "summarize_layerwise", "LAYERWISE_COLUMNS", "DEFAU
 DEFAULT_METHODS = ("magnitude", "masked-greedy", "sparsegpt", "obc", "compensated-swap", "compensated-tabu",
                    "compensated-annealing")
 RC_METHODS = ("rc-magnitude", "structured-obs", "compensated-rc-swap", "compensated-rc-tabu")
-EXACT_N = 16       # columns up to which the optimum is enumerated (compensated-exact's limit)
+EXACT_N = 16       # columns up to which the RC optimum is enumerated (compensated-rc-exact's limit)
 EXACT_METHODS = {"weights": "compensated-exact", "rc": "compensated-rc-exact"}
 ANCHOR, RC_ANCHOR = "obc", "structured-obs"
 LAYERWISE_COLUMNS = ["layer", "m", "n", "sparsity", "problem", "method", "error", "vs_anchor", "relative_error",
@@ -57,11 +58,19 @@ def _lower_bound(inst, time_limit):
     return res.bound, res.runtime
 
 
+def _enumerable(inst, problem: str) -> bool:
+    """Whether the exact method proves ``inst``'s optimum: weights under a row budget while C(n, k) is
+    small (:func:`rcprune.solvers.retention.compensated_exact.enumerable`), RC up to :data:`EXACT_N` columns."""
+    from rcprune.solvers.retention.compensated_exact import enumerable
+
+    return enumerable(inst) if problem == "weights" else inst.n <= EXACT_N
+
+
 def _rows(inst, methods, anchor, problem, energy, seed, time_limit, base, bounds=False) -> list[dict]:
     found = {m: _solve(inst, m, seed, time_limit) for m in methods}
     if bounds:
         found["perspective-bound"] = _lower_bound(inst, time_limit)
-        if inst.n <= EXACT_N:
+        if _enumerable(inst, problem):
             found["exact"] = _solve(inst, EXACT_METHODS[problem], seed, None)
     anchor_error, anchor_time = found[anchor]
     return [base | {"problem": problem, "method": method, "error": error, "anchor": anchor,
@@ -82,8 +91,8 @@ def bench_layerwise(cache: str | Path = "rcprune-demo", *, sparsities=(0.5, 0.7,
     Returns one dict per layer, sparsity, problem and method: layer, m, n, sparsity, problem ("weights" or
     "rc"), method, error (after the refit), anchor, vs_anchor (error / the anchor's error on that layer,
     sparsity and problem), relative_error (error / sum_i w_i^T H w_i), runtime, time_vs_anchor, samples,
-    model. ``bounds``: also the rows ``perspective-bound`` (its "error" is the proven lower bound) and, on
-    layers of at most :data:`EXACT_N` columns, ``exact`` (the proven optimum).
+    model. ``bounds``: also the rows ``perspective-bound`` (its "error" is the proven lower bound) and, where
+    the optimum can be enumerated (:func:`_enumerable`), ``exact`` (the proven optimum).
     """
     from rcprune.matrix.model import Instance
 

@@ -8,6 +8,7 @@ keeps each row's best error per size and splits the budget over the rows by dyna
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -19,10 +20,19 @@ from rcprune.solvers import check_objective
 from rcprune.solvers.retention.exact import split_budget
 from rcprune.solvers.retention.obc import obc_mask
 
-__all__ = ["compensated_exact", "best_supports", "MAX_N"]
+__all__ = ["compensated_exact", "best_supports", "enumerable", "MAX_N", "MAX_SUPPORTS"]
 
-MAX_N = 16        # 2^16 supports per row (layer budget) or C(16, 8) = 12,870 (row budget)
-BATCH = 4096      # supports solved per batched call
+MAX_N = 16                  # a layer budget scores the 2^n supports of every row
+MAX_SUPPORTS = 2 ** MAX_N   # a row budget scores C(n, k) supports per row: as many (n = 32 at k = 3: 4,960)
+BATCH = 4096                # supports solved per batched call
+
+
+def enumerable(instance: RetentionInstance) -> bool:
+    """Whether :func:`compensated_exact` enumerates ``instance``: a row budget's C(n, k) supports per row at
+    most :data:`MAX_SUPPORTS`, a layer budget's 2^n at most ``2^MAX_N``."""
+    if instance.scope == "row":
+        return math.comb(instance.n, instance.k) <= MAX_SUPPORTS
+    return instance.n <= MAX_N
 
 
 def best_supports(w: np.ndarray, h: np.ndarray, size: int) -> tuple[float, tuple[int, ...]]:
@@ -54,7 +64,8 @@ def _mask(n: int, support: tuple[int, ...]) -> np.ndarray:
 
 def compensated_exact(instance: RetentionInstance, *, seed: int = 0, time_limit: float | None = None,
                       proof_tolerance: float = 1e-6) -> SolveResult:
-    """Optimal keep-mask under the compensated objective, proven by enumerating every support (n <= 16).
+    """Optimal keep-mask under the compensated objective, proven by enumerating every support (a row
+    budget: C(n, k) <= 65,536 supports per row; a layer budget: n <= 16).
 
     O(m C(n, k) k^3) for a row budget, O(m 2^n n^3) plus an O(m K n) dynamic program for a layer budget.
     A time limit stops between rows: proven rows keep their optimum, the others OBC's mask, and the
@@ -68,8 +79,13 @@ def compensated_exact(instance: RetentionInstance, *, seed: int = 0, time_limit:
     ('optimal', [[True, False, True]], 0.1216)
     """
     check_objective(instance, "compensated-exact")
-    if instance.n > MAX_N:
-        raise InvalidInstanceError(f"compensated-exact enumerates rows of n <= {MAX_N} weights, got n = {instance.n}")
+    if not enumerable(instance):
+        if instance.scope == "row":
+            raise InvalidInstanceError(
+                f"compensated-exact enumerates at most {MAX_SUPPORTS:,} supports per row; a row budget of k = "
+                f"{instance.k} of n = {instance.n} weights has C(n, k) = {math.comb(instance.n, instance.k):,}")
+        raise InvalidInstanceError(f"compensated-exact enumerates the 2^n supports of rows of n <= {MAX_N} weights "
+                                   f"under a layer budget, got n = {instance.n}")
     proof_tolerance = check_fraction(proof_tolerance, "proof_tolerance", allow_zero=True, allow_one=False)
     clock = Stopwatch(time_limit)
     w, h, (m, n) = instance.weights, instance.hessian, instance.shape

@@ -1,5 +1,6 @@
 """The layer-wise benchmark on a tiny (untrained-epoch) digits ResNet cached in a tmp folder, and its CLI."""
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from rcprune.cli import main  # noqa: E402
+from rcprune.validation import kept_from_fraction  # noqa: E402
 
 
 def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path, monkeypatch):
@@ -25,7 +27,15 @@ def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path, monkeypatch):
     layers = {r["layer"] for r in rows}
     small = {r["layer"] for r in rows if r["n"] <= 16}
     assert "conv1" in small and "fc" in layers and len(layers) > len(small)
-    assert len(rows) == len(layers) * 2 * (7 + 4 + 2) + len(small) * 2 * 2   # + bound, + exact where n <= 16
+
+    def enumerable(r):   # weights: C(n, k) <= 65,536 supports per row (n = 36 at 90%: 7,140); RC: n <= 16
+        k = kept_from_fraction(r["n"], sparsity=r["sparsity"])
+        return math.comb(r["n"], k) <= 65536 if r["problem"] == "weights" else r["n"] <= 16
+
+    exact = {(r["layer"], r["sparsity"], r["problem"]) for r in rows if r["method"] == "exact"}
+    longer = {(lay, s) for lay, s, p in exact if p == "weights" and lay not in small}
+    assert longer and longer == {(r["layer"], 0.9) for r in rows if r["n"] == 36}   # longer rows at 90%: proven too
+    assert len(rows) == len(layers) * 2 * (7 + 4 + 2) + len(exact)      # + bound, + exact where enumerable
     for r in rows:
         by = {x["method"]: x for x in rows if x["layer"] == r["layer"] and x["sparsity"] == r["sparsity"]
               and x["problem"] == r["problem"]}
@@ -40,7 +50,7 @@ def test_rows_are_ratios_to_obc_measured_in_the_run(tmp_path, monkeypatch):
         assert by["perspective-bound"]["error"] <= r["error"] + tol   # a proven bound is below every method
         if "exact" in by and r["method"] != "perspective-bound":
             assert by["exact"]["error"] <= r["error"] + tol
-        assert ("exact" in by) == (r["n"] <= 16)
+        assert ("exact" in by) == enumerable(r)
     lines = summarize_layerwise(rows)
     assert len(lines) == 2 * (7 + 2) + 2 * (4 + 2) and all("median" in line for line in lines)
     with pytest.raises(ValueError, match="anchor"):

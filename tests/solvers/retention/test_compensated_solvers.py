@@ -1,5 +1,7 @@
 """Solvers of the compensated objective: OBC against an elimination written from the definition, the swap
 search never above its start and locally optimal, the exact enumeration equal to brute force."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -7,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import rcprune
 from rcprune import InvalidInstanceError, RetentionInstance
 from rcprune.retention.compensated import swap_deltas_reference
-from rcprune.solvers.retention.compensated_exact import compensated_exact
+from rcprune.solvers.retention.compensated_exact import compensated_exact, enumerable
 from rcprune.solvers.retention.obc import obc
 from rcprune.solvers.retention.sparsegpt import sparsegpt
 from rcprune.solvers.retention.swap import retention_swap
@@ -195,8 +197,10 @@ def test_swap_max_moves_and_bad_options():
 
 def test_exact_refuses_long_rows_and_a_time_limit_keeps_a_valid_bound():
     rng = np.random.default_rng(1)
-    with pytest.raises(InvalidInstanceError, match="n <= 16"):
-        compensated_exact(RetentionInstance(rng.normal(size=(1, 17)), np.eye(17), k=3))
+    with pytest.raises(InvalidInstanceError, match="n <= 16 weights under a layer budget"):
+        compensated_exact(RetentionInstance(rng.normal(size=(2, 17)), np.eye(17), k=3, scope="layer"))
+    with pytest.raises(InvalidInstanceError, match=r"65,536 supports per row; .* C\(n, k\) = 847,660,528"):
+        compensated_exact(RetentionInstance(rng.normal(size=(1, 40)), np.eye(40), k=10))
     x = rng.normal(size=(10, 60))
     inst = RetentionInstance(rng.laplace(size=(3000, 10)) * 1e-4, x @ x.T / 60, k=5)   # tiny errors
     res = compensated_exact(inst, time_limit=0.05)
@@ -204,6 +208,27 @@ def test_exact_refuses_long_rows_and_a_time_limit_keeps_a_valid_bound():
     assert res.feasible and 0 < proven < inst.m and res.status == "time_limit"   # never "optimal" unproven
     optima = [compensated_optimum(inst.weights[i:i + 1], inst.hessian, 5) for i in range(proven)]
     assert res.lower_bound == pytest.approx(sum(optima), rel=1e-7, abs=1e-18)
+
+
+def test_exact_proves_long_rows_whose_supports_are_few():
+    """n = 32, k = 3 (a 1x1 conv over 32 channels at 90% removed): C(32, 3) = 4,960 supports per row; each
+    row's optimum checked by least squares on every support (not the solver's formula)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 200))
+    inst = RetentionInstance(rng.normal(size=(2, 32)), x @ x.T / 200, k=3)
+    assert enumerable(inst) and not enumerable(RetentionInstance(inst.weights, inst.hessian, k=9))
+    res = compensated_exact(inst)
+    assert res.status == "optimal" and res.lower_bound == pytest.approx(res.cost, rel=1e-12)
+    l_factor = np.linalg.cholesky(inst.hessian).T     # error = |L (w - x)|^2 with x on the support
+    best = 0.0
+    for w in inst.weights:
+        errors = []
+        for s in itertools.combinations(range(32), 3):
+            a = l_factor[:, list(s)]
+            coef = np.linalg.lstsq(a, l_factor @ w, rcond=None)[0]
+            errors.append(float(np.sum((l_factor @ w - a @ coef) ** 2)))
+        best += min(errors)
+    assert res.cost == pytest.approx(best, rel=1e-8)
 
 
 def test_time_limits_keep_finished_rows_and_stay_feasible():
