@@ -16,6 +16,12 @@ would overestimate pruned models). The BatchNorm itself is not run: :func:`rcpru
 into the conv in eval mode, so it costs the form a bias (timing it overestimated compacted ResNet-20s by
 1.13-1.66x, ``docs/pareto-mnist.md``).
 
+A conv whose output (through its folded BatchNorm) is the first term of a residual add also gets the form
+``"conv-add"``: the conv, then the add of a tensor of its output's shape and the activation that alone reads
+the sum, all on the kept rows. In the group space every producer of a residual group keeps the same
+channels, so the add runs at the kept width; the table's group measure prices it with that conv instead of
+in its constant ``fixed`` part (which overestimated small group models by up to 1.22x, docs/pareto-mnist.md).
+
 Each timed run follows an untimed run of the same call: in a model a layer's input was just written by its
 producer and is in cache; timed cold (after the other calls of the round) the small layers of a pruned
 model read 10-30% slow.
@@ -28,6 +34,7 @@ model read 10-30% slow.
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from dataclasses import dataclass
 from typing import Mapping
@@ -40,10 +47,11 @@ import torch.nn.functional as F
 
 from rcprune.torch.compact_forms import _CL, RCConv2d, RCLinear
 
-__all__ = ["grid_knots", "LayerProbe", "probe_layers", "layer_calls", "time_calls"]
+__all__ = ["grid_knots", "LayerProbe", "probe_layers", "layer_calls", "time_calls", "ResidualAdd"]
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.ELU)
 _ACTIVATION_FUNCTIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 
 
 def grid_knots(full: int, count: int) -> np.ndarray:
@@ -69,15 +77,18 @@ class LayerProbe:
     in_channels: int
     block: int
     epilogue: tuple[nn.Module, ...]
+    residual: tuple[nn.Module, ...] | None = None   # the activation after the residual add it heads, if any
+    output_shape: tuple[int, ...] = ()
 
     def signature(self) -> dict:
         """The facts a cached timing depends on."""
         m = self.module
         geo = {k: list(getattr(m, k)) for k in ("kernel_size", "stride", "padding", "dilation")
                if isinstance(getattr(m, k, None), tuple)}
+        residual = None if self.residual is None else [type(e).__name__ for e in self.residual]
         return {"type": type(m).__name__, "weight": list(m.weight.shape), "bias": m.bias is not None,
                 "groups": getattr(m, "groups", 1), "input": list(self.input_shape), "block": self.block,
-                "epilogue": [type(e).__name__ for e in self.epilogue]} | geo
+                "epilogue": [type(e).__name__ for e in self.epilogue], "residual": residual} | geo
 
 
 def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple[nn.Module, ...]:
@@ -101,18 +112,60 @@ def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, bat
     return tuple(out)
 
 
+def _activation_after(graph_node: fx.Node, modules: Mapping[str, nn.Module]) -> nn.Module | None:
+    """The activation that alone reads ``graph_node``'s output, or None."""
+    if len(graph_node.users) != 1:
+        return None
+    user = next(iter(graph_node.users))
+    mod = modules.get(user.target) if user.op == "call_module" else None
+    if isinstance(mod, _ACTIVATIONS):
+        return copy.deepcopy(mod)
+    if user.op == "call_function" and user.target in _ACTIVATION_FUNCTIONS:
+        return _ACTIVATION_FUNCTIONS[user.target]()
+    return None
+
+
+def _residual(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple | None:
+    """When the conv ``layer``'s output, alone or through a BatchNorm that alone reads it, is the first term
+    of a two-term add (``out += identity``): the activation that alone reads the sum (``()`` without one),
+    else None. The first term owns the add, so a residual add is priced with one conv only."""
+    node = next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
+    if node is None or len(node.users) != 1:
+        return None
+    user = next(iter(node.users))
+    if user.op == "call_module" and user.target in batchnorms:
+        node = user
+        if len(node.users) != 1:
+            return None
+        user = next(iter(node.users))
+    is_add = (user.op == "call_function" and user.target in _ADD_FUNCTIONS) or \
+        (user.op == "call_method" and user.target in ("add", "add_"))
+    if not is_add or len(user.args) != 2 or user.args[0] is not node or not isinstance(user.args[1], fx.Node) \
+            or user.kwargs:
+        return None
+    act = _activation_after(user, modules)
+    return () if act is None else (act,)
+
+
 def probe_layers(model: nn.Module, extraction, inputs: tuple[torch.Tensor, ...], epilogue: bool) -> list[LayerProbe]:
     """One forward of ``model`` on ``inputs`` (hooks record each layer's input shape) -> a probe per layer,
     in the extraction's order. Raises what the model raises."""
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
+    out_shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name):
         def hook(module, args):   # returning nothing: a pre-hook's return value would replace the inputs
             shapes.setdefault(name, tuple(args[0].shape))
         return hook
 
-    hooks = [modules[name].register_forward_pre_hook(record(name)) for name in extraction.layers]
+    def record_out(name):
+        def hook(module, args, out):
+            out_shapes.setdefault(name, tuple(out.shape))
+        return hook
+
+    hooks = [modules[lm.module].register_forward_pre_hook(record(name)) for name, lm in extraction.layers.items()]
+    hooks += [modules[lm.module].register_forward_hook(record_out(name)) for name, lm in extraction.layers.items()]
     try:
         with torch.inference_mode():
             model(*inputs)
@@ -123,8 +176,11 @@ def probe_layers(model: nn.Module, extraction, inputs: tuple[torch.Tensor, ...],
     for name, lm in extraction.layers.items():
         info = extraction.instance.layer(name)
         ep = _epilogue(extraction.graph, modules, lm.module, extraction.batchnorms) if epilogue else ()
+        residual = _residual(extraction.graph, modules, lm.module, extraction.batchnorms) \
+            if epilogue and lm.kind == "conv" and len(out_shapes.get(name, ())) == 4 else None
         in_channels = info.cols // info.block if lm.kind == "linear" else lm.weight_shape[1]
-        probes.append(LayerProbe(name, lm.kind, modules[lm.module], shapes[name], in_channels, info.block, ep))
+        probes.append(LayerProbe(name, lm.kind, modules[lm.module], shapes[name], in_channels, info.block, ep,
+                                 residual, out_shapes.get(name, ())))
     return probes
 
 
@@ -151,8 +207,27 @@ def _folded(probe: LayerProbe, m: nn.Module) -> bool:
     return probe.kind == "conv" and _batchnorm(m) and m.track_running_stats
 
 
+class ResidualAdd(nn.Module):
+    """``act(layer(x) + other)``: a conv that heads a residual add, the add and its activation, on the kept
+    rows (``other`` stands for the add's second term, of the conv's output shape)."""
+
+    def __init__(self, layer: nn.Module, other: torch.Tensor, act: tuple[nn.Module, ...]):
+        super().__init__()
+        self.layer, self.act = layer, nn.Sequential(*act)
+        self.register_buffer("other", other)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.layer(x) + self.other)
+
+
 def _form(probe: LayerProbe, form: str, r: int, c: int, device, dtype) -> tuple[nn.Module, tuple[torch.Tensor]]:
-    """The module of ``form`` at ``r`` rows and ``c`` kept columns (channels for ``"conv"``) and its input."""
+    """The module of ``form`` at ``r`` rows and ``c`` kept columns (channels for ``"conv"`` and
+    ``"conv-add"``) and its input."""
+    if form == "conv-add":
+        module, x = _form(probe, "conv", r, c, device, dtype)
+        n, _, h, w = probe.output_shape
+        other = torch.randn(n, r, h, w).contiguous(memory_format=_CL).to(device=device, dtype=dtype)
+        return ResidualAdd(module, other, copy.deepcopy(probe.residual)).to(device=device, dtype=dtype).eval(), x
     m, shape = probe.module, probe.input_shape
     bias = None if m.bias is None and not any(_folded(probe, e) for e in probe.epilogue) else torch.zeros(r)
     if form == "linear":
@@ -178,6 +253,8 @@ def layer_forms(probe: LayerProbe) -> dict[str, int]:
     forms = {"conv": probe.in_channels}
     if probe.block > 1:
         forms["im2col"] = probe.in_channels * probe.block
+    if probe.residual is not None:
+        forms["conv-add"] = probe.in_channels
     return forms
 
 

@@ -10,6 +10,9 @@ touched channels (``c`` kept columns touch at most ``min(C_in, c)``), whole chan
 ``f(r, t * block) = conv(r, t)``. The activation that runs on a conv's kept rows only is timed with it, and
 the BatchNorm between them as the bias ``compact`` folds it into (:mod:`rcprune.torch.latency_grid`); ``fixed`` is the rest of the measured dense model (input
 layout, residual adds, pooling, ...), so the predicted whole-model latency is ``fixed + sum_l f_l(r_l, c_l)``.
+With ``granularity="group"`` (every producer of a residual group keeps the same channels) a conv that
+heads a residual add is priced with the add and its activation at its kept width (form ``"conv-add"``), and
+the fixed part is ``fixed_group``, the rest without those adds.
 
 Tables are cached on disk (``.npz``, no pickle) under a hash of everything the timings depend on.
 
@@ -50,7 +53,7 @@ from rcprune.torch.extract import Extraction, extract
 
 __all__ = ["latency_table", "LatencyTable", "LayerTimes", "FormTimes", "TABLE_FORMAT"]
 
-TABLE_FORMAT = 2   # 2: BatchNorm folded (not timed), each timed run after a warm one
+TABLE_FORMAT = 3   # 2: BatchNorm folded (not timed), each timed run after a warm one; 3: residual adds (group)
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -103,12 +106,13 @@ class LatencyTable:
     :class:`SpendTable` in O(grid) each.
     """
 
-    __slots__ = ("layers", "fixed", "dense_ms", "metadata")
+    __slots__ = ("layers", "fixed", "fixed_group", "dense_ms", "metadata")
 
     def __init__(self, layers: Mapping[str, LayerTimes], *, fixed: float, dense_ms: float,
-                 metadata: Mapping[str, Any] | None = None):
+                 metadata: Mapping[str, Any] | None = None, fixed_group: float | None = None):
         for k, v in (("layers", dict(layers)), ("fixed", float(fixed)), ("dense_ms", float(dense_ms)),
-                     ("metadata", dict(metadata or {}))):
+                     ("metadata", dict(metadata or {})),
+                     ("fixed_group", float(fixed if fixed_group is None else fixed_group))):
             object.__setattr__(self, k, v)
 
     def __setattr__(self, key, value):
@@ -141,7 +145,9 @@ class LatencyTable:
         """``layer``'s spend over (kept rows, kept columns); see the module docstring."""
         check_granularity(granularity)
         lt = self._layer(layer)
-        main = lt.forms["linear" if lt.kind == "linear" else "conv"]
+        form = "linear" if lt.kind == "linear" else "conv-add" if granularity == "group" and "conv-add" in lt.forms \
+            else "conv"
+        main = lt.forms[form]
         rows, tab = main.rows, main.table()
         if granularity != "column":   # whole channels (the group space too)
             chans = main.cols if lt.kind == "conv" else np.unique(np.ceil(main.cols / lt.block)).astype(np.int64)
@@ -178,10 +184,11 @@ class LatencyTable:
         return inst
 
     def measure(self, where, granularity: str = "column") -> Measure:
-        """A ``"latency"`` :class:`Measure` (unit ms, ``fixed`` = this table's) for the layers of ``where``."""
+        """A ``"latency"`` :class:`Measure` (unit ms, ``fixed`` = this table's; ``fixed_group`` in the group
+        space, whose residual adds are priced with the convs that head them) for the layers of ``where``."""
         self.check(where)
         tables = {name: self.spend_table(name, granularity) for name in self.layers}
-        return Measure("latency", tables, unit="ms", fixed=self.fixed,
+        return Measure("latency", tables, unit="ms", fixed=self.fixed_group if granularity == "group" else self.fixed,
                        metadata=dict(self.metadata) | {"granularity": granularity, "dense_ms": self.dense_ms})
 
     def layer_ms(self, layer: str, rows: int, colmask: np.ndarray) -> float:
@@ -211,7 +218,8 @@ class LatencyTable:
         layers = {n: {"kind": lt.kind, "rows": lt.rows, "in_channels": lt.in_channels, "block": lt.block,
                       "forms": {f: {"rows": ft.rows.tolist(), "cols": ft.cols.tolist(), "ms": ft.ms.tolist()}
                                 for f, ft in lt.forms.items()}} for n, lt in self.layers.items()}
-        return {"layers": layers, "fixed": self.fixed, "dense_ms": self.dense_ms, "metadata": self.metadata}
+        return {"layers": layers, "fixed": self.fixed, "fixed_group": self.fixed_group, "dense_ms": self.dense_ms,
+                "metadata": self.metadata}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "LatencyTable":
@@ -220,7 +228,8 @@ class LatencyTable:
                                     {f: FormTimes(_frozen(v["rows"], np.int64), _frozen(v["cols"], np.int64),
                                                   _frozen(v["ms"], np.float64)) for f, v in d["forms"].items()})
                       for n, d in data["layers"].items()}
-            return cls(layers, fixed=data["fixed"], dense_ms=data["dense_ms"], metadata=data["metadata"])
+            return cls(layers, fixed=data["fixed"], dense_ms=data["dense_ms"], metadata=data["metadata"],
+                       fixed_group=data.get("fixed_group"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidInstanceError(f"malformed latency table ({type(exc).__name__}: {exc})") from None
 
@@ -398,8 +407,11 @@ def latency_table(model: nn.Module, example_inputs, *, extraction: Extraction | 
     dense = _dense_ms(timed, ext, tin, repeats, warmup, dev, dtype)
     partial = LatencyTable(layers, fixed=0.0, dense_ms=dense, metadata=meta)
     layer_sum = partial.predict(ext, NetworkSolution.full(ext.instance))
+    group = partial.measure(ext, "group")   # its residual adds priced with the convs that head them
+    group_sum = float(sum(group.spend(li.name, li.rows, li.cols) for li in ext.instance.layers))
     table = LatencyTable(layers, fixed=max(dense - layer_sum, 0.0), dense_ms=dense,
-                         metadata=meta | {"dense_layers_ms": layer_sum})
+                         fixed_group=max(dense - group_sum, 0.0),
+                         metadata=meta | {"dense_layers_ms": layer_sum, "dense_layers_group_ms": group_sum})
     if path is not None:
         _save(path, key, table)
     return table

@@ -40,10 +40,12 @@ def test_every_layer_has_its_forms_at_its_full_shape(built):
         lt = table.layers[li.name]
         assert (lt.rows, lt.cols, lt.block) == (li.rows, li.cols, li.block)
         expected = {"linear"} if ext.layers[li.name].kind == "linear" else {"conv"} | ({"im2col"} if li.block > 1 else set())
+        # a block's last conv heads its residual add (out += shortcut): timed with it too
+        expected |= {"conv-add"} if li.name.endswith(".conv2") else set()
         assert set(lt.forms) == expected
         for form, ft in lt.forms.items():
             assert ft.rows[0] == 0 and ft.rows[-1] == li.rows
-            assert ft.cols[0] == 0 and ft.cols[-1] == (lt.in_channels if form == "conv" else li.cols)
+            assert ft.cols[0] == 0 and ft.cols[-1] == (lt.in_channels if form.startswith("conv") else li.cols)
             assert not ft.ms[0].any() and not ft.ms[:, 0].any()
             assert (ft.ms[1:, 1:] > 0).all()
 
@@ -108,6 +110,49 @@ def test_predict_is_fixed_plus_the_layers_in_their_compact_forms(built):
     inst = ext.instance.replace(measure=table.measure(ext), density=0.4)
     sol = rcprune.solve(inst, method="network-greedy").solution
     assert table.fixed <= table.predict(inst, sol) <= table.predict(ext, full) + 1e-9
+
+
+def test_the_group_space_prices_residual_adds_with_the_convs_that_head_them(built):
+    _, _, ext, table = built
+    group, column = table.measure(ext, "group"), table.measure(ext, "column")
+    assert (group.fixed, column.fixed) == (table.fixed_group, table.fixed)
+    owners = [n for n, lt in table.layers.items() if "conv-add" in lt.forms]
+    assert owners == ["layer1.0.conv2", "layer2.0.conv2", "layer3.0.conv2"]
+    for name in owners:
+        li, t = ext.instance.layer(name), group.tables[name]
+        add = table.layers[name].forms["conv-add"].table()
+        np.testing.assert_allclose(t.values, add(t.rows[:, None], t.cols[None, :] // li.block))
+    group_sum = sum(group.spend(li.name, li.rows, li.cols) for li in ext.instance.layers)
+    assert table.metadata["dense_layers_group_ms"] == pytest.approx(group_sum)
+    assert table.fixed_group == pytest.approx(max(table.dense_ms - group_sum, 0.0))
+
+
+def test_residual_adds_are_owned_by_their_first_term():
+    class Block(torch.nn.Module):
+        def __init__(self, first):
+            super().__init__()
+            self.a, self.bn = torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.BatchNorm2d(2)
+            self.b, self.c = torch.nn.Conv2d(2, 2, 1), torch.nn.Conv2d(2, 2, 1)
+            self.first = first
+
+        def forward(self, x):
+            a, b = self.bn(self.a(x)), self.b(x)
+            y = a + b if self.first == "a" else b + a
+            return self.c(torch.relu(y))
+
+    x = torch.randn(2, 2, 5, 5)
+    for first, other in (("a", "b"), ("b", "a")):
+        model = Block(first).eval()
+        ext = extract(model, x[:1])
+        probes = {p.name: p for p in latency_grid.probe_layers(model, ext, (x,), True)}
+        assert isinstance(probes[first].residual[0], torch.nn.ReLU) and probes[first].output_shape == (2, 2, 5, 5)
+        assert probes[other].residual is None and probes["c"].residual is None
+        form, (inp,) = latency_grid._form(probes[first], "conv-add", 2, 2, "cpu", torch.float32)
+        with torch.no_grad():
+            want = torch.relu(form.layer(inp) + form.other)
+            torch.testing.assert_close(form(inp), want)
+    probes = latency_grid.probe_layers(model, ext, (x,), False)    # no epilogue: nothing timed with a layer
+    assert all(p.residual is None for p in probes)
 
 
 def test_layer_ms_picks_the_form_compact_runs(built):
@@ -246,7 +291,8 @@ def test_bad_inputs_are_refused_with_a_reason(built):
 def test_from_json_round_trips_and_refuses_malformed_data(built):
     _, _, ext, table = built
     again = LatencyTable.from_json(table.to_json())
-    assert again.measure(ext) == table.measure(ext)
+    assert again.measure(ext) == table.measure(ext) and again.measure(ext, "group") == table.measure(ext, "group")
+    assert again.fixed_group == table.fixed_group
     with pytest.raises(InvalidInstanceError, match="malformed"):
         LatencyTable.from_json({"layers": {"a": {"kind": "conv"}}})
     with pytest.raises(AttributeError):
