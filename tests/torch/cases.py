@@ -17,26 +17,30 @@ def calibrated_resnet(batch: int = 48, size: int = 12):
     return model.eval(), x, y
 
 
-def flop_timed_latency_table(model, x, **kwargs):
-    """A latency table whose "times" are counted FLOPs (1 ms per million + 0.01 ms per call): deterministic,
-    so tests of the budget logic do not depend on the machine's load."""
-    import pytest
+def flop_time_calls(calls, *, repeats, warmup, device):
+    """:func:`rcprune.torch.latency_grid.time_calls` with counted FLOPs for times (1 ms per million + 0.01 ms
+    per call): deterministic, whatever the machine's load."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    with torch.inference_mode():
+        for key, (module, args) in calls.items():
+            with FlopCounterMode(display=False) as counter:
+                module(*args)
+            out[key] = 0.01 + counter.get_total_flops() * 1e-6
+    return out
+
+
+def flop_timed_latency_table(model, x, **kwargs):
+    """A latency table whose "times" are counted FLOPs (:func:`flop_time_calls`): deterministic, so tests of
+    the budget logic do not depend on the machine's load."""
+    import pytest
 
     from rcprune.torch import latency_grid
     from rcprune.torch.latency_table import latency_table
 
-    def time_calls(calls, *, repeats, warmup, device):
-        out = {}
-        with torch.inference_mode():
-            for key, (module, args) in calls.items():
-                with FlopCounterMode(display=False) as counter:
-                    module(*args)
-                out[key] = 0.01 + counter.get_total_flops() * 1e-6
-        return out
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(latency_grid, "time_calls", time_calls)
+        mp.setattr(latency_grid, "time_calls", flop_time_calls)
         return latency_table(model, x, cache=False, **kwargs)
 
 
