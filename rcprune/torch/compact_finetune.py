@@ -21,11 +21,23 @@ import torch.nn as nn
 from rcprune.torch.compact import CompactReport, compact
 from rcprune.torch.compact_forms import GroupedConv, RCConv2d, batchnorm_folded
 
-__all__ = ["compacted_for_training", "trains_only_kept_weights", "fold_batchnorms", "MASKED_ONLY_OPTIONS"]
+__all__ = ["compacted_for_training", "trains_only_kept_weights", "fold_batchnorms", "needs_masked_model",
+           "MASKED_ONLY_OPTIONS"]
 
 # finetune options that work on the masked model's own structure (its extraction, its masks, its
 # parameters' names in a checkpoint): with any of them the masked model is fine-tuned
 MASKED_ONLY_OPTIONS = ("regenerate", "sparse_training", "extraction", "checkpoint", "resume", "distributed")
+
+
+def needs_masked_model(finetune_options) -> bool:
+    """Whether :func:`rcprune.torch.finetune` with these options must train the masked model: one of
+    :data:`MASKED_ONLY_OPTIONS` set, or a ``torch.distributed`` run (data-parallel training of the
+    compacted model is not tested)."""
+    from rcprune.torch.distributed import is_distributed
+
+    if any(finetune_options.get(k) for k in MASKED_ONLY_OPTIONS):
+        return True
+    return finetune_options.get("distributed") is None and is_distributed()
 
 _FOLDABLE = (RCConv2d, GroupedConv, nn.Conv2d)   # after a linear, compact keeps the BatchNorm too
 

@@ -36,7 +36,7 @@ from rcprune.validation import (InvalidInstanceError, check_choice, check_flag, 
                                 check_real_option)
 
 from rcprune.torch.compact import CompactReport, compact as compact_model
-from rcprune.torch.compact_finetune import MASKED_ONLY_OPTIONS, compacted_for_training, fold_batchnorms
+from rcprune.torch.compact_finetune import compacted_for_training, fold_batchnorms, needs_masked_model
 from rcprune.torch.batches import check_loader, check_reusable
 from rcprune.torch.extract import Extraction, extract
 from rcprune.torch.finetune import finetune as finetune_model
@@ -468,7 +468,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
         compacted model is fine-tuned instead of the masked one, its BatchNorms folded afterwards: the same
         training up to float rounding, at the compacted model's cost (:mod:`rcprune.torch.compact_finetune`;
         not with the options that need the masked model: ``regenerate``, ``sparse_training``,
-        ``checkpoint``, ...). ``PruneReport.finetuned`` says which.
+        ``checkpoint``, ..., nor under ``torch.distributed``). ``PruneReport.finetuned`` says which.
     compact : bool
         Return the physically smaller model (:func:`rcprune.torch.compact`, ``partial`` mode) in eval
         mode; ``False`` returns the masked copy (reversible with :func:`rcprune.torch.restore`).
@@ -653,7 +653,7 @@ def prune(model: nn.Module, example_inputs, sparsity: float | None = None, *, bu
             masks_on_original(work, calibration)
         args = dict(finetune)
         trained = work
-        if compact and not any(args.get(k) for k in MASKED_ONLY_OPTIONS):
+        if compact and not needs_masked_model(args):
             # the compacted model trains the same kept weights, in less time (rcprune.torch.compact_finetune)
             tc = time.perf_counter()
             compacted = compacted_for_training(work.eval(), result.solution, ext, partial=partial,

@@ -58,6 +58,16 @@ def test_zeros_that_training_would_move_keep_the_masked_fine_tune():
     assert report.finetuned == "masked"                      # regeneration needs the masked model's extraction
 
 
+def test_options_and_runs_that_need_the_masked_model(monkeypatch):
+    import rcprune.torch.distributed as dist
+    from rcprune.torch.compact_finetune import needs_masked_model
+
+    assert not needs_masked_model({"epochs": 1, "teacher": object(), "distributed": False})
+    assert needs_masked_model({"sparse_training": "feather"}) and needs_masked_model({"checkpoint": "ft.pt"})
+    monkeypatch.setattr(dist, "is_distributed", lambda: True)     # a torchrun launch
+    assert needs_masked_model({"epochs": 1}) and not needs_masked_model({"distributed": False})
+
+
 def test_a_padded_grouped_conv_does_not_train_only_kept_weights():
     from rcprune.torch.compact import CompactReport
     from rcprune.torch.compact_forms import GroupedConv
