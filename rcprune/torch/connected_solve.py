@@ -73,7 +73,7 @@ def cuts_to_protect(instance: NetworkInstance, unreached: list[str], dead: set[s
     was right (the tests' CIFAR ResNet-8 under a MACs budget without a channel floor: 0.4-0.9% higher);
     this runs only after a solution cut the network."""
     first = cut_to_protect(instance, unreached)
-    more = [g.name for g in instance.groups if g.name != first and g.name in unreached and g.name in dead
+    more = [g.name for g in instance.groups if g.name != first and g.name in dead   # dead: never reached
             and g.producers and not (g.protected or g.fixed)]
     return [first] + more
 

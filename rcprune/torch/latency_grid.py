@@ -91,32 +91,20 @@ class LayerProbe:
                 "epilogue": [type(e).__name__ for e in self.epilogue], "residual": residual} | geo
 
 
-def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple[nn.Module, ...]:
-    """BatchNorm consuming only the layer's output, then an activation consuming only that BatchNorm's."""
-    node = next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
-    out: list[nn.Module] = []
-    while node is not None and len(node.users) == 1:
-        user = next(iter(node.users))
-        mod = modules.get(user.target) if user.op == "call_module" else None
-        if not out and mod is not None and user.target in batchnorms:
-            out.append(type(mod)(mod.num_features, eps=mod.eps, track_running_stats=mod.track_running_stats))
-        elif out and isinstance(mod, _ACTIVATIONS):
-            out.append(copy.deepcopy(mod))
-            break
-        elif out and user.op == "call_function" and user.target in _ACTIVATION_FUNCTIONS:
-            out.append(_ACTIVATION_FUNCTIONS[user.target]())
-            break
-        else:
-            break
-        node = user
-    return tuple(out)
+def _layer_node(graph: fx.Graph, layer: str) -> fx.Node | None:
+    return next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
+
+
+def _sole_user(node: fx.Node | None) -> fx.Node | None:
+    """The one node that reads ``node``'s output, or None (no node, or several readers)."""
+    return next(iter(node.users)) if node is not None and len(node.users) == 1 else None
 
 
 def _activation_after(graph_node: fx.Node, modules: Mapping[str, nn.Module]) -> nn.Module | None:
     """The activation that alone reads ``graph_node``'s output, or None."""
-    if len(graph_node.users) != 1:
+    user = _sole_user(graph_node)
+    if user is None:
         return None
-    user = next(iter(graph_node.users))
     mod = modules.get(user.target) if user.op == "call_module" else None
     if isinstance(mod, _ACTIVATIONS):
         return copy.deepcopy(mod)
@@ -125,19 +113,27 @@ def _activation_after(graph_node: fx.Node, modules: Mapping[str, nn.Module]) -> 
     return None
 
 
+def _epilogue(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple[nn.Module, ...]:
+    """BatchNorm consuming only the layer's output, then an activation consuming only that BatchNorm's."""
+    bn = _sole_user(_layer_node(graph, layer))
+    if bn is None or bn.op != "call_module" or bn.target not in batchnorms:
+        return ()
+    mod = modules[bn.target]
+    act = _activation_after(bn, modules)
+    return (type(mod)(mod.num_features, eps=mod.eps, track_running_stats=mod.track_running_stats),) + \
+        (() if act is None else (act,))
+
+
 def _residual(graph: fx.Graph, modules: Mapping[str, nn.Module], layer: str, batchnorms) -> tuple | None:
     """When the conv ``layer``'s output, alone or through a BatchNorm that alone reads it, is the first term
     of a two-term add (``out += identity``): the activation that alone reads the sum (``()`` without one),
     else None. The first term owns the add, so a residual add is priced with one conv only."""
-    node = next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
-    if node is None or len(node.users) != 1:
+    node = _layer_node(graph, layer)
+    user = _sole_user(node)
+    if user is not None and user.op == "call_module" and user.target in batchnorms:
+        node, user = user, _sole_user(user)
+    if user is None:
         return None
-    user = next(iter(node.users))
-    if user.op == "call_module" and user.target in batchnorms:
-        node = user
-        if len(node.users) != 1:
-            return None
-        user = next(iter(node.users))
     is_add = (user.op == "call_function" and user.target in _ADD_FUNCTIONS) or \
         (user.op == "call_method" and user.target in ("add", "add_"))
     if not is_add or len(user.args) != 2 or user.args[0] is not node or not isinstance(user.args[1], fx.Node) \
